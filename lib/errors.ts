@@ -1,0 +1,79 @@
+/**
+ * Errors shared across ports. Their `name` is a contract: Step Functions `Retry`/`Catch`
+ * clauses match on it, so never rename one without updating `statemachines/`.
+ */
+
+/** Base class: every Portcullis error carries a stable `name` and keeps its `cause`. */
+export class PortcullisError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'PortcullisError';
+  }
+}
+
+/** Input that can never succeed as given (bad CIDR, bad config, bad PEM). Not retryable. */
+export class ValidationError extends PortcullisError {
+  /** Dotted path of the offending field, when there is one (`routes.0.serverName`). */
+  readonly path: string | undefined;
+  constructor(message: string, options?: ErrorOptions & { path?: string }) {
+    super(message, options);
+    this.name = 'ValidationError';
+    this.path = options?.path;
+  }
+}
+
+/** A named object (secret, version, certificate, task) does not exist. */
+export class NotFoundError extends PortcullisError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'NotFoundError';
+  }
+}
+
+/** The operation conflicts with the current state (token reused with other content, stage moved). */
+export class ConflictError extends PortcullisError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'ConflictError';
+  }
+}
+
+/** A backing service refused for rate reasons; retry with backoff. */
+export class Throttled extends PortcullisError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'Throttled';
+  }
+}
+
+/** The CA accepted the request but the certificate is not issued yet; poll again. */
+export class CertificateNotReady extends PortcullisError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'CertificateNotReady';
+  }
+}
+
+/** A gateway task could not be reached (nudge, status or handshake). */
+export class TaskUnreachable extends PortcullisError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'TaskUnreachable';
+  }
+}
+
+/** A task answered, but serves something other than what was asked of it. */
+export class ServedVersionMismatch extends PortcullisError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'ServedVersionMismatch';
+  }
+}
+
+/** An ECS deployment ended FAILED or did not finish in the allowed time. */
+export class RolloutFailed extends PortcullisError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'RolloutFailed';
+  }
+}

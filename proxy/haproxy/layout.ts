@@ -1,0 +1,49 @@
+/**
+ * Where a gateway task keeps its files. The sidecar renders them into one shared directory
+ * (an ECS volume mounted in both containers) before HAProxy starts; the runtime API then
+ * updates the in-memory copies, and every apply writes the file first so that a reload or a
+ * restart of HAProxy comes back with what was last applied.
+ */
+import { join } from 'node:path';
+
+export interface GatewayLayout {
+  root: string;
+  config: string;
+  /** Worker stats socket (level admin, `expose-fd listeners` for seamless reloads). */
+  adminSocket: string;
+  /** Master CLI socket (`-S`): `reload`, `show proc`. */
+  masterSocket: string;
+  pidFile: string;
+  /** Source CIDRs allowed to connect (one per line, IPv4 and IPv6), updated with `prepare/commit acl`. */
+  allowlist: string;
+  /** Peers (the NLB's subnets) whose PROXY protocol header is trusted. */
+  trustedProxies: string;
+  /** Runtime flags, `ready 1` once the sidecar applied valid state (`set map`). */
+  stateMap: string;
+  /** Addresses a route may never forward to (metadata, loopback, the task's own addresses). */
+  deniedDestinations: string;
+  mapsDir: string;
+  aclDir: string;
+  /** Certificates, keys (0600), CA bundles and CRLs for terminate routes. */
+  certsDir: string;
+}
+
+export function gatewayLayout(root: string): GatewayLayout {
+  const run = join(root, 'run');
+  const acl = join(root, 'acl');
+  const maps = join(root, 'maps');
+  return {
+    root,
+    config: join(root, 'haproxy.cfg'),
+    adminSocket: join(run, 'admin.sock'),
+    masterSocket: join(run, 'master.sock'),
+    pidFile: join(run, 'haproxy.pid'),
+    allowlist: join(acl, 'allowlist.acl'),
+    trustedProxies: join(acl, 'trusted-proxies.acl'),
+    deniedDestinations: join(acl, 'denied-destinations.acl'),
+    stateMap: join(maps, 'state.map'),
+    mapsDir: maps,
+    aclDir: acl,
+    certsDir: join(root, 'certs'),
+  };
+}
