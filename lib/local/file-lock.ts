@@ -1,0 +1,179 @@
+/**
+ * An exclusive lock file shared by processes on one machine, for read-modify-write of small
+ * on-disk indexes (the embedded secret store). `open(path, 'wx')` is the atomic test-and-set;
+ * the file records the holder's pid, host and a nonce so a crashed holder's lock can be broken.
+ */
+import { randomBytes } from 'node:crypto';
+import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Throttled } from '../errors.ts';
+
+export interface FileLockOptions {
+  /** Give up waiting after this long with `Throttled` (default 10 000 ms). */
+  timeoutMs?: number;
+  /**
+   * A lock older than this is broken even if its holder's pid still exists (pid reuse, a hung
+   * holder); default 30 000 ms. A lock whose holder process is gone is broken at once.
+   */
+  staleMs?: number;
+}
+
+/** Handed to the critical section. */
+export interface HeldLock {
+  /** Throws `Throttled` when the lock was broken as stale and possibly taken by someone else. */
+  assertHeld(): Promise<void>;
+}
+
+interface LockRecord {
+  pid: number;
+  host: string;
+  nonce: string;
+  at: string;
+}
+
+// Serialises callers inside one process so they queue on a promise instead of polling the file.
+const inProcess = new Map<string, Promise<unknown>>();
+
+/**
+ * Runs `fn` while holding the lock file at `lockPath` (created, and removed afterwards).
+ *
+ * @example
+ * await withFileLock(join(dir, '.lock'), async (lock) => { …read…; await lock.assertHeld(); …write… });
+ */
+export async function withFileLock<T>(
+  lockPath: string,
+  fn: (lock: HeldLock) => Promise<T>,
+  options: FileLockOptions = {},
+): Promise<T> {
+  const previous = inProcess.get(lockPath) ?? Promise.resolve();
+  const run = previous.catch(() => undefined).then(() => lockAndRun(lockPath, fn, options));
+  const tail = run.catch(() => undefined);
+  inProcess.set(lockPath, tail);
+  try {
+    return await run;
+  } finally {
+    if (inProcess.get(lockPath) === tail) inProcess.delete(lockPath);
+  }
+}
+
+async function lockAndRun<T>(
+  lockPath: string,
+  fn: (lock: HeldLock) => Promise<T>,
+  options: FileLockOptions,
+): Promise<T> {
+  const nonce = randomBytes(12).toString('hex');
+  await acquire(lockPath, nonce, options);
+  try {
+    return await fn({
+      assertHeld: async () => {
+        if ((await readRecord(lockPath))?.nonce !== nonce) {
+          throw new Throttled(`lock ${lockPath} was taken over while held; retry`);
+        }
+      },
+    });
+  } finally {
+    await release(lockPath, nonce);
+  }
+}
+
+async function acquire(lockPath: string, nonce: string, options: FileLockOptions): Promise<void> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const staleMs = options.staleMs ?? 30_000;
+  const deadline = Date.now() + timeoutMs;
+  const record: LockRecord = { pid: process.pid, host: hostname(), nonce, at: new Date().toISOString() };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const fh = await open(lockPath, 'wx', 0o600);
+      try {
+        await fh.writeFile(JSON.stringify(record));
+      } finally {
+        await fh.close();
+      }
+      return;
+    } catch (error) {
+      if (!isCode(error, 'EEXIST')) throw error;
+    }
+    await breakIfStale(lockPath, staleMs);
+    if (Date.now() >= deadline) {
+      throw new Throttled(`timed out after ${timeoutMs} ms waiting for lock ${lockPath}`);
+    }
+    const backoff = Math.min(2 * 2 ** Math.min(attempt, 5), 50);
+    await sleep(backoff / 2 + Math.random() * backoff);
+  }
+}
+
+async function breakIfStale(lockPath: string, staleMs: number): Promise<void> {
+  let raw: string;
+  let mtimeMs: number;
+  try {
+    raw = await readFile(lockPath, 'utf8');
+    mtimeMs = (await stat(lockPath)).mtimeMs;
+  } catch (error) {
+    if (isCode(error, 'ENOENT')) return;
+    throw error;
+  }
+  const holder = parseRecord(raw);
+  const holderGone = holder !== undefined && holder.host === hostname() && !pidAlive(holder.pid);
+  // An unparsable lock is either being written right now or was torn by a crash: only age tells.
+  if (!holderGone && Date.now() - mtimeMs <= staleMs) return;
+
+  // Move the stale lock aside atomically, then check that what moved is the lock we judged:
+  // another waiter may have broken it and a third process taken a fresh one in between.
+  const aside = `${lockPath}.stale-${process.pid}-${randomBytes(6).toString('hex')}`;
+  try {
+    await rename(lockPath, aside);
+  } catch (error) {
+    if (isCode(error, 'ENOENT')) return;
+    throw error;
+  }
+  const moved = await readFile(aside, 'utf8').catch(() => '');
+  if (moved !== raw) {
+    // We took a live lock: put it back if nobody re-took the name; else its holder's
+    // assertHeld() notices before it commits.
+    await link(aside, lockPath).catch(() => undefined);
+  }
+  await unlink(aside).catch(() => undefined);
+}
+
+async function release(lockPath: string, nonce: string): Promise<void> {
+  if ((await readRecord(lockPath))?.nonce === nonce) {
+    await unlink(lockPath).catch((error: unknown) => {
+      if (!isCode(error, 'ENOENT')) throw error;
+    });
+  }
+}
+
+async function readRecord(lockPath: string): Promise<LockRecord | undefined> {
+  try {
+    return parseRecord(await readFile(lockPath, 'utf8'));
+  } catch (error) {
+    if (isCode(error, 'ENOENT')) return undefined;
+    throw error;
+  }
+}
+
+function parseRecord(raw: string): LockRecord | undefined {
+  try {
+    const value = JSON.parse(raw) as Partial<LockRecord>;
+    if (typeof value.pid === 'number' && typeof value.host === 'string' && typeof value.nonce === 'string') {
+      return value as LockRecord;
+    }
+  } catch {
+    // torn or foreign content: judged by age instead
+  }
+  return undefined;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return isCode(error, 'EPERM');
+  }
+}
+
+function isCode(error: unknown, code: string): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
+}
