@@ -1,0 +1,43 @@
+/**
+ * AWS adapters for the ports in `lib/ports.ts` (SDK v3). Each takes an injectable client and
+ * otherwise uses one created at module scope, reused across Lambda invocations.
+ */
+export {
+  AcmPcaAuthority,
+  type AcmPcaAuthorityOptions,
+  apiPassthroughFor,
+  defaultAcmPcaClient,
+  defaultTemplateArn,
+  pcaIdempotencyToken,
+  pcaSerial,
+} from './acm-pca-authority.ts';
+export {
+  defaultEcsClient,
+  EcsFleet,
+  type EcsFleetOptions,
+  rolloutStateOf,
+  taskIdOf,
+  taskPrivateAddress,
+} from './ecs-fleet.ts';
+export {
+  AccessDenied,
+  type AwsErrorContext,
+  type AwsErrorShape,
+  AwsServiceError,
+  describeAwsError,
+  EncryptionKeyError,
+  isAwsErrorCode,
+  mapAwsError,
+  ServiceUnavailable,
+} from './errors.ts';
+export {
+  defaultEventBridgeClient,
+  EventBridgeNotifier,
+  type EventBridgeNotifierOptions,
+  entryError,
+} from './eventbridge-notifier.ts';
+export {
+  defaultSecretsManagerClient,
+  SecretsManagerStore,
+  type SecretsManagerStoreOptions,
+} from './secrets-manager-store.ts';
