@@ -1,0 +1,336 @@
+/**
+ * Parsers for HAProxy 2.6 runtime-API answers. Pure functions over the text of one answer
+ * (final empty line already removed); each throws `RuntimeProtocolError` on a shape it does
+ * not know rather than guessing. Formats were captured from 2.6.12 (see the unit tests).
+ */
+import { RuntimeProtocolError } from './errors.ts';
+
+/** `show info`: every `Key: value` line, plus the fields callers use typed. */
+export interface HaproxyInfo {
+  fields: Record<string, string>;
+  version: string;
+  pid: number;
+  uptimeSeconds: number;
+  currentConnections: number;
+  cumulativeConnections: number;
+  stopping: boolean;
+}
+
+function toInt(command: string, field: string, text: string | undefined): number {
+  if (text === undefined || !/^-?\d+$/.test(text)) {
+    throw new RuntimeProtocolError(command, `field ${field} is not an integer`);
+  }
+  return Number(text);
+}
+
+/** Parses `Key: value` lines (the value keeps any further colons). */
+export function parseKeyValues(text: string): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const at = line.indexOf(':');
+    if (at <= 0) continue;
+    fields[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+  }
+  return fields;
+}
+
+export function parseShowInfo(text: string): HaproxyInfo {
+  const fields = parseKeyValues(text);
+  if (fields['Name'] === undefined || fields['Version'] === undefined) {
+    throw new RuntimeProtocolError('show info', 'no Name/Version fields');
+  }
+  return {
+    fields,
+    version: fields['Version'],
+    pid: toInt('show info', 'Pid', fields['Pid']),
+    uptimeSeconds: toInt('show info', 'Uptime_sec', fields['Uptime_sec']),
+    currentConnections: toInt('show info', 'CurrConns', fields['CurrConns']),
+    cumulativeConnections: toInt('show info', 'CumConns', fields['CumConns']),
+    stopping: fields['Stopping'] === '1',
+  };
+}
+
+/** One pattern reference of `show acl` / `show map` (an ACL or map, with or without a file). */
+export interface PatternReference {
+  id: number;
+  /** The file it was loaded from; `undefined` for inline ACLs (`{ src 10.0.0.0/8 }`). */
+  file: string | undefined;
+  description: string;
+  currentVersion: number;
+  nextVersion: number;
+  /** All entries of all versions, including ones of a prepared, uncommitted version. */
+  entryCount: number;
+}
+
+const REFERENCE_LINE = /^(\d+) \((.*?)\) (.*) curr_ver=(\d+) next_ver=(\d+) entry_cnt=(\d+)$/;
+
+/** `show acl` / `show map` without argument. */
+export function parseReferenceList(command: string, text: string): PatternReference[] {
+  const lines = text.split('\n').filter((l) => l !== '');
+  if (lines[0] !== '# id (file) description') {
+    throw new RuntimeProtocolError(command, 'missing "# id (file) description" header');
+  }
+  return lines.slice(1).map((line) => {
+    const m = REFERENCE_LINE.exec(line);
+    if (!m) throw new RuntimeProtocolError(command, 'unrecognised reference line');
+    return {
+      id: Number(m[1]),
+      file: m[2] === '' ? undefined : m[2],
+      description: m[3]!,
+      currentVersion: Number(m[4]),
+      nextVersion: Number(m[5]),
+      entryCount: Number(m[6]),
+    };
+  });
+}
+
+/** One ACL entry: HAProxy's reference (a pointer, usable as `#<ref>` in `del acl`) and the pattern. */
+export interface AclEntry {
+  ref: string;
+  value: string;
+}
+
+/** One map entry; the value may contain spaces. */
+export interface MapEntry {
+  ref: string;
+  key: string;
+  value: string;
+}
+
+const ENTRY_LINE = /^(0x[0-9a-f]+) (.*)$/;
+
+/** `show acl <ref>`: `0x<ptr> <pattern>` per line. */
+export function parseAclEntries(text: string): AclEntry[] {
+  if (text === '') return [];
+  return text.split('\n').map((line) => {
+    const m = ENTRY_LINE.exec(line);
+    if (!m) throw new RuntimeProtocolError('show acl', 'unrecognised entry line');
+    return { ref: m[1]!, value: m[2]! };
+  });
+}
+
+/** `show map <ref>`: `0x<ptr> <key> <value…>` per line. */
+export function parseMapEntries(text: string): MapEntry[] {
+  if (text === '') return [];
+  return text.split('\n').map((line) => {
+    const m = ENTRY_LINE.exec(line);
+    if (!m) throw new RuntimeProtocolError('show map', 'unrecognised entry line');
+    const rest = m[2]!;
+    const sp = rest.indexOf(' ');
+    return sp < 0
+      ? { ref: m[1]!, key: rest, value: '' }
+      : { ref: m[1]!, key: rest.slice(0, sp), value: rest.slice(sp + 1) };
+  });
+}
+
+/** `prepare acl|map`: `New version created: <n>`. */
+export function parsePreparedVersion(command: string, text: string): number {
+  const m = /^New version created: (\d+)$/.exec(text);
+  if (!m) throw new RuntimeProtocolError(command, 'no "New version created" line');
+  return Number(m[1]);
+}
+
+/** `show ssl cert` / `show ssl ca-file` / `show ssl crl-file` without argument. */
+export interface SslFileList {
+  /** Names with an ongoing (uncommitted) transaction, without the leading `*`. */
+  transactions: string[];
+  files: string[];
+}
+
+export function parseSslFileList(command: string, text: string): SslFileList {
+  const result: SslFileList = { transactions: [], files: [] };
+  let section: 'transactions' | 'files' | undefined;
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    if (line === '# transaction') section = 'transactions';
+    else if (line === '# filename') section = 'files';
+    else if (section === undefined)
+      throw new RuntimeProtocolError(command, 'entry before any section header');
+    else {
+      // `show ssl ca-file` appends " - <n> certificate(s)".
+      const name = line.replace(/ - \d+ certificate\(s\)$/, '');
+      result[section].push(section === 'transactions' ? name.replace(/^\*/, '') : name);
+    }
+  }
+  return result;
+}
+
+/** `show ssl cert <file>` (or `*<file>` for the uncommitted transaction). */
+export interface SslCertificateInfo {
+  filename: string;
+  /** `Used` once a bind line or crt-list serves it, `Unused` otherwise (and for transactions). */
+  status: string;
+  /** Uppercase hex without separators or leading zeros, as HAProxy prints it. */
+  serial: string;
+  notBefore: Date;
+  notAfter: Date;
+  subject: string;
+  issuer: string;
+  /** `DNS:a.example`, `IP:…` entries as HAProxy prints them (2.6 prints only DNS names reliably). */
+  subjectAltNames: string[];
+  dnsNames: string[];
+  algorithm: string;
+  sha1Fingerprint: string;
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** OpenSSL's `ASN1_TIME_print` form: `Nov 25 16:13:05 2026 GMT`. */
+export function parseAsn1Time(command: string, text: string | undefined): Date {
+  const m = /^([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) (\d{4}) GMT$/.exec(text ?? '');
+  const month = m ? MONTHS.indexOf(m[1]!) : -1;
+  if (!m || month < 0) throw new RuntimeProtocolError(command, 'unrecognised certificate date');
+  return new Date(Date.UTC(Number(m[6]), month, Number(m[2]), Number(m[3]), Number(m[4]), Number(m[5])));
+}
+
+export function parseSslCertificate(text: string): SslCertificateInfo {
+  const command = 'show ssl cert';
+  const f = parseKeyValues(text);
+  if (f['Filename'] === undefined || f['Serial'] === undefined) {
+    throw new RuntimeProtocolError(command, 'no Filename/Serial fields');
+  }
+  const sans = (f['Subject Alternative Name'] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  return {
+    filename: f['Filename'],
+    status: f['Status'] ?? '',
+    serial: f['Serial'].toUpperCase(),
+    notBefore: parseAsn1Time(command, f['notBefore']),
+    notAfter: parseAsn1Time(command, f['notAfter']),
+    subject: f['Subject'] ?? '',
+    issuer: f['Issuer'] ?? '',
+    subjectAltNames: sans,
+    dnsNames: sans.filter((s) => s.startsWith('DNS:')).map((s) => s.slice(4)),
+    algorithm: f['Algorithm'] ?? '',
+    sha1Fingerprint: f['SHA1 FingerPrint'] ?? '',
+  };
+}
+
+/** One stream of `show sess`. */
+export interface SessionInfo {
+  /** The session pointer, the id `shutdown session` takes. */
+  id: string;
+  proto: string;
+  /**
+   * The client address as HAProxy 2.6 prints it: the direct peer. With `accept-proxy` 2.6.12
+   * still shows the peer that sent the PROXY header, not the address the header carried.
+   */
+  source: { address: string; port: number } | undefined;
+  frontend: string;
+  backend: string | undefined;
+  server: string | undefined;
+  ageSeconds: number;
+}
+
+/** HAProxy's `human_time`: `1d2h`, `3m4s`, `5s`. */
+export function parseHumanTime(text: string): number | undefined {
+  const m = /^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(text);
+  if (!m || text === '') return undefined;
+  return Number(m[1] ?? 0) * 86400 + Number(m[2] ?? 0) * 3600 + Number(m[3] ?? 0) * 60 + Number(m[4] ?? 0);
+}
+
+function parseEndpoint(text: string | undefined): SessionInfo['source'] {
+  if (text === undefined || text.startsWith('unix:')) return undefined;
+  const at = text.lastIndexOf(':');
+  if (at <= 0) return undefined;
+  const port = Number(text.slice(at + 1));
+  if (!Number.isInteger(port)) return undefined;
+  return { address: text.slice(0, at).replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+function absent(value: string | undefined): string | undefined {
+  return value === undefined || value === '<NONE>' || value === '<none>' ? undefined : value;
+}
+
+export function parseShowSessions(text: string): SessionInfo[] {
+  if (text === '') return [];
+  return text.split('\n').map((line) => {
+    const m = /^(0x[0-9a-f]+): (.*)$/.exec(line);
+    if (!m) throw new RuntimeProtocolError('show sess', 'unrecognised session line');
+    const kv: Record<string, string> = {};
+    for (const token of m[2]!.split(' ')) {
+      const eq = token.indexOf('=');
+      // Only the first occurrence: later tokens (`rq[f=…`) reuse short names.
+      if (eq > 0 && !(token.slice(0, eq) in kv)) kv[token.slice(0, eq)] = token.slice(eq + 1);
+    }
+    if (kv['proto'] === undefined || kv['fe'] === undefined) {
+      throw new RuntimeProtocolError('show sess', 'session line without proto/fe');
+    }
+    return {
+      id: m[1]!,
+      proto: kv['proto'],
+      source: parseEndpoint(kv['src']),
+      frontend: kv['fe'],
+      backend: absent(kv['be']),
+      server: absent(kv['srv']),
+      ageSeconds: parseHumanTime(kv['age'] ?? '') ?? 0,
+    };
+  });
+}
+
+/** One process of the master CLI's `show proc`. */
+export interface ProcessEntry {
+  pid: number;
+  type: string;
+  /** For the master: how often it was reloaded; for a worker: how many reloads it survived. */
+  reloads: number;
+  uptimeSeconds: number;
+  version: string;
+}
+
+export interface ProcessList {
+  master: ProcessEntry & { failedReloads: number };
+  /** Current workers (serving new connections). */
+  workers: ProcessEntry[];
+  /** Workers of earlier generations still finishing their connections. */
+  oldWorkers: ProcessEntry[];
+  programs: ProcessEntry[];
+}
+
+/** `0d00h02m45s` → seconds. */
+export function parseProcUptime(text: string): number | undefined {
+  const m = /^(\d+)d(\d+)h(\d+)m(\d+)s$/.exec(text);
+  return m ? Number(m[1]) * 86400 + Number(m[2]) * 3600 + Number(m[3]) * 60 + Number(m[4]) : undefined;
+}
+
+export function parseShowProc(text: string): ProcessList {
+  const command = 'show proc';
+  const lines = text.split('\n').filter((l) => l.trim() !== '');
+  if (!lines[0]?.startsWith('#<PID>')) throw new RuntimeProtocolError(command, 'missing #<PID> header');
+  let master: ProcessList['master'] | undefined;
+  const sections: Record<'workers' | 'oldWorkers' | 'programs', ProcessEntry[]> = {
+    workers: [],
+    oldWorkers: [],
+    programs: [],
+  };
+  let section: keyof typeof sections | 'master' = 'master';
+  for (const line of lines.slice(1)) {
+    if (line.startsWith('#')) {
+      const name = line.slice(1).trim();
+      if (name === 'workers') section = 'workers';
+      else if (name === 'old workers') section = 'oldWorkers';
+      else if (name === 'programs') section = 'programs';
+      else throw new RuntimeProtocolError(command, 'unknown section');
+      continue;
+    }
+    const m = /^(\d+)\s+(\S+)\s+(\d+)(?:\s+\[failed: (\d+)\])?\s+(\S+)\s+(\S+)\s*$/.exec(line);
+    if (!m) throw new RuntimeProtocolError(command, 'unrecognised process line');
+    const entry: ProcessEntry = {
+      pid: Number(m[1]),
+      type: m[2]!,
+      reloads: Number(m[3]),
+      uptimeSeconds: parseProcUptime(m[5]!) ?? 0,
+      version: m[6]!,
+    };
+    if (section === 'master') {
+      if (entry.type !== 'master') throw new RuntimeProtocolError(command, 'first process is not the master');
+      master = { ...entry, failedReloads: Number(m[4] ?? 0) };
+    } else {
+      sections[section].push(entry);
+    }
+  }
+  if (!master) throw new RuntimeProtocolError(command, 'no master line');
+  return { master, ...sections };
+}
