@@ -1,0 +1,264 @@
+import {
+  AccessDeniedException,
+  ClientException,
+  ClusterNotFoundException,
+  type Deployment,
+  DescribeServicesCommand,
+  DescribeTasksCommand,
+  ECSClient,
+  ECSServiceException,
+  InvalidParameterException,
+  ListTasksCommand,
+  ServerException,
+  ServiceNotActiveException,
+  ServiceNotFoundException,
+  type Task,
+  UpdateServiceCommand,
+} from '@aws-sdk/client-ecs';
+import { mockClient } from 'aws-sdk-client-mock';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { EcsFleet, rolloutStateOf, taskPrivateAddress } from '../../lib/aws/ecs-fleet.ts';
+
+const ecs = mockClient(ECSClient);
+const cluster = 'portcullis-prod';
+const service = 'gateway';
+
+beforeEach(() => ecs.reset());
+afterEach(() => ecs.reset());
+
+function fleet(): EcsFleet {
+  return new EcsFleet({ client: new ECSClient({}), cluster, service, adminPort: 9901, tlsPort: 443 });
+}
+
+function taskArn(id: string): string {
+  return `arn:aws:ecs:eu-west-1:111122223333:task/${cluster}/${id}`;
+}
+
+function runningTask(id: string, ip: string | undefined, startedAt = new Date('2026-11-23T10:00:00Z')): Task {
+  return {
+    taskArn: taskArn(id),
+    lastStatus: 'RUNNING',
+    startedAt,
+    attachments: [
+      {
+        id: `eni-attachment-${id}`,
+        type: 'ElasticNetworkInterface',
+        status: 'ATTACHED',
+        details: [
+          { name: 'subnetId', value: 'subnet-0abc' },
+          { name: 'networkInterfaceId', value: `eni-${id}` },
+          ...(ip ? [{ name: 'privateIPv4Address', value: ip }] : []),
+        ],
+      },
+    ],
+  };
+}
+
+function sdkError<T extends ECSServiceException>(
+  ErrorClass: new (options: { message: string; $metadata: object }) => T,
+): T {
+  return new ErrorClass({ message: 'refused', $metadata: { httpStatusCode: 400 } });
+}
+
+describe('EcsFleet.listTasks', () => {
+  it('lists the running tasks of the service across pages and describes them in batches of 100', async () => {
+    const ids = Array.from({ length: 150 }, (_, i) => `t${String(i).padStart(3, '0')}`);
+    ecs
+      .on(ListTasksCommand)
+      .resolvesOnce({ taskArns: ids.slice(0, 100).map(taskArn), nextToken: 'page-2' })
+      .resolvesOnce({ taskArns: ids.slice(100).map(taskArn) });
+    ecs.on(DescribeTasksCommand).callsFake((input: { tasks: string[] }) => ({
+      tasks: input.tasks.map((arn) => {
+        const id = arn.slice(arn.lastIndexOf('/') + 1);
+        return runningTask(id, `10.0.${Number(id.slice(1)) >> 8}.${Number(id.slice(1)) & 255}`);
+      }),
+    }));
+
+    const tasks = await fleet().listTasks();
+
+    expect(tasks).toHaveLength(150);
+    expect(ecs.commandCalls(ListTasksCommand).map((c) => c.args[0].input)).toEqual([
+      { cluster, serviceName: service, desiredStatus: 'RUNNING' },
+      { cluster, serviceName: service, desiredStatus: 'RUNNING', nextToken: 'page-2' },
+    ]);
+    const batches = ecs.commandCalls(DescribeTasksCommand).map((c) => c.args[0].input);
+    expect(batches.map((b) => b.tasks?.length)).toEqual([100, 50]);
+    expect(batches.every((b) => b.cluster === cluster)).toBe(true);
+    expect(tasks[1]).toEqual({
+      taskId: 't001',
+      address: '10.0.0.1',
+      adminPort: 9901,
+      tlsAddress: '10.0.0.1',
+      tlsPort: 443,
+      lastStatus: 'RUNNING',
+      startedAt: new Date('2026-11-23T10:00:00Z'),
+    });
+  });
+
+  it('leaves out tasks whose network interface has no address yet and tasks that vanished meanwhile', async () => {
+    ecs.on(ListTasksCommand).resolves({ taskArns: ['a', 'b', 'c'].map(taskArn) });
+    ecs.on(DescribeTasksCommand).resolves({
+      tasks: [runningTask('a', '10.0.0.5'), { ...runningTask('b', undefined), lastStatus: 'PROVISIONING' }],
+      failures: [{ arn: taskArn('c'), reason: 'MISSING' }],
+    });
+
+    const tasks = await fleet().listTasks();
+
+    expect(tasks.map((t) => t.taskId)).toEqual(['a']);
+  });
+
+  it('returns no tasks and makes no DescribeTasks call for an empty service', async () => {
+    ecs.on(ListTasksCommand).resolves({ taskArns: [] });
+
+    await expect(fleet().listTasks()).resolves.toEqual([]);
+    expect(ecs.commandCalls(DescribeTasksCommand)).toHaveLength(0);
+  });
+
+  it.each([
+    ['ClusterNotFoundException', () => sdkError(ClusterNotFoundException), 'NotFoundError'],
+    ['ServiceNotFoundException', () => sdkError(ServiceNotFoundException), 'NotFoundError'],
+    ['InvalidParameterException', () => sdkError(InvalidParameterException), 'ValidationError'],
+    ['ClientException', () => sdkError(ClientException), 'ValidationError'],
+    ['AccessDeniedException', () => sdkError(AccessDeniedException), 'AccessDenied'],
+    [
+      'ThrottlingException',
+      () =>
+        new ECSServiceException({
+          name: 'ThrottlingException',
+          $fault: 'client',
+          message: 'Rate exceeded',
+          $metadata: { httpStatusCode: 400 },
+        }),
+      'Throttled',
+    ],
+    [
+      'ServerException',
+      () => new ServerException({ message: 'boom', $metadata: { httpStatusCode: 500 } }),
+      'ServiceUnavailable',
+    ],
+  ])('maps %s from ListTasks to %s', async (_code, make, expected) => {
+    ecs.on(ListTasksCommand).rejects(make());
+
+    await expect(fleet().listTasks()).rejects.toMatchObject({ name: expected });
+  });
+});
+
+describe('taskPrivateAddress', () => {
+  it('falls back to the container network interface when the task has no ENI attachment details', () => {
+    expect(
+      taskPrivateAddress({ containers: [{ networkInterfaces: [{ privateIpv4Address: '10.1.2.3' }] }] }),
+    ).toBe('10.1.2.3');
+    expect(taskPrivateAddress({ attachments: [], containers: [] })).toBeUndefined();
+  });
+});
+
+describe('EcsFleet.roll', () => {
+  it('forces a new deployment and returns the id of the PRIMARY deployment', async () => {
+    ecs.on(UpdateServiceCommand).resolves({
+      service: {
+        deployments: [
+          { id: 'ecs-svc/1111', status: 'ACTIVE', rolloutState: 'COMPLETED' },
+          { id: 'ecs-svc/2222', status: 'PRIMARY', rolloutState: 'IN_PROGRESS' },
+        ],
+      },
+    });
+
+    await expect(fleet().roll()).resolves.toEqual({ deploymentId: 'ecs-svc/2222' });
+    expect(ecs.commandCalls(UpdateServiceCommand)[0]!.args[0].input).toEqual({
+      cluster,
+      service,
+      forceNewDeployment: true,
+    });
+  });
+
+  it('maps an inactive service to NotFoundError', async () => {
+    ecs.on(UpdateServiceCommand).rejects(sdkError(ServiceNotActiveException));
+
+    await expect(fleet().roll()).rejects.toMatchObject({ name: 'NotFoundError' });
+  });
+});
+
+describe('EcsFleet.rolloutState', () => {
+  it('reads the rollout state of the deployment with that id', async () => {
+    ecs.on(DescribeServicesCommand).resolves({
+      services: [
+        {
+          status: 'ACTIVE',
+          deployments: [
+            { id: 'ecs-svc/2222', status: 'PRIMARY', rolloutState: 'FAILED' },
+            { id: 'ecs-svc/1111', status: 'ACTIVE', rolloutState: 'COMPLETED' },
+          ],
+        },
+      ],
+    });
+
+    await expect(fleet().rolloutState('ecs-svc/2222')).resolves.toBe('FAILED');
+    expect(ecs.commandCalls(DescribeServicesCommand)[0]!.args[0].input).toEqual({
+      cluster,
+      services: [service],
+    });
+  });
+
+  it('reports a missing service as NotFoundError', async () => {
+    ecs
+      .on(DescribeServicesCommand)
+      .resolves({ services: [], failures: [{ arn: service, reason: 'MISSING' }] });
+
+    await expect(fleet().rolloutState('ecs-svc/2222')).rejects.toMatchObject({
+      name: 'NotFoundError',
+      message: expect.stringContaining('MISSING'),
+    });
+  });
+});
+
+describe('rolloutStateOf', () => {
+  const primary = (rolloutState: Deployment['rolloutState']): Deployment => ({
+    id: 'ecs-svc/3333',
+    status: 'PRIMARY',
+    rolloutState,
+  });
+
+  it.each([
+    [
+      'its own state while it is listed',
+      [primary('COMPLETED'), { id: 'ecs-svc/2222', status: 'ACTIVE', rolloutState: 'FAILED' }],
+      'FAILED',
+    ],
+    ['the PRIMARY state once it was replaced and dropped', [primary('IN_PROGRESS')], 'IN_PROGRESS'],
+    ['the PRIMARY state of a completed replacement', [primary('COMPLETED')], 'COMPLETED'],
+    [
+      'the PRIMARY state while a superseded in-progress deployment drains',
+      [primary('COMPLETED'), { id: 'ecs-svc/2222', status: 'ACTIVE', rolloutState: 'IN_PROGRESS' }],
+      'COMPLETED',
+    ],
+    [
+      'its own COMPLETED state after a later deployment superseded it',
+      [primary('IN_PROGRESS'), { id: 'ecs-svc/2222', status: 'ACTIVE', rolloutState: 'COMPLETED' }],
+      'COMPLETED',
+    ],
+    ['FAILED when the service has no deployment at all', [], 'FAILED'],
+    [
+      'counts when ECS gives no rolloutState (steady)',
+      [{ id: 'ecs-svc/2222', status: 'PRIMARY', desiredCount: 3, runningCount: 3 }],
+      'COMPLETED',
+    ],
+    [
+      'counts when ECS gives no rolloutState (old tasks still running)',
+      [
+        { id: 'ecs-svc/2222', status: 'PRIMARY', desiredCount: 3, runningCount: 3 },
+        { id: 'ecs-svc/1111', status: 'ACTIVE', desiredCount: 3, runningCount: 1 },
+      ],
+      'IN_PROGRESS',
+    ],
+  ] as [string, Deployment[], string][])('gives %s', (_what, deployments, expected) => {
+    expect(rolloutStateOf(deployments, 'ecs-svc/2222')).toBe(expected);
+  });
+});
+
+describe('EcsFleet options', () => {
+  it('refuses ports outside 1–65535', () => {
+    expect(
+      () => new EcsFleet({ client: new ECSClient({}), cluster, service, adminPort: 0, tlsPort: 443 }),
+    ).toThrow(/adminPort/);
+  });
+});
