@@ -25,7 +25,10 @@ describe('LogNotifier', () => {
       sink: (event) => {
         seen.push(event);
       },
-      now: () => new Date((clock += 1000)),
+      now: () => {
+        clock += 1000;
+        return new Date(clock);
+      },
     });
 
     await notifier.publish('CertificateRotated', { fleet: 'demo', certificate: 'api' });
