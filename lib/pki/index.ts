@@ -34,4 +34,47 @@ export {
   keyPairFromPrivateKey,
   type SigningKey,
 } from './keys.ts';
+export {
+  canonicalIp,
+  matchesHostname,
+  normaliseHostname,
+  type PresentedNames,
+  uncoveredNames,
+} from './names.ts';
+export {
+  type ParsedCertificate,
+  type ParsedCrl,
+  type ParsedPrivateKey,
+  type ParsePemBundleOptions,
+  type PemBundle,
+  parsePemBundle,
+  toPem,
+} from './pem.ts';
 export { normaliseSerial, randomSerial, sameSerial } from './serial.ts';
+export {
+  type CertificateInfo,
+  type CertificateLike,
+  type CertificateSet,
+  type ChainResult,
+  type CrlInfo,
+  type CrlResult,
+  certificateInfo,
+  checkKeyPolicy,
+  checkValidity,
+  coversHostnames,
+  defaultSkewSeconds,
+  type Invalid,
+  keyMatchesCertificate,
+  renewalDue,
+  type ServingBundleCode,
+  type ServingBundleInput,
+  type ServingBundleResult,
+  subjectAltNames,
+  type TrustBundleResult,
+  toCertificate,
+  type VerifyChainOptions,
+  validateCrl,
+  validateServingBundle,
+  validateTrustBundle,
+  verifyChain,
+} from './validate.ts';

@@ -312,7 +312,15 @@ export async function createCrl(
     // A CRL must not list a serial twice; the first (earliest given) revocation wins.
     if (seen.has(serial)) continue;
     seen.add(serial);
-    entries.push({ serialNumber: serial, revocationDate: entry.revokedAt, reason: crlReason(entry.reason) });
+    entries.push({
+      serialNumber: serial,
+      revocationDate: entry.revokedAt,
+      reason: crlReason(entry.reason),
+      // The generator writes an empty (non-DER-conformant) crlEntryExtensions when an entry has
+      // none, which happens for reason `unspecified` (RFC 5280 wants that reason omitted). An
+      // invalidity date is true for every entry and keeps the list non-empty.
+      invalidity: new Date(Math.floor(entry.revokedAt.getTime() / 1000) * 1000),
+    });
   }
   const crl = await x509.X509CrlGenerator.create({
     issuer: caCert.subjectName,
