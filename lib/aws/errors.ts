@@ -92,6 +92,7 @@ const THROTTLED = new Set([
   'ThrottlingException',
   'TooManyRequestsException',
   'TransactionInProgressException',
+  'KMSThrottlingException',
   'ConcurrentModificationException',
   'RequestInProgressException',
 ]);

@@ -24,6 +24,7 @@ describe('mapAwsError', () => {
     ['LimitExceededException', 400, 'Throttled'],
     ['ConcurrentModificationException', 400, 'Throttled'],
     ['RequestInProgressException', 400, 'Throttled'],
+    ['KMSThrottlingException', 400, 'Throttled'],
     ['InvalidParameterException', 400, 'ValidationError'],
     ['InvalidRequestException', 400, 'ValidationError'],
     ['ValidationException', 400, 'ValidationError'],
