@@ -199,7 +199,17 @@ export class HttpTaskClient implements TaskClient {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        socket?.destroy();
+        if ('ok' in outcome && socket) {
+          // A graceful close: under TLS 1.3 our certificate and Finished are still on their way
+          // when `secureConnect` fires, and a listener that requires a client certificate
+          // should see a complete handshake (and count it) rather than a reset.
+          const closing = socket;
+          closing.on('error', () => {}); // the listener may still object (no client cert): we have what we came for
+          closing.end();
+          setTimeout(() => closing.destroy(), 1000).unref();
+        } else {
+          socket?.destroy();
+        }
         if ('ok' in outcome) resolve(outcome.ok);
         else reject(outcome.error);
       };
