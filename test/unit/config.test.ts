@@ -1,0 +1,219 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  isIpLiteral,
+  LATTICE_DESTINATIONS,
+  loadFleetConfig,
+  parseFleetConfig,
+  parseServerName,
+  serverNameMatches,
+} from '../../lib/config/index.ts';
+import { ValidationError } from '../../lib/errors.ts';
+
+function issuesOf(input: unknown): string[] {
+  try {
+    parseFleetConfig(input);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ValidationError);
+    return (error as Error).message
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim());
+  }
+  throw new Error('expected a ValidationError');
+}
+
+describe('parseFleetConfig', () => {
+  it('applies every default to a minimal document', () => {
+    const config = parseFleetConfig({ fleet: 'edge', routes: [{ serverName: 'api.example.test' }] });
+    expect(config.listeners).toEqual({
+      bind: ['0.0.0.0', '::'],
+      tls: 8443,
+      http: 8080,
+      health: 8081,
+      metrics: 9101,
+    });
+    expect(config.proxyProtocol).toEqual({ enabled: false, version: 'v2', trustedPeers: [] });
+    expect(config.routes[0]).toEqual({
+      mode: 'passthrough',
+      serverName: 'api.example.test',
+      upstream: { port: 443, httpPort: 80 },
+      allowedDestinations: [...LATTICE_DESTINATIONS],
+      addressFamily: 'ipv4',
+    });
+    expect(config.allowlist).toEqual({ allowAll0: false, maxEntries: 100_000, cutRemovedSessions: true });
+    expect(config.limits.inspectDelayMs).toBe(5000);
+    expect(config.accessLog).toEqual({ enabled: true, format: 'json' });
+    expect(config.allowLoopbackDestinations).toBe(false);
+  });
+
+  it('lower-cases names, drops the trailing dot and normalises CIDRs', () => {
+    const config = parseFleetConfig({
+      fleet: 'edge',
+      proxyProtocol: { enabled: true, trustedPeers: ['10.0.1.7/24'] },
+      routes: [{ serverName: '*.Svc.Example.TEST.', upstream: { host: 'Backend.Example.Test.' } }],
+      deniedDestinations: ['FD00::1/16'],
+    });
+    expect(config.routes[0]?.serverName).toBe('*.svc.example.test');
+    expect(config.routes[0]?.upstream.host).toBe('backend.example.test');
+    expect(config.proxyProtocol.trustedPeers).toEqual(['10.0.1.0/24']);
+    expect(config.deniedDestinations).toEqual(['fd00::/16']);
+  });
+
+  it('lists every issue as path: reason', () => {
+    expect(
+      issuesOf({
+        fleet: 'edge',
+        routes: [{ serverName: 'ok.example.test' }, { serverName: '10.0.0.1' }],
+        deniedDestinations: ['nope'],
+        proxyProtocol: { enabled: true },
+      }),
+    ).toEqual([
+      'proxyProtocol.trustedPeers: must list at least one CIDR when PROXY protocol is enabled',
+      'routes.1.serverName: must be a DNS name or *.suffix, got "10.0.0.1"',
+      'deniedDestinations.0: must be a CIDR, got "nope" (not an IPv4 or IPv6 address: "nope")',
+    ]);
+  });
+
+  it('refuses duplicate routes after normalisation', () => {
+    expect(
+      issuesOf({
+        fleet: 'edge',
+        routes: [{ serverName: 'a.example.test' }, { serverName: 'A.Example.Test.' }],
+      }),
+    ).toEqual(['routes.1.serverName: duplicate of routes.0.serverName (a.example.test)']);
+  });
+
+  it('refuses unknown modes, unknown keys and clashing ports', () => {
+    const issues = issuesOf({
+      fleet: 'edge',
+      listeners: { tls: 8080 },
+      routes: [{ serverName: 'a.example.test', mode: 'tunnel' }],
+      extra: true,
+    });
+    expect(issues).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^routes\.0\.mode: /),
+        expect.stringMatching(/^\(root\): .*extra/),
+      ]),
+    );
+    expect(issuesOf({ fleet: 'edge', listeners: { tls: 8080 } })).toEqual([
+      'listeners: listener ports must differ',
+    ]);
+  });
+
+  it('refuses IP-literal upstream hosts', () => {
+    expect(
+      issuesOf({ fleet: 'edge', routes: [{ serverName: 'a.example.test', upstream: { host: '127.1' } }] }),
+    ).toEqual(['routes.0.upstream.host: must be a DNS name, got "127.1" (is an IP literal)']);
+  });
+
+  it('carries the first issue path on the error', () => {
+    try {
+      parseFleetConfig({ fleet: 'Edge!' });
+      expect.unreachable();
+    } catch (error) {
+      expect((error as ValidationError).path).toBe('fleet');
+    }
+  });
+});
+
+describe('parseServerName', () => {
+  const cases: Array<[string, string | undefined]> = [
+    ['app.example.test', 'app.example.test'],
+    ['App.Example.Test.', 'app.example.test'],
+    ['*.example.test', '*.example.test'],
+    [
+      'svc-0abc.7d67968.vpc-lattice-svcs.us-east-1.on.aws',
+      'svc-0abc.7d67968.vpc-lattice-svcs.us-east-1.on.aws',
+    ],
+    ['*.test', undefined],
+    ['a.*.example.test', undefined],
+    ['*example.test', undefined],
+    ['**.example.test', undefined],
+    ['10.0.0.1', undefined],
+    ['127.1', undefined],
+    ['0x7f.1', undefined],
+    ['2130706433', undefined],
+    ['[::1]', undefined],
+    ['::1', undefined],
+    ['localhost', undefined],
+    ['-bad.example.test', undefined],
+    ['under_score.example.test', undefined],
+    ['', undefined],
+  ];
+  it.each(cases)('parses %j as %j', (input, expected) => {
+    const parsed = parseServerName(input);
+    if (expected === undefined) expect(parsed.kind).toBe('invalid');
+    else
+      expect(
+        parsed.kind === 'ok' &&
+          (parsed.value.kind === 'exact' ? parsed.value.name : `*.${parsed.value.suffix}`),
+      ).toBe(expected);
+  });
+
+  it('treats every dotted-number spelling as an IP literal', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.oneof(
+            fc.nat(4294967295).map(String),
+            fc.nat(255).map((n) => `0x${n.toString(16)}`),
+            fc.nat(255).map((n) => `0${n.toString(8)}`),
+          ),
+          { minLength: 1, maxLength: 4 },
+        ),
+        (parts) => {
+          expect(isIpLiteral(parts.join('.'))).toBe(true);
+        },
+      ),
+    );
+  });
+});
+
+describe('serverNameMatches', () => {
+  it('matches exactly one label under a wildcard', () => {
+    expect(serverNameMatches('*.example.test', 'a.example.test')).toBe(true);
+    expect(serverNameMatches('*.example.test', 'example.test')).toBe(false);
+    expect(serverNameMatches('*.example.test', 'b.a.example.test')).toBe(false);
+    expect(serverNameMatches('a.example.test', 'a.example.test')).toBe(true);
+  });
+});
+
+describe('loadFleetConfig', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-config-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('reads YAML and JSON documents', async () => {
+    await writeFile(join(dir, 'a.yaml'), 'fleet: edge\nroutes:\n  - serverName: a.example.test\n');
+    await writeFile(
+      join(dir, 'a.json'),
+      JSON.stringify({ fleet: 'edge', routes: [{ serverName: 'a.example.test' }] }),
+    );
+    const fromYaml = await loadFleetConfig(join(dir, 'a.yaml'));
+    const fromJson = await loadFleetConfig(join(dir, 'a.json'));
+    expect(fromYaml).toEqual(fromJson);
+  });
+
+  it('reports syntax errors and missing files as ValidationError', async () => {
+    await writeFile(join(dir, 'bad.yaml'), 'fleet: [unclosed\n');
+    await expect(loadFleetConfig(join(dir, 'bad.yaml'))).rejects.toThrow(ValidationError);
+    await expect(loadFleetConfig(join(dir, 'missing.yaml'))).rejects.toThrow(/cannot read fleet config/);
+  });
+
+  it('loads the shipped Lattice example', async () => {
+    const config = await loadFleetConfig(
+      new URL('../../examples/lattice-fleet.yaml', import.meta.url).pathname,
+    );
+    expect(config.proxyProtocol.enabled).toBe(true);
+    expect(config.routes.length).toBeGreaterThan(0);
+  });
+});
