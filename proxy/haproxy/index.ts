@@ -1,0 +1,26 @@
+export { type GatewayLayout, gatewayLayout } from './layout.ts';
+export {
+  CONTAINER_ROOT,
+  cliCommand,
+  containerLayout,
+  haproxyArgs,
+  type RunningHaproxy,
+  type StartOptions,
+  startHaproxy,
+} from './process.ts';
+export {
+  BACKEND,
+  deniedDestinations,
+  FRONTEND,
+  READY_KEY,
+  REFUSAL,
+  RESOLVERS,
+  type Refusal,
+  type RenderedFile,
+  type RenderedGateway,
+  type RenderOptions,
+  ROUTE_FILES,
+  renderAllowlist,
+  renderGateway,
+} from './render.ts';
+export { writeFileAtomic, writeGateway } from './render-write.ts';

@@ -1,0 +1,494 @@
+/**
+ * Renders one gateway task's HAProxy configuration (HAProxy 2.6 syntax) and the map/ACL files it
+ * loads, from a validated fleet configuration. Pure: it returns file contents; `writeGateway`
+ * (render-write.ts) puts them on disk.
+ *
+ * The TLS listener decides everything in `tcp-request content` rules before a backend is chosen,
+ * so a refused connection never causes an upstream connection attempt:
+ *   PROXY trust → source allowlist → complete ClientHello → SNI sanity → route → one DNS
+ *   resolution → destination guard → `set-dst` to exactly the checked address → accept.
+ */
+import { posix } from 'node:path';
+import { type Cidr, normaliseAllowlist, parseCidr } from '../../lib/allowlist/index.ts';
+import {
+  BUILT_IN_DENIED_DESTINATIONS,
+  type FleetConfig,
+  LOOPBACK_DESTINATIONS,
+  type Route,
+} from '../../lib/config/index.ts';
+import { ValidationError } from '../../lib/errors.ts';
+import type { GatewayLayout } from './layout.ts';
+
+/** Proxy section names other parts refer to (runtime API `show sess`, stats, metrics labels). */
+export const FRONTEND = {
+  tls: 'fe_tls',
+  http: 'fe_http',
+  health: 'fe_health',
+  metrics: 'fe_metrics',
+} as const;
+
+export const BACKEND = {
+  tls: 'be_tls_passthrough',
+  http: 'be_http',
+} as const;
+
+/** The `resolvers` section used by `do-resolve`. */
+export const RESOLVERS = 'dns';
+
+/** Key of the state map entry the sidecar flips with `set map <stateMap> ready 1`. */
+export const READY_KEY = 'ready';
+
+/** Reasons logged in the `refusal` field of the access log (value of `txn.refusal`). */
+export const REFUSAL = {
+  untrustedPeer: 'untrusted-peer',
+  sourceNotAllowed: 'source-not-allowed',
+  noClientHello: 'no-client-hello',
+  clientHelloIncomplete: 'client-hello-incomplete',
+  sslv2Hello: 'sslv2-hello',
+  notTls: 'not-tls',
+  noServerName: 'no-server-name',
+  ipLiteral: 'ip-literal',
+  invalidServerName: 'invalid-server-name',
+  noRoute: 'no-route',
+  resolutionFailed: 'resolution-failed',
+  destinationDenied: 'destination-denied',
+  destinationNotAllowed: 'destination-not-allowed',
+} as const;
+export type Refusal = (typeof REFUSAL)[keyof typeof REFUSAL];
+
+/** One rendered file: text content and the file mode it must be written with. */
+export interface RenderedFile {
+  content: string;
+  mode: number;
+}
+
+export interface RenderedGateway {
+  /** Keyed by path relative to `layout.root` (`haproxy.cfg`, `acl/allowlist.acl`, …). */
+  files: Record<string, RenderedFile>;
+}
+
+export interface RenderOptions {
+  layout: GatewayLayout;
+  /** The task's own addresses: always denied as destinations (a route must not loop back into the gateway). */
+  ownAddresses?: readonly string[];
+  /** Source CIDRs allowed to connect; absent or empty denies everyone. Validated against the fleet's policy. */
+  allowlistCidrs?: readonly string[];
+}
+
+/** Relative file names of per-route and routing files inside the layout. */
+export const ROUTE_FILES = {
+  exactMap: 'routes-exact.map',
+  wildcardMap: 'routes-wildcard.map',
+  allowedAcl: (index: number) => `route-${index}-destinations.acl`,
+} as const;
+
+const FILE_MODE = 0o644;
+
+/** Milliseconds as an HAProxy time value. */
+function ms(value: number): string {
+  return `${value}ms`;
+}
+
+function rel(layout: GatewayLayout, path: string): string {
+  const relative = posix.relative(layout.root, path);
+  if (relative.startsWith('..') || posix.isAbsolute(relative)) {
+    throw new ValidationError(`layout path ${path} is outside the gateway root ${layout.root}`);
+  }
+  return relative;
+}
+
+function cidrLines(cidrs: readonly string[]): string {
+  return cidrs.length === 0 ? '' : `${cidrs.join('\n')}\n`;
+}
+
+function normaliseAll(texts: readonly string[], what: string): string[] {
+  const out = new Set<string>();
+  for (const text of texts) {
+    const parsed = parseCidr(text);
+    if (parsed.kind === 'invalid') throw new ValidationError(`${what}: ${parsed.reason}`);
+    out.add(parsed.cidr.text);
+  }
+  return [...out];
+}
+
+/** The destinations no route may reach, for this fleet and task. */
+export function deniedDestinations(config: FleetConfig, ownAddresses: readonly string[] = []): string[] {
+  const loopback = new Set<string>(LOOPBACK_DESTINATIONS);
+  const builtIns = BUILT_IN_DENIED_DESTINATIONS.filter(
+    (c) => !(config.allowLoopbackDestinations && loopback.has(c)),
+  );
+  return normaliseAll([...builtIns, ...config.deniedDestinations, ...ownAddresses], 'ownAddresses');
+}
+
+function bindLines(config: FleetConfig, port: number): string[] {
+  return config.listeners.bind.map((address) =>
+    address.includes(':') ? `  bind [${address}]:${port} v6only` : `  bind ${address}:${port}`,
+  );
+}
+
+/**
+ * JSON access-log line. HAProxy 2.6 has no JSON encoder for log-format, so the object is spelled
+ * out; client-controlled strings go through the `json` converter, absent values print as `-`.
+ * Numbers come only from fields that are always set (vars get a numeric default first).
+ */
+function logFormat(kind: 'tls' | 'http'): string {
+  const fields = [
+    '"time":%Ts.%ms',
+    '"frontend":"%f"',
+    '"client":"%ci"',
+    '"client_port":%cp',
+    '"peer":"%[fc_src]"',
+    '"peer_port":%[fc_src_port]',
+    kind === 'tls' ? '"sni":"%[var(txn.name),json(utf8s)]"' : '"host":"%[var(txn.name),json(utf8s)]"',
+    '"route":"%[var(txn.route)]"',
+    '"mode":"%[var(txn.mode)]"',
+    '"upstream":"%[var(txn.dst)]"',
+    '"upstream_port":%[var(txn.port)]',
+    '"bytes_in":%U',
+    '"bytes_out":%B',
+    '"duration_ms":%Tt',
+    '"connect_ms":%Tc',
+    '"termination":"%ts"',
+    ...(kind === 'http' ? ['"method":"%HM"', '"status":%ST'] : []),
+    '"refusal":"%[var(txn.refusal)]"',
+  ];
+  return `'{${fields.join(',')}}'`;
+}
+
+interface Paths {
+  allowlist: string;
+  trusted: string;
+  denied: string;
+  state: string;
+  exact: string;
+  wildcard: string;
+  routeAcl: (index: number) => string;
+}
+
+function paths(layout: GatewayLayout): Paths {
+  return {
+    allowlist: layout.allowlist,
+    trusted: layout.trustedProxies,
+    denied: layout.deniedDestinations,
+    state: layout.stateMap,
+    exact: posix.join(layout.mapsDir, ROUTE_FILES.exactMap),
+    wildcard: posix.join(layout.mapsDir, ROUTE_FILES.wildcardMap),
+    routeAcl: (index) => posix.join(layout.aclDir, ROUTE_FILES.allowedAcl(index)),
+  };
+}
+
+/**
+ * PROXY trust: only the configured peers (the NLB subnets) must and may send a PROXY header. The
+ * bind has no `accept-proxy` so the decision can depend on the peer; after `expect-proxy`, `src`
+ * is the carried client address and `fc_src` the direct peer. Other peers are refused by the
+ * first content rule rather than at connection level, so that the refusal is logged.
+ */
+function proxyProtocolLines(config: FleetConfig, p: Paths): string[] {
+  if (!config.proxyProtocol.enabled) return [];
+  return [
+    '  # PROXY protocol: from trusted peers only; after the header `src` is the client, `fc_src` the peer',
+    `  tcp-request connection expect-proxy layer4 if { src -f ${p.trusted} }`,
+  ];
+}
+
+function untrustedPeerRule(config: FleetConfig, rule: string): string[] {
+  if (!config.proxyProtocol.enabled) return [];
+  return [`  ${rule} set-var(txn.refusal) str(${REFUSAL.untrustedPeer}) if !trusted_peer`];
+}
+
+/**
+ * A PROXY `LOCAL` header (NLB health check) carries no client: `src` stays the peer itself. Such
+ * a connection is accepted without an allowlist entry and not logged. Detected as src == fc_src
+ * (from a trusted peer: an NLB never claims its own address for a client).
+ */
+function localAcl(config: FleetConfig, p: Paths, http: boolean): string[] {
+  if (!config.proxyProtocol.enabled) return [];
+  const rule = http ? 'http-request' : 'tcp-request content';
+  return [
+    '  acl pp_local src,strcmp(txn.peer) eq 0',
+    `  acl trusted_peer fc_src -f ${p.trusted}`,
+    `  ${rule} set-var-fmt(txn.peer) "%[fc_src]"`,
+  ];
+}
+
+function routeAcls(config: FleetConfig): string[] {
+  return config.routes.map(
+    (route, index) => `  acl route_${index} var(txn.route) -m str ${route.serverName}`,
+  );
+}
+
+/** Rules shared by both listeners after the name is known: route → resolve → guard → set-dst. */
+function routingRules(config: FleetConfig, p: Paths, rule: string, kind: 'tls' | 'http'): string[] {
+  const lines: string[] = [
+    '  # route table: exact names first, then *.suffix (one label) through the parent name',
+    `  ${rule} set-var(txn.route) var(txn.name),map_str(${p.exact}) if !refused`,
+    `  ${rule} set-var(txn.route) var(txn.name),field(2,.,0),map_str(${p.wildcard}) if !refused !{ var(txn.route) -m found }`,
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.noRoute}) if !refused !{ var(txn.route) -m found }`,
+  ];
+  config.routes.forEach((route, index) => {
+    const port = kind === 'tls' ? route.upstream.port : route.upstream.httpPort;
+    const host = route.upstream.host === undefined ? 'var(txn.name)' : `str(${route.upstream.host})`;
+    lines.push(
+      `  # route ${index}: ${route.serverName} → ${route.upstream.host ?? '<name>'}:${port ?? '-'} (${route.mode})`,
+    );
+    if (port === null) {
+      lines.push(`  ${rule} set-var(txn.refusal) str(${REFUSAL.noRoute}) if !refused route_${index}`);
+      return;
+    }
+    lines.push(
+      `  ${rule} set-var(txn.mode) str(${route.mode}) if !refused route_${index}`,
+      `  ${rule} set-var(txn.port) int(${port}) if !refused route_${index}`,
+      `  ${rule} do-resolve(txn.dst,${RESOLVERS},${route.addressFamily}) ${host} if !refused route_${index}`,
+    );
+  });
+  lines.push(
+    '  # one resolution per connection; the checked address is the one connected to',
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.resolutionFailed}) if !refused !{ var(txn.dst) -m found }`,
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.destinationDenied}) if !refused { var(txn.dst) -m ip -f ${p.denied} }`,
+  );
+  config.routes.forEach((_route, index) => {
+    lines.push(
+      `  ${rule} set-var(txn.refusal) str(${REFUSAL.destinationNotAllowed}) if !refused route_${index} !{ var(txn.dst) -m ip -f ${p.routeAcl(index)} }`,
+    );
+  });
+  return lines;
+}
+
+/** Name sanity shared by both listeners: IP literals in any spelling, then DNS syntax. */
+function nameRules(rule: string, missing: string): string[] {
+  return [
+    `  ${rule} set-var(txn.refusal) str(${missing}) if !refused !{ var(txn.name) -m found }`,
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.ipLiteral}) if !refused ip_literal`,
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.invalidServerName}) if !refused !name_valid`,
+  ];
+}
+
+const NAME_ACLS = [
+  // `:`/`[` (IPv6, host:port) or a numeric last label: 10.0.0.1, 127.1, 0x7f.1, 0177.0.0.1, 2130706433
+  '  acl ip_literal var(txn.name) -m sub : [ ]',
+  '  acl ip_literal var(txn.name) -m reg (^|[.])(0x[0-9a-f]*|[0-9]+)$',
+  '  acl name_valid var(txn.name) -m reg ^([a-z0-9]([a-z0-9-]*[a-z0-9])?[.])+[a-z0-9]([a-z0-9-]*[a-z0-9])?$',
+  '  acl refused var(txn.refusal) -m found',
+];
+
+function tlsFrontend(config: FleetConfig, p: Paths): string[] {
+  const pp = config.proxyProtocol.enabled;
+  const sourceCheck = pp ? `!{ src -f ${p.allowlist} } !pp_local` : `!{ src -f ${p.allowlist} }`;
+  return [
+    `frontend ${FRONTEND.tls}`,
+    '  mode tcp',
+    ...bindLines(config, config.listeners.tls),
+    `  maxconn ${config.limits.maxconn}`,
+    // Every refusal is logged, even one that arrives before any byte: no `dontlognull` here.
+    ...(config.accessLog.enabled ? [`  log-format ${logFormat('tls')}`] : ['  no log']),
+    ...proxyProtocolLines(config, p),
+    `  tcp-request inspect-delay ${ms(config.limits.inspectDelayMs)}`,
+    ...NAME_ACLS,
+    '  acl hello req.ssl_hello_type 1',
+    '  acl has_data req.len gt 0',
+    '  acl tls_record req.payload(0,1),hex -m str 16',
+    // An SSLv2 CLIENT-HELLO starts with a 2-byte length whose top bit is set, then type 1.
+    '  acl sslv2 req.payload(0,1),hex -m reg ^[89A-F]',
+    ...routeAcls(config),
+    ...localAcl(config, p, false),
+    // Rules may re-run from the top while data arrives; defaults keep logged numbers valid JSON.
+    '  tcp-request content set-var(txn.port) int(0)',
+    ...(pp ? ['  tcp-request content set-log-level silent if pp_local trusted_peer'] : []),
+    '  # peer trust, then the source allowlist (the PROXY source), decided before reading anything',
+    ...untrustedPeerRule(config, 'tcp-request content'),
+    `  tcp-request content set-var(txn.refusal) str(${REFUSAL.sourceNotAllowed}) if !refused ${sourceCheck}`,
+    '  tcp-request content reject if refused',
+    '  # wait for a complete ClientHello (the !hello conditions wait until it is complete or the deadline)',
+    `  tcp-request content set-var(txn.refusal) str(${REFUSAL.sslv2Hello}) if !hello sslv2`,
+    `  tcp-request content set-var(txn.refusal) str(${REFUSAL.clientHelloIncomplete}) if !refused !hello tls_record`,
+    `  tcp-request content set-var(txn.refusal) str(${REFUSAL.noClientHello}) if !refused !hello !has_data`,
+    `  tcp-request content set-var(txn.refusal) str(${REFUSAL.notTls}) if !refused !hello`,
+    '  tcp-request content reject if refused',
+    '  # server name: lower-cased, one trailing dot dropped',
+    '  tcp-request content set-var(txn.name) req.ssl_sni,lower,regsub([.]$,)',
+    ...nameRules('tcp-request content', REFUSAL.noServerName),
+    ...routingRules(config, p, 'tcp-request content', 'tls'),
+    '  tcp-request content reject if refused',
+    '  tcp-request content set-dst var(txn.dst)',
+    '  tcp-request content set-dst-port var(txn.port)',
+    // `accept` ends rule evaluation: it comes after every set-var/do-resolve/set-dst rule.
+    '  tcp-request content accept if hello',
+    '  tcp-request content reject',
+    `  default_backend ${BACKEND.tls}`,
+  ];
+}
+
+function httpFrontend(config: FleetConfig, p: Paths, port: number): string[] {
+  const pp = config.proxyProtocol.enabled;
+  const sourceCheck = pp ? `!{ src -f ${p.allowlist} } !pp_local` : `!{ src -f ${p.allowlist} }`;
+  const deny = (status: number, reasons: readonly Refusal[]) =>
+    `  http-request deny deny_status ${status} if { var(txn.refusal) -m str ${reasons.join(' ')} }`;
+  return [
+    `frontend ${FRONTEND.http}`,
+    '  mode http',
+    ...bindLines(config, port),
+    `  maxconn ${config.limits.maxconn}`,
+    `  timeout http-request ${ms(config.limits.httpRequestTimeoutMs)}`,
+    ...(config.accessLog.enabled ? [`  log-format ${logFormat('http')}`] : ['  no log']),
+    ...proxyProtocolLines(config, p),
+    ...NAME_ACLS,
+    ...routeAcls(config),
+    ...localAcl(config, p, true),
+    // txn variables live for one request, so keep-alive requests are each decided afresh.
+    '  http-request set-var(txn.port) int(0)',
+    ...untrustedPeerRule(config, 'http-request'),
+    `  http-request set-var(txn.refusal) str(${REFUSAL.sourceNotAllowed}) if !refused ${sourceCheck}`,
+    '  # Host header: lower-cased, port and one trailing dot dropped',
+    '  http-request set-var(txn.name) req.hdr(host),lower,regsub(:[0-9]+$,),regsub([.]$,)',
+    ...nameRules('http-request', REFUSAL.noServerName),
+    ...routingRules(config, p, 'http-request', 'http'),
+    deny(403, [REFUSAL.untrustedPeer, REFUSAL.sourceNotAllowed]),
+    deny(421, [REFUSAL.noServerName, REFUSAL.ipLiteral, REFUSAL.invalidServerName, REFUSAL.noRoute]),
+    '  http-request deny deny_status 502 if refused',
+    '  http-request set-dst var(txn.dst)',
+    '  http-request set-dst-port var(txn.port)',
+    // The upstream sees the PROXY source, never a client-supplied chain.
+    '  http-request del-header x-forwarded-for',
+    `  default_backend ${BACKEND.http}`,
+  ];
+}
+
+function renderConfig(config: FleetConfig, layout: GatewayLayout): string {
+  const p = paths(layout);
+  const limits = config.limits;
+  const listeners = config.listeners;
+  const r = config.resolvers;
+  const lines: string[] = [
+    `# Rendered by portcullis for fleet ${config.fleet}. Do not edit: the sidecar rewrites it.`,
+    'global',
+    '  master-worker',
+    // No global maxconn: HAProxy sizes it from the file-descriptor limit; each listener has its own.
+    '  log stdout format raw local0 info',
+    `  stats socket ${layout.adminSocket} mode 600 level admin expose-fd listeners`,
+    '  stats timeout 30s',
+    `  pidfile ${layout.pidFile}`,
+    ...(limits.hardStopAfterMs === null ? [] : [`  hard-stop-after ${ms(limits.hardStopAfterMs)}`]),
+    '',
+    `resolvers ${RESOLVERS}`,
+    ...(r.nameservers.length === 0
+      ? ['  parse-resolv-conf']
+      : r.nameservers.map((ns, i) => `  nameserver ns${i} ${ns}`)),
+    `  accepted_payload_size ${r.acceptedPayloadSize}`,
+    `  resolve_retries ${r.retries}`,
+    `  timeout resolve ${ms(r.timeoutMs)}`,
+    `  timeout retry ${ms(r.timeoutMs)}`,
+    `  hold valid ${ms(r.holdValidMs)}`,
+    `  hold obsolete ${ms(r.holdValidMs)}`,
+    `  hold nx ${ms(r.holdNxMs)}`,
+    `  hold other ${ms(r.holdNxMs)}`,
+    `  hold refused ${ms(r.holdNxMs)}`,
+    `  hold timeout ${ms(r.holdNxMs)}`,
+    '',
+    'defaults',
+    '  log global',
+    '  mode tcp',
+    `  timeout connect ${ms(limits.connectTimeoutMs)}`,
+    `  timeout client ${ms(limits.clientTimeoutMs)}`,
+    `  timeout server ${ms(limits.serverTimeoutMs)}`,
+    `  timeout tunnel ${ms(limits.tunnelTimeoutMs)}`,
+    '',
+    ...tlsFrontend(config, p),
+    '',
+    `backend ${BACKEND.tls}`,
+    '  mode tcp',
+    // 0.0.0.0:0 connects to the stream's destination, which `set-dst` made the checked address.
+    '  server upstream 0.0.0.0:0',
+    '',
+  ];
+  if (listeners.http !== null) {
+    lines.push(
+      ...httpFrontend(config, p, listeners.http),
+      '',
+      `backend ${BACKEND.http}`,
+      '  mode http',
+      '  option forwardfor',
+      // Every request connects to its own checked destination; never reuse a server connection.
+      '  option http-server-close',
+      '  http-reuse never',
+      '  server upstream 0.0.0.0:0',
+      '',
+    );
+  }
+  lines.push(
+    `frontend ${FRONTEND.health}`,
+    '  mode http',
+    ...bindLines(config, listeners.health),
+    '  maxconn 100',
+    '  no log',
+    `  http-request return status 200 content-type text/plain string ready if { path /healthz } { str(${READY_KEY}),map_str(${p.state},0) -m str 1 }`,
+    '  http-request return status 503 content-type text/plain string not-ready if { path /healthz }',
+    '  http-request deny deny_status 404',
+    '',
+  );
+  if (listeners.metrics !== null) {
+    lines.push(
+      `frontend ${FRONTEND.metrics}`,
+      '  mode http',
+      ...bindLines(config, listeners.metrics),
+      '  maxconn 100',
+      '  no log',
+      '  http-request use-service prometheus-exporter if { path /metrics }',
+      '  http-request deny deny_status 404',
+      '',
+    );
+  }
+  return lines.join('\n');
+}
+
+function routeMaps(routes: readonly Route[]): { exact: string; wildcard: string } {
+  const exact: string[] = [];
+  const wildcard: string[] = [];
+  for (const route of routes) {
+    if (route.serverName.startsWith('*.')) wildcard.push(`${route.serverName.slice(2)} ${route.serverName}`);
+    else exact.push(`${route.serverName} ${route.serverName}`);
+  }
+  return { exact: cidrLines(exact), wildcard: cidrLines(wildcard) };
+}
+
+/** Renders the allowlist file content (one canonical CIDR per line; empty denies everyone). */
+export function renderAllowlist(config: FleetConfig, cidrs: readonly string[]): string {
+  const result = normaliseAllowlist(cidrs, config.allowlist);
+  if (result.kind === 'invalid') {
+    throw new ValidationError(`invalid allowlist:\n  ${result.issues.join('\n  ')}`, { path: 'allowlist' });
+  }
+  return cidrLines(result.cidrs.map((c: Cidr) => c.text));
+}
+
+/**
+ * Renders `haproxy.cfg` and every map/ACL file it loads, keyed by path relative to `layout.root`.
+ * @throws ValidationError when the allowlist or `ownAddresses` are not valid CIDRs.
+ * @example
+ *   const { files } = renderGateway(config, { layout: gatewayLayout('/var/run/portcullis'), allowlistCidrs: ['10.0.0.0/8'] });
+ */
+export function renderGateway(config: FleetConfig, options: RenderOptions): RenderedGateway {
+  const { layout } = options;
+  const p = paths(layout);
+  const maps = routeMaps(config.routes);
+  const files: Record<string, RenderedFile> = {
+    [rel(layout, layout.config)]: { content: renderConfig(config, layout), mode: FILE_MODE },
+    [rel(layout, p.allowlist)]: {
+      content: renderAllowlist(config, options.allowlistCidrs ?? []),
+      mode: FILE_MODE,
+    },
+    [rel(layout, p.trusted)]: { content: cidrLines(config.proxyProtocol.trustedPeers), mode: FILE_MODE },
+    [rel(layout, p.denied)]: {
+      content: cidrLines(deniedDestinations(config, options.ownAddresses)),
+      mode: FILE_MODE,
+    },
+    [rel(layout, p.state)]: { content: `${READY_KEY} 0\n`, mode: FILE_MODE },
+    [rel(layout, p.exact)]: { content: maps.exact, mode: FILE_MODE },
+    [rel(layout, p.wildcard)]: { content: maps.wildcard, mode: FILE_MODE },
+  };
+  config.routes.forEach((route, index) => {
+    files[rel(layout, p.routeAcl(index))] = {
+      content: cidrLines(route.allowedDestinations),
+      mode: FILE_MODE,
+    };
+  });
+  return { files };
+}

@@ -1,0 +1,139 @@
+/**
+ * A real HAProxy gateway on loopback for integration tests: renders a fleet config into a temp
+ * directory (ports picked free at setup), starts HAProxy with the image's arguments and collects
+ * its JSON access log. Every harness is closed in afterAll, which stops HAProxy and removes the dir.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type FleetConfig, type FleetConfigInput, parseFleetConfig } from '../../lib/config/index.ts';
+import {
+  cliCommand,
+  type GatewayLayout,
+  gatewayLayout,
+  type RunningHaproxy,
+  renderGateway,
+  startHaproxy,
+  writeGateway,
+} from '../../proxy/haproxy/index.ts';
+
+/** A port that was free a moment ago on `host` (bind 0, read, close). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      server.close(() => {
+        if (address !== null && typeof address === 'object') resolve(address.port);
+        else reject(new Error('no port'));
+      });
+    });
+  });
+}
+
+export interface GatewayPorts {
+  tls: number;
+  http: number;
+  health: number;
+  metrics: number;
+}
+
+/** A parsed access-log line. */
+export type AccessLog = Record<string, string | number>;
+
+export interface GatewayHarness {
+  dir: string;
+  layout: GatewayLayout;
+  ports: GatewayPorts;
+  config: FleetConfig;
+  haproxy: RunningHaproxy;
+  /** Access-log lines seen so far, parsed (non-JSON lines are skipped). */
+  logs(): AccessLog[];
+  /** Waits until a log line satisfies `predicate` (bounded by `timeoutMs`). */
+  waitForLog(predicate: (line: AccessLog) => boolean, timeoutMs?: number): Promise<AccessLog>;
+  /** One command on the worker's admin socket (stats socket). */
+  admin(command: string): Promise<string>;
+  /** One command on the master CLI. */
+  master(command: string): Promise<string>;
+  /** Re-renders the files with a new config (same ports and layout) without touching HAProxy. */
+  rerender(input: Omit<FleetConfigInput, 'listeners'>, allowlist?: readonly string[]): Promise<FleetConfig>;
+  close(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  /** Fleet config without listeners; the harness binds 127.0.0.1 on free ports. */
+  config: Omit<FleetConfigInput, 'listeners'>;
+  allowlist?: readonly string[];
+  ownAddresses?: readonly string[];
+}
+
+function parseLog(line: string): AccessLog | undefined {
+  if (!line.startsWith('{')) return undefined;
+  try {
+    return JSON.parse(line) as AccessLog;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Renders, writes and starts a gateway; throws (after cleaning up) if HAProxy does not come up. */
+export async function startGateway(options: GatewayOptions): Promise<GatewayHarness> {
+  const dir = await mkdtemp(join(tmpdir(), 'portcullis-gw-'));
+  const layout = gatewayLayout(dir);
+  const ports: GatewayPorts = {
+    tls: await freePort(),
+    http: await freePort(),
+    health: await freePort(),
+    metrics: await freePort(),
+  };
+  const ownAddresses = options.ownAddresses ?? ['127.0.0.1'];
+  const render = async (input: Omit<FleetConfigInput, 'listeners'>, allowlist: readonly string[]) => {
+    const config = parseFleetConfig({ ...input, listeners: { bind: ['127.0.0.1'], ...ports } });
+    await writeGateway(dir, renderGateway(config, { layout, ownAddresses, allowlistCidrs: allowlist }));
+    return config;
+  };
+  let haproxy: RunningHaproxy | undefined;
+  try {
+    const config = await render(options.config, options.allowlist ?? []);
+    haproxy = await startHaproxy({ layout });
+    await haproxy.waitReady();
+    const running = haproxy;
+    const harness: GatewayHarness = {
+      dir,
+      layout,
+      ports,
+      config,
+      haproxy: running,
+      logs: () => running.lines.map(parseLog).filter((l): l is AccessLog => l !== undefined),
+      async waitForLog(predicate, timeoutMs = 5000) {
+        const deadline = Date.now() + timeoutMs;
+        while (Date.now() < deadline) {
+          const found = harness.logs().find(predicate);
+          if (found !== undefined) return found;
+          await sleep(25);
+        }
+        throw new Error(
+          `no matching access log within ${timeoutMs} ms; saw:\n${running.lines.slice(-20).join('\n')}`,
+        );
+      },
+      admin: (command) => cliCommand(layout.adminSocket, command),
+      master: (command) => cliCommand(layout.masterSocket, command),
+      async rerender(input, allowlist = options.allowlist ?? []) {
+        harness.config = await render(input, allowlist);
+        return harness.config;
+      },
+      async close() {
+        await running.stop();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+    return harness;
+  } catch (error) {
+    await haproxy?.stop();
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+}

@@ -1,0 +1,177 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FleetConfigInput, loadFleetConfig, parseFleetConfig } from '../../lib/config/index.ts';
+import { ValidationError } from '../../lib/errors.ts';
+import {
+  containerLayout,
+  FRONTEND,
+  gatewayLayout,
+  REFUSAL,
+  renderGateway,
+  writeGateway,
+} from '../../proxy/haproxy/index.ts';
+
+const run = promisify(execFile);
+const golden = (name: string) => new URL(`../golden/${name}.haproxy.cfg`, import.meta.url).pathname;
+
+const minimal: FleetConfigInput = {
+  fleet: 'minimal',
+  listeners: { http: null, metrics: null },
+  resolvers: { nameservers: ['10.0.0.2:53'] },
+  routes: [{ serverName: 'api.example.test' }],
+  accessLog: { enabled: false },
+};
+
+const loopback: FleetConfigInput = {
+  fleet: 'local-demo',
+  listeners: { bind: ['127.0.0.1', '::1'], tls: 18443, http: 18080, health: 18081, metrics: 19101 },
+  proxyProtocol: { enabled: true, version: 'v1', trustedPeers: ['127.0.0.1'] },
+  resolvers: { nameservers: ['127.0.0.1:5353', '[::1]:5353'], holdValidMs: 0 },
+  allowLoopbackDestinations: true,
+  routes: [
+    {
+      serverName: 'app.example.test',
+      upstream: { port: 9443, httpPort: 9080 },
+      allowedDestinations: ['127.0.0.2'],
+    },
+    {
+      serverName: '*.example.test',
+      upstream: { host: 'pool.example.test', port: 9443 },
+      addressFamily: 'ipv6',
+    },
+  ],
+  limits: { maxconn: 50, inspectDelayMs: 500 },
+};
+
+async function cases() {
+  return {
+    lattice: await loadFleetConfig(new URL('../../examples/lattice-fleet.yaml', import.meta.url).pathname),
+    minimal: parseFleetConfig(minimal),
+    loopback: parseFleetConfig(loopback),
+  };
+}
+
+describe('renderGateway', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-render-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('renders each representative config exactly as its golden file', async () => {
+    for (const [name, config] of Object.entries(await cases())) {
+      const rendered = renderGateway(config, { layout: containerLayout(), ownAddresses: ['10.0.0.10'] });
+      const text = rendered.files['haproxy.cfg']?.content ?? '';
+      if (process.env.UPDATE_GOLDEN === '1') await writeFile(golden(name), text);
+      expect(text, name).toBe(await readFile(golden(name), 'utf8'));
+    }
+  });
+
+  it('produces configurations HAProxy accepts (haproxy -c)', async () => {
+    for (const [name, config] of Object.entries(await cases())) {
+      const root = join(dir, name);
+      const written = await writeGateway(
+        root,
+        renderGateway(config, {
+          layout: gatewayLayout(root),
+          allowlistCidrs: ['192.0.2.0/24', '2001:db8::/32'],
+        }),
+      );
+      expect(written).toContain(join(root, 'haproxy.cfg'));
+      const { stdout } = await run('haproxy', ['-c', '-f', join(root, 'haproxy.cfg')]);
+      expect(stdout, name).toContain('Configuration file is valid');
+    }
+  });
+
+  it('writes the allowlist, denied destinations, trusted peers, routes and state files', async () => {
+    const config = parseFleetConfig(loopback);
+    const { files } = renderGateway(config, {
+      layout: gatewayLayout('/gw'),
+      ownAddresses: ['127.0.0.9', 'fd00::9'],
+      allowlistCidrs: ['2001:db8::1/32', '10.1.2.3/8', '10.0.0.0/8'],
+    });
+    expect(Object.keys(files).sort()).toEqual([
+      'acl/allowlist.acl',
+      'acl/denied-destinations.acl',
+      'acl/route-0-destinations.acl',
+      'acl/route-1-destinations.acl',
+      'acl/trusted-proxies.acl',
+      'haproxy.cfg',
+      'maps/routes-exact.map',
+      'maps/routes-wildcard.map',
+      'maps/state.map',
+    ]);
+    expect(files['acl/allowlist.acl']?.content).toBe('10.0.0.0/8\n2001:db8::/32\n');
+    expect(files['acl/trusted-proxies.acl']?.content).toBe('127.0.0.1/32\n');
+    expect(files['maps/state.map']?.content).toBe('ready 0\n');
+    expect(files['maps/routes-exact.map']?.content).toBe('app.example.test app.example.test\n');
+    expect(files['maps/routes-wildcard.map']?.content).toBe('example.test *.example.test\n');
+    expect(files['acl/route-0-destinations.acl']?.content).toBe('127.0.0.2/32\n');
+    expect(files['acl/route-1-destinations.acl']?.content).toBe('169.254.171.0/24\nfd00:ec2:80::/64\n');
+    const denied = files['acl/denied-destinations.acl']?.content.trim().split('\n');
+    expect(denied).toEqual(
+      expect.arrayContaining(['169.254.169.254/32', 'fd00:ec2::254/128', '127.0.0.9/32', 'fd00::9/128']),
+    );
+    // allowLoopbackDestinations drops only the loopback built-ins.
+    expect(denied).not.toContain('127.0.0.0/8');
+  });
+
+  it('denies loopback destinations unless the fleet allows them', () => {
+    const { files } = renderGateway(parseFleetConfig(minimal), { layout: gatewayLayout('/gw') });
+    expect(files['acl/denied-destinations.acl']?.content.split('\n')).toEqual(
+      expect.arrayContaining(['127.0.0.0/8', '::1/128', '0.0.0.0/8', '::/128']),
+    );
+    expect(files['acl/allowlist.acl']?.content).toBe('');
+  });
+
+  it('decides every refusal before the accept rule and connects only to the checked address', () => {
+    const cfg = renderGateway(parseFleetConfig(loopback), { layout: gatewayLayout('/gw') }).files[
+      'haproxy.cfg'
+    ]!.content;
+    const tls = cfg.slice(cfg.indexOf(`frontend ${FRONTEND.tls}`), cfg.indexOf('backend be_tls_passthrough'));
+    const rules = tls.split('\n').filter((l) => l.startsWith('  tcp-request content'));
+    const accept = rules.findIndex((l) => l.includes('content accept'));
+    expect(accept).toBe(rules.length - 2);
+    for (const reason of Object.values(REFUSAL)) {
+      const index = rules.findIndex((l) => l.includes(`str(${reason})`));
+      expect(index, reason).toBeGreaterThanOrEqual(0);
+      expect(index, reason).toBeLessThan(accept);
+    }
+    const setDst = rules.findIndex((l) => l.includes('set-dst var(txn.dst)'));
+    const lastReject = rules.findLastIndex((l, i) => i < accept && l.includes('reject if refused'));
+    expect(lastReject).toBeLessThan(setDst);
+    expect(setDst).toBeLessThan(accept);
+    expect(rules.filter((l) => l.includes('do-resolve'))).toHaveLength(2);
+    expect(tls).not.toContain('accept-proxy');
+    expect(tls).toContain(
+      'tcp-request connection expect-proxy layer4 if { src -f /gw/acl/trusted-proxies.acl }',
+    );
+    expect(cfg).toContain('stats socket /gw/run/admin.sock mode 600 level admin expose-fd listeners');
+    expect(cfg).not.toMatch(/^\s*(user|group)\s/m);
+  });
+
+  it('refuses an invalid allowlist with the reason of each entry', () => {
+    expect(() =>
+      renderGateway(parseFleetConfig(minimal), {
+        layout: gatewayLayout('/gw'),
+        allowlistCidrs: ['0.0.0.0/0', 'x'],
+      }),
+    ).toThrow(ValidationError);
+  });
+
+  it('writes files atomically with their modes', async () => {
+    const root = join(dir, 'modes');
+    const paths = await writeGateway(root, {
+      files: { 'a/secret.pem': { content: 'k', mode: 0o600 }, 'b.txt': { content: 'x', mode: 0o644 } },
+    });
+    expect(paths).toEqual([join(root, 'a/secret.pem'), join(root, 'b.txt')]);
+    expect((await stat(join(root, 'a/secret.pem'))).mode & 0o777).toBe(0o600);
+    expect((await stat(join(root, 'b.txt'))).mode & 0o777).toBe(0o644);
+  });
+});
