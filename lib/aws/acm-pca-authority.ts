@@ -5,7 +5,7 @@
  * `GetCertificate` answers `RequestInProgressException` until the certificate is signed, which
  * this adapter reports as `CertificateNotReady` so the state machine polls with backoff.
  */
-import { createHash, createPublicKey } from 'node:crypto';
+import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import {
   ACMPCAClient,
   type ApiPassthrough,
@@ -115,6 +115,7 @@ export function apiPassthroughFor(request: IssueRequest, keyKind: 'ec' | 'rsa' |
  * | PCA | Portcullis |
  * | --- | --- |
  * | `RequestInProgressException` (GetCertificate) | `CertificateNotReady` (poll again) |
+ * | GetCertificate answering without a certificate | `CertificateNotReady` |
  * | `RequestAlreadyProcessedException` (RevokeCertificate) | success: already revoked |
  * | `ThrottlingException`, `TooManyRequestsException`, `RateExceeded` | `Throttled` |
  * | `ResourceNotFoundException` | `NotFoundError` |
@@ -207,7 +208,7 @@ export class AcmPcaAuthority implements CertificateAuthority {
       }
       return {
         certificatePem: withNewline(output.Certificate),
-        chainPem: withNewline(output.CertificateChain),
+        chainPem: chainBelowRoot(output.CertificateChain ?? ''),
       };
     } catch (error) {
       throw this.#map(error, 'GetCertificate', certificateId);
@@ -263,6 +264,30 @@ export class AcmPcaAuthority implements CertificateAuthority {
       },
     });
   }
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+function isSelfSigned(pem: string): boolean {
+  try {
+    const certificate = new X509Certificate(pem);
+    return certificate.checkIssued(certificate) && certificate.verify(certificate.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * PCA's `CertificateChain` runs from the issuing CA up to and including the root; the port's
+ * `chainPem` stops below the root (clients bring their own trust anchor, and a served root is
+ * only dead weight in every handshake). Drops self-signed certificates, keeps the order.
+ */
+export function chainBelowRoot(chainPem: string): string {
+  const blocks = chainPem.match(PEM_CERTIFICATE) ?? [];
+  return blocks
+    .filter((block) => !isSelfSigned(block))
+    .map((block) => `${block}\n`)
+    .join('');
 }
 
 function withNewline(pem: string | undefined): string {

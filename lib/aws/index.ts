@@ -6,6 +6,7 @@ export {
   AcmPcaAuthority,
   type AcmPcaAuthorityOptions,
   apiPassthroughFor,
+  chainBelowRoot,
   defaultAcmPcaClient,
   defaultTemplateArn,
   pcaIdempotencyToken,

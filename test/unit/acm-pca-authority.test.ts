@@ -24,13 +24,34 @@ import {
   pcaIdempotencyToken,
   pcaSerial,
 } from '../../lib/aws/acm-pca-authority.ts';
-import { createCsr, generateKey, normaliseSerial } from '../../lib/pki/index.ts';
+import {
+  createCertificateAuthority,
+  createCsr,
+  generateKey,
+  issueCertificate,
+  normaliseSerial,
+} from '../../lib/pki/index.ts';
 import type { IssueRequest } from '../../lib/ports.ts';
 
 const caArn =
   'arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/12345678-1234-1234-1234-123456789012';
 const certArn = `${caArn}/certificate/3d295f5691637e577f3c192acd79d401`;
-const pca = mockClient(ACMPCAClient);
+// aws-sdk-client-mock resolves an older @smithy/types than this client does, so its generics
+// reject the client's classes although the runtime objects are the same: a narrow typed view
+// keeps the tests type-checked on command inputs and outputs.
+interface Behaviour<O> {
+  resolves(output: O): Behaviour<O>;
+  resolvesOnce(output: O): Behaviour<O>;
+  rejects(error: unknown): Behaviour<O>;
+  callsFake(fake: (input: never) => O): Behaviour<O>;
+}
+interface ClientStub {
+  on<I extends object, O>(command: new (input: I) => { readonly input: I } & { __output?: O }): Behaviour<O>;
+  commandCalls<I extends object>(command: new (input: I) => unknown): { args: [{ input: I }] }[];
+  reset(): void;
+}
+
+const pca = mockClient(ACMPCAClient as never) as unknown as ClientStub;
 
 function sdkError<T extends ACMPCAServiceException>(
   ErrorClass: new (options: { message: string; $metadata: object }) => T,
@@ -50,11 +71,20 @@ function genericError(name: string, status = 400): ACMPCAServiceException {
 
 let ecCsr: string;
 let rsaCsr: string;
+const pki = { root: '', sub: '', leaf: '' };
 
 beforeAll(async () => {
   const names = { commonName: 'api.example.internal', dns: ['api.example.internal'] };
-  ecCsr = await createCsr(await generateKey(), names);
+  const ecKey = await generateKey();
+  ecCsr = await createCsr(ecKey, names);
   rsaCsr = await createCsr(await generateKey({ kind: 'rsa', bits: 2048 }), names);
+  // A root → issuing CA → leaf hierarchy shaped like PCA's answers.
+  const root = await createCertificateAuthority({ commonName: 'Portcullis Test Root' });
+  const sub = await createCertificateAuthority({ commonName: 'Portcullis Test Issuing CA', issuer: root });
+  const leaf = await issueCertificate(sub, { publicKeyPem: ecKey.publicKeyPem, ...names, usage: 'server' });
+  pki.root = root.certificatePem;
+  pki.sub = sub.certificatePem;
+  pki.leaf = leaf.certificatePem;
 });
 
 beforeEach(() => pca.reset());
@@ -179,18 +209,30 @@ describe('AcmPcaAuthority.issue', () => {
 });
 
 describe('AcmPcaAuthority.get', () => {
-  it('returns the certificate and its chain as PEM with a final newline', async () => {
+  it('returns the certificate and the chain below the root that PCA includes', async () => {
     pca
       .on(GetCertificateCommand)
-      .resolves({ Certificate: 'LEAF-PEM', CertificateChain: 'SUB-PEM\nROOT-PEM\n\n' });
+      .resolves({ Certificate: pki.leaf.trimEnd(), CertificateChain: `${pki.sub}${pki.root}\n` });
 
     const issued = await authority().get(certArn);
 
-    expect(issued).toEqual({ certificatePem: 'LEAF-PEM\n', chainPem: 'SUB-PEM\nROOT-PEM\n' });
+    expect(issued).toEqual({ certificatePem: pki.leaf, chainPem: pki.sub });
     expect(pca.commandCalls(GetCertificateCommand)[0]!.args[0].input).toEqual({
       CertificateAuthorityArn: caArn,
       CertificateArn: certArn,
     });
+  });
+
+  it('returns an empty chain for a certificate issued by the root itself', async () => {
+    pca.on(GetCertificateCommand).resolves({ Certificate: pki.leaf, CertificateChain: pki.root });
+
+    await expect(authority().get(certArn)).resolves.toEqual({ certificatePem: pki.leaf, chainPem: '' });
+  });
+
+  it('reports an answer without a certificate as CertificateNotReady', async () => {
+    pca.on(GetCertificateCommand).resolves({});
+
+    await expect(authority().get(certArn)).rejects.toMatchObject({ name: 'CertificateNotReady' });
   });
 
   it('reports a certificate still being issued as CertificateNotReady', async () => {
