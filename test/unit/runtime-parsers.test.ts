@@ -1,0 +1,314 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { RuntimeProtocolError } from '../../proxy/haproxy/errors.ts';
+import {
+  parseAclEntries,
+  parseAsn1Time,
+  parseHumanTime,
+  parseMapEntries,
+  parsePreparedVersion,
+  parseProcUptime,
+  parseReferenceList,
+  parseShowInfo,
+  parseShowProc,
+  parseShowSessions,
+  parseSslCertificate,
+  parseSslFileList,
+} from '../../proxy/haproxy/runtime-parsers.ts';
+
+// Answers captured from HAProxy 2.6.12-1+deb12u4 (final empty line removed, as the client does).
+
+const SHOW_INFO = `Name: HAProxy
+Version: 2.6.12-1+deb12u4
+Release_date: 2026/10/17
+Nbthread: 2
+Nbproc: 1
+Process_num: 1
+Pid: 10467
+Uptime: 0d 0h00m00s
+Uptime_sec: 0
+Memmax_MB: 0
+Ulimit-n: 19999
+Maxconn: 9978
+CurrConns: 0
+CumConns: 1
+CumReq: 1
+node: vm
+Stopping: 0
+Jobs: 7
+Unstoppable Jobs: 1
+Listeners: 6
+Build info: 2.6.12-1+deb12u4
+Start_time_sec: 1795450551
+Tainted: 0`;
+
+const SHOW_ACL = `# id (file) description
+0 (/tmp/rt/h1/allow.acl) pattern loaded from file '/tmp/rt/h1/allow.acl' used by acl at file 'h.cfg' line 11. curr_ver=0 next_ver=1 entry_cnt=2
+1 () acl 'src' file 'h.cfg' line 11. curr_ver=0 next_ver=0 entry_cnt=0
+3 () acl 'req.ssl_sni' file 'h.cfg' line 12. curr_ver=0 next_ver=0 entry_cnt=0
+4 () acl 'var' file 'httpclient' line 0. curr_ver=0 next_ver=0 entry_cnt=1`;
+
+const SHOW_MAP = `# id (file) description
+2 (/tmp/rt/h1/m.map) pattern loaded from file '/tmp/rt/h1/m.map' used by map at file 'h.cfg' line 12. curr_ver=0 next_ver=0 entry_cnt=1`;
+
+const SHOW_SSL_CERT = `Filename: /tmp/rt/h1/site.pem
+Status: Used
+Serial: 2DAF73A785B6BE18254C3195E78E24EE646816DA
+notBefore: Nov 23 16:13:05 2026 GMT
+notAfter: Nov 25 16:13:05 2026 GMT
+Subject Alternative Name: DNS:one.test
+Algorithm: EC256
+SHA1 FingerPrint: 3A027ABC5EB5CCCF5B2ECDD916E231B250E8676C
+Subject: /CN=one.test
+Issuer: /CN=one.test
+OCSP Response Key: `;
+
+const SHOW_SSL_CERT_TX = `Filename: */tmp/rt/h1/site.pem
+Status: Unused
+Serial: 49255861D17BC56D0B7921297CBB49BBE4DBE53B
+notBefore: Nov 23 16:15:31 2026 GMT
+notAfter: Nov 26 16:15:31 2026 GMT
+Subject Alternative Name: DNS:two.test, DNS:alt.two.test, 
+Algorithm: EC256
+SHA1 FingerPrint: 86ED249EF270F641F59E7353554A87FC33C5D4A4
+Subject: /CN=two.test
+Issuer: /CN=two.test
+OCSP Response Key: `;
+
+const SHOW_SESS = `0x55bed4b08570: proto=tcpv4 src=127.0.0.1:40163 fe=pp be=be srv=s1 ts=00 epoch=0 age=1s calls=2 rate=1 cpu=0 lat=0 rq[f=848202h,i=0,an=00h,rx=28s,wx=,ax=] rp[f=80048202h,i=0,an=00h,rx=28s,wx=,ax=] scf=[8,0h,fd=16] scb=[8,1h,fd=17] exp=0s rc=0 c_exp=
+0x55bed4ad20a0: proto=tcpv4 src=127.0.0.1:44709 fe=fe be=be srv=s1 ts=00 epoch=0 age=1m5s calls=2 rate=1 cpu=0 lat=0 rq[f=848202h,i=0,an=00h,rx=28s,wx=,ax=] rp[f=80048202h,i=0,an=00h,rx=28s,wx=,ax=] scf=[8,0h,fd=18] scb=[8,1h,fd=19] exp=0s rc=0 c_exp=
+0x55bed4bbe500: proto=unix_stream src=unix:1 fe=GLOBAL be=<NONE> srv=<none> ts=00 epoch=0 age=0s calls=1 rate=1 cpu=0 lat=0 rq[f=c08002h,i=0,an=00h,rx=10s,wx=,ax=] rp[f=80008002h,i=0,an=00h,rx=,wx=,ax=] scf=[8,0h,fd=20] scb=[8,1h,fd=-1] exp=9s rc=0 c_exp=`;
+
+const SHOW_PROC = `#<PID>          <type>          <reloads>       <uptime>        <version>      
+5314            master          5 [failed: 0]   0d00h02m45s     2.6.12-1+deb12u4
+# workers
+10467           worker          0               0d00h00m01s     2.6.12-1+deb12u4
+# old workers
+9543            worker          1               0d00h00m20s     2.6.12-1+deb12u4
+# programs`;
+
+describe('parseShowInfo', () => {
+  it('reads the typed fields and keeps every field', () => {
+    const info = parseShowInfo(SHOW_INFO);
+    expect(info).toMatchObject({
+      version: '2.6.12-1+deb12u4',
+      pid: 10467,
+      uptimeSeconds: 0,
+      currentConnections: 0,
+      cumulativeConnections: 1,
+      stopping: false,
+    });
+    expect(info.fields['Unstoppable Jobs']).toBe('1');
+    expect(info.fields['Uptime']).toBe('0d 0h00m00s');
+  });
+  it.each(['', 'garbage', 'Unknown command, but maybe…', 'Name: HAProxy\nVersion: 2.6\nPid: x'])(
+    'refuses %j',
+    (text) => {
+      expect(() => parseShowInfo(text)).toThrow(RuntimeProtocolError);
+    },
+  );
+});
+
+describe('parseReferenceList', () => {
+  it('lists ACLs with ids, files, versions and counts', () => {
+    const acls = parseReferenceList('show acl', SHOW_ACL);
+    expect(acls).toHaveLength(4);
+    expect(acls[0]).toEqual({
+      id: 0,
+      file: '/tmp/rt/h1/allow.acl',
+      description: "pattern loaded from file '/tmp/rt/h1/allow.acl' used by acl at file 'h.cfg' line 11.",
+      currentVersion: 0,
+      nextVersion: 1,
+      entryCount: 2,
+    });
+    expect(acls[1]?.file).toBeUndefined();
+    expect(acls.map((a) => a.id)).toEqual([0, 1, 3, 4]);
+  });
+  it('lists maps the same way', () => {
+    expect(parseReferenceList('show map', SHOW_MAP)).toEqual([
+      expect.objectContaining({ id: 2, file: '/tmp/rt/h1/m.map', entryCount: 1 }),
+    ]);
+  });
+  it('accepts a header alone and refuses garbage', () => {
+    expect(parseReferenceList('show acl', '# id (file) description')).toEqual([]);
+    expect(() => parseReferenceList('show acl', '')).toThrow(RuntimeProtocolError);
+    expect(() => parseReferenceList('show acl', '# id (file) description\nfoo')).toThrow(
+      RuntimeProtocolError,
+    );
+  });
+});
+
+describe('entries', () => {
+  it('reads ACL entries with their references', () => {
+    expect(parseAclEntries('0x55ea37a6e1a0 10.0.0.0/8\n0x7f82680468a0 ::1')).toEqual([
+      { ref: '0x55ea37a6e1a0', value: '10.0.0.0/8' },
+      { ref: '0x7f82680468a0', value: '::1' },
+    ]);
+    expect(parseAclEntries('')).toEqual([]);
+  });
+  it('reads map values with spaces and semicolons', () => {
+    expect(
+      parseMapEntries('0x55ea37a6d6f0 a.test semi;colon\n0x7f8268046d40 c.test three words\n0x1 k'),
+    ).toEqual([
+      { ref: '0x55ea37a6d6f0', key: 'a.test', value: 'semi;colon' },
+      { ref: '0x7f8268046d40', key: 'c.test', value: 'three words' },
+      { ref: '0x1', key: 'k', value: '' },
+    ]);
+  });
+  it('refuses an error text in place of entries', () => {
+    expect(() => parseAclEntries('Unknown ACL identifier. Please use #<id> or <file>.')).toThrow(
+      RuntimeProtocolError,
+    );
+    expect(() => parseMapEntries('garbage')).toThrow(RuntimeProtocolError);
+  });
+  it('parses every well-formed entry list back to its values', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.bigInt({ min: 1n, max: 2n ** 48n }), fc.stringMatching(/^[0-9a-f.:/]{1,20}$/))),
+        (rows) => {
+          const text = rows.map(([p, v]) => `0x${p.toString(16)} ${v}`).join('\n');
+          expect(parseAclEntries(text).map((e) => e.value)).toEqual(rows.map(([, v]) => v));
+        },
+      ),
+    );
+  });
+});
+
+describe('parsePreparedVersion', () => {
+  it('reads the new version', () => {
+    expect(parsePreparedVersion('prepare acl', 'New version created: 3')).toBe(3);
+  });
+  it.each(['', 'Unknown ACL identifier. Please use #<id> or <file>.', 'New version created: x'])(
+    'refuses %j',
+    (t) => {
+      expect(() => parsePreparedVersion('prepare acl', t)).toThrow(RuntimeProtocolError);
+    },
+  );
+});
+
+describe('SSL answers', () => {
+  it('reads a committed certificate', () => {
+    const cert = parseSslCertificate(SHOW_SSL_CERT);
+    expect(cert).toMatchObject({
+      filename: '/tmp/rt/h1/site.pem',
+      status: 'Used',
+      serial: '2DAF73A785B6BE18254C3195E78E24EE646816DA',
+      subject: '/CN=one.test',
+      issuer: '/CN=one.test',
+      subjectAltNames: ['DNS:one.test'],
+      dnsNames: ['one.test'],
+      algorithm: 'EC256',
+      sha1Fingerprint: '3A027ABC5EB5CCCF5B2ECDD916E231B250E8676C',
+    });
+    expect(cert.notBefore.toISOString()).toBe('2026-11-23T16:13:05.000Z');
+    expect(cert.notAfter.toISOString()).toBe('2026-11-25T16:13:05.000Z');
+  });
+  it('reads a transaction, ignoring the trailing empty SAN HAProxy prints for an IP SAN', () => {
+    const tx = parseSslCertificate(SHOW_SSL_CERT_TX);
+    expect(tx.filename).toBe('*/tmp/rt/h1/site.pem');
+    expect(tx.status).toBe('Unused');
+    expect(tx.dnsNames).toEqual(['two.test', 'alt.two.test']);
+  });
+  it('refuses an error answer and a bad date', () => {
+    expect(() =>
+      parseSslCertificate("Can't display the certificate: Not found or the certificate is a bundle!"),
+    ).toThrow(RuntimeProtocolError);
+    expect(() => parseAsn1Time('show ssl cert', 'Foo 25 16:13:05 2026 GMT')).toThrow(RuntimeProtocolError);
+    expect(parseAsn1Time('show ssl cert', 'Feb  1 01:02:03 2027 GMT').toISOString()).toBe(
+      '2027-02-01T01:02:03.000Z',
+    );
+  });
+  it('lists certificates, CA files and transactions', () => {
+    expect(
+      parseSslFileList(
+        'show ssl cert',
+        '# transaction\n*/tmp/rt/h1/site.pem\n# filename\n/tmp/rt/h1/site.pem',
+      ),
+    ).toEqual({ transactions: ['/tmp/rt/h1/site.pem'], files: ['/tmp/rt/h1/site.pem'] });
+    expect(
+      parseSslFileList(
+        'show ssl ca-file',
+        '# filename\n/tmp/rt/h1/ca.pem - 1 certificate(s)\n@system-ca - 144 certificate(s)',
+      ),
+    ).toEqual({ transactions: [], files: ['/tmp/rt/h1/ca.pem', '@system-ca'] });
+    expect(parseSslFileList('show ssl crl-file', '# filename')).toEqual({ transactions: [], files: [] });
+    expect(() => parseSslFileList('show ssl cert', '/x.pem')).toThrow(RuntimeProtocolError);
+  });
+});
+
+describe('parseShowSessions', () => {
+  it('reads id, frontend, backend, server, source and age', () => {
+    const sessions = parseShowSessions(SHOW_SESS);
+    expect(sessions[0]).toEqual({
+      id: '0x55bed4b08570',
+      proto: 'tcpv4',
+      source: { address: '127.0.0.1', port: 40163 },
+      frontend: 'pp',
+      backend: 'be',
+      server: 's1',
+      ageSeconds: 1,
+    });
+    expect(sessions[1]?.ageSeconds).toBe(65);
+    expect(sessions[2]).toMatchObject({
+      frontend: 'GLOBAL',
+      source: undefined,
+      backend: undefined,
+      server: undefined,
+    });
+  });
+  it('reads IPv6 sources, bracketed or not', () => {
+    const [a, b] = parseShowSessions(
+      '0x1: proto=tcpv6 src=::1:5000 fe=f be=b srv=s age=2h\n0x2: proto=tcpv6 src=[fd00::1]:6000 fe=f be=b srv=s age=1d',
+    );
+    expect(a?.source).toEqual({ address: '::1', port: 5000 });
+    expect(a?.ageSeconds).toBe(7200);
+    expect(b?.source).toEqual({ address: 'fd00::1', port: 6000 });
+    expect(b?.ageSeconds).toBe(86400);
+  });
+  it('returns nothing for an empty answer and refuses garbage', () => {
+    expect(parseShowSessions('')).toEqual([]);
+    expect(() => parseShowSessions('Permission denied')).toThrow(RuntimeProtocolError);
+    expect(() => parseShowSessions('0x1: nothing')).toThrow(RuntimeProtocolError);
+  });
+  it('reads HAProxy human times', () => {
+    expect(parseHumanTime('3m4s')).toBe(184);
+    expect(parseHumanTime('')).toBeUndefined();
+    expect(parseHumanTime('soon')).toBeUndefined();
+  });
+});
+
+describe('parseShowProc', () => {
+  it('reads the master, current and old workers', () => {
+    const procs = parseShowProc(SHOW_PROC);
+    expect(procs.master).toEqual({
+      pid: 5314,
+      type: 'master',
+      reloads: 5,
+      failedReloads: 0,
+      uptimeSeconds: 165,
+      version: '2.6.12-1+deb12u4',
+    });
+    expect(procs.workers).toEqual([
+      { pid: 10467, type: 'worker', reloads: 0, uptimeSeconds: 1, version: '2.6.12-1+deb12u4' },
+    ]);
+    expect(procs.oldWorkers.map((w) => w.pid)).toEqual([9543]);
+    expect(procs.programs).toEqual([]);
+  });
+  it('reads failed reloads and programs (format of the 2.6 management guide)', () => {
+    const procs = parseShowProc(
+      '#<PID>          <type>          <reloads>       <uptime>        <version>\n1162            master          5 [failed: 2]   0d00h02m07s     2.5-dev13\n# workers\n1271            worker          1               0d00h00m00s     2.5-dev13\n# programs\n1244            foo             0               0d00h00m00s     -',
+    );
+    expect(procs.master.failedReloads).toBe(2);
+    expect(procs.programs).toEqual([{ pid: 1244, type: 'foo', reloads: 0, uptimeSeconds: 0, version: '-' }]);
+  });
+  it.each(['', 'Unknown command', '#<PID> x\n# workers\n1 worker 0 0d00h00m00s 2.6', '#<PID> x\n# strange'])(
+    'refuses %j',
+    (text) => {
+      expect(() => parseShowProc(text)).toThrow(RuntimeProtocolError);
+    },
+  );
+  it('reads proc uptimes', () => {
+    expect(parseProcUptime('1d02h03m04s')).toBe(93784);
+    expect(parseProcUptime('x')).toBeUndefined();
+  });
+});
