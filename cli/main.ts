@@ -12,7 +12,9 @@ interface CommandEntry {
   load: () => Promise<CommandModule>;
 }
 
-export const commands: Record<string, CommandEntry> = {};
+export const commands: Record<string, CommandEntry> = {
+  proxy: { summary: 'Render the gateway configuration', load: () => import('./commands/proxy.ts') },
+};
 
 function help(): string {
   const rows = Object.entries(commands).map(([name, entry]) => `  ${name.padEnd(10)} ${entry.summary}`);

@@ -9,6 +9,9 @@ import type { RenderedGateway } from './render.ts';
  * absolute paths written, in a stable order.
  */
 export async function writeGateway(dir: string, rendered: RenderedGateway): Promise<string[]> {
+  for (const directory of rendered.directories ?? []) {
+    await mkdir(join(dir, directory), { recursive: true, mode: 0o700 });
+  }
   const written: string[] = [];
   for (const [relative, file] of Object.entries(rendered.files).sort(([a], [b]) => a.localeCompare(b))) {
     const target = join(dir, relative);

@@ -65,6 +65,8 @@ export interface RenderedFile {
 export interface RenderedGateway {
   /** Keyed by path relative to `layout.root` (`haproxy.cfg`, `acl/allowlist.acl`, …). */
   files: Record<string, RenderedFile>;
+  /** Directories (relative to `layout.root`) that must exist, mode 0700: the sockets' and certificates'. */
+  directories?: string[];
 }
 
 export interface RenderOptions {
@@ -490,5 +492,6 @@ export function renderGateway(config: FleetConfig, options: RenderOptions): Rend
       mode: FILE_MODE,
     };
   });
-  return { files };
+  const socketDir = posix.dirname(rel(layout, layout.adminSocket));
+  return { files, directories: [...new Set([socketDir, rel(layout, layout.certsDir)])] };
 }
