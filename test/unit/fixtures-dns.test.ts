@@ -1,6 +1,10 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { promises as dnsPromises } from 'node:dns';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   DnsType,
@@ -157,5 +161,101 @@ describe('startDnsServer', () => {
     } finally {
       socket.destroy();
     }
+  });
+});
+
+/** One runtime-API command over HAProxy's stats socket. */
+function haproxyCommand(socketPath: string, command: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(socketPath);
+    let out = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer to "${command}"`));
+    }, 2000);
+    socket.on('data', (d) => (out += d));
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
+    socket.write(`${command}\n`);
+  });
+}
+
+describe('startDnsServer as an HAProxy 2.6 nameserver', () => {
+  let dir: string | undefined;
+  let haproxy: ChildProcess | undefined;
+  afterEach(async () => {
+    if (haproxy && haproxy.exitCode === null) {
+      const exited = new Promise((resolve) => haproxy!.once('exit', resolve));
+      haproxy.kill('SIGTERM');
+      await exited;
+    }
+    haproxy = undefined;
+    if (dir) await rm(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it('resolves server addresses for HAProxy, over EDNS0, and follows a changed answer', async () => {
+    server = await startDnsServer({ records: { 'api.internal': ['127.0.0.5', '::1'] }, ttl: 1 });
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-dns-haproxy-'));
+    const stats = join(dir, 'stats.sock');
+    await writeFile(
+      join(dir, 'haproxy.cfg'),
+      [
+        'global',
+        `  stats socket ${stats} level admin`,
+        'defaults',
+        '  mode tcp',
+        '  timeout connect 1s',
+        '  timeout client 1s',
+        '  timeout server 1s',
+        'resolvers test',
+        `  nameserver dns1 ${server.address}`,
+        '  accepted_payload_size 1232',
+        '  hold valid 200ms',
+        '  timeout resolve 200ms',
+        '  timeout retry 200ms',
+        'backend upstreams',
+        '  server v4 api.internal:9443 resolvers test init-addr none resolve-prefer ipv4',
+        '  server v6 api.internal:9443 resolvers test init-addr none resolve-prefer ipv6',
+        '',
+      ].join('\n'),
+    );
+    const output: string[] = [];
+    haproxy = spawn('/usr/sbin/haproxy', ['-db', '-f', join(dir, 'haproxy.cfg')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    haproxy.stdout?.on('data', (d) => output.push(String(d)));
+    haproxy.stderr?.on('data', (d) => output.push(String(d)));
+
+    const addresses = async (): Promise<Record<string, string>> => {
+      const state = await haproxyCommand(stats, 'show servers state upstreams').catch(() => '');
+      const result: Record<string, string> = {};
+      for (const line of state.split('\n')) {
+        const fields = line.split(' ');
+        if (fields[1] === 'upstreams') result[fields[3]!] = fields[4]!;
+      }
+      return result;
+    };
+    const waitFor = async (expected: Record<string, string>) => {
+      let last: Record<string, string> = {};
+      for (let attempt = 0; attempt < 50; attempt++) {
+        last = await addresses();
+        if (JSON.stringify(last) === JSON.stringify(expected)) return;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      throw new Error(`HAProxy servers are ${JSON.stringify(last)}; log: ${output.join('')}`);
+    };
+
+    await waitFor({ v4: '127.0.0.5', v6: '::1' });
+    expect(server.log.length).toBeGreaterThan(0);
+    expect(server.log.every((entry) => entry.hadEdns && entry.transport === 'udp')).toBe(true);
+    server.setRecords({ 'api.internal': ['127.0.0.6', '::1'] });
+    await waitFor({ v4: '127.0.0.6', v6: '::1' });
   });
 });
