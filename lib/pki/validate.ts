@@ -241,37 +241,28 @@ export function verifyChain(
 
   const search = (path: X509Certificate[]): X509Certificate[] | undefined => {
     const current = path[path.length - 1]!;
-    const candidates: { cert: X509Certificate; anchor: boolean }[] = [];
-    if (anchors.some((anchor) => sameCertificate(anchor, current))) return path;
-    for (const anchor of anchors) candidates.push({ cert: anchor, anchor: true });
-    if (path.length < maxDepth - 1) for (const cert of chain) candidates.push({ cert, anchor: false });
-    for (const candidate of candidates) {
+    // A path ends at the first trust anchor it reaches — whether the anchor came from the trust
+    // bundle or, identically, from the chain — and is only accepted once every check passed.
+    if (anchors.some((anchor) => sameCertificate(anchor, current))) {
+      const failure = checkPath(path, options);
+      if (failure === undefined) return path;
+      firstFailure ??= failure;
+      return undefined;
+    }
+    if (path.length >= maxDepth) return undefined;
+    for (const candidate of [...anchors, ...chain]) {
       if (budget <= 0) return undefined;
-      if (path.some((seen) => sameCertificate(seen, candidate.cert))) continue;
-      if (!issuedBy(current, candidate.cert)) continue;
+      if (path.some((seen) => sameCertificate(seen, candidate))) continue;
+      if (!issuedBy(current, candidate)) continue;
       budget -= 1;
-      const extended = [...path, candidate.cert];
-      if (candidate.anchor) {
-        const failure = checkPath(extended, options);
-        if (failure === undefined) return extended;
-        firstFailure ??= failure;
-        continue;
-      }
-      const found = search(extended);
+      const found = search([...path, candidate]);
       if (found) return found;
     }
     return undefined;
   };
 
   const path = search([leaf]);
-  if (path) {
-    // The leaf itself is a trust anchor: check it alone.
-    if (path.length === 1) {
-      const failure = checkPath(path, options);
-      if (failure) return failure;
-    }
-    return { kind: 'ok', path };
-  }
+  if (path) return { kind: 'ok', path };
   return (
     firstFailure ?? {
       kind: 'invalid',

@@ -241,6 +241,30 @@ describe('verifyChain', () => {
     });
   });
 
+  it('refuses an expired anchor even when the chain repeats it', async () => {
+    const old = await createCertificateAuthority({
+      commonName: 'Expired Anchor CA',
+      issuer: root,
+      notBefore: new Date(now.getTime() - 10 * day),
+      notAfter: new Date(now.getTime() - day),
+    });
+    const issued = await leaf({ ca: old, notBefore: new Date(now.getTime() - 5 * day), validityDays: 30 });
+    const result = verifyChain(issued.certificatePem, old.certificatePem, old.certificatePem, { at: now });
+    expect(result).toMatchObject({ kind: 'invalid', code: 'expired' });
+  });
+
+  it('refuses a path longer than maxDepth', async () => {
+    const issued = await leaf();
+    expect(
+      verifyChain(issued.certificatePem, issued.chainPem, root.certificatePem, { at: now, maxDepth: 2 }),
+    ).toMatchObject({
+      code: 'untrusted-chain',
+    });
+    expect(
+      verifyChain(issued.certificatePem, issued.chainPem, root.certificatePem, { at: now, maxDepth: 3 }).kind,
+    ).toBe('ok');
+  });
+
   it('refuses when the trust bundle is empty', async () => {
     const issued = await leaf();
     expect(verifyChain(issued.certificatePem, issued.chainPem, [], { at: now })).toMatchObject({
