@@ -12,6 +12,7 @@ export {
   BACKEND,
   deniedDestinations,
   FRONTEND,
+  parseSessionKey,
   READY_KEY,
   REFUSAL,
   RESOLVERS,
@@ -22,5 +23,6 @@ export {
   ROUTE_FILES,
   renderAllowlist,
   renderGateway,
+  SESSION_TABLE,
 } from './render.ts';
 export { writeFileAtomic, writeGateway } from './render-write.ts';

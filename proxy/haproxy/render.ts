@@ -32,6 +32,21 @@ export const BACKEND = {
   http: 'be_http',
 } as const;
 
+/**
+ * Stick table that maps each live client session to its PROXY source. HAProxy 2.6's `show sess`
+ * prints the direct peer (the NLB), not the address a PROXY header carried, so the sidecar finds
+ * sessions of a removed source with `show table <SESSION_TABLE>` (keys `"<client>@<peer>:<port>"`,
+ * see `parseSessionKey`) and cuts the matching `show sess` entries (`src=<peer>:<port>`).
+ */
+export const SESSION_TABLE = 'st_client_sessions';
+
+/** Splits a `SESSION_TABLE` key into the client address and the direct peer endpoint. */
+export function parseSessionKey(key: string): { client: string; peer: string; peerPort: number } | undefined {
+  const match = /^([^@\s]+)@([^@\s]+):(\d{1,5})$/.exec(key);
+  if (!match) return undefined;
+  return { client: match[1]!, peer: match[2]!, peerPort: Number(match[3]) };
+}
+
 /** The `resolvers` section used by `do-resolve`. */
 export const RESOLVERS = 'dns';
 
@@ -273,6 +288,13 @@ const NAME_ACLS = [
   '  acl refused var(txn.refusal) -m found',
 ];
 
+function sessionTracking(rule: string): string[] {
+  return [
+    `  ${rule} set-var-fmt(txn.session_key) "%[src]@%[fc_src]:%[fc_src_port]"`,
+    `  ${rule} track-sc0 var(txn.session_key) table ${SESSION_TABLE}`,
+  ];
+}
+
 function tlsFrontend(config: FleetConfig, p: Paths): string[] {
   const pp = config.proxyProtocol.enabled;
   const sourceCheck = pp ? `!{ src -f ${p.allowlist} } !pp_local` : `!{ src -f ${p.allowlist} }`;
@@ -313,6 +335,7 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
     '  tcp-request content reject if refused',
     '  tcp-request content set-dst var(txn.dst)',
     '  tcp-request content set-dst-port var(txn.port)',
+    ...sessionTracking('tcp-request content'),
     // `accept` ends rule evaluation: it comes after every set-var/do-resolve/set-dst rule.
     '  tcp-request content accept if hello',
     '  tcp-request content reject',
@@ -349,6 +372,7 @@ function httpFrontend(config: FleetConfig, p: Paths, port: number): string[] {
     '  http-request deny deny_status 502 if refused',
     '  http-request set-dst var(txn.dst)',
     '  http-request set-dst-port var(txn.port)',
+    ...sessionTracking('http-request'),
     // The upstream sees the PROXY source, never a client-supplied chain.
     '  http-request del-header x-forwarded-for',
     `  default_backend ${BACKEND.http}`,
@@ -402,6 +426,12 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout): string {
     '  server upstream 0.0.0.0:0',
     '',
   ];
+  lines.push(
+    `backend ${SESSION_TABLE}`,
+    // Keys are "<client>@<peer>:<port>" (IPv6 text is at most 45 characters).
+    `  stick-table type string len 100 size ${Math.max(1000, config.limits.maxconn * 2)} expire ${ms(limits.tunnelTimeoutMs)} store conn_cur`,
+    '',
+  );
   if (listeners.http !== null) {
     lines.push(
       ...httpFrontend(config, p, listeners.http),

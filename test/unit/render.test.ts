@@ -10,6 +10,7 @@ import {
   containerLayout,
   FRONTEND,
   gatewayLayout,
+  parseSessionKey,
   REFUSAL,
   renderGateway,
   writeGateway,
@@ -173,5 +174,21 @@ describe('renderGateway', () => {
     expect(paths).toEqual([join(root, 'a/secret.pem'), join(root, 'b.txt')]);
     expect((await stat(join(root, 'a/secret.pem'))).mode & 0o777).toBe(0o600);
     expect((await stat(join(root, 'b.txt'))).mode & 0o777).toBe(0o644);
+  });
+});
+
+describe('parseSessionKey', () => {
+  it('splits the session table key into client and direct peer', () => {
+    expect(parseSessionKey('203.0.113.7@10.0.1.5:40312')).toEqual({
+      client: '203.0.113.7',
+      peer: '10.0.1.5',
+      peerPort: 40312,
+    });
+    expect(parseSessionKey('2001:db8::7@fd00::5:443')).toEqual({
+      client: '2001:db8::7',
+      peer: 'fd00::5',
+      peerPort: 443,
+    });
+    expect(parseSessionKey('no-separator')).toBeUndefined();
   });
 });
