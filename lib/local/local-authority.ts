@@ -10,9 +10,11 @@
  * ca/key.pem                    its private key, mode 0600
  * ca/chain.pem                  intermediates above the issuing CA ('' when it is the root)
  * ca/root.pem                   the trust anchor (the issuing CA itself unless `intermediate`)
+ * ca/root-key.pem               the root's key, mode 0600, only with `intermediate` (it signs the root's CRL)
  * issued/<uuid>.json            one record per certificate (no private keys: the CA never sees them)
  * tokens/<sha256(token)>.json   idempotency index: token → certificate id and request digest
- * crl.pem                       the current CRL (`X509 CRL`), regenerated when revocations change
+ * crl.pem                       the current CRLs (`X509 CRL`): the issuing CA's, then the root's
+ *                               with `intermediate`; regenerated when revocations change
  * .lock                         held around every read-modify-write (see `file-lock.ts`)
  * ```
  *
@@ -101,19 +103,17 @@ export class LocalAuthority implements CertificateAuthority {
   readonly #dir: string;
   readonly #ca: CertificateAuthorityMaterial;
   readonly #rootPem: string;
+  /** The root's material when it is not the issuing CA; it only signs (empty) CRLs. */
+  readonly #root: CertificateAuthorityMaterial | undefined;
   readonly #options: LocalAuthorityOptions;
   readonly #polls = new Map<string, number>();
 
   /** Use {@link LocalAuthority.open}; this takes an already loaded CA. */
-  constructor(
-    dir: string,
-    ca: CertificateAuthorityMaterial,
-    rootPem: string,
-    options: LocalAuthorityOptions = {},
-  ) {
+  constructor(dir: string, loaded: LoadedCa, options: LocalAuthorityOptions = {}) {
     this.#dir = dir;
-    this.#ca = ca;
-    this.#rootPem = rootPem;
+    this.#ca = loaded.ca;
+    this.#rootPem = loaded.rootPem;
+    this.#root = loaded.root;
     this.#options = options;
   }
 
@@ -132,7 +132,7 @@ export class LocalAuthority implements CertificateAuthority {
         async () => (await loadCa(dir)) ?? (await createCa(dir, options)),
         options.lock,
       ));
-    const authority = new LocalAuthority(dir, loaded.ca, loaded.rootPem, options);
+    const authority = new LocalAuthority(dir, loaded, options);
     await authority.crlPem();
     return authority;
   }
@@ -264,9 +264,10 @@ export class LocalAuthority implements CertificateAuthority {
   }
 
   /**
-   * The current CRL (`X509 CRL` PEM) of the issuing CA, listing every revoked certificate.
-   * Regenerated when it misses a revocation (another process revoked) or is past half its
-   * lifetime, so it is always fresh enough to serve.
+   * The current CRLs (`X509 CRL` PEM): the issuing CA's, listing every revoked certificate,
+   * followed with `intermediate` by the root's (empty). HAProxy checks revocation for every CA
+   * in a client's chain once a `crl-file` is set, so serve all of them together. Regenerated
+   * when it misses a revocation (another process revoked) or is past half its lifetime.
    */
   async crlPem(): Promise<string> {
     const current = await readText(join(this.#dir, 'crl.pem'));
@@ -361,7 +362,14 @@ export class LocalAuthority implements CertificateAuthority {
         path: 'sans',
       });
     }
-    const csr = await readCsr(request.csrPem);
+    const csr = await readCsr(request.csrPem).catch((error: unknown) => {
+      // The port promises `ValidationError` by name (Step Functions match on it), not the PKI
+      // core's more specific subclass.
+      throw new ValidationError(error instanceof Error ? error.message : 'unreadable CSR', {
+        path: 'csrPem',
+        cause: error,
+      });
+    });
     const policy = checkKeyPolicy(csr.publicKeyPem);
     if (policy.kind === 'invalid') throw new ValidationError(policy.reason, { path: 'csrPem' });
     // The key, not the CSR bytes: ECDSA signatures are randomised, so re-creating the request
@@ -384,18 +392,21 @@ export class LocalAuthority implements CertificateAuthority {
 
   async #crlNeedsRefresh(pem: string): Promise<boolean> {
     const bundle = parsePemBundle(pem);
-    const der = bundle.kind === 'ok' ? bundle.crls[0]?.der : undefined;
-    if (der === undefined) return true;
-    let crl: x509.X509Crl;
-    try {
-      crl = new x509.X509Crl(new Uint8Array(der));
-    } catch {
-      return true;
-    }
+    if (bundle.kind !== 'ok' || bundle.crls.length !== (this.#root ? 2 : 1)) return true;
     const now = this.#now().getTime();
-    const next = crl.nextUpdate?.getTime() ?? 0;
-    if (now >= crl.thisUpdate.getTime() + (next - crl.thisUpdate.getTime()) / 2) return true;
-    const listed = new Set(crl.entries.map((entry) => normaliseSerial(entry.serialNumber)));
+    const crls: x509.X509Crl[] = [];
+    for (const parsed of bundle.crls) {
+      try {
+        crls.push(new x509.X509Crl(new Uint8Array(parsed.der)));
+      } catch {
+        return true;
+      }
+    }
+    for (const crl of crls) {
+      const next = crl.nextUpdate?.getTime() ?? 0;
+      if (now >= crl.thisUpdate.getTime() + (next - crl.thisUpdate.getTime()) / 2) return true;
+    }
+    const listed = new Set(crls[0]!.entries.map((entry) => normaliseSerial(entry.serialNumber)));
     const revoked = await this.#revokedEntries();
     return revoked.length !== listed.size || revoked.some((entry) => !listed.has(entry.serial));
   }
@@ -408,12 +419,15 @@ export class LocalAuthority implements CertificateAuthority {
     const thisUpdate = this.#now();
     const previousNumber = current === undefined ? 0n : crlNumber(current);
     const secondsNumber = BigInt(Math.floor(thisUpdate.getTime() / 1000));
-    const pem = await createCrl(this.#ca, await this.#revokedEntries(), {
+    const crlOptions = {
       thisUpdate,
       nextUpdate: new Date(thisUpdate.getTime() + (this.#options.crlValidityDays ?? 7) * day),
       // Strictly increasing even when two CRLs are made within one second.
       crlNumber: secondsNumber > previousNumber ? secondsNumber : previousNumber + 1n,
-    });
+    };
+    let pem = await createCrl(this.#ca, await this.#revokedEntries(), crlOptions);
+    // The issuing CA is never revoked here, so the root's CRL lists nothing.
+    if (this.#root) pem += await createCrl(this.#root, [], crlOptions);
     await writeFileAtomic(path, pem, 0o644);
     return pem;
   }
@@ -421,9 +435,14 @@ export class LocalAuthority implements CertificateAuthority {
 
 // ——— CA creation and loading ———
 
-async function loadCa(
-  dir: string,
-): Promise<{ ca: CertificateAuthorityMaterial; rootPem: string } | undefined> {
+/** A CA as read from (or just written to) its directory. */
+export interface LoadedCa {
+  ca: CertificateAuthorityMaterial;
+  rootPem: string;
+  root?: CertificateAuthorityMaterial;
+}
+
+async function loadCa(dir: string): Promise<LoadedCa | undefined> {
   const caDir = join(dir, 'ca');
   const certificatePem = await readText(join(caDir, 'certificate.pem'));
   if (certificatePem === undefined) return undefined;
@@ -436,14 +455,16 @@ async function loadCa(
   if ((mode & 0o077) !== 0)
     throw new ValidationError(`${join(caDir, 'key.pem')} must not be readable by others`);
   const chainPem = (await readText(join(caDir, 'chain.pem'))) ?? '';
-  return { ca: { certificatePem, privateKeyPem, chainPem }, rootPem };
+  const rootKeyPem = await readText(join(caDir, 'root-key.pem'));
+  const root =
+    rootKeyPem === undefined
+      ? undefined
+      : { certificatePem: rootPem, privateKeyPem: rootKeyPem, chainPem: '' };
+  return { ca: { certificatePem, privateKeyPem, chainPem }, rootPem, root };
 }
 
 /** Call with the lock held. Builds the CA in a scratch directory and renames it into place. */
-async function createCa(
-  dir: string,
-  options: LocalAuthorityOptions,
-): Promise<{ ca: CertificateAuthorityMaterial; rootPem: string }> {
+async function createCa(dir: string, options: LocalAuthorityOptions): Promise<LoadedCa> {
   const commonName = options.commonName ?? 'Portcullis Local CA';
   const validityDays = options.caValidityDays ?? 3650;
   const root = await createCertificateAuthority({
@@ -466,15 +487,14 @@ async function createCa(
     await writeFileAtomic(join(scratch, 'certificate.pem'), ca.certificatePem, 0o644);
     await writeFileAtomic(join(scratch, 'chain.pem'), ca.chainPem, 0o644);
     await writeFileAtomic(join(scratch, 'root.pem'), root.certificatePem, 0o644);
+    if (options.intermediate) await writeFileAtomic(join(scratch, 'root-key.pem'), root.privateKeyPem, 0o600);
     await rename(scratch, join(dir, 'ca'));
     await fsyncDir(dir);
   } catch (error) {
     await rm(scratch, { recursive: true, force: true });
     throw error;
   }
-  // The root key of an intermediate setup is dropped here: like an offline root, nothing
-  // needs it again.
-  return { ca, rootPem: root.certificatePem };
+  return { ca, rootPem: root.certificatePem, root: options.intermediate ? root : undefined };
 }
 
 // ——— small file helpers ———

@@ -20,6 +20,7 @@ export const ValidationCode = {
   PrivateKeyPresent: 'private-key-present',
   UntrustedCrl: 'untrusted-crl',
   StaleCrl: 'stale-crl',
+  CrlMissing: 'crl-missing',
   CsrInvalid: 'csr-invalid',
   NameInvalid: 'name-invalid',
 } as const;

@@ -492,17 +492,20 @@ export interface CrlInfo {
 
 export type CrlResult =
   | { kind: 'ok'; crls: CrlInfo[]; pem: string }
-  | Invalid<'pem-invalid' | 'untrusted-crl' | 'stale-crl' | 'not-yet-valid'>;
+  | Invalid<'pem-invalid' | 'untrusted-crl' | 'stale-crl' | 'not-yet-valid' | 'crl-missing'>;
 
 /**
  * Checks one or more CRLs (`X509 CRL` blocks): each is signed by one of `caPems`, has been
  * issued (`thisUpdate` not in the future beyond the skew) and is not past its `nextUpdate`.
+ * With `requireEveryCa`, every CA in `caPems` must have a CRL (`crl-missing` otherwise):
+ * HAProxy checks revocation for the whole chain once a `crl-file` is set, and refuses every
+ * client certificate whose chain has a CA without a CRL.
  * Asynchronous only because CRL signatures are checked with WebCrypto.
  */
 export async function validateCrl(
   crlPem: string,
   caPems: CertificateSet,
-  options: { at?: Date; skewSeconds?: number } = {},
+  options: { at?: Date; skewSeconds?: number; requireEveryCa?: boolean } = {},
 ): Promise<CrlResult> {
   const bundle = parsePemBundle(crlPem);
   if (bundle.kind === 'invalid') return invalid('pem-invalid', bundle.reason);
@@ -522,6 +525,7 @@ export async function validateCrl(
   const at = (options.at ?? new Date()).getTime();
   const skew = (options.skewSeconds ?? defaultSkewSeconds) * 1000;
   const infos: CrlInfo[] = [];
+  const covered = new Set<X509Certificate>();
   for (const [index, parsed] of bundle.crls.entries()) {
     let crl: x509.X509Crl;
     try {
@@ -547,12 +551,19 @@ export async function validateCrl(
         `CRL ${index + 1} was due for replacement at ${crl.nextUpdate.toISOString()}`,
       );
     }
+    covered.add(issuer);
     infos.push({
       issuer: issuer.subject,
       thisUpdate: crl.thisUpdate,
       nextUpdate: crl.nextUpdate,
       revokedSerials: crl.entries.map((entry) => normaliseSerial(entry.serialNumber) ?? entry.serialNumber),
     });
+  }
+  if (options.requireEveryCa) {
+    const missing = cas.filter((ca) => !covered.has(ca));
+    if (missing.length > 0) {
+      return invalid('crl-missing', `no CRL for ${missing.map((ca) => describeCertificate(ca)).join(', ')}`);
+    }
   }
   return { kind: 'ok', crls: infos, pem: bundle.crls.map((c) => c.pem).join('') };
 }

@@ -469,6 +469,18 @@ describe('validateCrl', () => {
     expect(await validateCrl(crl, root.certificatePem, { at: now })).toMatchObject({ code: 'stale-crl' });
   });
 
+  it('requires a CRL for every CA when asked, as HAProxy does once a crl-file is set', async () => {
+    const issuingOnly = await createCrl(issuing, []);
+    const cas = [root.certificatePem, issuing.certificatePem];
+    expect((await validateCrl(issuingOnly, cas, { at: now })).kind).toBe('ok');
+    expect(await validateCrl(issuingOnly, cas, { at: now, requireEveryCa: true })).toMatchObject({
+      code: 'crl-missing',
+      reason: expect.stringMatching(/Validation Root/),
+    });
+    const both = issuingOnly + (await createCrl(root, []));
+    expect((await validateCrl(both, cas, { at: now, requireEveryCa: true })).kind).toBe('ok');
+  });
+
   it('refuses certificates where a CRL belongs', async () => {
     expect(await validateCrl(root.certificatePem, root.certificatePem)).toMatchObject({
       code: 'pem-invalid',
