@@ -399,7 +399,7 @@ export function frameDnsTcp(message: Buffer): Buffer {
 export type DnsAnswerSet = { addresses: string[]; ttl?: number; cname?: string };
 
 export interface DnsResponderOptions {
-  /** Default 5 s. */
+  /** TTL (seconds) of answers whose set has none of its own. */
   ttl: number;
   /** EDNS payload size this responder advertises (default 1232, the DNS flag day value). */
   udpPayloadSize?: number;

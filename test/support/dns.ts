@@ -16,6 +16,8 @@ import {
   readDnsTcpFrame,
 } from '../../lib/net/dns.ts';
 
+export { type DnsAnswerSet, DnsRcode, DnsType } from '../../lib/net/dns.ts';
+
 /** name → addresses (IPv4 and IPv6 mixed; A answers take the v4 ones, AAAA the v6 ones), or a full answer set. */
 export type DnsRecordTable = Record<string, string[] | DnsAnswerSet>;
 /** Called per query; `undefined` → NXDOMAIN, `[]` → the name exists with no address of that family. */
@@ -97,6 +99,8 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       return formErr;
     }
     const query = decoded.message;
+    // Never answer a response: two responders must not be able to ping-pong.
+    if (query.flags.qr) return undefined;
     const question = query.questions[0];
     if (question) {
       const key = `${normalizeDnsName(question.name)}\u0000${question.type}`;

@@ -114,6 +114,8 @@ export async function chunkedTlsConnect(options: ChunkedTlsConnectOptions): Prom
     const wire = slicingDuplex(raw, options.chunkSize ?? 64, options.delayMs ?? 2, count);
     const socket = tls.connect({
       socket: wire,
+      // Without servername, the certificate is checked against this host (an IP SAN for 127.0.0.1).
+      host: options.host,
       ...(options.servername === undefined ? {} : { servername: options.servername }),
       ...(options.ca === undefined ? {} : { ca: options.ca }),
       ...(options.cert === undefined ? {} : { cert: options.cert }),

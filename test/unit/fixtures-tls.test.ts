@@ -240,6 +240,19 @@ describe('sendRaw against startTcpUpstream', () => {
     expect(result.received.length).toBe(0);
   });
 
+  it('connects from the given local address', async () => {
+    const upstream = track(await startTcpUpstream());
+    const result = await sendRaw({
+      host: '127.0.0.1',
+      port: upstream.port,
+      bytes: Buffer.from('x'),
+      localAddress: '127.0.0.2',
+      expectBytes: 1,
+    });
+    expect(result.received.toString()).toBe('x');
+    expect(upstream.connections[0]?.remoteAddress).toBe('127.0.0.2');
+  });
+
   it('rejects when nothing listens', async () => {
     const port = await freePort();
     await expect(sendRaw({ host: '127.0.0.1', port, bytes: Buffer.from('x') })).rejects.toMatchObject({

@@ -1,0 +1,58 @@
+/**
+ * Pure wire codecs shared by tests and product code: PROXY protocol v1/v2, TLS ClientHello
+ * (builder, splitter, SNI reader), DNS messages, IP address text. No sockets here.
+ */
+export {
+  buildClientHello,
+  buildSslv2ClientHello,
+  type ClientHelloInfo,
+  type ClientHelloOptions,
+  type ClientHelloResult,
+  HYBRID_KEY_SHARE_SIZE,
+  handshakeBytes,
+  MAX_RECORD_PAYLOAD,
+  NamedGroup,
+  type ReadClientHelloOptions,
+  readClientHello,
+  readSni,
+  splitIntoRecords,
+  splitWrites,
+  TlsExtension,
+} from './client-hello.ts';
+export {
+  answerDnsQuery,
+  type DnsAnswerSet,
+  DnsClass,
+  type DnsDecodeResult,
+  type DnsEdns,
+  type DnsFlags,
+  type DnsMessage,
+  type DnsQuestion,
+  DnsRcode,
+  type DnsRecord,
+  type DnsRecordData,
+  type DnsResponderOptions,
+  DnsType,
+  decodeDnsMessage,
+  encodeDnsMessage,
+  frameDnsTcp,
+  normalizeDnsName,
+  readDnsTcpFrame,
+} from './dns.ts';
+export { EncodeError } from './errors.ts';
+export { formatIp, parseHostPort, parseIPv4, parseIPv6, parseIp } from './ip.ts';
+export {
+  awsVpceTlv,
+  crc32c,
+  decodeProxyHeader,
+  encodeProxyV1,
+  encodeProxyV2,
+  PROXY_V1_MAX_LENGTH,
+  PROXY_V2_SIGNATURE,
+  type ProxyDecodeResult,
+  type ProxyEncodeInput,
+  type ProxyEndpoint,
+  type ProxyHeader,
+  type ProxyTlv,
+  ProxyTlvType,
+} from './proxy-protocol.ts';
