@@ -1,0 +1,104 @@
+import type { z } from 'zod';
+import { NotFoundError, ValidationError } from '../errors.ts';
+import type { FleetTask, SecretDescription, SecretStore, SecretValue } from '../ports.ts';
+import type { CertificateSpec } from '../rotation/certificate-spec.ts';
+import type { ControlPlaneFleet } from './fleet-config.ts';
+import type { ControlPlanePorts } from './ports.ts';
+import type { TaskRef } from './schemas.ts';
+
+/** Refuses an input that names another fleet than the one this deployment manages. */
+export function assertFleet(ports: ControlPlanePorts, fleet: string | undefined): string {
+  if (fleet !== undefined && fleet !== ports.fleetName) {
+    throw new ValidationError(`this control plane manages fleet '${ports.fleetName}', not '${fleet}'`, {
+      path: 'fleet',
+    });
+  }
+  return ports.fleetName;
+}
+
+export function nowOf(ports: ControlPlanePorts): Date {
+  return ports.now?.() ?? new Date();
+}
+
+export function findSpec(config: ControlPlaneFleet, name: string): CertificateSpec {
+  const spec = config.certificates.find((c) => c.name === name);
+  if (spec === undefined) {
+    throw new ValidationError(`fleet '${config.fleet}' has no certificate '${name}'`, {
+      path: 'certificate',
+    });
+  }
+  return spec;
+}
+
+/** One version by id, or `undefined` when it (or the secret) does not exist. */
+export async function tryGetVersion(
+  store: SecretStore,
+  secretId: string,
+  versionId: string,
+): Promise<SecretValue | undefined> {
+  try {
+    return await store.get(secretId, { versionId });
+  } catch (error) {
+    if (error instanceof Error && error.name === 'NotFoundError') return undefined;
+    throw error;
+  }
+}
+
+export async function tryDescribe(
+  store: SecretStore,
+  secretId: string,
+): Promise<SecretDescription | undefined> {
+  try {
+    return await store.describe(secretId);
+  } catch (error) {
+    if (error instanceof Error && error.name === 'NotFoundError') return undefined;
+    throw error;
+  }
+}
+
+export function stageHolder(description: SecretDescription | undefined, stage: string): string | undefined {
+  return description?.versions.find((v) => v.stages.includes(stage))?.versionId;
+}
+
+export function requireStageHolder(description: SecretDescription, stage: string): string {
+  const holder = stageHolder(description, stage);
+  if (holder === undefined)
+    throw new NotFoundError(`secret '${description.secretId}' has no ${stage} version`);
+  return holder;
+}
+
+/** Parses a JSON document we wrote ourselves; `undefined` when it is not one of that shape. */
+export function readDocument<T>(schema: z.ZodType<T>, text: string): T | undefined {
+  try {
+    const result = schema.safeParse(JSON.parse(text));
+    return result.success ? result.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function toFleetTask(ref: TaskRef): FleetTask {
+  return { ...ref };
+}
+
+export function toTaskRef(task: FleetTask): TaskRef {
+  return {
+    taskId: task.taskId,
+    address: task.address,
+    adminPort: task.adminPort,
+    tlsAddress: task.tlsAddress,
+    tlsPort: task.tlsPort,
+    lastStatus: task.lastStatus,
+  };
+}
+
+/** An error's name if it is one of ours (or any named error), for results and events. */
+export function errorName(error: unknown): string {
+  return error instanceof Error ? error.name : 'Error';
+}
+
+/** The first line of an error message, never more than 300 characters (no key material is ever in them). */
+export function errorMessage(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return (text.split('\n')[0] ?? '').slice(0, 300);
+}

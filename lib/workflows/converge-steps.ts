@@ -1,0 +1,94 @@
+/** The converge-task step: bring one (new) task to the fleet's current versions. */
+import type { z } from 'zod';
+import { ServedVersionMismatch, TaskUnreachable } from '../errors.ts';
+import { type SecretStore, type SecretValue, Stage } from '../ports.ts';
+import { type DesiredSecret, staleSecrets } from '../rotation/converge.ts';
+import { assertFleet, readDocument, requireStageHolder } from './common.ts';
+import { PlaceholderDocument } from './documents.ts';
+import { allowlistSecretId, loadControlPlaneFleet } from './fleet-config.ts';
+import type { ControlPlanePorts } from './ports.ts';
+import type { ConvergeTaskInput } from './schemas.ts';
+
+export interface ConvergeTaskResult {
+  taskId: string;
+  /** `converged`: the task serves every current version; `not-in-fleet`: the event is about another task. */
+  outcome: 'converged' | 'not-in-fleet';
+  nudged: string[];
+}
+
+/** Whether an ECS task ARN (or id) names this task id. */
+export function sameTask(taskId: string, wanted: string): boolean {
+  const idOf = (value: string) => value.slice(value.lastIndexOf('/') + 1);
+  return taskId === wanted || idOf(taskId) === idOf(wanted);
+}
+
+/**
+ * ConvergeTask: compares the task's status with `AWSCURRENT` of every fleet secret, nudges
+ * the stale ones and checks again. A sidecar that does not answer yet or is not ready is
+ * `TaskUnreachable` (the machine retries with backoff); one that still serves something else
+ * after its nudge is `ServedVersionMismatch`.
+ */
+export function makeConvergeTask(ports: ControlPlanePorts) {
+  return async function convergeTaskStep(
+    event: z.output<typeof ConvergeTaskInput>,
+  ): Promise<ConvergeTaskResult> {
+    let wanted: string;
+    if ('detail' in event && event['detail-type'] === 'ECS Task State Change') wanted = event.detail.taskArn;
+    else {
+      const manual = event as { fleet?: string; taskId: string };
+      assertFleet(ports, manual.fleet);
+      wanted = manual.taskId;
+    }
+    const task = (await ports.fleet.listTasks()).find((t) => sameTask(t.taskId, wanted));
+    if (task === undefined) return { taskId: wanted, outcome: 'not-in-fleet', nudged: [] };
+
+    const status = await ports.taskClient.status(task);
+    if (!status.ready) throw new TaskUnreachable(`task ${task.taskId}: sidecar not ready yet`);
+
+    const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
+    const desired: DesiredSecret[] = [];
+    for (const spec of config.certificates) {
+      // A certificate not issued yet (no secret, or its placeholder) is nothing to converge to.
+      const current = await tryGetCurrent(ports.store, spec.secretId);
+      if (current === undefined || readDocument(PlaceholderDocument, current.value) !== undefined) continue;
+      desired.push({
+        kind: 'certificate',
+        name: spec.name,
+        secretId: spec.secretId,
+        versionId: current.versionId,
+      });
+    }
+    const allowlist = allowlistSecretId(config);
+    if (allowlist !== undefined) {
+      const versionId = requireStageHolder(await ports.store.describe(allowlist), Stage.Current);
+      desired.push({ kind: 'allowlist', secretId: allowlist, versionId });
+    }
+    if (config.trust !== undefined) {
+      const versionId = requireStageHolder(await ports.store.describe(config.trust.secretId), Stage.Current);
+      desired.push({ kind: 'trust', secretId: config.trust.secretId, versionId });
+    }
+
+    const stale = staleSecrets(status, desired);
+    for (const secret of stale) {
+      await ports.taskClient.nudge(task, { secretId: secret.secretId, versionId: secret.versionId });
+    }
+    if (stale.length > 0) {
+      const still = staleSecrets(await ports.taskClient.status(task), desired);
+      if (still.length > 0) {
+        throw new ServedVersionMismatch(
+          `task ${task.taskId} still serves other versions of ${still.map((s) => s.secretId).join(', ')}`,
+        );
+      }
+    }
+    return { taskId: task.taskId, outcome: 'converged', nudged: stale.map((s) => s.secretId) };
+  };
+}
+
+async function tryGetCurrent(store: SecretStore, secretId: string): Promise<SecretValue | undefined> {
+  try {
+    return await store.get(secretId, { stage: Stage.Current });
+  } catch (error) {
+    if (error instanceof Error && error.name === 'NotFoundError') return undefined;
+    throw error;
+  }
+}

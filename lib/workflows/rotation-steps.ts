@@ -1,0 +1,469 @@
+/**
+ * The certificate rotation steps (rotate-certificates). Each factory takes the ports and
+ * returns the step; every step is idempotent on its input: tokens derive from the execution
+ * name and the certificate name, and each write is preceded by a look-up of what an earlier
+ * attempt may already have written.
+ */
+import type { z } from 'zod';
+import { ConflictError } from '../errors.ts';
+import { CertificateValidationError } from '../pki/errors.ts';
+import { createCsr, generateKey, keyPairFromPrivateKey } from '../pki/index.ts';
+import { certificateInfo, coversHostnames, keyMatchesCertificate, verifyChain } from '../pki/validate.ts';
+import { RevocationReason, type SecretStore, Stage } from '../ports.ts';
+import type { CertificateSpec } from '../rotation/certificate-spec.ts';
+import type { CurrentCertificate } from '../rotation/due.ts';
+import { type PlannedCertificate, planRotation } from '../rotation/plan.ts';
+import { decideRotationRollback, IssuedStage, IssuingStage } from '../rotation/rollback.ts';
+import { deriveToken, TokenStep } from '../rotation/tokens.ts';
+import { CertificateSecret, parseSecret, TrustSecret } from '../secrets/formats.ts';
+import {
+  assertFleet,
+  errorMessage,
+  errorName,
+  findSpec,
+  nowOf,
+  readDocument,
+  stageHolder,
+  tryDescribe,
+  tryGetVersion,
+} from './common.ts';
+import { IssuedDocument, IssuingKeyDocument, PlaceholderDocument } from './documents.ts';
+import { loadControlPlaneFleet } from './fleet-config.ts';
+import type { ControlPlanePorts } from './ports.ts';
+import type {
+  GetCertificateInput,
+  IssueCertificateInput,
+  PlanRotationInput,
+  RevokeCertificateInput,
+  RollbackRotationInput,
+  StageCertificateInput,
+} from './schemas.ts';
+
+export interface PlanRotationResult {
+  fleet: string;
+  executionName: string;
+  mode: 'due' | 'manual';
+  dryRun: boolean;
+  settings: { graceSeconds: number; rolloutPollSeconds: number; rolloutMaxPolls: number };
+  rotate: PlannedCertificate[];
+  skip: PlannedCertificate[];
+}
+
+/** `AWSCURRENT` of a certificate secret as the plan needs it. */
+export async function readCurrentCertificate(
+  store: SecretStore,
+  secretId: string,
+): Promise<CurrentCertificate | 'unreadable' | undefined> {
+  let text: string;
+  try {
+    text = (await store.get(secretId, { stage: Stage.Current })).value;
+  } catch (error) {
+    if (errorName(error) === 'NotFoundError') return undefined;
+    throw error;
+  }
+  if (readDocument(PlaceholderDocument, text) !== undefined) return undefined;
+  const doc = readDocument(CertificateSecret, text);
+  if (doc === undefined) return 'unreadable';
+  try {
+    const info = certificateInfo(doc.certificatePem);
+    return { serial: info.serial, notBefore: info.notBefore, notAfter: info.notAfter };
+  } catch {
+    return 'unreadable';
+  }
+}
+
+/** PlanRotation: which certificates are due (or forced); nothing is written. */
+export function makePlanRotation(ports: ControlPlanePorts) {
+  return async function planRotationStep(
+    event: z.output<typeof PlanRotationInput>,
+  ): Promise<PlanRotationResult> {
+    const request = event.input;
+    const fleet = assertFleet(ports, request.fleet);
+    const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
+    const selected = request.certificates === undefined ? undefined : new Set(request.certificates);
+    const current = new Map<string, CurrentCertificate | 'unreadable' | undefined>();
+    for (const spec of config.certificates) {
+      if (selected !== undefined && !selected.has(spec.name)) continue;
+      current.set(spec.name, await readCurrentCertificate(ports.store, spec.secretId));
+    }
+    const plan = planRotation({
+      specs: config.certificates,
+      selected: request.certificates,
+      force: request.force,
+      now: nowOf(ports),
+      current,
+    });
+    return {
+      fleet,
+      executionName: event.executionName,
+      mode: request.mode,
+      dryRun: request.dryRun,
+      settings: {
+        graceSeconds: request.graceSeconds,
+        rolloutPollSeconds: request.rolloutPollSeconds,
+        rolloutMaxPolls: request.rolloutMaxPolls,
+      },
+      rotate: plan.rotate,
+      skip: plan.skip,
+    };
+  };
+}
+
+export interface IssueCertificateResult {
+  certificateId: string;
+  /** What an earlier attempt had already done: `none`, the `key` only, the `issue` request, or the whole `bundle`. */
+  reused: 'none' | 'key' | 'issue' | 'bundle';
+}
+
+async function ensureSecret(store: SecretStore, secretId: string, executionName: string): Promise<void> {
+  if ((await tryDescribe(store, secretId)) !== undefined) return;
+  // A fleet's first certificate: the secret gets a placeholder as AWSCURRENT (which the sidecar
+  // refuses), so the working versions below never become current by accident.
+  await store.create(secretId, JSON.stringify({ kind: 'portcullis/placeholder' }), {
+    clientRequestToken: deriveToken(executionName, secretId, TokenStep.Placeholder),
+    description: 'Portcullis certificate bundle',
+  });
+}
+
+async function putOnce(
+  store: SecretStore,
+  secretId: string,
+  value: string,
+  token: string,
+  stages: string[],
+): Promise<void> {
+  try {
+    await store.put(secretId, value, { clientRequestToken: token, stages });
+  } catch (error) {
+    // A concurrent attempt won the race with its own (random) key: its version stands.
+    if (!(error instanceof ConflictError)) throw error;
+  }
+}
+
+/**
+ * IssueCertificate: generates the key (stored first, in a version of its own labelled
+ * `PORTCULLIS_ISSUING`), sends a CSR to the CA with a derived idempotency token, and records
+ * the CA's certificate id (`PORTCULLIS_ISSUED`). A re-run finds the bundle, the record or the
+ * key of the earlier attempt and never issues a second certificate.
+ */
+export function makeIssueCertificate(ports: ControlPlanePorts) {
+  return async function issueCertificateStep(
+    event: z.output<typeof IssueCertificateInput>,
+  ): Promise<IssueCertificateResult> {
+    assertFleet(ports, event.fleet);
+    const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
+    const spec = findSpec(config, event.certificate);
+    const { store } = ports;
+    const token = (step: TokenStep) => deriveToken(event.executionName, spec.name, step);
+
+    await ensureSecret(store, spec.secretId, event.executionName);
+    const bundle = await tryGetVersion(store, spec.secretId, token(TokenStep.Bundle));
+    const staged = bundle && readDocument(CertificateSecret, bundle.value);
+    if (staged?.certificateId !== undefined) return { certificateId: staged.certificateId, reused: 'bundle' };
+    const issuedVersion = await tryGetVersion(store, spec.secretId, token(TokenStep.Issued));
+    const issued = issuedVersion && readDocument(IssuedDocument, issuedVersion.value);
+    if (issued !== undefined) return { certificateId: issued.certificateId, reused: 'issue' };
+
+    let reused: IssueCertificateResult['reused'] = 'key';
+    let keyVersion = await tryGetVersion(store, spec.secretId, token(TokenStep.Key));
+    if (keyVersion === undefined) {
+      reused = 'none';
+      const fresh = await generateKey(spec.key);
+      const document: IssuingKeyDocument = {
+        kind: 'portcullis/issuing-key',
+        privateKeyPem: fresh.privateKeyPem,
+      };
+      await putOnce(store, spec.secretId, JSON.stringify(document), token(TokenStep.Key), [IssuingStage]);
+      keyVersion = await store.get(spec.secretId, { versionId: token(TokenStep.Key) });
+    }
+    const key = parseSecret(IssuingKeyDocument, `${spec.secretId}@${token(TokenStep.Key)}`, keyVersion.value);
+    const sans = { dns: spec.dns, ...(spec.uri === undefined ? {} : { uri: spec.uri }) };
+    const csrPem = await createCsr(keyPairFromPrivateKey(key.privateKeyPem), {
+      commonName: spec.commonName,
+      ...sans,
+    });
+    const { certificateId } = await ports.authority.issue({
+      csrPem,
+      commonName: spec.commonName,
+      sans,
+      validityDays: spec.validityDays,
+      idempotencyToken: token(TokenStep.Issue),
+      usage: spec.usage,
+    });
+    const record: IssuedDocument = { kind: 'portcullis/issued', certificateId };
+    await putOnce(store, spec.secretId, JSON.stringify(record), token(TokenStep.Issued), [IssuedStage]);
+    return { certificateId, reused };
+  };
+}
+
+export interface GetCertificateResult {
+  certificateId: string;
+  serial: string;
+  notAfter: string;
+}
+
+/** GetCertificate: polls the CA (`CertificateNotReady` until issued); returns facts, not PEM. */
+export function makeGetCertificate(ports: ControlPlanePorts) {
+  return async function getCertificateStep(
+    event: z.output<typeof GetCertificateInput>,
+  ): Promise<GetCertificateResult> {
+    assertFleet(ports, event.fleet);
+    const issued = await ports.authority.get(event.certificateId);
+    const info = certificateInfo(issued.certificatePem);
+    return { certificateId: event.certificateId, serial: info.serial, notAfter: info.notAfter.toISOString() };
+  };
+}
+
+export interface StageCertificateResult {
+  secretId: string;
+  versionId: string;
+  serial: string;
+  notAfter: string;
+  /** `AWSCURRENT` before this rotation (what a rollback returns to, what is revoked after the grace period). */
+  previousVersionId: string | null;
+  previousSerial: string | null;
+  previousCertificateId: string | null;
+}
+
+async function trustBundle(ports: ControlPlanePorts, trustSecretId: string | undefined): Promise<string> {
+  if (trustSecretId === undefined) return ports.authority.caCertificates();
+  const trust = await ports.store.get(trustSecretId, { stage: Stage.Current });
+  return parseSecret(TrustSecret, trustSecretId, trust.value).caBundlePem;
+}
+
+/** Builds the bundle document and checks it the way the sidecar will, before anyone sees it. */
+async function buildBundle(
+  ports: ControlPlanePorts,
+  spec: CertificateSpec,
+  certificateId: string,
+  keyVersionId: string,
+  trustSecretId: string | undefined,
+): Promise<CertificateSecret> {
+  const issued = await ports.authority.get(certificateId);
+  const keyVersion = await ports.store.get(spec.secretId, { versionId: keyVersionId });
+  const key = parseSecret(IssuingKeyDocument, `${spec.secretId}@${keyVersionId}`, keyVersion.value);
+  if (!keyMatchesCertificate(key.privateKeyPem, issued.certificatePem)) {
+    throw new CertificateValidationError(
+      'key-mismatch',
+      `certificate ${certificateId} does not match the issuing key`,
+    );
+  }
+  const chain = verifyChain(issued.certificatePem, issued.chainPem, await trustBundle(ports, trustSecretId), {
+    at: nowOf(ports),
+  });
+  if (chain.kind === 'invalid')
+    throw new CertificateValidationError(chain.code, `certificate ${certificateId}: ${chain.reason}`);
+  if (spec.dns.length > 0) {
+    const cover = coversHostnames(issued.certificatePem, spec.dns);
+    if (!cover.covered) {
+      throw new CertificateValidationError(
+        'san-mismatch',
+        `certificate ${certificateId} does not cover ${cover.missing.join(', ')}`,
+      );
+    }
+  }
+  const info = certificateInfo(issued.certificatePem);
+  return CertificateSecret.parse({
+    certificatePem: issued.certificatePem,
+    chainPem: issued.chainPem,
+    privateKeyPem: key.privateKeyPem,
+    serial: info.serial,
+    notAfter: info.notAfter.toISOString(),
+    certificateId,
+  });
+}
+
+/**
+ * StageCertificate: validates key ↔ leaf, the chain to the trust bundle and the names, then
+ * puts the bundle as `AWSPENDING` (derived token) and drops the working labels.
+ */
+export function makeStageCertificate(ports: ControlPlanePorts) {
+  return async function stageCertificateStep(
+    event: z.output<typeof StageCertificateInput>,
+  ): Promise<StageCertificateResult> {
+    assertFleet(ports, event.fleet);
+    const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
+    const spec = findSpec(config, event.certificate);
+    const { store } = ports;
+    const token = (step: TokenStep) => deriveToken(event.executionName, spec.name, step);
+    const versionId = token(TokenStep.Bundle);
+
+    const existing = await tryGetVersion(store, spec.secretId, versionId);
+    const bundle = existing
+      ? parseSecret(CertificateSecret, `${spec.secretId}@${versionId}`, existing.value)
+      : await buildBundle(ports, spec, event.certificateId, token(TokenStep.Key), config.trust?.secretId);
+
+    const before = await store.describe(spec.secretId);
+    const current = stageHolder(before, Stage.Current);
+    const previousVersionId = (current === versionId ? stageHolder(before, Stage.Previous) : current) ?? null;
+    if (existing === undefined) {
+      await store.put(spec.secretId, JSON.stringify(bundle), {
+        clientRequestToken: versionId,
+        stages: [Stage.Pending],
+      });
+    } else if (current !== versionId && stageHolder(before, Stage.Pending) !== versionId) {
+      await store.moveStage(spec.secretId, Stage.Pending, versionId);
+    }
+    for (const [stage, holder] of [
+      [IssuingStage, token(TokenStep.Key)],
+      [IssuedStage, token(TokenStep.Issued)],
+    ] as const) {
+      if (stageHolder(before, stage) === holder) {
+        await store.moveStage(spec.secretId, stage, undefined, { fromVersionId: holder });
+      }
+    }
+
+    let previous: CertificateSecret | undefined;
+    if (previousVersionId !== null) {
+      const version = await tryGetVersion(store, spec.secretId, previousVersionId);
+      previous = version && readDocument(CertificateSecret, version.value);
+    }
+    return {
+      secretId: spec.secretId,
+      versionId,
+      serial: bundle.serial,
+      notAfter: bundle.notAfter,
+      previousVersionId,
+      previousSerial: previous?.serial ?? null,
+      previousCertificateId: previous?.certificateId ?? null,
+    };
+  };
+}
+
+export interface RevokeCertificateResult {
+  revoked: boolean;
+  certificateId: string | null;
+  serial: string | null;
+  reason: string;
+}
+
+/** RevokeCertificate: revokes a superseded certificate; skips when there is none (first rotation, placeholder). */
+export function makeRevokeCertificate(ports: ControlPlanePorts) {
+  return async function revokeCertificateStep(
+    event: z.output<typeof RevokeCertificateInput>,
+  ): Promise<RevokeCertificateResult> {
+    assertFleet(ports, event.fleet);
+    if (event.certificateId === null || event.serial === null) {
+      return {
+        revoked: false,
+        certificateId: event.certificateId,
+        serial: event.serial,
+        reason: event.reason,
+      };
+    }
+    await ports.authority.revoke(event.certificateId, event.serial, event.reason);
+    return { revoked: true, certificateId: event.certificateId, serial: event.serial, reason: event.reason };
+  };
+}
+
+export interface RollbackRotationResult {
+  restoredCurrentTo: string | null;
+  droppedPending: boolean;
+  revokedSerial: string | null;
+  nudged: string[];
+  unreachable: string[];
+  notes: string[];
+}
+
+/**
+ * RollbackRotation: puts `AWSCURRENT` back if it moved, drops `AWSPENDING` and the working
+ * labels, nudges every task back to `AWSCURRENT`, revokes the new certificate (SUPERSEDED) and
+ * keeps the old one. Everything it needs is derived from the execution and certificate names,
+ * so it works from any failure point; it does as much as it can and reports what it could not.
+ */
+export function makeRollbackRotation(ports: ControlPlanePorts) {
+  return async function rollbackRotationStep(
+    event: z.output<typeof RollbackRotationInput>,
+  ): Promise<RollbackRotationResult> {
+    assertFleet(ports, event.fleet);
+    const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
+    const spec = findSpec(config, event.certificate);
+    const { store } = ports;
+    const token = (step: TokenStep) => deriveToken(event.executionName, spec.name, step);
+    const newVersionId = token(TokenStep.Bundle);
+    const notes: string[] = [];
+
+    const secret = await tryDescribe(store, spec.secretId);
+    let newCertificate: { certificateId: string; serial: string | null } | null = null;
+    const bundleVersion = secret && (await tryGetVersion(store, spec.secretId, newVersionId));
+    const bundle = bundleVersion && readDocument(CertificateSecret, bundleVersion.value);
+    if (bundle?.certificateId !== undefined) {
+      newCertificate = { certificateId: bundle.certificateId, serial: bundle.serial };
+    } else {
+      const recordVersion = secret && (await tryGetVersion(store, spec.secretId, token(TokenStep.Issued)));
+      const record = recordVersion && readDocument(IssuedDocument, recordVersion.value);
+      const certificateId = record?.certificateId ?? event.issued?.certificateId;
+      if (certificateId !== undefined) newCertificate = { certificateId, serial: null };
+    }
+    if (newCertificate !== null && newCertificate.serial === null) {
+      try {
+        const issued = await ports.authority.get(newCertificate.certificateId);
+        newCertificate.serial = certificateInfo(issued.certificatePem).serial;
+      } catch (error) {
+        notes.push(`could not read certificate ${newCertificate.certificateId}: ${errorName(error)}`);
+      }
+    }
+
+    const plan = decideRotationRollback({
+      secret,
+      newVersionId,
+      previousVersionId: event.staged?.previousVersionId ?? null,
+      newCertificate,
+    });
+    notes.push(...plan.notes);
+    if (plan.restoreCurrentTo !== null) {
+      await store.moveStage(spec.secretId, Stage.Current, plan.restoreCurrentTo, {
+        fromVersionId: newVersionId,
+      });
+    }
+    if (plan.dropPending) {
+      await store.moveStage(spec.secretId, Stage.Pending, undefined, { fromVersionId: newVersionId });
+    }
+    for (const stage of plan.dropLabels) {
+      const holder = stageHolder(secret, stage);
+      if (holder === token(TokenStep.Key) || holder === token(TokenStep.Issued)) {
+        await store.moveStage(spec.secretId, stage, undefined, { fromVersionId: holder });
+      }
+    }
+
+    const nudged: string[] = [];
+    const unreachable: string[] = [];
+    if (plan.nudgeTasks) {
+      for (const task of await ports.fleet.listTasks()) {
+        try {
+          await ports.taskClient.nudge(task, { secretId: spec.secretId });
+          nudged.push(task.taskId);
+        } catch (error) {
+          unreachable.push(task.taskId);
+          notes.push(`task ${task.taskId} not nudged back: ${errorName(error)}: ${errorMessage(error)}`);
+        }
+      }
+    }
+
+    let revokedSerial: string | null = null;
+    if (plan.revoke !== null) {
+      if (plan.revoke.serial === null) {
+        notes.push(`certificate ${plan.revoke.certificateId} not revoked: its serial is unknown`);
+      } else {
+        try {
+          await ports.authority.revoke(
+            plan.revoke.certificateId,
+            plan.revoke.serial,
+            RevocationReason.Superseded,
+          );
+          revokedSerial = plan.revoke.serial;
+        } catch (error) {
+          notes.push(`certificate ${plan.revoke.certificateId} not revoked: ${errorName(error)}`);
+        }
+      }
+    }
+    return {
+      restoredCurrentTo: plan.restoreCurrentTo,
+      droppedPending: plan.dropPending,
+      revokedSerial,
+      nudged,
+      unreachable,
+      notes,
+    };
+  };
+}

@@ -1,0 +1,188 @@
+/**
+ * Input schemas of the control-plane steps (one per Lambda function). The Lambda entries parse
+ * with them through the Powertools parser middleware, the local runner with `safeParse`; both
+ * turn a failure into `ValidationError`. State payloads are small and secret-free: Step
+ * Functions keeps every one of them in the execution history.
+ */
+import { z } from 'zod';
+import { RevocationReason } from '../ports.ts';
+
+const fleet = z.string().min(1).optional();
+const executionName = z.string().min(1).max(256);
+const certificate = z.string().min(1);
+const nullableString = z.string().min(1).nullable();
+
+/** A task as it travels between states (`FleetTask` without dates). */
+export const TaskRefSchema = z.object({
+  taskId: z.string().min(1),
+  address: z.string().min(1),
+  adminPort: z.number().int().min(1).max(65535),
+  tlsAddress: z.string().min(1),
+  tlsPort: z.number().int().min(1).max(65535),
+  lastStatus: z.string().default('RUNNING'),
+});
+export type TaskRef = z.output<typeof TaskRefSchema>;
+
+export const TaskOutcomeSchema = z.object({ taskId: z.string().min(1), needsRoll: z.boolean() });
+
+/** What a task must serve after its nudge. */
+export const VerifyTargetSchema = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('certificate'),
+    name: certificate,
+    secretId: z.string().min(1),
+    versionId: z.string().min(1),
+    serial: z.string().min(1),
+  }),
+  z.object({ kind: z.literal('allowlist'), secretId: z.string().min(1), versionId: z.string().min(1) }),
+]);
+export type VerifyTarget = z.output<typeof VerifyTargetSchema>;
+
+/** The input of rotate-certificates (manual, or `{ mode: 'due' }` from the schedule). */
+export const RotationRequestSchema = z.looseObject({
+  fleet,
+  certificates: z.array(certificate).min(1).optional(),
+  force: z.boolean().default(false),
+  dryRun: z.boolean().default(false),
+  mode: z.enum(['due', 'manual']).default('manual'),
+  /** Between promotion and revoking the superseded certificate. Default 300. */
+  graceSeconds: z.number().int().min(0).max(86_400).default(300),
+  /** Between two rollout checks after a service roll. Default 30. */
+  rolloutPollSeconds: z.number().int().min(0).max(3600).default(30),
+  /** Rollout checks before the roll counts as failed. Default 40 (20 minutes at 30 s). */
+  rolloutMaxPolls: z.number().int().min(1).max(1000).default(40),
+});
+export type RotationRequest = z.output<typeof RotationRequestSchema>;
+
+export const PlanRotationInput = z.object({ input: RotationRequestSchema, executionName });
+export const IssueCertificateInput = z.object({ fleet, executionName, certificate });
+export const GetCertificateInput = z.object({ fleet, certificate, certificateId: z.string().min(1) });
+export const StageCertificateInput = z.object({
+  fleet,
+  executionName,
+  certificate,
+  certificateId: z.string().min(1),
+});
+export const ListTasksInput = z.object({ fleet });
+export const NudgeTaskInput = z.object({
+  fleet,
+  task: TaskRefSchema,
+  secretId: z.string().min(1),
+  /** Serve this version (staged, not yet current); absent or null: `AWSCURRENT`. */
+  versionId: nullableString.optional(),
+});
+export const VerifyTaskInput = z.object({ fleet, task: TaskRefSchema, target: VerifyTargetSchema });
+export const PromoteSecretInput = z.object({
+  fleet,
+  secretId: z.string().min(1),
+  versionId: z.string().min(1),
+  tasks: z.array(TaskOutcomeSchema).default([]),
+});
+export const RollServiceInput = z.object({ fleet });
+export const CheckRolloutInput = z.object({
+  fleet,
+  deploymentId: z.string().min(1),
+  poll: z.number().int().min(0).default(0),
+  maxPolls: z.number().int().min(1),
+});
+export const RevokeCertificateInput = z.object({
+  fleet,
+  certificate,
+  certificateId: nullableString,
+  serial: nullableString,
+  reason: z
+    .enum(Object.values(RevocationReason) as [RevocationReason, ...RevocationReason[]])
+    .default('SUPERSEDED'),
+});
+
+const ErrorInfoSchema = z.looseObject({ Error: z.string(), Cause: z.string().optional() });
+
+export const RollbackRotationInput = z.looseObject({
+  fleet,
+  executionName,
+  certificate,
+  error: ErrorInfoSchema.optional(),
+  issued: z.looseObject({ certificateId: z.string().min(1) }).optional(),
+  staged: z.looseObject({ previousVersionId: nullableString }).optional(),
+});
+
+/** Every event the control plane publishes. */
+export const DetailType = {
+  CertificateRotated: 'CertificateRotated',
+  CertificateRotationFailed: 'CertificateRotationFailed',
+  AllowlistUpdated: 'AllowlistUpdated',
+  AllowlistUpdateFailed: 'AllowlistUpdateFailed',
+  TaskConverged: 'TaskConverged',
+  TaskConvergeFailed: 'TaskConvergeFailed',
+} as const;
+export type DetailType = (typeof DetailType)[keyof typeof DetailType];
+
+export const NotifyInput = z.object({
+  detailType: z.enum(Object.values(DetailType) as [DetailType, ...DetailType[]]),
+  detail: z.record(z.string(), z.unknown()),
+});
+
+/** A manual allowlist change. `set` replaces the list; `add`/`remove` edit it. */
+export const AllowlistRequestSchema = z
+  .object({
+    fleet,
+    set: z.array(z.string()).optional(),
+    add: z.array(z.string()).optional(),
+    remove: z.array(z.string()).optional(),
+    reason: z.string().min(1).max(512),
+    updatedBy: z.string().min(1).max(256).optional(),
+  })
+  .refine((r) => (r.set !== undefined) !== (r.add !== undefined || r.remove !== undefined), {
+    message: 'give either set, or add and/or remove',
+  });
+export type AllowlistRequest = z.output<typeof AllowlistRequestSchema>;
+
+/** The EventBridge event of a change to a secret (CloudTrail `PutSecretValue`, `UpdateSecretVersionStage`, …). */
+export const SecretChangeEventSchema = z.looseObject({
+  'detail-type': z.string(),
+  source: z.string(),
+  detail: z.looseObject({
+    eventName: z.string().optional(),
+    requestParameters: z.looseObject({ secretId: z.string().optional() }).nullish(),
+  }),
+});
+export type SecretChangeEvent = z.output<typeof SecretChangeEventSchema>;
+
+export const ValidateAllowlistInput = z.object({
+  input: z.union([SecretChangeEventSchema, AllowlistRequestSchema]),
+  executionName,
+});
+
+/** The allowlist update as it travels between states. */
+export const AllowlistStateSchema = z.object({
+  mode: z.enum(['stage', 'converge', 'ignore']),
+  secretId: nullableString,
+  baseVersionId: nullableString,
+  versionId: nullableString,
+  size: z.number().int().min(0),
+  added: z.array(z.string()),
+  removed: z.array(z.string()),
+});
+export type AllowlistState = z.output<typeof AllowlistStateSchema>;
+
+export const StageAllowlistInput = z.object({
+  fleet,
+  executionName,
+  allowlist: AllowlistStateSchema,
+  request: AllowlistRequestSchema,
+});
+export const RollbackAllowlistInput = z.looseObject({
+  fleet,
+  executionName,
+  allowlist: AllowlistStateSchema,
+  error: ErrorInfoSchema.optional(),
+});
+
+/** EventBridge `ECS Task State Change`, or `{ taskId }` by hand. */
+export const ConvergeTaskInput = z.union([
+  z.looseObject({
+    'detail-type': z.literal('ECS Task State Change'),
+    detail: z.looseObject({ taskArn: z.string().min(1), lastStatus: z.string().optional() }),
+  }),
+  z.object({ fleet, taskId: z.string().min(1) }),
+]);

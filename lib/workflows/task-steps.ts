@@ -1,0 +1,176 @@
+/**
+ * Steps shared by the machines: list, nudge and verify tasks, promote a staged version, roll
+ * the service and watch the rollout, publish events.
+ */
+import type { z } from 'zod';
+import { RolloutFailed, ServedVersionMismatch, ValidationError } from '../errors.ts';
+import { sameSerial } from '../pki/serial.ts';
+import { Stage } from '../ports.ts';
+import { rolloutStep, summariseTasks, type TaskSummary } from '../rotation/tasks.ts';
+import { assertFleet, findSpec, stageHolder, toFleetTask, toTaskRef } from './common.ts';
+import { loadControlPlaneFleet, servedSecretIds } from './fleet-config.ts';
+import type { ControlPlanePorts } from './ports.ts';
+import type {
+  CheckRolloutInput,
+  ListTasksInput,
+  NotifyInput,
+  NudgeTaskInput,
+  PromoteSecretInput,
+  RollServiceInput,
+  TaskRef,
+  VerifyTaskInput,
+} from './schemas.ts';
+
+/** ListTasks: the fleet's running tasks, as small references. */
+export function makeListTasks(ports: ControlPlanePorts) {
+  return async function listTasksStep(event: z.output<typeof ListTasksInput>): Promise<{ tasks: TaskRef[] }> {
+    assertFleet(ports, event.fleet);
+    const tasks = await ports.fleet.listTasks();
+    return { tasks: tasks.map(toTaskRef) };
+  };
+}
+
+/**
+ * NudgeTask: asks one sidecar to apply a version now. `TaskUnreachable` (the machine marks the
+ * task for a roll) and `ValidationError` (the sidecar refused the content: roll back) pass through.
+ */
+export function makeNudgeTask(ports: ControlPlanePorts) {
+  return async function nudgeTaskStep(
+    event: z.output<typeof NudgeTaskInput>,
+  ): Promise<{ taskId: string; applied: boolean }> {
+    assertFleet(ports, event.fleet);
+    const status = await ports.taskClient.nudge(toFleetTask(event.task), {
+      secretId: event.secretId,
+      ...(event.versionId ? { versionId: event.versionId } : {}),
+    });
+    return { taskId: event.task.taskId, applied: status.lastApply?.ok ?? true };
+  };
+}
+
+/** A name inside a server certificate's first DNS name, for the verification handshake (`*.x` → `portcullis-verify.x`). */
+export function verificationServerName(dns: string): string {
+  return dns.startsWith('*.') ? `portcullis-verify${dns.slice(1)}` : dns;
+}
+
+/**
+ * VerifyTask: checks that a task serves the target. Server certificates by a real TLS
+ * handshake (the served leaf's serial), client certificates and allowlists by the sidecar's
+ * status. Anything else than the target is `ServedVersionMismatch`.
+ */
+export function makeVerifyTask(ports: ControlPlanePorts) {
+  return async function verifyTaskStep(
+    event: z.output<typeof VerifyTaskInput>,
+  ): Promise<{ taskId: string; needsRoll: boolean }> {
+    assertFleet(ports, event.fleet);
+    const task = toFleetTask(event.task);
+    const target = event.target;
+    if (target.kind === 'certificate') {
+      const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
+      const spec = findSpec(config, target.name);
+      let served: string | undefined;
+      if (spec.usage === 'server') {
+        served = (await ports.taskClient.servedCertificate(task, verificationServerName(spec.dns[0]!)))
+          .serial;
+      } else {
+        served = (await ports.taskClient.status(task)).certificates[spec.name]?.serial;
+      }
+      if (served === undefined || !sameSerial(served, target.serial)) {
+        throw new ServedVersionMismatch(
+          `task ${task.taskId} serves serial ${served ?? 'none'} for ${spec.name}, expected ${target.serial}`,
+        );
+      }
+    } else {
+      const status = await ports.taskClient.status(task);
+      if (status.allowlist?.versionId !== target.versionId) {
+        throw new ServedVersionMismatch(
+          `task ${task.taskId} serves allowlist version ${status.allowlist?.versionId ?? 'none'}, expected ${target.versionId}`,
+        );
+      }
+    }
+    return { taskId: task.taskId, needsRoll: false };
+  };
+}
+
+export interface PromoteSecretResult extends TaskSummary {
+  secretId: string;
+  versionId: string;
+  previousVersionId: string | null;
+}
+
+/**
+ * PromoteSecret: `AWSCURRENT` onto the verified version (the store labels the one it left
+ * `AWSPREVIOUS`), `AWSPENDING` removed from it. Also folds the per-task outcomes, since ASL
+ * cannot ask "did any task need a roll?" of an array.
+ */
+export function makePromoteSecret(ports: ControlPlanePorts) {
+  return async function promoteSecretStep(
+    event: z.output<typeof PromoteSecretInput>,
+  ): Promise<PromoteSecretResult> {
+    assertFleet(ports, event.fleet);
+    const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
+    if (!servedSecretIds(config).includes(event.secretId)) {
+      throw new ValidationError(`secret '${event.secretId}' is not one of fleet '${config.fleet}'s secrets`, {
+        path: 'secretId',
+      });
+    }
+    const before = await ports.store.describe(event.secretId);
+    const current = stageHolder(before, Stage.Current);
+    if (current !== event.versionId) {
+      await ports.store.moveStage(event.secretId, Stage.Current, event.versionId, {
+        ...(current === undefined ? {} : { fromVersionId: current }),
+      });
+    }
+    if (stageHolder(before, Stage.Pending) === event.versionId) {
+      await ports.store.moveStage(event.secretId, Stage.Pending, undefined, {
+        fromVersionId: event.versionId,
+      });
+    }
+    return {
+      secretId: event.secretId,
+      versionId: event.versionId,
+      previousVersionId:
+        (current === event.versionId ? stageHolder(before, Stage.Previous) : current) ?? null,
+      ...summariseTasks(event.tasks),
+    };
+  };
+}
+
+export interface RolloutResult {
+  deploymentId: string;
+  poll: number;
+  state: 'IN_PROGRESS' | 'COMPLETED' | 'FAILED';
+}
+
+/** RollService: a fresh deployment, for the tasks a hot update could not reach. */
+export function makeRollService(ports: ControlPlanePorts) {
+  return async function rollServiceStep(event: z.output<typeof RollServiceInput>): Promise<RolloutResult> {
+    assertFleet(ports, event.fleet);
+    const { deploymentId } = await ports.fleet.roll();
+    return { deploymentId, poll: 0, state: 'IN_PROGRESS' };
+  };
+}
+
+/** CheckRollout: one look at the deployment; `RolloutFailed` when it failed or the checks ran out. */
+export function makeCheckRollout(ports: ControlPlanePorts) {
+  return async function checkRolloutStep(event: z.output<typeof CheckRolloutInput>): Promise<RolloutResult> {
+    assertFleet(ports, event.fleet);
+    const state = await ports.fleet.rolloutState(event.deploymentId);
+    const poll = event.poll + 1;
+    const step = rolloutStep(state, poll, event.maxPolls);
+    if (step === 'failed') throw new RolloutFailed(`deployment ${event.deploymentId} failed`);
+    if (step === 'exhausted') {
+      throw new RolloutFailed(`deployment ${event.deploymentId} still in progress after ${poll} checks`);
+    }
+    return { deploymentId: event.deploymentId, poll, state };
+  };
+}
+
+/** Notify: publishes one control-plane event; the fleet name is always part of the detail. */
+export function makeNotify(ports: ControlPlanePorts) {
+  return async function notifyStep(
+    event: z.output<typeof NotifyInput>,
+  ): Promise<{ published: true; detailType: string }> {
+    await ports.notifier.publish(event.detailType, { ...event.detail, fleet: ports.fleetName });
+    return { published: true, detailType: event.detailType };
+  };
+}

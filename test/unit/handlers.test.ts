@@ -1,0 +1,338 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LocalAuthority } from '../../lib/local/local-authority.ts';
+import { Stage } from '../../lib/ports.ts';
+import { deriveToken, IssuingStage, TokenStep } from '../../lib/rotation/index.ts';
+import {
+  makeCheckRollout,
+  makeConvergeTask,
+  makeGetCertificate,
+  makeIssueCertificate,
+  makeNudgeTask,
+  makePlanRotation,
+  makePromoteSecret,
+  makeRollbackRotation,
+  makeStageCertificate,
+  makeValidateAllowlist,
+  makeVerifyTask,
+  schemas,
+} from '../../lib/workflows/index.ts';
+import { type ControlPlaneFixture, createControlPlaneFixture, fixtureSecrets } from '../support/fakes.ts';
+
+const execution = 'exec-handlers';
+
+let dir: string;
+let fx: ControlPlaneFixture;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-handlers-'));
+  fx = await createControlPlaneFixture(dir);
+});
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const plan = (input: Record<string, unknown>) =>
+  makePlanRotation(fx.ports)(schemas.PlanRotationInput.parse({ input, executionName: execution }));
+const issue = (certificate = 'api', executionName = execution) =>
+  makeIssueCertificate(fx.ports)({ executionName, certificate });
+const stage = (certificateId: string, certificate = 'api', executionName = execution) =>
+  makeStageCertificate(fx.ports)({ executionName, certificate, certificateId });
+
+async function versionsOf(secretId: string) {
+  return (await fx.store.listVersions(secretId)).map((v) => ({ versionId: v.versionId, stages: v.stages }));
+}
+
+describe('PlanRotation', () => {
+  it('plans every certificate without a current one, and carries the settings with defaults', async () => {
+    const result = await plan({ dryRun: true });
+    expect(result.rotate.map((c) => [c.name, c.reason])).toEqual([
+      ['api', 'missing'],
+      ['client', 'missing'],
+    ]);
+    expect(result).toMatchObject({
+      fleet: 'demo',
+      dryRun: true,
+      settings: { graceSeconds: 300, rolloutMaxPolls: 40 },
+    });
+  });
+
+  it('refuses an input naming another fleet with ValidationError', async () => {
+    await expect(plan({ fleet: 'other' })).rejects.toMatchObject({ name: 'ValidationError' });
+  });
+});
+
+describe('IssueCertificate', () => {
+  it('stores the key under its own label before issuing, and issues once', async () => {
+    const result = await issue();
+    expect(result.reused).toBe('none');
+    expect(fx.authority.issued).toHaveLength(1);
+    const keyVersion = await fx.store.get(fixtureSecrets.api, {
+      versionId: deriveToken(execution, 'api', TokenStep.Key),
+    });
+    expect(keyVersion.stages).toEqual([IssuingStage]);
+    const current = await fx.store.get(fixtureSecrets.api);
+    expect(JSON.parse(current.value)).toEqual({ kind: 'portcullis/placeholder' });
+  });
+
+  it('re-run with the same execution returns the same certificate without asking the CA again', async () => {
+    const first = await issue();
+    const second = await issue();
+    expect(second).toEqual({ certificateId: first.certificateId, reused: 'issue' });
+    expect(fx.authority.issued).toHaveLength(1);
+    expect(await fx.ca.list()).toHaveLength(1);
+  });
+
+  it('reuses the stored key when the CA call failed the first time', async () => {
+    fx.authority.faults.issueError = Object.assign(new Error('throttled'), { name: 'Throttled' });
+    await expect(issue()).rejects.toMatchObject({ name: 'Throttled' });
+    fx.authority.faults.issueError = undefined;
+    const result = await issue();
+    expect(result.reused).toBe('key');
+    expect(await fx.ca.list()).toHaveLength(1);
+  });
+
+  it('refuses an unknown certificate with ValidationError', async () => {
+    await expect(issue('nope')).rejects.toMatchObject({ name: 'ValidationError' });
+  });
+});
+
+describe('GetCertificate', () => {
+  it('says CertificateNotReady while the CA has not issued yet', async () => {
+    const { certificateId } = await issue();
+    fx.authority.faults.failGets = 1;
+    const get = makeGetCertificate(fx.ports);
+    await expect(get({ certificate: 'api', certificateId })).rejects.toMatchObject({
+      name: 'CertificateNotReady',
+    });
+    const result = await get({ certificate: 'api', certificateId });
+    expect(result.serial).toMatch(/^[0-9a-f]+$/);
+  });
+});
+
+describe('StageCertificate', () => {
+  it('stages the validated bundle as AWSPENDING, keeps AWSCURRENT and drops the working labels', async () => {
+    const { certificateId } = await issue();
+    const staged = await stage(certificateId);
+    expect(staged.versionId).toBe(deriveToken(execution, 'api', TokenStep.Bundle));
+    const pending = await fx.store.get(fixtureSecrets.api, { stage: Stage.Pending });
+    expect(pending.versionId).toBe(staged.versionId);
+    expect(JSON.parse(pending.value)).toMatchObject({ serial: staged.serial, certificateId });
+    const labelled = (await fx.store.describe(fixtureSecrets.api)).versions.flatMap((v) => v.stages);
+    expect(labelled.sort()).toEqual([Stage.Current, Stage.Pending]);
+    expect(staged.previousSerial).toBeNull();
+  });
+
+  it('is a no-op when re-run: no second version, the same answer', async () => {
+    const { certificateId } = await issue();
+    const first = await stage(certificateId);
+    const before = await versionsOf(fixtureSecrets.api);
+    const second = await stage(certificateId);
+    expect(second).toEqual(first);
+    expect(await versionsOf(fixtureSecrets.api)).toEqual(before);
+  });
+
+  it('refuses a certificate that does not chain to the fleet trust bundle', async () => {
+    const other = await LocalAuthority.open(join(dir, 'other-ca'), { commonName: 'Another CA' });
+    await fx.store.put(fixtureSecrets.trust, JSON.stringify({ caBundlePem: await other.trustAnchorPem() }), {
+      clientRequestToken: randomUUID(),
+    });
+    const { certificateId } = await issue();
+    await expect(stage(certificateId)).rejects.toMatchObject({
+      name: 'CertificateValidationError',
+      code: 'untrusted-chain',
+    });
+    await expect(fx.store.get(fixtureSecrets.api, { stage: Stage.Pending })).rejects.toMatchObject({
+      name: 'NotFoundError',
+    });
+  });
+});
+
+describe('NudgeTask and VerifyTask', () => {
+  /** A first certificate, promoted and served by every task, so that there is an "old" one. */
+  async function bootstrap() {
+    const first = await issue('api', 'bootstrap');
+    const s = await stage(first.certificateId, 'api', 'bootstrap');
+    await makePromoteSecret(fx.ports)({ secretId: s.secretId, versionId: s.versionId, tasks: [] });
+    for (const task of await fx.gateway.listTasks()) await fx.gateway.nudge(task, { secretId: s.secretId });
+  }
+
+  async function staged() {
+    await bootstrap();
+    const { certificateId } = await issue();
+    return stage(certificateId);
+  }
+
+  it('nudges a task to the staged version and verifies the served serial', async () => {
+    const s = await staged();
+    const [first] = await fx.gateway.listTasks();
+    const task = schemas.TaskRefSchema.parse(first);
+    await makeNudgeTask(fx.ports)({ task, secretId: s.secretId, versionId: s.versionId });
+    const target = {
+      kind: 'certificate' as const,
+      name: 'api',
+      secretId: s.secretId,
+      versionId: s.versionId,
+      serial: s.serial,
+    };
+    expect(await makeVerifyTask(fx.ports)({ task, target })).toEqual({
+      taskId: task.taskId,
+      needsRoll: false,
+    });
+  });
+
+  it('says ServedVersionMismatch when the task still serves something else', async () => {
+    const s = await staged();
+    const task = schemas.TaskRefSchema.parse((await fx.gateway.listTasks())[0]);
+    const target = {
+      kind: 'certificate' as const,
+      name: 'api',
+      secretId: s.secretId,
+      versionId: s.versionId,
+      serial: s.serial,
+    };
+    await expect(makeVerifyTask(fx.ports)({ task, target })).rejects.toMatchObject({
+      name: 'ServedVersionMismatch',
+    });
+  });
+
+  it('says TaskUnreachable for a task that does not answer', async () => {
+    const s = await staged();
+    const fake = fx.gateway.tasks[0]!;
+    fake.behaviour.unreachable = true;
+    const task = schemas.TaskRefSchema.parse(fake.task);
+    await expect(
+      makeNudgeTask(fx.ports)({ task, secretId: s.secretId, versionId: s.versionId }),
+    ).rejects.toMatchObject({
+      name: 'TaskUnreachable',
+    });
+  });
+});
+
+describe('PromoteSecret', () => {
+  it('moves AWSCURRENT, drops AWSPENDING and reports the tasks that need a roll; re-running changes nothing', async () => {
+    const { certificateId } = await issue();
+    const s = await stage(certificateId);
+    const promote = makePromoteSecret(fx.ports);
+    const input = {
+      secretId: s.secretId,
+      versionId: s.versionId,
+      tasks: [
+        { taskId: 'task-1', needsRoll: false },
+        { taskId: 'task-2', needsRoll: true },
+      ],
+    };
+    const result = await promote(input);
+    expect(result).toMatchObject({
+      previousVersionId: s.previousVersionId,
+      needsRoll: true,
+      unreachable: ['task-2'],
+    });
+    const current = await fx.store.get(fixtureSecrets.api);
+    expect(current.versionId).toBe(s.versionId);
+    const before = await versionsOf(fixtureSecrets.api);
+    expect(await promote(input)).toMatchObject({ previousVersionId: s.previousVersionId });
+    expect(await versionsOf(fixtureSecrets.api)).toEqual(before);
+  });
+
+  it('refuses a secret that is not the fleet’s with ValidationError', async () => {
+    await expect(
+      makePromoteSecret(fx.ports)({ secretId: 'someone/else', versionId: randomUUID(), tasks: [] }),
+    ).rejects.toMatchObject({
+      name: 'ValidationError',
+    });
+  });
+});
+
+describe('CheckRollout', () => {
+  it('says RolloutFailed for a FAILED deployment and for one that never finishes', async () => {
+    const { deploymentId } = await fx.gateway.roll();
+    const check = makeCheckRollout(fx.ports);
+    fx.gateway.rolloutStates = ['IN_PROGRESS'];
+    expect(await check({ deploymentId, poll: 0, maxPolls: 2 })).toMatchObject({
+      state: 'IN_PROGRESS',
+      poll: 1,
+    });
+    await expect(check({ deploymentId, poll: 1, maxPolls: 2 })).rejects.toMatchObject({
+      name: 'RolloutFailed',
+    });
+    fx.gateway.rolloutStates = ['FAILED'];
+    await expect(check({ deploymentId, poll: 0, maxPolls: 5 })).rejects.toMatchObject({
+      name: 'RolloutFailed',
+    });
+  });
+});
+
+describe('RollbackRotation', () => {
+  it('puts AWSCURRENT back, revokes the new certificate and nudges the tasks back after a promotion', async () => {
+    const { certificateId } = await issue();
+    const s = await stage(certificateId);
+    await makePromoteSecret(fx.ports)({ secretId: s.secretId, versionId: s.versionId, tasks: [] });
+    const result = await makeRollbackRotation(fx.ports)({
+      executionName: execution,
+      certificate: 'api',
+      staged: { previousVersionId: s.previousVersionId },
+    });
+    expect(result).toMatchObject({ restoredCurrentTo: s.previousVersionId, revokedSerial: s.serial });
+    expect(result.nudged).toHaveLength(2);
+    expect((await fx.store.get(fixtureSecrets.api)).versionId).toBe(s.previousVersionId);
+    const [record] = await fx.ca.list();
+    expect(record?.revocation?.reason).toBe('SUPERSEDED');
+  });
+});
+
+describe('ValidateAllowlist', () => {
+  const validate = (input: unknown) =>
+    makeValidateAllowlist(fx.ports)(
+      schemas.ValidateAllowlistInput.parse({ input, executionName: execution }),
+    );
+
+  it('refuses an invalid CIDR and a /0 the fleet does not allow with ValidationError', async () => {
+    await expect(validate({ add: ['10.0.0.300/8'], reason: 'typo' })).rejects.toMatchObject({
+      name: 'ValidationError',
+    });
+    await expect(validate({ set: ['::/0'], reason: 'open up' })).rejects.toMatchObject({
+      name: 'ValidationError',
+    });
+  });
+
+  it('asks only to converge when the change changes nothing, and ignores events about other secrets', async () => {
+    expect(
+      await validate({ add: ['10.1.0.0/16'], reason: 'inside 10/8 already? no: new entry' }),
+    ).toMatchObject({
+      mode: 'stage',
+      added: ['10.1.0.0/16'],
+    });
+    expect(await validate({ remove: ['192.0.2.0/24'], reason: 'absent' })).toMatchObject({
+      mode: 'converge',
+    });
+    const event = {
+      'detail-type': 'AWS API Call via CloudTrail',
+      source: 'aws.secretsmanager',
+      detail: { eventName: 'PutSecretValue', requestParameters: { secretId: 'unrelated' } },
+    };
+    expect(await validate(event)).toMatchObject({ mode: 'ignore' });
+  });
+});
+
+describe('ConvergeTask', () => {
+  it('says TaskUnreachable while the sidecar is still starting', async () => {
+    const fake = fx.gateway.tasks[0]!;
+    fake.behaviour.notReady = true;
+    await expect(makeConvergeTask(fx.ports)({ taskId: fake.task.taskId })).rejects.toMatchObject({
+      name: 'TaskUnreachable',
+    });
+  });
+
+  it('ignores a task that is not in the fleet', async () => {
+    const event = {
+      'detail-type': 'ECS Task State Change' as const,
+      detail: { taskArn: 'arn:aws:ecs:eu-west-1:123456789012:task/other/abc', lastStatus: 'RUNNING' },
+    };
+    expect(await makeConvergeTask(fx.ports)(event)).toMatchObject({ outcome: 'not-in-fleet' });
+  });
+});
