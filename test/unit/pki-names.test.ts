@@ -41,7 +41,11 @@ describe('matchesHostname', () => {
   });
 
   const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/);
-  const suffix = fc.array(label, { minLength: 2, maxLength: 4 }).map((labels) => labels.join('.'));
+  // The top-level label is alphabetic, as real TLDs are, so no generated name is an IPv4 literal.
+  const tld = fc.stringMatching(/^[a-z]{2,6}$/);
+  const suffix = fc
+    .tuple(fc.array(label, { minLength: 1, maxLength: 3 }), tld)
+    .map(([labels, top]) => [...labels, top].join('.'));
 
   it('matches exactly one extra left-most label under a wildcard', () => {
     fc.assert(
