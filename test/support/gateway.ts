@@ -52,8 +52,11 @@ export interface GatewayHarness {
   haproxy: RunningHaproxy;
   /** Access-log lines seen so far, parsed (non-JSON lines are skipped). */
   logs(): AccessLog[];
-  /** Waits until a log line satisfies `predicate` (bounded by `timeoutMs`). */
-  waitForLog(predicate: (line: AccessLog) => boolean, timeoutMs?: number): Promise<AccessLog>;
+  /** Waits until a log line (from index `since` on, default 0) satisfies `predicate`, within `timeoutMs` (default 5000). */
+  waitForLog(
+    predicate: (line: AccessLog) => boolean,
+    options?: { since?: number; timeoutMs?: number },
+  ): Promise<AccessLog>;
   /** One command on the worker's admin socket (stats socket). */
   admin(command: string): Promise<string>;
   /** One command on the master CLI. */
@@ -108,10 +111,10 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHarn
       config,
       haproxy: running,
       logs: () => running.lines.map(parseLog).filter((l): l is AccessLog => l !== undefined),
-      async waitForLog(predicate, timeoutMs = 5000) {
+      async waitForLog(predicate, { since = 0, timeoutMs = 5000 } = {}) {
         const deadline = Date.now() + timeoutMs;
         while (Date.now() < deadline) {
-          const found = harness.logs().find(predicate);
+          const found = harness.logs().slice(since).find(predicate);
           if (found !== undefined) return found;
           await sleep(25);
         }
