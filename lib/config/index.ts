@@ -12,6 +12,7 @@ export {
   type AllowlistConfig,
   AllowlistConfigSchema,
   BUILT_IN_DENIED_DESTINATIONS,
+  type ClientAuth,
   type FleetConfig,
   type FleetConfigInput,
   FleetConfigSchema,
@@ -25,4 +26,7 @@ export {
   type Route,
   type RouteMode,
   RouteSchema,
+  type TerminateRoute,
+  TerminateRouteSchema,
+  type TerminateUpstream,
 } from './schema.ts';

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { parseCidr } from '../allowlist/cidr.ts';
+import { CertificateSpec } from '../rotation/certificate-spec.ts';
 import { canonicalName, dnsNameProblem, parseServerName } from './names.ts';
 
 /** VPC Lattice's link-local service ranges: where a Lattice service name resolves inside a VPC. */
@@ -141,16 +142,86 @@ const routeCommon = {
 /** Forward the TLS bytes untouched to the resolved upstream (the client sees the upstream's certificate). */
 export const PassthroughRouteSchema = z.object({ mode: z.literal('passthrough'), ...routeCommon });
 
+/** A name of `certificates[]` (the sidecar's status key). */
+const certificateName = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must name an entry of certificates');
+
+/** `DNS:`-less SAN text: a DNS name or a URI (`spiffe://…`); written into HAProxy pattern files. */
+const clientSan = z
+  .string()
+  .min(1)
+  .max(255)
+  .refine((text) => /^[!-~]+$/.test(text), 'must be printable ASCII without spaces');
+
+/** A subject in OpenSSL's one-line form, as HAProxy's `ssl_c_s_dn` prints it (`/CN=client/O=Example`). */
+const clientSubject = z
+  .string()
+  .min(2)
+  .max(1024)
+  .refine(
+    (text) => text.startsWith('/') && [...text].every((ch) => ch >= ' ' && ch !== '\u007f'),
+    'must look like /CN=name/O=org',
+  );
+
 /**
- * One route. A discriminated union on `mode` so that `terminate` (TLS ended on the gateway) can
- * be added beside `passthrough` without changing existing documents; `mode` defaults to `passthrough`.
+ * Where a terminate route sends the decrypted stream: an application on the task's loopback
+ * in clear, or a TLS upstream re-encrypted with a client certificate (origination).
+ */
+export const TerminateUpstreamSchema = z.discriminatedUnion('kind', [
+  z
+    .object({
+      kind: z.literal('local'),
+      host: z.enum(['127.0.0.1', '::1']).default('127.0.0.1'),
+      port,
+    })
+    .strict(),
+  z
+    .object({
+      kind: z.literal('originate'),
+      /** DNS name (resolved once at start) or IP address of the upstream. */
+      host: z.string().refine((text) => {
+        const name = canonicalName(text);
+        return dnsNameProblem(name) === undefined || (parseCidr(text).kind === 'ok' && !text.includes('/'));
+      }, 'must be a DNS name or an IP address'),
+      port: port.default(443),
+      /** SNI sent and name verified; default: `host` when it is a DNS name. */
+      serverName: dnsName.optional(),
+      clientCertificate: certificateName,
+      /** The upstream's certificate is always verified against the trust bundle. */
+      verify: z.literal(true).default(true),
+    })
+    .strict(),
+]);
+
+/**
+ * End TLS on the gateway with a certificate of `certificates`, check the client certificate
+ * (`strict`: required; `permissive`: optional but verified when presented; `none`: not asked
+ * for) and optionally its SANs/subject, then forward in clear or re-encrypted.
+ */
+export const TerminateRouteSchema = z
+  .object({
+    mode: z.literal('terminate'),
+    serverName,
+    certificate: certificateName,
+    clientAuth: z.enum(['strict', 'permissive', 'none']).default('strict'),
+    /** A presented client certificate must carry one of these SANs or subjects (any one of them). */
+    trustedClients: z
+      .object({ sans: z.array(clientSan).default([]), subjects: z.array(clientSubject).default([]) })
+      .strict()
+      .optional(),
+    upstream: TerminateUpstreamSchema,
+  })
+  .strict();
+
+/**
+ * One route. A discriminated union on `mode`: `passthrough` forwards the TLS bytes untouched,
+ * `terminate` ends TLS on the gateway; `mode` defaults to `passthrough`.
  */
 export const RouteSchema = z.preprocess(
   (value) =>
     value !== null && typeof value === 'object' && !('mode' in value)
       ? { ...value, mode: 'passthrough' }
       : value,
-  z.discriminatedUnion('mode', [PassthroughRouteSchema]),
+  z.discriminatedUnion('mode', [PassthroughRouteSchema, TerminateRouteSchema]),
 );
 
 export const AllowlistSourceSchema = z.union([
@@ -189,6 +260,54 @@ export const AccessLogSchema = z.object({
   format: z.literal('json').default('json'),
 });
 
+/** Terminate routes name existing certificates of the right usage, and need a trust bundle. */
+function checkCertificateReferences(
+  config: {
+    certificates: readonly CertificateSpec[];
+    routes: readonly (z.output<typeof PassthroughRouteSchema> | z.output<typeof TerminateRouteSchema>)[];
+    trust?: { secretId: string } | undefined;
+  },
+  ctx: z.core.$RefinementCtx,
+): void {
+  const byName = new Map<string, CertificateSpec>();
+  config.certificates.forEach((spec, index) => {
+    if (byName.has(spec.name)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['certificates', index, 'name'],
+        message: `duplicate certificate name ${spec.name}`,
+      });
+    }
+    byName.set(spec.name, spec);
+  });
+  const refer = (name: string, usage: 'server' | 'client', path: (string | number)[]) => {
+    const spec = byName.get(name);
+    if (spec === undefined) {
+      ctx.addIssue({ code: 'custom', path, message: `names no entry of certificates (${name})` });
+    } else if (spec.usage !== usage) {
+      ctx.addIssue({
+        code: 'custom',
+        path,
+        message: `certificate ${name} has usage ${spec.usage}, needs ${usage}`,
+      });
+    }
+  };
+  config.routes.forEach((route, index) => {
+    if (route.mode !== 'terminate') return;
+    refer(route.certificate, 'server', ['routes', index, 'certificate']);
+    if (route.upstream.kind === 'originate') {
+      refer(route.upstream.clientCertificate, 'client', ['routes', index, 'upstream', 'clientCertificate']);
+    }
+    if (config.trust === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['trust'],
+        message: 'terminate routes need a trust bundle (trust.secretId)',
+      });
+    }
+  });
+}
+
 export const FleetConfigSchema = z
   .object({
     fleet: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a lower-case DNS label'),
@@ -203,6 +322,18 @@ export const FleetConfigSchema = z
     allowLoopbackDestinations: z.boolean().default(false),
     limits: LimitsSchema.prefault({}),
     accessLog: AccessLogSchema.prefault({}),
+    /** Certificates the control plane issues and the sidecar serves (terminate routes, origination). */
+    certificates: z.array(CertificateSpec).default([]),
+    /** CA certificates (and CRL) that client and upstream certificates are verified against. */
+    trust: z
+      .object({ secretId: z.string().min(1) })
+      .strict()
+      .optional(),
+    /** HMAC key that signs the control plane's nudges to the sidecars. */
+    nudgeKey: z
+      .object({ secretId: z.string().min(1) })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -219,6 +350,7 @@ export const FleetConfigSchema = z
         seen.set(route.serverName, index);
       }
     });
+    checkCertificateReferences(config, ctx);
     const listeners = config.listeners;
     const ports = [listeners.tls, listeners.http, listeners.health, listeners.metrics].filter(
       (p): p is number => p !== null,
@@ -234,6 +366,9 @@ export type FleetConfig = z.output<typeof FleetConfigSchema>;
 export type FleetConfigInput = z.input<typeof FleetConfigSchema>;
 export type Route = FleetConfig['routes'][number];
 export type PassthroughRoute = z.output<typeof PassthroughRouteSchema>;
+export type TerminateRoute = z.output<typeof TerminateRouteSchema>;
+export type TerminateUpstream = TerminateRoute['upstream'];
+export type ClientAuth = TerminateRoute['clientAuth'];
 export type Listeners = FleetConfig['listeners'];
 export type ProxyProtocolConfig = FleetConfig['proxyProtocol'];
 export type ResolversConfig = FleetConfig['resolvers'];

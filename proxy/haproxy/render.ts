@@ -18,6 +18,15 @@ import {
 } from '../../lib/config/index.ts';
 import { ValidationError } from '../../lib/errors.ts';
 import type { GatewayLayout } from './layout.ts';
+import {
+  hasTerminateRoutes,
+  renderTerminateFiles,
+  renderTerminateSections,
+  TERMINATE,
+  TERMINATE_ACL,
+  type TerminateRenderOptions,
+  terminateRouteRules,
+} from './render-terminate.ts';
 
 /** Proxy section names other parts refer to (runtime API `show sess`, stats, metrics labels). */
 export const FRONTEND = {
@@ -90,6 +99,8 @@ export interface RenderOptions {
   ownAddresses?: readonly string[];
   /** Source CIDRs allowed to connect; absent or empty denies everyone. Validated against the fleet's policy. */
   allowlistCidrs?: readonly string[];
+  /** Terminate routes: what the trust secret provides (see render-terminate.ts). */
+  terminate?: TerminateRenderOptions;
 }
 
 /** Relative file names of per-route and routing files inside the layout. */
@@ -243,6 +254,10 @@ function routingRules(config: FleetConfig, p: Paths, rule: string, kind: 'tls' |
     `  ${rule} set-var(txn.refusal) str(${REFUSAL.noRoute}) if !refused !{ var(txn.route) -m found }`,
   ];
   config.routes.forEach((route, index) => {
+    if (route.mode === 'terminate') {
+      lines.push(...terminateRouteRules(route, index, rule, kind, REFUSAL.noRoute));
+      return;
+    }
     const port = kind === 'tls' ? route.upstream.port : route.upstream.httpPort;
     const host = route.upstream.host === undefined ? 'var(txn.name)' : `str(${route.upstream.host})`;
     lines.push(
@@ -258,12 +273,15 @@ function routingRules(config: FleetConfig, p: Paths, rule: string, kind: 'tls' |
       `  ${rule} do-resolve(txn.dst,${RESOLVERS},${route.addressFamily}) ${host} if !refused route_${index}`,
     );
   });
+  // Terminate routes connect to a configured upstream: nothing resolved, nothing to guard.
+  const passthrough = kind === 'tls' && hasTerminateRoutes(config) ? ' !terminate' : '';
   lines.push(
     '  # one resolution per connection; the checked address is the one connected to',
-    `  ${rule} set-var(txn.refusal) str(${REFUSAL.resolutionFailed}) if !refused !{ var(txn.dst) -m found }`,
-    `  ${rule} set-var(txn.refusal) str(${REFUSAL.destinationDenied}) if !refused { var(txn.dst) -m ip -f ${p.denied} }`,
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.resolutionFailed}) if !refused${passthrough} !{ var(txn.dst) -m found }`,
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.destinationDenied}) if !refused${passthrough} { var(txn.dst) -m ip -f ${p.denied} }`,
   );
-  config.routes.forEach((_route, index) => {
+  config.routes.forEach((route, index) => {
+    if (route.mode === 'terminate') return;
     lines.push(
       `  ${rule} set-var(txn.refusal) str(${REFUSAL.destinationNotAllowed}) if !refused route_${index} !{ var(txn.dst) -m ip -f ${p.routeAcl(index)} }`,
     );
@@ -297,6 +315,8 @@ function sessionTracking(rule: string): string[] {
 
 function tlsFrontend(config: FleetConfig, p: Paths): string[] {
   const pp = config.proxyProtocol.enabled;
+  const terminate = hasTerminateRoutes(config);
+  const passthrough = terminate ? ' if !terminate' : '';
   const sourceCheck = pp ? `!{ src -f ${p.allowlist} } !pp_local` : `!{ src -f ${p.allowlist} }`;
   return [
     `frontend ${FRONTEND.tls}`,
@@ -314,6 +334,7 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
     // An SSLv2 CLIENT-HELLO starts with a 2-byte length whose top bit is set, then type 1.
     '  acl sslv2 req.payload(0,1),hex -m reg ^[89A-F]',
     ...routeAcls(config),
+    ...(terminate ? [TERMINATE_ACL] : []),
     ...localAcl(config, p, false),
     // Rules may re-run from the top while data arrives; defaults keep logged numbers valid JSON.
     '  tcp-request content set-var(txn.port) int(0)',
@@ -333,12 +354,13 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
     ...nameRules('tcp-request content', REFUSAL.noServerName),
     ...routingRules(config, p, 'tcp-request content', 'tls'),
     '  tcp-request content reject if refused',
-    '  tcp-request content set-dst var(txn.dst)',
-    '  tcp-request content set-dst-port var(txn.port)',
+    `  tcp-request content set-dst var(txn.dst)${passthrough}`,
+    `  tcp-request content set-dst-port var(txn.port)${passthrough}`,
     ...sessionTracking('tcp-request content'),
     // `accept` ends rule evaluation: it comes after every set-var/do-resolve/set-dst rule.
     '  tcp-request content accept if hello',
     '  tcp-request content reject',
+    ...(terminate ? [`  use_backend ${TERMINATE.backend} if terminate`] : []),
     `  default_backend ${BACKEND.tls}`,
   ];
 }
@@ -379,7 +401,7 @@ function httpFrontend(config: FleetConfig, p: Paths, port: number): string[] {
   ];
 }
 
-function renderConfig(config: FleetConfig, layout: GatewayLayout): string {
+function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: TerminateRenderOptions): string {
   const p = paths(layout);
   const limits = config.limits;
   const listeners = config.listeners;
@@ -425,6 +447,7 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout): string {
     // 0.0.0.0:0 connects to the stream's destination, which `set-dst` made the checked address.
     '  server upstream 0.0.0.0:0',
     '',
+    ...renderTerminateSections(config, layout, { exact: p.exact, wildcard: p.wildcard }, terminate),
   ];
   lines.push(
     `backend ${SESSION_TABLE}`,
@@ -502,7 +525,10 @@ export function renderGateway(config: FleetConfig, options: RenderOptions): Rend
   const p = paths(layout);
   const maps = routeMaps(config.routes);
   const files: Record<string, RenderedFile> = {
-    [rel(layout, layout.config)]: { content: renderConfig(config, layout), mode: FILE_MODE },
+    [rel(layout, layout.config)]: {
+      content: renderConfig(config, layout, options.terminate ?? {}),
+      mode: FILE_MODE,
+    },
     [rel(layout, p.allowlist)]: {
       content: renderAllowlist(config, options.allowlistCidrs ?? []),
       mode: FILE_MODE,
@@ -517,11 +543,15 @@ export function renderGateway(config: FleetConfig, options: RenderOptions): Rend
     [rel(layout, p.wildcard)]: { content: maps.wildcard, mode: FILE_MODE },
   };
   config.routes.forEach((route, index) => {
+    if (route.mode === 'terminate') return;
     files[rel(layout, p.routeAcl(index))] = {
       content: cidrLines(route.allowedDestinations),
       mode: FILE_MODE,
     };
   });
+  for (const [path, file] of Object.entries(renderTerminateFiles(config, layout, options.terminate))) {
+    files[rel(layout, path)] = file;
+  }
   const socketDir = posix.dirname(rel(layout, layout.adminSocket));
   return { files, directories: [...new Set([socketDir, rel(layout, layout.certsDir)])] };
 }
