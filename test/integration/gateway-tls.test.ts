@@ -155,6 +155,7 @@ describe('TLS passthrough', () => {
     expect(socket.getPeerX509Certificate()?.serialNumber.toLowerCase().replace(/^0+/, '')).toBe(
       pki.server.serial.replace(/^0+/, ''),
     );
+    const clientPort = socket.localPort;
     const payload = randomBytes(4 * 1024 * 1024);
     const back = await echo(socket, payload);
     expect(sha256(back)).toBe(sha256(payload));
@@ -179,6 +180,9 @@ describe('TLS passthrough', () => {
     expect(typeof log.duration_ms).toBe('number');
     expect(Number(log.connect_ms)).toBeGreaterThanOrEqual(0);
     expect(typeof log.termination).toBe('string');
+    // One line per connection, every line valid JSON (the harness parses them).
+    expect(gw.logs().filter((l) => l.client_port === clientPort)).toHaveLength(1);
+    expect(gw.haproxy.lines.filter((l) => l.startsWith('{')).length).toBe(gw.logs().length);
   });
 
   it('routes a ClientHello that arrives in many small TCP segments', async () => {

@@ -1,0 +1,375 @@
+/**
+ * The gateway behind an NLB stand-in: PROXY protocol from the trusted peer 127.0.0.1, the source
+ * allowlist replaced at run time, the HTTP listener, health, metrics and a seamless reload. One
+ * real HAProxy for the whole file, started with the image's arguments.
+ */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FRONTEND, parseSessionKey, REFUSAL, SESSION_TABLE } from '../../proxy/haproxy/index.ts';
+import { HaproxyRuntime } from '../../proxy/haproxy/runtime.ts';
+import { buildClientHello } from '../support/client-hello.ts';
+import { type DnsServer, startDnsServer } from '../support/dns.ts';
+import { freePort, type GatewayHarness, startGateway } from '../support/gateway.ts';
+import { sendRaw } from '../support/net.ts';
+import { proxyV1, proxyV2, proxyV2Local } from '../support/proxy-protocol.ts';
+import {
+  type HttpUpstream,
+  startHttpUpstream,
+  startTlsUpstream,
+  type TestPki,
+  testPki,
+  type Upstream,
+} from '../support/tls.ts';
+
+const APP = 'app.example.test';
+const NEW = 'new.example.test';
+const ALLOWED_V4 = '203.0.113.0/24';
+const ALLOWED_V6 = '2001:db8:1::/48';
+
+let pki: TestPki;
+let dns: DnsServer;
+let upstream: Upstream;
+let httpUpstream: HttpUpstream;
+let gw: GatewayHarness;
+let runtime: HaproxyRuntime;
+let routes: Array<Record<string, unknown>>;
+
+function fleet(extraRoutes: Array<Record<string, unknown>> = []) {
+  return {
+    fleet: 'proxy-test',
+    allowLoopbackDestinations: true,
+    proxyProtocol: { enabled: true, trustedPeers: ['127.0.0.1/32'] },
+    resolvers: { nameservers: [dns.address], holdValidMs: 0, timeoutMs: 300, retries: 1 },
+    limits: { inspectDelayMs: 1000, maxconn: 200 },
+    routes: [...routes, ...extraRoutes],
+  };
+}
+
+beforeAll(async () => {
+  pki = await testPki({ serverNames: [APP, NEW] });
+  const tlsPort = await freePort('127.0.0.2');
+  const httpPort = await freePort('127.0.0.2');
+  upstream = await startTlsUpstream({
+    host: '127.0.0.2',
+    port: tlsPort,
+    cert: pki.server.cert,
+    key: pki.server.key,
+  });
+  httpUpstream = await startHttpUpstream({ host: '127.0.0.2', port: httpPort, name: 'app' });
+  dns = await startDnsServer({
+    records: { [APP]: ['127.0.0.2'], [NEW]: ['127.0.0.2'], 'meta.example.test': ['169.254.169.254'] },
+  });
+  routes = [
+    { serverName: APP, upstream: { port: tlsPort, httpPort }, allowedDestinations: ['127.0.0.2/32'] },
+    {
+      serverName: 'meta.example.test',
+      upstream: { port: tlsPort, httpPort },
+      allowedDestinations: ['169.254.0.0/16'],
+    },
+  ];
+  gw = await startGateway({ config: fleet(), allowlist: [ALLOWED_V4, ALLOWED_V6] });
+  // Worker-socket operations only; master CLI commands go through the harness.
+  runtime = new HaproxyRuntime({ adminSocket: gw.layout.adminSocket });
+}, 60_000);
+
+afterAll(async () => {
+  await gw?.close();
+  await dns?.close();
+  await upstream?.close();
+  await httpUpstream?.close();
+  await pki?.cleanup();
+});
+
+const tlsDestination = () => `127.0.0.1:${gw.ports.tls}`;
+const v2 = (source: string) =>
+  proxyV2({ source, destination: source.startsWith('[') ? `[::1]:${gw.ports.tls}` : tlsDestination() });
+
+/** A TLS client through the gateway, sending `preamble` (a PROXY header) first. */
+function connectTls(
+  preamble: Buffer,
+  options: { servername?: string; localAddress?: string } = {},
+): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const raw = net.connect({
+      host: '127.0.0.1',
+      port: gw.ports.tls,
+      localAddress: options.localAddress ?? '127.0.0.1',
+    });
+    raw.once('error', reject);
+    raw.once('connect', () => {
+      raw.write(preamble);
+      const socket = tls.connect({ socket: raw, servername: options.servername ?? APP, ca: pki.ca.cert });
+      socket.once('secureConnect', () => resolve(socket));
+      socket.once('error', reject);
+      socket.once('close', () => reject(new Error('closed before the handshake completed')));
+    });
+  });
+}
+
+function roundTrip(socket: tls.TLSSocket, size = 4096): Promise<boolean> {
+  const payload = randomBytes(size);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const onData = (data: Buffer) => {
+      chunks.push(data);
+      length += data.length;
+      if (length >= size) {
+        socket.off('data', onData);
+        resolve(Buffer.concat(chunks).equals(payload));
+      }
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+    socket.write(payload);
+  });
+}
+
+/** Whether a TLS connection with this PROXY header gets through (true) or is closed (false). */
+async function admitted(preamble: Buffer, localAddress?: string): Promise<boolean> {
+  try {
+    const socket = await connectTls(preamble, localAddress === undefined ? {} : { localAddress });
+    socket.destroy();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Current worker pids from the master CLI's `show proc` (the "# workers" section only). */
+async function workerPids(): Promise<number[]> {
+  const text = await gw.master('show proc');
+  const section = text.split('# workers')[1]?.split('\n#')[0] ?? '';
+  return [...section.matchAll(/^(\d+)\s+worker\b/gm)].map((m) => Number(m[1]));
+}
+
+/** Asks the master to reload and waits (bounded) for a new worker. */
+async function reload(): Promise<void> {
+  const before = await workerPids();
+  await gw.master('reload');
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const now = await workerPids().catch(() => before);
+    if (now.length > 0 && now.some((pid) => !before.includes(pid))) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`no new worker within 10 s:\n${gw.haproxy.stderr()}`);
+}
+
+/** One HTTP/1.1 request over a raw socket (so that a PROXY header can precede it). */
+async function httpRequest(
+  preamble: Buffer | undefined,
+  port: number,
+  head: string,
+): Promise<{ status: number; body: string }> {
+  const bytes = preamble ? [preamble, Buffer.from(head)] : [Buffer.from(head)];
+  const result = await sendRaw({ host: '127.0.0.1', port, bytes, timeoutMs: 3000, delayMs: 5 });
+  const text = result.received.toString('utf8');
+  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1] ?? 0);
+  return { status, body: text.slice(text.indexOf('\r\n\r\n') + 4) };
+}
+
+describe('PROXY protocol', () => {
+  it('decides the allowlist on the carried source, IPv4 and IPv6, with v2 and v1 headers', async () => {
+    expect(await admitted(v2('203.0.113.7:40000'))).toBe(true);
+    expect(await admitted(v2('[2001:db8:1::7]:40000'))).toBe(true);
+    expect(await admitted(proxyV1({ source: '203.0.113.8:40000', destination: tlsDestination() }))).toBe(
+      true,
+    );
+    expect(await admitted(v2('198.51.100.7:40000'))).toBe(false);
+    expect(await admitted(v2('[2001:db8:2::7]:40000'))).toBe(false);
+    const log = await gw.waitForLog((l) => l.client === '2001:db8:1::7');
+    expect(log).toMatchObject({ peer: '127.0.0.1', sni: APP, route: APP, refusal: '-' });
+    await gw.waitForLog((l) => l.client === '198.51.100.7' && l.refusal === REFUSAL.sourceNotAllowed);
+  });
+
+  it('refuses a header from an untrusted peer even when it claims an allowed source', async () => {
+    const before = upstream.connections.length;
+    expect(await admitted(v2('203.0.113.7:40000'), '127.0.0.5')).toBe(false);
+    await gw.waitForLog((l) => l.peer === '127.0.0.5' && l.refusal === REFUSAL.untrustedPeer);
+    expect(upstream.connections.length).toBe(before);
+  });
+
+  it('accepts a LOCAL header (NLB health check) without an allowlist entry, and does not log it', async () => {
+    const since = gw.logs().length;
+    expect(await admitted(proxyV2Local())).toBe(true);
+    // A logged connection after it proves the log is flowing; the LOCAL one left no line.
+    expect(await admitted(v2('203.0.113.9:40000'))).toBe(true);
+    await gw.waitForLog((l) => l.client === '203.0.113.9', { since });
+    expect(
+      gw
+        .logs()
+        .slice(since)
+        .filter((l) => l.client === '127.0.0.1'),
+    ).toEqual([]);
+  });
+
+  it('closes malformed and truncated headers without reaching the upstream', async () => {
+    const before = upstream.connections.length;
+    const hello = buildClientHello({ serverName: APP });
+    const header = v2('203.0.113.7:40000');
+    const cases = [
+      Buffer.concat([Buffer.from('PROXY TCP4 nonsense\r\n'), hello]),
+      hello,
+      header.subarray(0, 10),
+      Buffer.concat([header.subarray(0, 12), Buffer.from([0x21, 0x11, 0xff, 0xff]), hello]),
+    ];
+    for (const bytes of cases) {
+      const result = await sendRaw({
+        host: '127.0.0.1',
+        port: gw.ports.tls,
+        bytes,
+        end: true,
+        timeoutMs: 3000,
+      });
+      expect(result.closedBy).toBe('peer');
+    }
+    expect(upstream.connections.length).toBe(before);
+  });
+});
+
+describe('allowlist at run time', () => {
+  it('replaces the list atomically without reload and keeps connections of allowed sources', async () => {
+    const workersBefore = await workerPids();
+    expect(workersBefore).toHaveLength(1);
+    const kept = await connectTls(v2('203.0.113.7:41000'));
+    expect(await admitted(v2('198.51.100.7:40000'))).toBe(false);
+
+    const bulk = Array.from({ length: 10_000 }, (_, i) => `10.${(i >> 8) & 0xff}.${i & 0xff}.0/24`);
+    const next = [...bulk, ALLOWED_V4, ALLOWED_V6, '198.51.100.0/24'];
+    const { count } = await runtime.replaceAcl(gw.layout.allowlist, next);
+    expect(count).toBe(10_003);
+
+    expect(await admitted(v2('198.51.100.7:40000'))).toBe(true);
+    expect(await admitted(v2('10.39.15.1:40000'))).toBe(true);
+    expect(await admitted(v2('10.40.0.1:40000'))).toBe(false);
+    expect(await roundTrip(kept)).toBe(true);
+    expect(await workerPids()).toEqual(workersBefore);
+    kept.destroy();
+  });
+
+  it('finds and cuts the sessions of a removed source through the session table', async () => {
+    const removed = await connectTls(v2('198.51.100.20:42000'));
+    const stays = await connectTls(v2('203.0.113.20:42000'));
+    await runtime.replaceAcl(gw.layout.allowlist, [ALLOWED_V4, ALLOWED_V6]);
+    expect(await admitted(v2('198.51.100.21:40000'))).toBe(false);
+
+    const table = await gw.admin(`show table ${SESSION_TABLE}`);
+    const peers = [...table.matchAll(/key=(\S+) use=(\d+)/g)]
+      .map((m) => ({ key: parseSessionKey(m[1]!), use: Number(m[2]) }))
+      .filter((e) => e.use > 0 && e.key?.client === '198.51.100.20')
+      .map((e) => `${e.key!.peer}:${e.key!.peerPort}`);
+    expect(peers).toHaveLength(1);
+    const closed = new Promise<void>((resolve) => removed.once('close', () => resolve()));
+    const cut = await runtime.cutSessions(
+      (s) => s.frontend === FRONTEND.tls && peers.includes(`${s.source?.address}:${s.source?.port}`),
+    );
+    expect(cut).toBe(1);
+    await closed;
+    expect(await roundTrip(stays)).toBe(true);
+    stays.destroy();
+  });
+});
+
+describe('HTTP listener', () => {
+  const preamble = (source: string) => proxyV2({ source, destination: `127.0.0.1:${gw.ports.http}` });
+
+  it('routes by Host header with X-Forwarded-For set to the PROXY source', async () => {
+    const before = httpUpstream.requests.length;
+    const response = await httpRequest(
+      preamble('203.0.113.30:43000'),
+      gw.ports.http,
+      `GET /hello HTTP/1.1\r\nHost: APP.Example.Test.:80\r\nX-Forwarded-For: 192.0.2.66\r\nConnection: close\r\n\r\n`,
+    );
+    expect(response.status).toBe(200);
+    const request = httpUpstream.requests[before];
+    expect(request?.url).toBe('/hello');
+    expect(request?.headers['x-forwarded-for']).toBe('203.0.113.30');
+    const log = await gw.waitForLog((l) => l.frontend === FRONTEND.http && l.client === '203.0.113.30');
+    expect(log).toMatchObject({ host: APP, route: APP, status: 200, upstream: '127.0.0.2', method: 'GET' });
+  });
+
+  it('refuses with 403, 421 and 502 and logs the reason, without reaching the upstream', async () => {
+    const before = httpUpstream.requests.length;
+    const cases: Array<[string, string, number, string]> = [
+      ['198.51.100.40:43000', APP, 403, REFUSAL.sourceNotAllowed],
+      ['203.0.113.40:43000', 'nothing.example.test', 421, REFUSAL.noRoute],
+      ['203.0.113.41:43000', '127.0.0.2:8080', 421, REFUSAL.ipLiteral],
+      ['203.0.113.42:43000', '[::1]', 421, REFUSAL.ipLiteral],
+      ['203.0.113.43:43000', 'meta.example.test', 502, REFUSAL.destinationDenied],
+    ];
+    for (const [source, host, status, reason] of cases) {
+      const since = gw.logs().length;
+      const response = await httpRequest(
+        preamble(source),
+        gw.ports.http,
+        `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+      );
+      expect(response.status, host).toBe(status);
+      await gw.waitForLog(
+        (l) => l.frontend === FRONTEND.http && l.refusal === reason && l.status === status,
+        { since },
+      );
+    }
+    expect(httpUpstream.requests.length).toBe(before);
+  });
+});
+
+describe('health and metrics', () => {
+  it('answers /healthz 503 until the sidecar sets ready, then 200, without PROXY and without logging', async () => {
+    const since = gw.logs().length;
+    const get = 'GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n';
+    expect((await httpRequest(undefined, gw.ports.health, get)).status).toBe(503);
+    await runtime.setMap(gw.layout.stateMap, 'ready', '1');
+    expect((await httpRequest(undefined, gw.ports.health, get)).status).toBe(200);
+    await runtime.setMap(gw.layout.stateMap, 'ready', '0');
+    expect((await httpRequest(undefined, gw.ports.health, get)).status).toBe(503);
+    // A logged request afterwards proves the log is flowing; health checks left no line.
+    await admitted(v2('203.0.113.50:40000'));
+    await gw.waitForLog((l) => l.client === '203.0.113.50', { since });
+    expect(
+      gw
+        .logs()
+        .slice(since)
+        .filter((l) => l.frontend === FRONTEND.health),
+    ).toEqual([]);
+  });
+
+  it('serves Prometheus metrics', async () => {
+    const response = await httpRequest(
+      undefined,
+      gw.ports.metrics,
+      'GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n',
+    );
+    expect(response.status).toBe(200);
+    expect(response.body).toMatch(/^haproxy_frontend_current_sessions\{proxy="fe_tls"\} \d+/m);
+  });
+});
+
+describe('seamless reload', () => {
+  it('keeps an open connection across a route change and serves the new route after it', async () => {
+    const open = await connectTls(v2('203.0.113.60:44000'));
+    const newRouteBefore = await connectTls(v2('203.0.113.62:44000'), { servername: NEW }).then(
+      (s) => {
+        s.destroy();
+        return true;
+      },
+      () => false,
+    );
+    expect(newRouteBefore).toBe(false);
+
+    await gw.rerender(
+      fleet([{ serverName: NEW, upstream: { port: upstream.port }, allowedDestinations: ['127.0.0.2/32'] }]),
+      [ALLOWED_V4, ALLOWED_V6],
+    );
+    await reload();
+
+    expect(await roundTrip(open, 64 * 1024)).toBe(true);
+    const fresh = await connectTls(v2('203.0.113.63:44000'), { servername: NEW });
+    expect(await roundTrip(fresh)).toBe(true);
+    fresh.destroy();
+    open.destroy();
+  });
+});
