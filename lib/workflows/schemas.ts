@@ -112,7 +112,6 @@ export const DetailType = {
   CertificateRotationFailed: 'CertificateRotationFailed',
   AllowlistUpdated: 'AllowlistUpdated',
   AllowlistUpdateFailed: 'AllowlistUpdateFailed',
-  TaskConverged: 'TaskConverged',
   TaskConvergeFailed: 'TaskConvergeFailed',
 } as const;
 export type DetailType = (typeof DetailType)[keyof typeof DetailType];

@@ -43,6 +43,8 @@ export interface FakeTaskBehaviour {
   ignoreNudges?: boolean;
   /** Status reports `ready: false` (still starting). */
   notReady?: boolean;
+  /** Status reports `ready: false` this many more times, then ready. */
+  notReadyPolls?: number;
 }
 
 interface Served {
@@ -143,7 +145,12 @@ export class FakeGateway implements Fleet, TaskClient {
   }
 
   async status(task: FleetTask): Promise<TaskStatus> {
-    return this.#status(this.#reachable(task));
+    const fake = this.#reachable(task);
+    if ((fake.behaviour.notReadyPolls ?? 0) > 0) {
+      fake.behaviour.notReadyPolls = (fake.behaviour.notReadyPolls ?? 0) - 1;
+      return { ...this.#status(fake), ready: false };
+    }
+    return this.#status(fake);
   }
 
   async servedCertificate(

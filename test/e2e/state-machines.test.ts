@@ -1,0 +1,347 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ServiceUnavailable } from '../../lib/aws/errors.ts';
+import type { LocalAuthorityOptions } from '../../lib/local/local-authority.ts';
+import {
+  listStates,
+  loadDefinition,
+  type RunStateMachineResult,
+  runStateMachine,
+  type StateMachineName,
+  StateMachineNames,
+  type StateProgressEvent,
+} from '../../lib/local/state-machine-runner.ts';
+import { Stage } from '../../lib/ports.ts';
+import { functionKeys } from '../../lib/workflows/registry.ts';
+import { type ControlPlaneFixture, createControlPlaneFixture, fixtureSecrets } from '../support/fakes.ts';
+
+// asl-validator ships no types; this is the one function it exports.
+const aslValidator = createRequire(import.meta.url)('asl-validator') as (definition: unknown) => {
+  isValid: boolean;
+  errors: unknown[];
+};
+
+let dir: string;
+let fx: ControlPlaneFixture;
+
+async function setUp(options: { authority?: LocalAuthorityOptions; tasks?: number } = {}) {
+  fx = await createControlPlaneFixture(dir, options);
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-sfn-'));
+});
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function run(
+  name: StateMachineName,
+  input: unknown,
+  options: { executionName?: string; events?: StateProgressEvent[] } = {},
+): Promise<RunStateMachineResult> {
+  return runStateMachine(name, input, fx.ports, {
+    instant: true,
+    executionName: options.executionName ?? `e2e-${randomUUID()}`,
+    onStateEvent: (event) => options.events?.push(event),
+  });
+}
+
+const rotateApi = (extra: Record<string, unknown> = {}) => ({
+  certificates: ['api'],
+  graceSeconds: 0,
+  rolloutPollSeconds: 0,
+  rolloutMaxPolls: 3,
+  ...extra,
+});
+
+function succeeded(result: RunStateMachineResult): Record<string, unknown> {
+  if (result.status !== 'SUCCEEDED')
+    throw new Error(`expected success, got ${result.error}: ${result.cause}`);
+  return result.output as Record<string, unknown>;
+}
+
+async function currentBundle(secretId: string = fixtureSecrets.api) {
+  const current = await fx.store.get(secretId, { stage: Stage.Current });
+  return {
+    versionId: current.versionId,
+    ...(JSON.parse(current.value) as { serial: string; certificateId: string }),
+  };
+}
+
+async function pendingHolder(secretId: string) {
+  return (await fx.store.describe(secretId)).versions.find((v) => v.stages.includes(Stage.Pending))
+    ?.versionId;
+}
+
+/** A first rotation, so that an "old" certificate is current and served. */
+async function bootstrap() {
+  succeeded(await run('rotate-certificates', rotateApi(), { executionName: 'bootstrap' }));
+  fx.notifier.events.length = 0;
+  return currentBundle();
+}
+
+function servedSerials(secretId: string = fixtureSecrets.api): (string | undefined)[] {
+  return fx.gateway.tasks.map((t) => t.served.get(secretId)?.serial);
+}
+
+describe('statemachines', () => {
+  it('are valid ASL and every Task names a known function, each function used somewhere', async () => {
+    const used = new Set<string>();
+    for (const name of StateMachineNames) {
+      const text = await readFile(
+        join(import.meta.dirname, '..', '..', 'statemachines', `${name}.asl.json`),
+        'utf8',
+      );
+      const { isValid, errors } = aslValidator(JSON.parse(text));
+      expect({ name, isValid, errors }).toEqual({ name, isValid: true, errors: [] });
+      for (const state of listStates(await loadDefinition(name))) {
+        if (state.type !== 'Task') continue;
+        expect(state.functionKey, `${name}/${state.name}`).toBeDefined();
+        used.add(state.functionKey!);
+      }
+    }
+    expect([...used].sort()).toEqual([...functionKeys].sort());
+  });
+});
+
+describe('rotate-certificates', () => {
+  it('issues, stages, verifies on every task, promotes, revokes the superseded certificate and notifies', async () => {
+    await setUp();
+    const old = await bootstrap();
+    const result = succeeded(await run('rotate-certificates', rotateApi({ force: true })));
+    const [rotated] = result.rotated as Record<string, unknown>[];
+    const now = await currentBundle();
+    expect(rotated).toMatchObject({
+      certificate: 'api',
+      serial: now.serial,
+      previousSerial: old.serial,
+      previousRevoked: true,
+      rolledTasks: [],
+      updatedTasks: ['task-1', 'task-2'],
+    });
+    expect(servedSerials()).toEqual([now.serial, now.serial]);
+    expect(await pendingHolder(fixtureSecrets.api)).toBeUndefined();
+    const previous = await fx.store.get(fixtureSecrets.api, { stage: Stage.Previous });
+    expect(previous.versionId).toBe(old.versionId);
+    const records = await fx.ca.list();
+    expect(records.find((r) => r.serial === old.serial)?.revocation?.reason).toBe('SUPERSEDED');
+    expect(records.find((r) => r.serial === now.serial)?.revocation).toBeUndefined();
+    expect(fx.notifier.events).toEqual([
+      {
+        detailType: 'CertificateRotated',
+        detail: expect.objectContaining({
+          fleet: 'demo',
+          certificate: 'api',
+          previousSerial: old.serial,
+          newSerial: now.serial,
+        }),
+      },
+    ]);
+  });
+
+  it('keeps polling while the CA has not issued the certificate yet', async () => {
+    await setUp({ authority: { readyAfterPolls: 3 } });
+    const events: StateProgressEvent[] = [];
+    const result = await run('rotate-certificates', rotateApi(), { events });
+    succeeded(result);
+    const retries = events.filter((e) => e.type === 'StateRetried' && e.stateName === 'GetCertificate');
+    expect(retries).toHaveLength(3);
+    expect(servedSerials()).toEqual([(await currentBundle()).serial, (await currentBundle()).serial]);
+  });
+
+  it('rolls back, revokes the new certificate and reports the failure when the CA fails after issuing', async () => {
+    await setUp();
+    const old = await bootstrap();
+    fx.authority.faults = { failGets: 1, getError: new ServiceUnavailable('the CA is down') };
+    const result = await run('rotate-certificates', rotateApi({ force: true }));
+    expect(result).toMatchObject({ status: 'FAILED', error: 'ServiceUnavailable' });
+    if (result.status === 'FAILED')
+      expect((result.executionError.cause as Error).name).toBe('ServiceUnavailable');
+    expect((await currentBundle()).versionId).toBe(old.versionId);
+    const records = await fx.ca.list();
+    expect(records).toHaveLength(2);
+    expect(records.find((r) => r.serial !== old.serial)?.revocation?.reason).toBe('SUPERSEDED');
+    expect(records.find((r) => r.serial === old.serial)?.revocation).toBeUndefined();
+    expect(fx.notifier.events.map((e) => [e.detailType, e.detail.error])).toEqual([
+      ['CertificateRotationFailed', 'ServiceUnavailable'],
+    ]);
+  });
+
+  it('rolls the service for a task that cannot be reached and still succeeds', async () => {
+    await setUp();
+    await bootstrap();
+    fx.gateway.tasks[1]!.behaviour.unreachable = true;
+    fx.gateway.rolloutStates = ['IN_PROGRESS', 'COMPLETED'];
+    const result = succeeded(await run('rotate-certificates', rotateApi({ force: true })));
+    const [rotated] = result.rotated as Record<string, unknown>[];
+    expect(rotated).toMatchObject({ updatedTasks: ['task-1'], rolledTasks: ['task-2'] });
+    expect(fx.gateway.rolls).toHaveLength(1);
+    const now = await currentBundle();
+    expect(servedSerials()).toEqual([now.serial, now.serial]);
+  });
+
+  it('rolls back when the service roll fails', async () => {
+    await setUp();
+    const old = await bootstrap();
+    fx.gateway.tasks[1]!.behaviour.unreachable = true;
+    fx.gateway.rolloutStates = ['IN_PROGRESS', 'FAILED'];
+    const result = await run('rotate-certificates', rotateApi({ force: true }));
+    expect(result).toMatchObject({ status: 'FAILED', error: 'RolloutFailed' });
+    expect((await currentBundle()).versionId).toBe(old.versionId);
+    expect(await pendingHolder(fixtureSecrets.api)).toBeUndefined();
+    expect(servedSerials()[0]).toBe(old.serial);
+    const revoked = (await fx.ca.list()).filter((r) => r.revocation !== undefined);
+    expect(revoked.map((r) => r.serial)).not.toContain(old.serial);
+    expect(revoked).toHaveLength(1);
+  });
+
+  it('rolls back and revokes the new certificate when a task serves the old serial', async () => {
+    await setUp();
+    const old = await bootstrap();
+    fx.gateway.tasks[0]!.behaviour.ignoreNudges = true;
+    const result = await run('rotate-certificates', rotateApi({ force: true }));
+    expect(result).toMatchObject({ status: 'FAILED', error: 'ServedVersionMismatch' });
+    expect((await currentBundle()).versionId).toBe(old.versionId);
+    expect(await pendingHolder(fixtureSecrets.api)).toBeUndefined();
+    expect(servedSerials()).toEqual([old.serial, old.serial]);
+    const failed = fx.notifier.events.find((e) => e.detailType === 'CertificateRotationFailed');
+    expect(failed?.detail).toMatchObject({
+      error: 'ServedVersionMismatch',
+      rollback: { revokedSerial: expect.any(String) },
+    });
+  });
+
+  it('issues one certificate when the same execution runs twice', async () => {
+    await setUp();
+    await bootstrap();
+    const first = succeeded(
+      await run('rotate-certificates', rotateApi({ force: true }), { executionName: 'twice' }),
+    );
+    const second = succeeded(
+      await run('rotate-certificates', rotateApi({ force: true }), { executionName: 'twice' }),
+    );
+    expect((second.rotated as { serial: string }[])[0]?.serial).toBe(
+      (first.rotated as { serial: string }[])[0]?.serial,
+    );
+    expect(await fx.ca.list()).toHaveLength(2);
+    expect(fx.authority.issued).toHaveLength(2);
+  });
+
+  it('changes nothing on a dry run and answers with the plan', async () => {
+    await setUp();
+    const before = await fx.store.listVersions(fixtureSecrets.api).catch(() => []);
+    const result = succeeded(await run('rotate-certificates', { dryRun: true }));
+    expect(result).toMatchObject({
+      dryRun: true,
+      rotate: [
+        { name: 'api', reason: 'missing' },
+        { name: 'client', reason: 'missing' },
+      ],
+    });
+    expect(await fx.store.listVersions(fixtureSecrets.api).catch(() => [])).toEqual(before);
+    expect(await fx.ca.list()).toHaveLength(0);
+    expect(fx.notifier.events).toEqual([]);
+  });
+});
+
+describe('update-allowlist', () => {
+  it('stages, verifies on every task, promotes and notifies', async () => {
+    await setUp();
+    const result = succeeded(
+      await run('update-allowlist', { add: ['192.0.2.0/24'], reason: 'partner office' }),
+    );
+    const current = await fx.store.get(fixtureSecrets.allowlist);
+    expect(JSON.parse(current.value)).toMatchObject({
+      cidrs: ['10.0.0.0/8', '192.0.2.0/24'],
+      reason: 'partner office',
+    });
+    expect(result).toMatchObject({
+      mode: 'stage',
+      versionId: current.versionId,
+      size: 2,
+      added: ['192.0.2.0/24'],
+    });
+    expect(fx.gateway.tasks.map((t) => t.served.get(fixtureSecrets.allowlist)?.versionId)).toEqual([
+      current.versionId,
+      current.versionId,
+    ]);
+    expect(fx.notifier.events.map((e) => e.detailType)).toEqual(['AllowlistUpdated']);
+  });
+
+  it('fails with ValidationError and stages nothing for an invalid CIDR', async () => {
+    await setUp();
+    const before = await fx.store.listVersions(fixtureSecrets.allowlist);
+    const result = await run('update-allowlist', { add: ['192.0.2.0/33'], reason: 'typo' });
+    expect(result).toMatchObject({ status: 'FAILED', error: 'ValidationError' });
+    expect(await fx.store.listVersions(fixtureSecrets.allowlist)).toEqual(before);
+    expect(fx.notifier.events.map((e) => e.detailType)).toEqual(['AllowlistUpdateFailed']);
+  });
+
+  it('rolls back when a task rejects the new list', async () => {
+    await setUp();
+    const base = await fx.store.get(fixtureSecrets.allowlist);
+    fx.gateway.tasks[1]!.behaviour.rejectNudges = true;
+    const result = await run('update-allowlist', { set: ['198.51.100.0/24'], reason: 'move' });
+    expect(result).toMatchObject({ status: 'FAILED', error: 'ValidationError' });
+    expect((await fx.store.get(fixtureSecrets.allowlist)).versionId).toBe(base.versionId);
+    expect(await pendingHolder(fixtureSecrets.allowlist)).toBeUndefined();
+    expect(fx.gateway.tasks[0]!.served.get(fixtureSecrets.allowlist)?.versionId).toBe(base.versionId);
+  });
+
+  it('only pushes AWSCURRENT to the tasks for a secret-change event', async () => {
+    await setUp();
+    const { versionId } = await fx.store.put(
+      fixtureSecrets.allowlist,
+      JSON.stringify({ cidrs: ['203.0.113.0/24'], reason: 'console edit' }),
+      { clientRequestToken: randomUUID() },
+    );
+    const event = {
+      'detail-type': 'AWS API Call via CloudTrail',
+      source: 'aws.secretsmanager',
+      detail: { eventName: 'PutSecretValue', requestParameters: { secretId: fixtureSecrets.allowlist } },
+    };
+    const result = succeeded(await run('update-allowlist', event));
+    expect(result).toMatchObject({ mode: 'converge', versionId, previousVersionId: expect.any(String) });
+    expect(fx.gateway.tasks.map((t) => t.served.get(fixtureSecrets.allowlist)?.versionId)).toEqual([
+      versionId,
+      versionId,
+    ]);
+  });
+});
+
+describe('converge-task', () => {
+  it('nudges a task that serves a stale version, after waiting for its sidecar to start', async () => {
+    await setUp();
+    await bootstrap();
+    const { versionId } = await fx.store.put(
+      fixtureSecrets.allowlist,
+      JSON.stringify({ cidrs: ['10.0.0.0/8', '192.0.2.0/24'], reason: 'edit' }),
+      { clientRequestToken: randomUUID() },
+    );
+    const fake = fx.gateway.tasks[0]!;
+    fake.behaviour.notReadyPolls = 2;
+    const event = {
+      'detail-type': 'ECS Task State Change',
+      source: 'aws.ecs',
+      detail: {
+        taskArn: `arn:aws:ecs:eu-west-1:123456789012:task/demo/${fake.task.taskId}`,
+        lastStatus: 'RUNNING',
+      },
+    };
+    const events: StateProgressEvent[] = [];
+    const result = succeeded(await run('converge-task', event, { events }));
+    expect(result).toEqual({
+      taskId: fake.task.taskId,
+      outcome: 'converged',
+      nudged: [fixtureSecrets.allowlist],
+    });
+    expect(fake.served.get(fixtureSecrets.allowlist)?.versionId).toBe(versionId);
+    expect(events.filter((e) => e.type === 'StateRetried')).toHaveLength(2);
+  });
+});
