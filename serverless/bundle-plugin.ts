@@ -7,9 +7,9 @@
  * `sls deploy function`), needs no network and no AWS credentials.
  *
  * A function declared as `handler: functions/plan-rotation.handler` becomes an archive holding
- * `functions/plan-rotation.mjs` (one ESM bundle, every dependency inlined), so the handler string
- * stays valid inside Lambda: the Node.js runtime resolves `functions/plan-rotation` to the `.mjs`
- * file. Options live under `custom.bundle` in `serverless.yml` (see {@link BundleOptions}).
+ * `functions/plan-rotation.mjs` plus the shared chunks it imports (`functions/chunks/*.mjs`; ESM,
+ * every npm dependency inlined), so the handler string stays valid inside Lambda: the Node.js
+ * runtime resolves `functions/plan-rotation` to the `.mjs` file. Options live under `custom.bundle` in `serverless.yml` (see {@link BundleOptions}).
  *
  * Loaded by osls through `require()`; Node ≥ 22.18 strips the types, hence the default export.
  */
@@ -35,6 +35,9 @@ export interface BundleReportEntry {
   handler: string;
   entry: string;
   artifact: string;
+  /** The entry bundle first, then the shared chunks it imports (paths inside the archive). */
+  files: string[];
+  /** Total size of `files`. */
   bundleBytes: number;
   zipBytes: number;
 }
@@ -86,6 +89,24 @@ export function resolveOptions(custom: Partial<BundleOptions> | undefined): Bund
     sourcemap: custom?.sourcemap ?? false,
     external: [...(custom?.external ?? [])],
   };
+}
+
+/**
+ * The output files one entry needs: itself and every chunk it imports, transitively, in a
+ * stable order (entry first, then chunks sorted), given esbuild's metafile import lists.
+ */
+export function closure(entry: string, imports: ReadonlyMap<string, readonly string[]>): string[] {
+  const seen = new Set<string>([entry]);
+  const queue = [entry];
+  for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+    for (const dependency of imports.get(next) ?? []) {
+      if (!seen.has(dependency)) {
+        seen.add(dependency);
+        queue.push(dependency);
+      }
+    }
+  }
+  return [entry, ...[...seen].filter((file) => file !== entry).sort()];
 }
 
 /** Formats the per-function size table printed after bundling. */
@@ -148,12 +169,16 @@ export default class BundlePlugin {
       return { name, fn, module, source };
     });
 
-    // One run for all functions: esbuild parses the shared lib/ code once.
+    // One run for all functions, with code splitting: the lib/ and SDK code every handler shares
+    // is minified once into chunks instead of once per function (about 8x faster for 17).
     const result = await build({
       absWorkingDir: serviceDir,
       entryPoints,
       outdir: serviceDir,
       outExtension: { '.js': '.mjs' },
+      chunkNames: 'functions/chunks/[name]-[hash]',
+      splitting: true,
+      metafile: true,
       write: false,
       bundle: true,
       platform: 'node',
@@ -175,16 +200,29 @@ export default class BundlePlugin {
     const outputs = new Map(
       result.outputFiles.map((file) => [relative(serviceDir, file.path), file.contents]),
     );
+    const imports = new Map(
+      Object.entries(result.metafile.outputs).map(([path, output]) => [
+        path,
+        output.imports.filter((i) => !i.external).map((i) => i.path),
+      ]),
+    );
     const artifactDir = join(serviceDir, '.serverless');
     await mkdir(artifactDir, { recursive: true });
     const report: BundleReportEntry[] = [];
     for (const { name, fn, module, source } of planned) {
       const bundlePath = `${module}.mjs`;
-      const bundle = outputs.get(bundlePath);
-      if (bundle === undefined) throw new Error(`bundle plugin: esbuild produced no ${bundlePath}`);
-      const entries = [{ name: bundlePath, data: bundle }];
-      const map = outputs.get(`${bundlePath}.map`);
-      if (map !== undefined) entries.push({ name: `${bundlePath}.map`, data: map });
+      const files = closure(bundlePath, imports);
+      const entries = files.flatMap((file) => {
+        const data = outputs.get(file);
+        if (data === undefined) throw new Error(`bundle plugin: esbuild produced no ${file}`);
+        const map = outputs.get(`${file}.map`);
+        return map === undefined
+          ? [{ name: file, data }]
+          : [
+              { name: file, data },
+              { name: `${file}.map`, data: map },
+            ];
+      });
       const archive = zip(entries);
       const artifact = join(artifactDir, `${name}.zip`);
       await writeFile(artifact, archive);
@@ -194,7 +232,8 @@ export default class BundlePlugin {
         handler: fn.handler as string,
         entry: source,
         artifact: `${name}.zip`,
-        bundleBytes: bundle.byteLength,
+        files,
+        bundleBytes: files.reduce((sum, file) => sum + (outputs.get(file)?.byteLength ?? 0), 0),
         zipBytes: archive.byteLength,
       });
     }

@@ -1,0 +1,780 @@
+/**
+ * The deployable stack, checked on the CloudFormation template that `sls package` generates
+ * offline (no AWS credentials): functions, state machines and rules wired to each other, IAM
+ * least privilege, and the gateway fleet's load balancing, security groups and scaling.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { containerLayout, haproxyArgs } from '../../proxy/haproxy/process.ts';
+import {
+  type CfnResource,
+  type CfnTemplate,
+  type PackagedService,
+  packageService,
+} from '../deploy/package.ts';
+import { unzip } from '../deploy/unzip.ts';
+
+const execFileAsync = promisify(execFile);
+const aslValidator = createRequire(import.meta.url)('asl-validator') as (
+  definition: unknown,
+  options?: { checkPaths?: boolean; checkArn?: boolean },
+) => { isValid: boolean; errors: unknown[] };
+
+/** The contract: serverless.yml key → handler file (functions/<kebab>.ts). */
+const FUNCTIONS = [
+  'planRotation',
+  'issueCertificate',
+  'getCertificate',
+  'stageCertificate',
+  'listTasks',
+  'nudgeTask',
+  'verifyTask',
+  'promoteSecret',
+  'rollService',
+  'checkRollout',
+  'revokeCertificate',
+  'rollbackRotation',
+  'notify',
+  'validateAllowlist',
+  'stageAllowlist',
+  'rollbackAllowlist',
+  'convergeTask',
+] as const;
+const VPC_FUNCTIONS = new Set(['nudgeTask', 'verifyTask', 'convergeTask']);
+const STATE_MACHINES = [
+  'RotateCertificatesStateMachine',
+  'UpdateAllowlistStateMachine',
+  'ConvergeTaskStateMachine',
+] as const;
+const ENVIRONMENT = [
+  'FLEET_NAME',
+  'FLEET_CONFIG_SECRET_ID',
+  'NUDGE_KEY_SECRET_ID',
+  'CA_ARN',
+  'CA_TEMPLATE_ARN',
+  'CA_SIGNING_ALGORITHM',
+  'ECS_CLUSTER',
+  'ECS_SERVICE',
+  'SIDECAR_ADMIN_PORT',
+  'TLS_PORT',
+  'EVENT_BUS_NAME',
+  'POWERTOOLS_SERVICE_NAME',
+];
+const STAGE = 'ci';
+const FLEET_SECRETS_ARN =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a CloudFormation Fn::Sub string
+  'arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:portcullis/main/*';
+const TEMPLATE_ARN = 'arn:aws:acm-pca:::template/EndEntityCertificate_APIPassthrough/V1';
+
+const pascal = (key: string) => key[0]!.toUpperCase() + key.slice(1);
+const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+interface Statement {
+  Sid?: string;
+  Effect: string;
+  Action?: string | string[];
+  NotAction?: unknown;
+  Resource?: unknown;
+  Condition?: Record<string, Record<string, unknown>>;
+}
+
+const list = <T>(value: T | T[] | undefined): T[] =>
+  value === undefined ? [] : Array.isArray(value) ? value : [value];
+
+function resource(template: CfnTemplate, id: string): CfnResource {
+  const found = template.Resources[id];
+  if (found === undefined) throw new Error(`no resource ${id} in the template`);
+  return found;
+}
+
+function props<T = Record<string, unknown>>(template: CfnTemplate, id: string): T {
+  return resource(template, id).Properties as T;
+}
+
+function ofType(template: CfnTemplate, type: string): [string, CfnResource][] {
+  return Object.entries(template.Resources).filter(([, r]) => r.Type === type);
+}
+
+/** Every IAM statement of a role (inline policies) plus standalone policies attached to it. */
+function roleStatements(template: CfnTemplate, roleId: string): Statement[] {
+  const inline = (
+    props<{ Policies?: { PolicyDocument: { Statement: Statement[] } }[] }>(template, roleId).Policies ?? []
+  ).flatMap((p) => p.PolicyDocument.Statement);
+  const attached = ofType(template, 'AWS::IAM::Policy')
+    .filter(([, r]) => JSON.stringify((r.Properties as { Roles: unknown }).Roles).includes(`"${roleId}"`))
+    .flatMap(
+      ([, r]) => (r.Properties as { PolicyDocument: { Statement: Statement[] } }).PolicyDocument.Statement,
+    );
+  return [...inline, ...attached];
+}
+
+function allStatements(template: CfnTemplate): { owner: string; statement: Statement }[] {
+  const result: { owner: string; statement: Statement }[] = [];
+  for (const [id, r] of Object.entries(template.Resources)) {
+    const p = r.Properties as Record<string, unknown> | undefined;
+    if (r.Type === 'AWS::IAM::Role') {
+      for (const policy of (p?.Policies ?? []) as { PolicyDocument: { Statement: Statement[] } }[]) {
+        for (const statement of policy.PolicyDocument.Statement) result.push({ owner: id, statement });
+      }
+    }
+    if (r.Type === 'AWS::IAM::Policy' || r.Type === 'AWS::IAM::ManagedPolicy') {
+      for (const statement of (p?.PolicyDocument as { Statement: Statement[] } | undefined)?.Statement ??
+        []) {
+        result.push({ owner: id, statement });
+      }
+    }
+  }
+  return result;
+}
+
+/** Turns a compiled `DefinitionString` (`Fn::Sub` over the ASL) back into ASL plus its references. */
+function definition(
+  template: CfnTemplate,
+  machineId: string,
+): { asl: Record<string, unknown>; refs: string[] } {
+  const raw = props<{ DefinitionString: unknown }>(template, machineId).DefinitionString;
+  if (typeof raw === 'string') return { asl: JSON.parse(raw), refs: [] };
+  const [text, vars] = (raw as { 'Fn::Sub': [string, Record<string, unknown>] })['Fn::Sub'];
+  const refs = Object.values(vars ?? {}).map((value) => {
+    const getAtt = (value as { 'Fn::GetAtt'?: [string, string] })['Fn::GetAtt'];
+    const ref = (value as { Ref?: string }).Ref;
+    const id = getAtt?.[0] ?? ref;
+    if (id === undefined) throw new Error(`unexpected substitution ${JSON.stringify(value)}`);
+    return id;
+  });
+  const substituted = text.replace(
+    /\$\{([^}]+)\}/g,
+    (_, name: string) => `arn:aws:lambda:eu-west-1:123456789012:function:${name}`,
+  );
+  return { asl: JSON.parse(substituted), refs };
+}
+
+/** Evaluates the template's Conditions (Fn::Equals/Not/Or/And over literals and Condition names). */
+function evaluateConditions(template: CfnTemplate): Record<string, boolean> {
+  const conditions = template.Conditions ?? {};
+  const cache: Record<string, boolean> = {};
+  const evaluate = (node: unknown): unknown => {
+    if (typeof node !== 'object' || node === null) return node;
+    const [[fn, args]] = Object.entries(node) as [[string, unknown]];
+    const values = list(args as unknown[]);
+    switch (fn) {
+      case 'Fn::Equals':
+        return evaluate(values[0]) === evaluate(values[1]);
+      case 'Fn::Not':
+        return !evaluate(values[0]);
+      case 'Fn::Or':
+        return values.some((v) => evaluate(v) === true);
+      case 'Fn::And':
+        return values.every((v) => evaluate(v) === true);
+      case 'Condition':
+        return byName(args as string);
+      default:
+        throw new Error(`cannot evaluate ${fn}`);
+    }
+  };
+  const byName = (name: string): boolean => {
+    cache[name] ??= evaluate(conditions[name]) === true;
+    return cache[name];
+  };
+  for (const name of Object.keys(conditions)) byName(name);
+  return cache;
+}
+
+function targetsOf(
+  template: CfnTemplate,
+  ruleId: string,
+): { Arn: unknown; Input?: string; RoleArn?: unknown }[] {
+  return props<{ Targets: { Arn: unknown; Input?: string }[] }>(template, ruleId).Targets;
+}
+
+function ruleTargeting(
+  template: CfnTemplate,
+  targetRef: string,
+  predicate: (pattern: string) => boolean,
+): string {
+  const rules = ofType(template, 'AWS::Events::Rule').filter(([id]) =>
+    targetsOf(template, id).some((t) => JSON.stringify(t.Arn) === JSON.stringify({ Ref: targetRef })),
+  );
+  const match = rules.find(([, r]) =>
+    predicate(
+      JSON.stringify((r.Properties as { EventPattern?: unknown; ScheduleExpression?: string }) ?? {}),
+    ),
+  );
+  if (match === undefined) throw new Error(`no matching rule targets ${targetRef}`);
+  return match[0];
+}
+
+describe('serverless.yml packaged offline', () => {
+  let packaged: PackagedService;
+  let template: CfnTemplate;
+
+  beforeAll(async () => {
+    packaged = await packageService({ stage: STAGE, timeoutMs: 150_000 });
+    template = packaged.template;
+    if (packaged.standIns.length > 0) {
+      console.warn(
+        `packaged with stand-ins for files that do not exist yet: ${packaged.standIns.join(', ')}`,
+      );
+    }
+    console.table(
+      packaged.bundleReport.map((r) => ({
+        function: r.function,
+        files: r.files.length,
+        'bundle KiB': Number((r.bundleBytes / 1024).toFixed(1)),
+        'zip KiB': Number((r.zipBytes / 1024).toFixed(1)),
+      })),
+    );
+  }, 180_000);
+
+  afterAll(async () => {
+    await packaged?.cleanup();
+  });
+
+  describe('functions', () => {
+    it('declares exactly the contract functions, each bundled into its own archive', async () => {
+      expect(Object.keys(packaged.state.service.functions).sort()).toEqual([...FUNCTIONS].sort());
+      for (const key of FUNCTIONS) {
+        const entry = packaged.bundleReport.find((r) => r.function === key);
+        expect(entry, key).toBeDefined();
+        const files = unzip(await readFile(join(packaged.out, entry!.artifact)));
+        expect(files.map((f) => f.name)).toEqual(entry!.files);
+        expect(files[0]!.name).toBe(`functions/${kebab(key)}.mjs`);
+        expect(files.slice(1).every((f) => f.name.startsWith('functions/chunks/'))).toBe(true);
+      }
+    });
+
+    it('ships archives whose entry module loads in Node and exports handler', async () => {
+      const env = props<{ Environment: { Variables: Record<string, unknown> } }>(
+        template,
+        'PlanRotationLambdaFunction',
+      ).Environment.Variables;
+      const strings = Object.fromEntries(
+        Object.entries(env).map(([k, v]) => [k, typeof v === 'string' ? v : 'placeholder']),
+      );
+      const root = join(packaged.root, 'unpacked');
+      const entries: string[] = [];
+      for (const key of FUNCTIONS) {
+        const entry = packaged.bundleReport.find((r) => r.function === key)!;
+        for (const file of unzip(await readFile(join(packaged.out, entry.artifact)))) {
+          await mkdir(dirname(join(root, key, file.name)), { recursive: true });
+          await writeFile(join(root, key, file.name), file.data);
+        }
+        entries.push(pathToFileURL(join(root, key, entry.files[0]!)).href);
+      }
+      // One child process with the functions' environment and no credentials, as in Lambda
+      // before the first call: loading must not need the network or the AWS account.
+      const script = `const out = {}; for (const url of ${JSON.stringify(entries)}) { const m = await import(url); out[url] = typeof m.handler; } console.log(JSON.stringify(out));`;
+      const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '-e', script], {
+        env: {
+          PATH: process.env.PATH,
+          AWS_REGION: 'eu-west-1',
+          AWS_EC2_METADATA_DISABLED: 'true',
+          ...strings,
+        },
+        timeout: 60_000,
+      });
+      const types = JSON.parse(stdout.trim().split('\n').at(-1)!) as Record<string, string>;
+      expect(Object.values(types)).toEqual(FUNCTIONS.map(() => 'function'));
+    });
+
+    it('runs every function on nodejs24.x arm64 with its own role, tracing and the contract environment', () => {
+      for (const key of FUNCTIONS) {
+        const fn = props<{
+          Handler: string;
+          Runtime: string;
+          Architectures: string[];
+          Role: unknown;
+          TracingConfig: { Mode: string };
+          FunctionName: string;
+          Environment: { Variables: Record<string, unknown> };
+        }>(template, `${pascal(key)}LambdaFunction`);
+        expect(fn.Handler).toBe(`functions/${kebab(key)}.handler`);
+        expect(fn.Runtime).toBe('nodejs24.x');
+        expect(fn.Architectures).toEqual(['arm64']);
+        expect(fn.Role).toEqual({ 'Fn::GetAtt': [`${pascal(key)}Role`, 'Arn'] });
+        expect(fn.TracingConfig.Mode).toBe('Active');
+        expect(fn.FunctionName).toBe(`portcullis-${STAGE}-main-${key}`);
+        expect(Object.keys(fn.Environment.Variables)).toEqual(expect.arrayContaining(ENVIRONMENT));
+      }
+      const env = props<{ Environment: { Variables: Record<string, unknown> } }>(
+        template,
+        'PlanRotationLambdaFunction',
+      ).Environment.Variables;
+      expect(env).toMatchObject({
+        CA_SIGNING_ALGORITHM: 'SHA256WITHECDSA',
+        CA_TEMPLATE_ARN: TEMPLATE_ARN,
+        SIDECAR_ADMIN_PORT: '9901',
+        EVENT_BUS_NAME: 'default',
+        POWERTOOLS_SERVICE_NAME: 'portcullis',
+        ECS_CLUSTER: `portcullis-${STAGE}-main`,
+        ECS_SERVICE: 'gateway',
+      });
+    });
+
+    it('attaches only the functions that call the tasks to the VPC, in the control-plane security group', () => {
+      for (const key of FUNCTIONS) {
+        const vpc = props<{ VpcConfig?: { SecurityGroupIds: unknown[]; SubnetIds: unknown } }>(
+          template,
+          `${pascal(key)}LambdaFunction`,
+        ).VpcConfig;
+        if (VPC_FUNCTIONS.has(key)) {
+          expect(vpc?.SecurityGroupIds, key).toEqual([{ Ref: 'ControlPlaneSecurityGroup' }]);
+          expect(vpc?.SubnetIds, key).toBeDefined();
+        } else {
+          expect(vpc, key).toBeUndefined();
+        }
+      }
+    });
+
+    it('keeps every function log group under a retention period', () => {
+      for (const key of FUNCTIONS) {
+        expect(props<{ RetentionInDays: number }>(template, `${pascal(key)}LogGroup`).RetentionInDays).toBe(
+          30,
+        );
+      }
+    });
+  });
+
+  describe('state machines', () => {
+    it('compiles the three definitions from statemachines/ into valid ASL', () => {
+      for (const id of STATE_MACHINES) {
+        const { asl } = definition(template, id);
+        const result = aslValidator(asl, { checkPaths: true, checkArn: true });
+        expect(result.errors, id).toEqual([]);
+        expect(result.isValid).toBe(true);
+      }
+    });
+
+    it('references only functions of this stack, and every function is used by some state machine', () => {
+      const used = new Set<string>();
+      for (const id of STATE_MACHINES) {
+        for (const ref of definition(template, id).refs) {
+          expect(template.Resources[ref]?.Type, `${id} → ${ref}`).toBe('AWS::Lambda::Function');
+          used.add(ref);
+        }
+      }
+      expect([...used].sort()).toEqual(FUNCTIONS.map((key) => `${pascal(key)}LambdaFunction`).sort());
+    });
+
+    it('lets each state machine invoke exactly the functions its definition names', () => {
+      for (const id of STATE_MACHINES) {
+        const role = props<{ RoleArn: { 'Fn::GetAtt': [string, string] } }>(template, id).RoleArn[
+          'Fn::GetAtt'
+        ][0];
+        const invokable = roleStatements(template, role)
+          .filter((s) => list(s.Action).includes('lambda:InvokeFunction'))
+          .flatMap((s) => list(s.Resource))
+          .map((r) => (r as { 'Fn::GetAtt'?: [string, string] })['Fn::GetAtt']?.[0])
+          .filter((r): r is string => r !== undefined);
+        expect(new Set(invokable), id).toEqual(new Set(definition(template, id).refs));
+      }
+    });
+
+    it('logs to a log group with retention and traces with X-Ray', () => {
+      for (const id of STATE_MACHINES) {
+        const sm = props<{
+          LoggingConfiguration: {
+            Level: string;
+            Destinations: { CloudWatchLogsLogGroup: { LogGroupArn: unknown } }[];
+          };
+          TracingConfiguration: { Enabled: boolean };
+          StateMachineName: string;
+        }>(template, id);
+        expect(sm.TracingConfiguration.Enabled).toBe(true);
+        expect(sm.LoggingConfiguration.Level).toBe('ERROR');
+        const logGroup = (
+          sm.LoggingConfiguration.Destinations[0]!.CloudWatchLogsLogGroup.LogGroupArn as {
+            'Fn::GetAtt': [string, string];
+          }
+        )['Fn::GetAtt'][0];
+        expect(props<{ RetentionInDays: number }>(template, logGroup).RetentionInDays).toBe(30);
+        expect(sm.StateMachineName).toMatch(new RegExp(`^portcullis-${STAGE}-main-`));
+      }
+    });
+  });
+
+  describe('event rules', () => {
+    it('starts rotate-certificates every hour with {"mode":"due"}', () => {
+      const id = ruleTargeting(template, 'RotateCertificatesStateMachine', (p) =>
+        p.includes('ScheduleExpression'),
+      );
+      expect(props<{ ScheduleExpression: string }>(template, id).ScheduleExpression).toBe('rate(1 hour)');
+      const [target] = targetsOf(template, id);
+      expect(JSON.parse(target!.Input!)).toEqual({ mode: 'due' });
+      expect(target!.RoleArn).toBeDefined();
+    });
+
+    it('starts update-allowlist when the allowlist secret changes, but not on its own writes', () => {
+      const id = ruleTargeting(template, 'UpdateAllowlistStateMachine', (p) =>
+        p.includes('aws.secretsmanager'),
+      );
+      const pattern = props<{ EventPattern: Record<string, unknown> }>(template, id).EventPattern as {
+        source: string[];
+        'detail-type': string[];
+        detail: {
+          eventName: string[];
+          requestParameters: { secretId: unknown[] };
+          userIdentity: { arn: { 'anything-but': { wildcard: string } }[] };
+        };
+      };
+      expect(pattern.source).toEqual(['aws.secretsmanager']);
+      expect(pattern['detail-type']).toEqual(['AWS API Call via CloudTrail']);
+      expect(pattern.detail.eventName.sort()).toEqual(['PutSecretValue', 'UpdateSecretVersionStage']);
+      expect(pattern.detail.requestParameters.secretId).toContain('portcullis/main/allowlist');
+      expect(pattern.detail.userIdentity.arn[0]!['anything-but'].wildcard).toBe(
+        `arn:aws:sts::*:assumed-role/*/portcullis-${STAGE}-main-*`,
+      );
+    });
+
+    it('starts converge-task when a task of the fleet cluster reaches RUNNING', () => {
+      const id = ruleTargeting(template, 'ConvergeTaskStateMachine', (p) =>
+        p.includes('ECS Task State Change'),
+      );
+      const pattern = props<{ EventPattern: { source: string[]; detail: Record<string, unknown> } }>(
+        template,
+        id,
+      ).EventPattern;
+      expect(pattern.source).toEqual(['aws.ecs']);
+      expect(pattern.detail.lastStatus).toEqual(['RUNNING']);
+      expect(JSON.stringify(pattern.detail.clusterArn)).toContain(`:cluster/portcullis-${STAGE}-main`);
+      const transformer = (
+        targetsOf(template, id)[0] as unknown as {
+          InputTransformer: { InputPathsMap: Record<string, string> };
+        }
+      ).InputTransformer;
+      expect(transformer.InputPathsMap.taskArn).toBe('$.detail.taskArn');
+    });
+
+    it('notifies the SNS topic when any of the three state machines fails or times out', () => {
+      const id = ruleTargeting(template, 'NotificationTopic', (p) => p.includes('aws.states'));
+      const pattern = props<{ EventPattern: { detail: { status: string[]; stateMachineArn: unknown[] } } }>(
+        template,
+        id,
+      ).EventPattern;
+      expect(pattern.detail.status.sort()).toEqual(['FAILED', 'TIMED_OUT']);
+      expect(pattern.detail.stateMachineArn).toEqual(STATE_MACHINES.map((sm) => ({ Ref: sm })));
+      const policy = props<{ PolicyDocument: { Statement: Statement[] } }>(
+        template,
+        'NotificationTopicPolicy',
+      );
+      const statement = policy.PolicyDocument.Statement[0]!;
+      expect(statement.Action).toBe('sns:Publish');
+      expect(statement.Condition?.ArnEquals?.['aws:SourceArn']).toEqual({ 'Fn::GetAtt': [id, 'Arn'] });
+    });
+  });
+
+  describe('IAM', () => {
+    it('never grants a wildcard action or uses NotAction', () => {
+      const statements = allStatements(template);
+      expect(statements.length).toBeGreaterThan(40);
+      for (const { owner, statement } of statements) {
+        expect(statement.NotAction, owner).toBeUndefined();
+        for (const action of list(statement.Action)) {
+          expect(action, owner).not.toBe('*');
+          expect(action, owner).not.toMatch(/:\*$/);
+          expect(action, owner).toMatch(/^[a-z0-9-]+:[A-Za-z0-9]+$/);
+        }
+      }
+    });
+
+    it('lets only issueCertificate issue, only on the fleet CA and only with the fleet template', () => {
+      const issuing = allStatements(template).filter(({ statement }) =>
+        list(statement.Action).some((a) => a === 'acm-pca:IssueCertificate'),
+      );
+      expect(issuing.map((s) => s.owner)).toEqual(['IssueCertificateRole']);
+      const { statement } = issuing[0]!;
+      expect(statement.Resource).toMatch(/^arn:aws:acm-pca:eu-west-1:\d{12}:certificate-authority\//);
+      expect(statement.Condition).toEqual({ StringEquals: { 'acm-pca:TemplateArn': TEMPLATE_ARN } });
+    });
+
+    it('scopes every other PCA action to the fleet CA', () => {
+      for (const { owner, statement } of allStatements(template)) {
+        if (!list(statement.Action).some((a) => a.startsWith('acm-pca:'))) continue;
+        expect(
+          list(statement.Action).every((a) => a.startsWith('acm-pca:')),
+          owner,
+        ).toBe(true);
+        expect(statement.Resource, owner).toMatch(/:certificate-authority\//);
+      }
+    });
+
+    it('scopes every Secrets Manager action to the fleet prefix', () => {
+      const secretStatements = allStatements(template).filter(({ statement }) =>
+        list(statement.Action).some((a) => a.startsWith('secretsmanager:')),
+      );
+      expect(secretStatements.length).toBeGreaterThan(10);
+      for (const { owner, statement } of secretStatements) {
+        expect(
+          list(statement.Action).every((a) => a.startsWith('secretsmanager:')),
+          owner,
+        ).toBe(true);
+        expect(statement.Resource, owner).toEqual({ 'Fn::Sub': FLEET_SECRETS_ARN });
+      }
+    });
+
+    it('limits the gateway task role to reading the fleet secrets', () => {
+      const statements = roleStatements(template, 'TaskRole').filter((s) => s.Sid !== undefined);
+      expect(statements).toHaveLength(1);
+      expect(list(statements[0]!.Action).sort()).toEqual([
+        'secretsmanager:DescribeSecret',
+        'secretsmanager:GetSecretValue',
+        'secretsmanager:ListSecretVersionIds',
+      ]);
+      expect(statements[0]!.Resource).toEqual({ 'Fn::Sub': FLEET_SECRETS_ARN });
+    });
+
+    it('scopes ECS calls to the fleet cluster and service and PutEvents to the bus', () => {
+      for (const { owner, statement } of allStatements(template)) {
+        const actions = list(statement.Action);
+        if (actions.some((a) => a === 'ecs:ListTasks' || a === 'ecs:DescribeTasks')) {
+          expect(JSON.stringify(statement.Condition?.ArnEquals?.['ecs:cluster']), owner).toContain(
+            `:cluster/portcullis-${STAGE}-main`,
+          );
+        }
+        if (actions.some((a) => a === 'ecs:UpdateService' || a === 'ecs:DescribeServices')) {
+          expect(JSON.stringify(statement.Resource), owner).toContain(
+            `:service/portcullis-${STAGE}-main/gateway`,
+          );
+        }
+        if (actions.includes('events:PutEvents')) {
+          expect(JSON.stringify(statement.Resource), owner).toContain(':event-bus/default');
+        }
+      }
+      const rolling = allStatements(template).filter(({ statement }) =>
+        list(statement.Action).includes('ecs:UpdateService'),
+      );
+      expect(rolling.map((s) => s.owner)).toEqual(['RollServiceRole']);
+    });
+  });
+
+  describe('gateway fleet', () => {
+    it('turns Container Insights on for the cluster', () => {
+      expect(props<{ ClusterSettings: unknown[] }>(template, 'GatewayCluster').ClusterSettings).toEqual([
+        { Name: 'containerInsights', Value: 'enabled' },
+      ]);
+    });
+
+    it('starts HAProxy with exactly haproxyArgs(), only after the sidecar is healthy', () => {
+      const td = props<{
+        ContainerDefinitions: Record<string, unknown>[];
+        RuntimePlatform: { CpuArchitecture: string };
+      }>(template, 'GatewayTaskDefinition');
+      expect(td.RuntimePlatform.CpuArchitecture).toBe('ARM64');
+      const gateway = td.ContainerDefinitions.find((c) => c.Name === 'gateway')!;
+      expect(gateway.Command).toEqual(haproxyArgs(containerLayout()));
+      expect(gateway.DependsOn).toEqual([{ ContainerName: 'sidecar', Condition: 'HEALTHY' }]);
+      expect(gateway.Image).toMatch(/haproxy:\d+\.\d+$/);
+    });
+
+    it('health-checks the sidecar on its /healthz admin endpoint', () => {
+      const td = props<{ ContainerDefinitions: Record<string, unknown>[] }>(
+        template,
+        'GatewayTaskDefinition',
+      );
+      const sidecar = td.ContainerDefinitions.find((c) => c.Name === 'sidecar')!;
+      const command = (sidecar.HealthCheck as { Command: string[] }).Command;
+      expect(command[0]).toBe('CMD');
+      expect(command.join(' ')).toContain('http://127.0.0.1:9901/healthz');
+      expect(sidecar.Command).toEqual(['sidecar', '--config', 'portcullis/main/fleet-config']);
+    });
+
+    it('runs both containers non-root, unprivileged, read-only, sharing one volume and logging with retention', () => {
+      const td = props<{ ContainerDefinitions: Record<string, unknown>[] }>(
+        template,
+        'GatewayTaskDefinition',
+      );
+      expect(td.ContainerDefinitions.map((c) => c.Name).sort()).toEqual(['gateway', 'sidecar']);
+      for (const container of td.ContainerDefinitions) {
+        const name = String(container.Name);
+        expect(container.User, name).toMatch(/^[1-9]\d*(:[1-9]\d*)?$/);
+        expect(container.ReadonlyRootFilesystem, name).toBe(true);
+        expect(container.Privileged, name).toBe(false);
+        expect(
+          (container.LinuxParameters as { Capabilities: { Drop: string[] } }).Capabilities.Drop,
+          name,
+        ).toEqual(['ALL']);
+        expect(container.MountPoints, name).toContainEqual({
+          SourceVolume: 'gateway-state',
+          ContainerPath: containerLayout().root,
+          ReadOnly: false,
+        });
+        const logGroup = (container.LogConfiguration as { Options: { 'awslogs-group': { Ref: string } } })
+          .Options['awslogs-group'].Ref;
+        expect(props<{ RetentionInDays: number }>(template, logGroup).RetentionInDays, name).toBe(30);
+      }
+    });
+
+    it('forwards with PROXY protocol v2 and a deliberate deregistration delay to IP targets', () => {
+      const groups = ofType(template, 'AWS::ElasticLoadBalancingV2::TargetGroup');
+      expect(groups.map(([id]) => id).sort()).toEqual([
+        'InternalHttpTargetGroup',
+        'InternalTlsTargetGroup',
+        'PublicHttpTargetGroup',
+        'PublicTlsTargetGroup',
+      ]);
+      for (const [id, group] of groups) {
+        const p = group.Properties as {
+          TargetType: string;
+          Protocol: string;
+          HealthCheckProtocol: string;
+          HealthCheckPort: string;
+          HealthCheckPath: string;
+          TargetGroupAttributes: { Key: string; Value: string }[];
+        };
+        const attributes = Object.fromEntries(p.TargetGroupAttributes.map((a) => [a.Key, a.Value]));
+        expect(p.TargetType, id).toBe('ip');
+        expect(p.Protocol, id).toBe('TCP');
+        expect(attributes['proxy_protocol_v2.enabled'], id).toBe('true');
+        expect(attributes['preserve_client_ip.enabled'], id).toBe('false');
+        expect(attributes['deregistration_delay.timeout_seconds'], id).toBe('120');
+        expect(p.HealthCheckProtocol, id).toBe('HTTP');
+        expect(p.HealthCheckPort, id).toBe('8081');
+        expect(p.HealthCheckPath, id).toBe('/healthz');
+      }
+    });
+
+    it('listens on TCP 443 and 80 and registers the gateway container behind every existing target group', () => {
+      const listeners = ofType(template, 'AWS::ElasticLoadBalancingV2::Listener').map(
+        ([, r]) => (r.Properties as { Port: number; Protocol: string }).Port,
+      );
+      expect(listeners.sort()).toEqual([443, 443, 80, 80]);
+      const service = props<{ LoadBalancers: unknown[] }>(template, 'GatewayService');
+      expect(JSON.stringify(service.LoadBalancers)).toContain('"ContainerPort":"8443"');
+      expect(JSON.stringify(service.LoadBalancers)).toContain('"ContainerPort":"8080"');
+    });
+
+    it('creates only the internet-facing NLB by default', () => {
+      const conditions = evaluateConditions(template);
+      expect(conditions).toMatchObject({
+        CreatePublicNlb: true,
+        CreateInternalNlb: false,
+        IsDualStack: false,
+        HasLatticeServiceNetwork: false,
+        ExecuteCommandEnabled: false,
+      });
+      expect(resource(template, 'PublicLoadBalancer').Condition).toBe('CreatePublicNlb');
+      expect(resource(template, 'InternalLoadBalancer').Condition).toBe('CreateInternalNlb');
+      expect(resource(template, 'LatticeServiceNetworkAssociation').Condition).toBe(
+        'HasLatticeServiceNetwork',
+      );
+    });
+
+    it('opens the tasks to the NLB on the data and health ports and to the control plane on admin and TLS only', () => {
+      const ingress = ofType(template, 'AWS::EC2::SecurityGroupIngress')
+        .map(
+          ([, r]) =>
+            r.Properties as {
+              GroupId: { Ref: string };
+              FromPort: number;
+              ToPort: number;
+              SourceSecurityGroupId?: { Ref: string };
+            },
+        )
+        .filter((p) => p.GroupId.Ref === 'TaskSecurityGroup');
+      const bySource = (source: string) =>
+        ingress
+          .filter((p) => p.SourceSecurityGroupId?.Ref === source)
+          .map((p) => `${p.FromPort}-${p.ToPort}`)
+          .sort();
+      expect(bySource('NlbSecurityGroup')).toEqual(['8080-8080', '8081-8081', '8443-8443']);
+      expect(bySource('ControlPlaneSecurityGroup')).toEqual(['8443-8443', '9901-9901']);
+      expect(ingress.every((p) => p.SourceSecurityGroupId !== undefined)).toBe(true);
+      const task = props<{ SecurityGroupIngress?: unknown }>(template, 'TaskSecurityGroup');
+      expect(task.SecurityGroupIngress).toBeUndefined();
+    });
+
+    it('admits clients to the NLB on 443 and 80 only', () => {
+      const nlb = props<{ SecurityGroupIngress: { FromPort: number; ToPort: number; CidrIp: string }[] }>(
+        template,
+        'NlbSecurityGroup',
+      );
+      expect(nlb.SecurityGroupIngress.map((r) => [r.FromPort, r.ToPort, r.CidrIp])).toEqual([
+        [443, 443, '0.0.0.0/0'],
+        [80, 80, '0.0.0.0/0'],
+      ]);
+    });
+
+    it('rolls with a circuit breaker that rolls back, and ECS Exec off', () => {
+      const service = props<{
+        DeploymentConfiguration: {
+          MinimumHealthyPercent: number;
+          MaximumPercent: number;
+          DeploymentCircuitBreaker: { Enable: boolean; Rollback: boolean };
+        };
+        EnableExecuteCommand: unknown;
+        LaunchType: string;
+        DesiredCount: string;
+      }>(template, 'GatewayService');
+      expect(service.DeploymentConfiguration).toEqual({
+        MinimumHealthyPercent: 100,
+        MaximumPercent: 200,
+        DeploymentCircuitBreaker: { Enable: true, Rollback: true },
+      });
+      expect(service.EnableExecuteCommand).toEqual({ 'Fn::If': ['ExecuteCommandEnabled', true, false] });
+      expect(service.LaunchType).toBe('FARGATE');
+      expect(service.DesiredCount).toBe('3');
+    });
+
+    it('tracks 70 % average CPU between 3 and 9 tasks', () => {
+      const target = props<{ MinCapacity: string; MaxCapacity: string; ScalableDimension: string }>(
+        template,
+        'GatewayScalableTarget',
+      );
+      expect(target).toMatchObject({
+        MinCapacity: '3',
+        MaxCapacity: '9',
+        ScalableDimension: 'ecs:service:DesiredCount',
+      });
+      const policy = props<{
+        PolicyType: string;
+        ScalingTargetId: unknown;
+        TargetTrackingScalingPolicyConfiguration: {
+          TargetValue: string;
+          PredefinedMetricSpecification: { PredefinedMetricType: string };
+        };
+      }>(template, 'GatewayCpuScalingPolicy');
+      expect(policy.PolicyType).toBe('TargetTrackingScaling');
+      expect(policy.ScalingTargetId).toEqual({ Ref: 'GatewayScalableTarget' });
+      expect(policy.TargetTrackingScalingPolicyConfiguration.TargetValue).toBe('70');
+      expect(
+        policy.TargetTrackingScalingPolicyConfiguration.PredefinedMetricSpecification.PredefinedMetricType,
+      ).toBe('ECSServiceAverageCPUUtilization');
+    });
+  });
+});
+
+describe('serverless.yml packaged with deploymentMode=both, dual stack and a Lattice service network', () => {
+  let packaged: PackagedService;
+
+  beforeAll(async () => {
+    packaged = await packageService({
+      params: { deploymentMode: 'both', dualStack: 'true', latticeServiceNetworkId: 'sn-0123456789abcdef0' },
+      timeoutMs: 150_000,
+    });
+  }, 180_000);
+
+  afterAll(async () => {
+    await packaged?.cleanup();
+  });
+
+  it('creates both NLBs, dual-stack, with IPv6 client rules and the Lattice association', () => {
+    const { template } = packaged;
+    expect(evaluateConditions(template)).toMatchObject({
+      CreatePublicNlb: true,
+      CreateInternalNlb: true,
+      IsDualStack: true,
+      HasLatticeServiceNetwork: true,
+    });
+    expect(
+      props<{ ServiceNetworkIdentifier: string }>(template, 'LatticeServiceNetworkAssociation'),
+    ).toMatchObject({
+      ServiceNetworkIdentifier: 'sn-0123456789abcdef0',
+    });
+    expect(resource(template, 'NlbIngressTlsIpv6').Condition).toBe('IsDualStack');
+  });
+});
