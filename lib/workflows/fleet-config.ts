@@ -1,30 +1,19 @@
 /**
- * The part of the fleet config the control plane needs. `lib/config`'s `FleetConfigSchema`
- * does not carry certificates, trust or the nudge key yet (and is strict), so this reads only
- * those fields with its own lenient schema; the two are meant to be folded together.
+ * The part of the fleet config the control plane needs: certificates, trust and nudge-key
+ * secrets, the allowlist source and policy. The fleet config secret holds the same document
+ * the sidecar reads, so it is parsed with the full `lib/config` schema: a config the gateways
+ * would refuse is refused here too, before anything is issued or staged.
  */
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import { parseFleetConfig } from '../config/load.ts';
+import type { FleetConfig } from '../config/schema.ts';
 import { ValidationError } from '../errors.ts';
 import { type SecretStore, Stage } from '../ports.ts';
-import { CertificateSpec } from '../rotation/certificate-spec.ts';
 
-export const ControlPlaneFleetSchema = z.looseObject({
-  fleet: z.string().min(1),
-  certificates: z.array(CertificateSpec).default([]),
-  trust: z.object({ secretId: z.string().min(1) }).optional(),
-  nudgeKey: z.object({ secretId: z.string().min(1) }).optional(),
-  allowlist: z
-    .looseObject({
-      source: z
-        .union([z.object({ secretId: z.string().min(1) }), z.object({ file: z.string().min(1) })])
-        .optional(),
-      allowAll0: z.boolean().default(false),
-      maxEntries: z.number().int().min(1).max(1_000_000).default(100_000),
-    })
-    .prefault({}),
-});
-export type ControlPlaneFleet = z.output<typeof ControlPlaneFleetSchema>;
+export type ControlPlaneFleet = Pick<
+  FleetConfig,
+  'fleet' | 'certificates' | 'trust' | 'nudgeKey' | 'allowlist'
+>;
 
 /** Parses a fleet config document (JSON or YAML text) for the control plane. */
 export function parseControlPlaneFleet(text: string, source = 'fleet config'): ControlPlaneFleet {
@@ -34,28 +23,26 @@ export function parseControlPlaneFleet(text: string, source = 'fleet config'): C
   } catch {
     throw new ValidationError(`${source}: neither JSON nor YAML`);
   }
-  const result = ControlPlaneFleetSchema.safeParse(raw);
-  if (!result.success) {
-    const issues = result.error.issues.map(
-      (issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`,
-    );
-    throw new ValidationError(`${source}: ${issues.join('; ')}`, {
-      path: result.error.issues[0]?.path.join('.'),
-    });
-  }
-  const names = result.data.certificates.map((c) => c.name);
+  const config = parseFleetConfig(raw, source);
+  const names = config.certificates.map((c) => c.name);
   const duplicate = names.find((name, index) => names.indexOf(name) !== index);
   if (duplicate !== undefined) {
     throw new ValidationError(`${source}: certificate name '${duplicate}' appears twice`, {
       path: 'certificates',
     });
   }
-  return result.data;
+  return {
+    fleet: config.fleet,
+    certificates: config.certificates,
+    trust: config.trust,
+    nudgeKey: config.nudgeKey,
+    allowlist: config.allowlist,
+  };
 }
 
 /**
  * Reads the fleet config's `AWSCURRENT` version from the store and returns what the control
- * plane needs: certificates, trust and nudge-key secrets, the allowlist source and policy.
+ * plane needs.
  */
 export async function loadControlPlaneFleet(
   store: SecretStore,

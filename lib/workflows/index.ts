@@ -9,7 +9,6 @@ export { type ConvergeTaskResult, makeConvergeTask, sameTask } from './converge-
 export {
   allowlistSecretId,
   type ControlPlaneFleet,
-  ControlPlaneFleetSchema,
   loadControlPlaneFleet,
   parseControlPlaneFleet,
   servedSecretIds,
