@@ -145,6 +145,27 @@ describe('rotate-certificates', () => {
     ]);
   });
 
+  it('rotates every due certificate one after the other, checking client certificates through the sidecar status', async () => {
+    await setUp();
+    const result = succeeded(await run('rotate-certificates', { graceSeconds: 0, rolloutPollSeconds: 0 }));
+    const rotated = result.rotated as {
+      certificate: string;
+      serial: string;
+      previousSerial: string | null;
+    }[];
+    expect(rotated.map((r) => [r.certificate, r.previousSerial])).toEqual([
+      ['api', null],
+      ['client', null],
+    ]);
+    const client = await currentBundle(fixtureSecrets.client);
+    expect(rotated[1]?.serial).toBe(client.serial);
+    expect(servedSerials(fixtureSecrets.client)).toEqual([client.serial, client.serial]);
+    expect(fx.notifier.events.map((e) => [e.detailType, e.detail.certificate])).toEqual([
+      ['CertificateRotated', 'api'],
+      ['CertificateRotated', 'client'],
+    ]);
+  });
+
   it('keeps polling while the CA has not issued the certificate yet', async () => {
     await setUp({ authority: { readyAfterPolls: 3 } });
     const events: StateProgressEvent[] = [];
