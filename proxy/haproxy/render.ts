@@ -18,6 +18,7 @@ import {
 } from '../../lib/config/index.ts';
 import { ValidationError } from '../../lib/errors.ts';
 import type { GatewayLayout } from './layout.ts';
+import { CLIENT_HELLO_LUA, CLIENT_HELLO_LUA_FILE } from './render-lua.ts';
 import {
   hasTerminateRoutes,
   renderTerminateFiles,
@@ -292,7 +293,7 @@ function routingRules(config: FleetConfig, p: Paths, rule: string, kind: 'tls' |
 /** Name sanity shared by both listeners: IP literals in any spelling, then DNS syntax. */
 function nameRules(rule: string, missing: string): string[] {
   return [
-    `  ${rule} set-var(txn.refusal) str(${missing}) if !refused !{ var(txn.name) -m found }`,
+    `  ${rule} set-var(txn.refusal) str(${missing}) if !refused !has_name`,
     `  ${rule} set-var(txn.refusal) str(${REFUSAL.ipLiteral}) if !refused ip_literal`,
     `  ${rule} set-var(txn.refusal) str(${REFUSAL.invalidServerName}) if !refused !name_valid`,
   ];
@@ -304,6 +305,7 @@ const NAME_ACLS = [
   '  acl ip_literal var(txn.name) -m reg (^|[.])(0x[0-9a-f]*|[0-9]+)$',
   '  acl name_valid var(txn.name) -m reg ^([a-z0-9]([a-z0-9-]*[a-z0-9])?[.])+[a-z0-9]([a-z0-9-]*[a-z0-9])?$',
   '  acl refused var(txn.refusal) -m found',
+  '  acl has_name var(txn.name) -m len 1:',
 ];
 
 function sessionTracking(rule: string): string[] {
@@ -329,6 +331,7 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
     `  tcp-request inspect-delay ${ms(config.limits.inspectDelayMs)}`,
     ...NAME_ACLS,
     '  acl hello req.ssl_hello_type 1',
+    '  acl hello_full req.len,sub(txn.hello_need) ge 0',
     '  acl has_data req.len gt 0',
     '  acl tls_record req.payload(0,1),hex -m str 16',
     // An SSLv2 CLIENT-HELLO starts with a 2-byte length whose top bit is set, then type 1.
@@ -349,8 +352,14 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
     `  tcp-request content set-var(txn.refusal) str(${REFUSAL.noClientHello}) if !refused !hello !has_data`,
     `  tcp-request content set-var(txn.refusal) str(${REFUSAL.notTls}) if !refused !hello`,
     '  tcp-request content reject if refused',
+    // req.ssl_* read only the first TLS record; a hello fragmented over several records is
+    // reassembled in Lua, and `req.len` keeps the rule waiting until all of it arrived.
+    '  # the whole hello, across TLS records (lua/client-hello.lua)',
+    '  tcp-request content set-var(txn.hello_need) lua.portcullis_hello_need',
+    `  tcp-request content set-var(txn.refusal) str(${REFUSAL.clientHelloIncomplete}) if !hello_full`,
+    '  tcp-request content reject if refused',
     '  # server name: lower-cased, one trailing dot dropped',
-    '  tcp-request content set-var(txn.name) req.ssl_sni,lower,regsub([.]$,)',
+    '  tcp-request content set-var(txn.name) lua.portcullis_sni,lower,regsub([.]$,)',
     ...nameRules('tcp-request content', REFUSAL.noServerName),
     ...routingRules(config, p, 'tcp-request content', 'tls'),
     '  tcp-request content reject if refused',
@@ -415,6 +424,7 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
     `  stats socket ${layout.adminSocket} mode 600 level admin expose-fd listeners`,
     '  stats timeout 30s',
     `  pidfile ${layout.pidFile}`,
+    `  lua-load-per-thread ${posix.join(layout.root, CLIENT_HELLO_LUA_FILE)}`,
     ...(limits.hardStopAfterMs === null ? [] : [`  hard-stop-after ${ms(limits.hardStopAfterMs)}`]),
     '',
     `resolvers ${RESOLVERS}`,
@@ -539,6 +549,7 @@ export function renderGateway(config: FleetConfig, options: RenderOptions): Rend
       mode: FILE_MODE,
     },
     [rel(layout, p.state)]: { content: `${READY_KEY} 0\n`, mode: FILE_MODE },
+    [CLIENT_HELLO_LUA_FILE]: { content: CLIENT_HELLO_LUA, mode: FILE_MODE },
     [rel(layout, p.exact)]: { content: maps.exact, mode: FILE_MODE },
     [rel(layout, p.wildcard)]: { content: maps.wildcard, mode: FILE_MODE },
   };

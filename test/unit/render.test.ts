@@ -104,6 +104,7 @@ describe('renderGateway', () => {
       'acl/route-1-destinations.acl',
       'acl/trusted-proxies.acl',
       'haproxy.cfg',
+      'lua/client-hello.lua',
       'maps/routes-exact.map',
       'maps/routes-wildcard.map',
       'maps/state.map',

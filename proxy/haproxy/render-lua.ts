@@ -1,0 +1,94 @@
+/**
+ * Lua loaded by the gateway's HAProxy (`lua-load-per-thread`): ClientHello reassembly across TLS
+ * records. HAProxy 2.6's `req.ssl_sni` and `req.ssl_hello_type` read the handshake as if it were
+ * contiguous after the first record header, so a hello fragmented over several records (legal,
+ * and increasingly common with post-quantum key shares and anti-ossification clients) either
+ * yields no name or a name read across a record header. These fetches walk the records instead:
+ *
+ * - `lua.portcullis_hello_need`: how many request bytes a complete hello needs (so the config
+ *   can wait with `req.len,sub(txn.hello_need) ge 0`, which keeps HAProxy's "may change" wait
+ *   semantics of `req.len`); 0 when the bytes are not a TLS handshake at all (nothing to wait for).
+ * - `lua.portcullis_sni`: the server_name of the reassembled ClientHello, or `""` (a Lua fetch
+ *   returning nil would yield the boolean false, which reads as `"0"`).
+ *
+ * Pure Lua 5.3 over a copy of the request buffer; bounded (at most 64 KiB of handshake).
+ */
+
+/** Relative path of the Lua file inside the gateway layout. */
+export const CLIENT_HELLO_LUA_FILE = 'lua/client-hello.lua';
+
+export const CLIENT_HELLO_LUA = `-- Rendered by portcullis: ClientHello reassembly across TLS records (see proxy/haproxy/render-lua.ts).
+local MAX_HANDSHAKE = 65536
+
+-- Returns (handshake, need): the reassembled ClientHello handshake message once complete, and
+-- the number of request bytes needed; need is 0 when the data is not a TLS handshake.
+local function reassemble(data)
+  local parts, have, want, pos = {}, 0, nil, 1
+  while true do
+    if #data < pos + 4 then return nil, pos + 4 end
+    if data:byte(pos) ~= 0x16 then return nil, 0 end
+    local len = data:byte(pos + 3) * 256 + data:byte(pos + 4)
+    if len == 0 then return nil, 0 end
+    local stop = pos + 4 + len
+    if #data < stop then return nil, stop end
+    parts[#parts + 1] = data:sub(pos + 5, stop)
+    have = have + len
+    if want == nil and have >= 4 then
+      local head = table.concat(parts)
+      if head:byte(1) ~= 1 then return nil, 0 end
+      want = 4 + head:byte(2) * 65536 + head:byte(3) * 256 + head:byte(4)
+      if want > MAX_HANDSHAKE then return nil, 0 end
+    end
+    if want ~= nil and have >= want then return table.concat(parts):sub(1, want), stop end
+    pos = stop + 1
+  end
+end
+
+local function u16(s, i)
+  local a, b = s:byte(i, i + 1)
+  if b == nil then return nil end
+  return a * 256 + b
+end
+
+-- The host_name of the server_name extension (RFC 6066), or nil.
+local function server_name(hs)
+  local pos = 5 + 2 + 32
+  local sid = hs:byte(pos)
+  if sid == nil then return nil end
+  pos = pos + 1 + sid
+  local suites = u16(hs, pos)
+  if suites == nil then return nil end
+  pos = pos + 2 + suites
+  local methods = hs:byte(pos)
+  if methods == nil then return nil end
+  pos = pos + 1 + methods
+  local ext_total = u16(hs, pos)
+  if ext_total == nil then return nil end
+  pos = pos + 2
+  local ext_end = math.min(#hs, pos + ext_total - 1)
+  while pos + 3 <= ext_end do
+    local ext_type, ext_len = u16(hs, pos), u16(hs, pos + 2)
+    pos = pos + 4
+    if ext_type == 0 then
+      local name_type, name_len = hs:byte(pos + 2), u16(hs, pos + 3)
+      if name_type ~= 0 or name_len == nil or pos + 4 + name_len > ext_end then return nil end
+      return hs:sub(pos + 5, pos + 4 + name_len)
+    end
+    pos = pos + ext_len
+  end
+  return nil
+end
+
+core.register_fetches("portcullis_hello_need", function(txn)
+  local data = txn.req:dup() or ""
+  local _, need = reassemble(data)
+  return need
+end)
+
+core.register_fetches("portcullis_sni", function(txn)
+  local data = txn.req:dup() or ""
+  local hs = reassemble(data)
+  if hs == nil then return "" end
+  return server_name(hs) or ""
+end)
+`;
