@@ -205,7 +205,14 @@ export function makeRollbackAllowlist(ports: ControlPlanePorts) {
     const nudged: string[] = [];
     if (plan.nudgeTasks) {
       if (secret !== undefined) requireStageHolder(secret, Stage.Current);
-      for (const task of await ports.fleet.listTasks()) {
+      let tasks: Awaited<ReturnType<typeof ports.fleet.listTasks>> = [];
+      try {
+        tasks = await ports.fleet.listTasks();
+      } catch (error) {
+        // Keep undoing what can be undone; the sidecars' poll backstop returns them to AWSCURRENT.
+        notes.push(`tasks not listed, none nudged back: ${errorName(error)}: ${errorMessage(error)}`);
+      }
+      for (const task of tasks) {
         try {
           await ports.taskClient.nudge(task, { secretId });
           nudged.push(task.taskId);

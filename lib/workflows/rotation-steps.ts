@@ -429,7 +429,14 @@ export function makeRollbackRotation(ports: ControlPlanePorts) {
     const nudged: string[] = [];
     const unreachable: string[] = [];
     if (plan.nudgeTasks) {
-      for (const task of await ports.fleet.listTasks()) {
+      let tasks: Awaited<ReturnType<typeof ports.fleet.listTasks>> = [];
+      try {
+        tasks = await ports.fleet.listTasks();
+      } catch (error) {
+        // Keep undoing what can be undone; the sidecars' poll backstop returns them to AWSCURRENT.
+        notes.push(`tasks not listed, none nudged back: ${errorName(error)}: ${errorMessage(error)}`);
+      }
+      for (const task of tasks) {
         try {
           await ports.taskClient.nudge(task, { secretId: spec.secretId });
           nudged.push(task.taskId);

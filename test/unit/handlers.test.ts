@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
-import { Stage } from '../../lib/ports.ts';
+import { type Fleet, Stage } from '../../lib/ports.ts';
 import { deriveToken, IssuingStage, TokenStep } from '../../lib/rotation/index.ts';
 import {
   makeCheckRollout,
@@ -282,6 +282,28 @@ describe('RollbackRotation', () => {
     expect((await fx.store.get(fixtureSecrets.api)).versionId).toBe(s.previousVersionId);
     const [record] = await fx.ca.list();
     expect(record?.revocation?.reason).toBe('SUPERSEDED');
+  });
+  it('still restores and revokes when the tasks cannot be listed, and says so', async () => {
+    const { certificateId } = await issue();
+    const s = await stage(certificateId);
+    await makePromoteSecret(fx.ports)({ secretId: s.secretId, versionId: s.versionId, tasks: [] });
+    const denied = Object.assign(new Error('not allowed to list tasks'), { name: 'AccessDenied' });
+    const fleet: Fleet = {
+      listTasks: async () => Promise.reject(denied),
+      roll: () => fx.gateway.roll(),
+      rolloutState: (id) => fx.gateway.rolloutState(id),
+    };
+    const result = await makeRollbackRotation({ ...fx.ports, fleet })({
+      executionName: execution,
+      certificate: 'api',
+      staged: { previousVersionId: s.previousVersionId },
+    });
+    expect(result).toMatchObject({
+      restoredCurrentTo: s.previousVersionId,
+      revokedSerial: s.serial,
+      nudged: [],
+    });
+    expect(result.notes.join('\n')).toContain('AccessDenied');
   });
 });
 
