@@ -270,6 +270,24 @@ export function parseShowSessions(text: string): SessionInfo[] {
   });
 }
 
+/** The identifying part of `show sess <id>` (the rest of that dump is undocumented and changes). */
+export interface SessionDetail {
+  id: string;
+  /** HAProxy's per-process stream counter (`id=`), unlike the pointer never reused. */
+  uniqueId: number;
+  source: SessionInfo['source'];
+  frontend: string;
+}
+
+/** `show sess <id>`; `undefined` when HAProxy answers `Session not found.` */
+export function parseSessionDetail(text: string): SessionDetail | undefined {
+  if (text.startsWith('Session not found')) return undefined;
+  const head = /^(0x[0-9a-f]+): \[[^\]]*\] id=(\d+) proto=\S+ source=(\S+)/.exec(text);
+  const fe = /^\s+frontend=(\S+) /m.exec(text);
+  if (!head || !fe) throw new RuntimeProtocolError('show sess', 'unrecognised session detail');
+  return { id: head[1]!, uniqueId: Number(head[2]), source: parseEndpoint(head[3]), frontend: fe[1]! };
+}
+
 /** One process of the master CLI's `show proc`. */
 export interface ProcessEntry {
   pid: number;

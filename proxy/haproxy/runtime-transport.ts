@@ -2,8 +2,10 @@
  * The only part of the runtime-API client that touches sockets: write one request to a UNIX
  * socket, half-close, read until HAProxy closes, with a deadline and a size bound.
  *
- * Half-closing matters: the 2.6 master CLI keeps a non-interactive connection open until the
- * client shuts down its side; the worker CLI closes after the answer either way.
+ * Half-closing is per socket: the 2.6 master CLI keeps a non-interactive connection open until
+ * the client shuts down its side, while the worker CLI closes after the line by itself and, when
+ * it sees the client's shutdown early, drops the commands of a long `;` line it has not read yet
+ * (measured on 2.6.12 under load; see `runtime.ts`).
  */
 import { createConnection } from 'node:net';
 import { RuntimeTimeout, RuntimeUnavailable } from './errors.ts';
@@ -12,6 +14,8 @@ export interface SendOptions {
   timeoutMs: number;
   /** Stop reading (and fail) beyond this many bytes of answer. */
   maxAnswerBytes: number;
+  /** Shut down our side after writing (the master CLI needs it; the worker CLI must not get it). */
+  halfClose?: boolean;
 }
 
 /** Sends raw request text and resolves with the raw answer ('' when HAProxy closed without one). */
@@ -36,7 +40,7 @@ export const unixSocketTransport: RuntimeTransport = (socketPath, request, optio
       () => finish(new RuntimeTimeout(socketPath, options.timeoutMs)),
       options.timeoutMs,
     );
-    socket.on('connect', () => socket.end(request));
+    socket.on('connect', () => (options.halfClose ? socket.end(request) : socket.write(request)));
     socket.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > options.maxAnswerBytes) {

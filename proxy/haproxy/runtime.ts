@@ -3,35 +3,41 @@
  * master CLI socket (`-S`). Parsing and encoding live in `runtime-protocol.ts` and
  * `runtime-parsers.ts` (pure); sockets in `runtime-transport.ts`.
  *
- * Runtime-API commands used, with the HAProxy version that introduced each (all present in
- * the 2.6 LTS this project targets; checked against 2.6.12):
+ * Runtime-API commands used and the first HAProxy release that has each (from the upstream
+ * changelog shipped with Debian's 2.6.12; every command was exercised against 2.6.12 itself):
  *
- * | command                                              | since | socket |
- * | ---------------------------------------------------- | ----- | ------ |
- * | `show info`                                          | 1.4   | worker |
- * | `show acl [[@<ver>] <acl>]`, `show map [[@<ver>] <map>]` | 1.5 (`@<ver>` 2.4) | worker |
- * | `add acl [@<ver>] <acl> <pattern>` (no payload in 2.6) | 1.5 (`@<ver>` 2.4) | worker |
- * | `prepare acl`, `commit acl @<ver>`, `clear acl @<ver>` | 2.4 | worker |
- * | `set map`, `add map [@<ver>]`                        | 1.5 (`@<ver>` 2.4) | worker |
- * | `prepare map`, `commit map @<ver>`, `clear map @<ver>` | 2.4 | worker |
- * | `set ssl cert <f> <<`, `commit/abort ssl cert`       | 2.1   | worker |
- * | `new ssl cert`, `add ssl crt-list` (name or payload) | 2.2   | worker |
- * | `show ssl cert [<f>|*<f>]`                           | 2.2   | worker |
- * | `set/commit/abort ssl ca-file`, `new ssl ca-file`    | 2.5   | worker |
- * | `set/commit/abort ssl crl-file`                      | 2.5   | worker |
- * | `show sess`, `shutdown session <id>`                 | 1.4   | worker |
- * | `set server <b>/<s> state ready|drain|maint`         | 1.6   | worker |
- * | `show proc`                                          | 1.9   | master |
- * | `reload`                                             | 2.0 (master CLI) | master |
+ * | command                                                    | needs | socket |
+ * | ---------------------------------------------------------- | ----- | ------ |
+ * | `show info`, `show sess`, `show sess <id>`                 | ≤ 1.4 | worker |
+ * | `shutdown session <id>`                                    | ≤ 1.7 | worker |
+ * | `set server <b>/<s> state ready\|drain\|maint` (`set server`: 1.5) | ≤ 1.6 | worker |
+ * | `show acl`, `show map`, `add acl`, `add map`, `set map`    | ≤ 1.5 | worker |
+ * | `prepare acl\|map`, `commit\|clear acl\|map @<ver>`, `@<ver>` in `add`/`show` | 2.4 | worker |
+ * | CLI payloads (`<<`)                                        | 1.9   | worker |
+ * | `set ssl cert <f> <<`, `commit ssl cert`, `abort ssl cert` | 2.1   | worker |
+ * | `show ssl cert [<f>\|*<f>]` with details                   | 2.2   | worker |
+ * | `new ssl cert`, `add ssl crt-list` (name or payload line)  | 2.2   | worker |
+ * | `new\|set\|commit\|abort ssl ca-file`, `show ssl ca-file`   | 2.5   | worker |
+ * | `set\|commit\|abort ssl crl-file`                           | 2.5   | worker |
+ * | `show proc` (with reload counts), `reload`                 | 1.9   | master |
  *
- * Transport, measured on 2.6.12 with 10 000 `add acl @<ver>` commands: one `;`-separated
- * line in non-interactive mode (~460 kB, one connection) and interactive `prompt` mode with one
- * command per line both completed in ~60 ms and applied every entry; one connection per
- * command is two orders of magnitude slower. The `;` line is used (answers are split on the
- * empty line that ends each one; no prompt parsing), chunked at `batchSize` commands per
- * connection to bound memory on both sides. Several lines without `prompt` also "work" but only
- * while HAProxy still has unread input — racy, so never used. `add acl` takes no payload in 2.6
- * (only `add map` does), so batching is how large ACLs are sent.
+ * `add acl` takes no payload in 2.6 (only `add map` does). A `level user` socket may change
+ * ACLs and maps in 2.6 (sessions and servers need `operator`/`admin`): keep every stats socket
+ * `level admin` and mode 0600, as the config renderer does.
+ *
+ * Transport, measured on 2.6.12 (2 vCPU, with and without two busy loops competing) with
+ * 10 000 `add acl @<ver>` commands:
+ * - one connection per command: ~0.85 ms each, ~8.5 s in all — fine for single commands only;
+ * - `;`-separated commands on one non-interactive line: ~50–130 ms in all. A line longer than
+ *   `tune.bufsize` (16 kB) sent with a half-close lost part of its commands in 6 of 20 loaded
+ *   runs; lines under the buffer (half-closed: 0 of 60) or long lines without the half-close
+ *   (0 of 40) lost none, nor did both together (0 of 50, loaded). Both together are the batched
+ *   mode used here (`chunkBatch`; the worker closes after the line by itself);
+ * - interactive `prompt` mode, 10 000 pipelined lines then a half-close: HAProxy reset the
+ *   connection after ~8 900 answers in 1 of 60 runs (it stops at our shutdown with input still
+ *   unread), and its answers need prompt parsing; not used.
+ * Several newline-separated lines without `prompt` also "work", but only while HAProxy still has
+ * unread input: racy, never used.
  */
 import { X509Certificate } from 'node:crypto';
 import { ServedVersionMismatch, ValidationError } from '../../lib/errors.ts';
@@ -47,6 +53,7 @@ import {
   parseMapEntries,
   parsePreparedVersion,
   parseReferenceList,
+  parseSessionDetail,
   parseShowInfo,
   parseShowProc,
   parseShowSessions,
@@ -82,6 +89,7 @@ export type {
   PatternReference,
   ProcessEntry,
   ProcessList,
+  SessionDetail,
   SessionInfo,
   SslCertificateInfo,
   SslFileList,
@@ -124,6 +132,41 @@ export interface CertificateUpdate {
   serial: string;
   notAfter: Date;
   info: SslCertificateInfo;
+}
+
+/**
+ * Bytes of `tune.bufsize` a batched line leaves unused: HAProxy documents that what it reads at
+ * once must fit in the buffer, and long lines did lose commands (see the header comment).
+ */
+const BUFFER_RESERVE = 1024;
+
+/**
+ * Splits commands into `;`-lines of at most `maxCommands` commands and `maxBytes` bytes
+ * (HAProxy documents that what it reads at once must fit in `tune.bufsize`).
+ */
+export function chunkBatch(
+  cmds: readonly EncodedCommand[],
+  maxCommands: number,
+  maxBytes: number,
+): EncodedCommand[][] {
+  const chunks: EncodedCommand[][] = [];
+  let current: EncodedCommand[] = [];
+  let bytes = 0;
+  for (const cmd of cmds) {
+    const size = Buffer.byteLength(cmd.line) + 1;
+    if (size > maxBytes) {
+      throw new ValidationError(`'${cmd.verb}' is longer than HAProxy's buffer`, { path: 'commands' });
+    }
+    if (current.length > 0 && (current.length >= maxCommands || bytes + size > maxBytes)) {
+      chunks.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(cmd);
+    bytes += size;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -187,6 +230,9 @@ export class HaproxyRuntime {
     return this.#transport(socket, request, {
       timeoutMs: this.timeoutMs,
       maxAnswerBytes: this.#maxAnswerBytes,
+      // The worker closes by itself after a non-interactive line, and stops executing the
+      // rest of a line once it sees our shutdown; the master waits for the shutdown.
+      halfClose: socket === this.masterSocket,
     });
   }
 
@@ -217,8 +263,7 @@ export class HaproxyRuntime {
    */
   async executeBatch(cmds: readonly EncodedCommand[]): Promise<string[]> {
     const answers: string[] = [];
-    for (let i = 0; i < cmds.length; i += this.batchSize) {
-      const chunk = cmds.slice(i, i + this.batchSize);
+    for (const chunk of chunkBatch(cmds, this.batchSize, this.bufferSize - BUFFER_RESERVE)) {
       const raw = await this.#send(this.adminSocket, renderBatch(chunk));
       if (raw === '')
         throw new RuntimeUnavailable(this.adminSocket, 'closed the connection without answering');
@@ -638,10 +683,27 @@ export class HaproxyRuntime {
     expectEmpty('shutdown session', await this.execute(command('shutdown session', id)));
   }
 
-  /** Closes every stream `predicate` selects; streams that ended meanwhile are not an error. Returns how many it closed. */
+  /**
+   * Closes every stream `predicate` selects; streams that ended meanwhile are not an error.
+   * Session ids are pointers HAProxy reuses as soon as a stream ends, so each one is looked up
+   * again (`show sess <id>`: same frontend and source) right before `shutdown session`; this
+   * narrows, but cannot close, the window in which a reused id names another stream.
+   * Returns how many it closed.
+   */
   async cutSessions(predicate: (session: SessionInfo) => boolean): Promise<number> {
     let cut = 0;
     for (const session of (await this.showSessions()).filter(predicate)) {
+      const answer = await this.execute(command('show sess', session.id));
+      rejectErrorText('show sess', answer);
+      const now = parseSessionDetail(answer);
+      if (
+        !now ||
+        now.frontend !== session.frontend ||
+        now.source?.address !== session.source?.address ||
+        now.source?.port !== session.source?.port
+      ) {
+        continue;
+      }
       try {
         await this.shutdownSession(session.id);
         cut++;

@@ -4,11 +4,11 @@
  * config renderer and process manager on purpose (the runtime client is tested on its own).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import type { webcrypto } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { webcrypto } from 'node:crypto';
 import { join } from 'node:path';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
@@ -42,10 +42,11 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 }
 
 /** The global/defaults head every test config shares; `body` adds frontends and backends. */
-export function minimalConfig(adminSocket: string, body: string): string {
+export function minimalConfig(adminSocket: string, body: string, extraGlobal: string[] = []): string {
   return [
     'global',
     `  stats socket ${adminSocket} mode 600 level admin expose-fd listeners`,
+    ...extraGlobal.map((l) => `  ${l}`),
     '  stats timeout 10s',
     // Leave no old worker behind after a reload for longer than the test needs.
     '  hard-stop-after 20s',
@@ -67,6 +68,7 @@ export function minimalConfig(adminSocket: string, body: string): string {
 export async function startMinimalHaproxy(
   body: (dir: string) => string,
   files: (dir: string) => Record<string, string> = () => ({}),
+  extraGlobal: (dir: string) => string[] = () => [],
 ): Promise<MinimalHaproxy> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-rt-'));
   const adminSocket = join(dir, 'admin.sock');
@@ -78,7 +80,7 @@ export async function startMinimalHaproxy(
     for (const [name, content] of Object.entries(files(dir))) {
       await writeFile(join(dir, name), content, { mode: 0o600 });
     }
-    await writeFile(config, minimalConfig(adminSocket, body(dir)), { mode: 0o600 });
+    await writeFile(config, minimalConfig(adminSocket, body(dir), extraGlobal(dir)), { mode: 0o600 });
     child = spawn(HAPROXY_BIN, ['-W', '-db', '-S', `${masterSocket},mode,600`, '-f', config], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -110,7 +112,7 @@ export async function startMinimalHaproxy(
       config,
       runtime,
       output: () => output,
-      writeConfig: (b) => writeFile(config, minimalConfig(adminSocket, b), { mode: 0o600 }),
+      writeConfig: (b) => writeFile(config, minimalConfig(adminSocket, b, extraGlobal(dir)), { mode: 0o600 }),
       stop: () => stop(proc, dir),
     };
   } catch (error) {
@@ -179,8 +181,12 @@ export async function createTestCa(name = 'Portcullis Test CA'): Promise<TestCa>
   return { certificatePem: cert.toString('pem'), keys, subject: cert.subject };
 }
 
-/** A server leaf for `dnsNames`, signed by `ca`. */
-export async function issueTestLeaf(ca: TestCa, dnsNames: string[]): Promise<TestLeaf> {
+/** A server (or client) leaf for `dnsNames`, signed by `ca`. */
+export async function issueTestLeaf(
+  ca: TestCa,
+  dnsNames: string[],
+  usage: 'server' | 'client' = 'server',
+): Promise<TestLeaf> {
   const keys = (await crypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const serial = randomSerial();
   const cert = await x509.X509CertificateGenerator.create({
@@ -195,7 +201,9 @@ export async function issueTestLeaf(ca: TestCa, dnsNames: string[]): Promise<Tes
     extensions: [
       new x509.BasicConstraintsExtension(false),
       new x509.SubjectAlternativeNameExtension(dnsNames.map((value) => ({ type: 'dns' as const, value }))),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.ExtendedKeyUsageExtension([
+        usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth,
+      ]),
     ],
   });
   const certificatePem = cert.toString('pem');

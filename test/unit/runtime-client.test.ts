@@ -112,6 +112,23 @@ describe('HaproxyRuntime.replaceAcl', () => {
   });
 });
 
+describe('chunkBatch', () => {
+  const cmd = (n: number) => ({ verb: 'add acl', line: `add acl @1 /a ${'x'.repeat(n)}` });
+  it('keeps every line under the byte budget and the command limit, in order', () => {
+    const cmds = Array.from({ length: 50 }, (_, i) => cmd(10 + (i % 7)));
+    const chunks = chunkBatch(cmds, 8, 100);
+    expect(chunks.flat()).toEqual(cmds);
+    for (const chunk of chunks) {
+      expect(chunk.length).toBeLessThanOrEqual(8);
+      expect(chunk.reduce((n, c) => n + c.line.length + 1, 0)).toBeLessThanOrEqual(100);
+    }
+  });
+  it('refuses a single command longer than the buffer', () => {
+    expect(() => chunkBatch([cmd(200)], 10, 100)).toThrow(ValidationError);
+    expect(chunkBatch([], 10, 100)).toEqual([]);
+  });
+});
+
 describe('HaproxyRuntime maps', () => {
   it('escapes values with spaces and semicolons instead of losing the rest', async () => {
     const fake = fakeHaproxy(() => '\n');
@@ -239,7 +256,10 @@ describe('HaproxyRuntime.addSslCrtList', () => {
 });
 
 describe('HaproxyRuntime sessions, servers and errors', () => {
-  it('cuts the sessions a predicate selects, tolerating those that already ended', async () => {
+  const detail = (id: string, source: string) =>
+    `${id}: [23/Nov/2026:16:15:00.149345] id=7 proto=tcpv4 source=${source}\n  flags=0x4a, conn_retries=0\n  frontend=fe (id=5 mode=tcp), listener=? (id=1) addr=127.0.0.1:18445\n\n`;
+
+  it('cuts the sessions a predicate selects, skipping ids that ended or now name another stream', async () => {
     const fake = fakeHaproxy((req) => {
       if (req === 'show sess\n')
         return [
@@ -247,14 +267,19 @@ describe('HaproxyRuntime sessions, servers and errors', () => {
           '0x2: proto=tcpv4 src=192.0.2.2:1000 fe=fe be=be srv=s ts=00 age=1s',
           '0x3: proto=tcpv4 src=192.0.2.1:1001 fe=fe be=be srv=s ts=00 age=1s',
           '0x4: proto=unix_stream src=unix:1 fe=GLOBAL be=<NONE> srv=<none> ts=00 age=0s',
+          '0x5: proto=tcpv4 src=192.0.2.1:1002 fe=fe be=be srv=s ts=00 age=1s',
           '',
           '',
         ].join('\n');
+      if (req === 'show sess 0x1\n') return detail('0x1', '192.0.2.1:1000');
+      if (req === 'show sess 0x3\n') return detail('0x3', '192.0.2.1:1001');
+      // 0x5 ended and its memory now holds another client's stream.
+      if (req === 'show sess 0x5\n') return detail('0x5', '198.51.100.9:4000');
       if (req === 'shutdown session 0x3\n') return "No such session (use 'show sess').\n\n";
       return '\n';
     });
     const rt = new HaproxyRuntime({ adminSocket: '/s', transport: fake.transport });
-    expect((await rt.showSessions()).map((s) => s.id)).toEqual(['0x1', '0x2', '0x3']);
+    expect((await rt.showSessions()).map((s) => s.id)).toEqual(['0x1', '0x2', '0x3', '0x5']);
     expect(await rt.cutSessions((s) => s.source?.address === '192.0.2.1')).toBe(1);
     expect(fake.requests.filter((r) => r.startsWith('shutdown'))).toEqual([
       'shutdown session 0x1\n',
@@ -390,10 +415,15 @@ describe('unixSocketTransport against a fake HAProxy socket', () => {
       sockets.add(socket);
       let buffered = '';
       socket.setEncoding('utf8');
+      let answered = false;
+      // Like the worker CLI: act once the line is complete, without waiting for a shutdown.
       socket.on('data', (d) => {
         buffered += String(d);
+        if (!answered && buffered.endsWith('\n')) {
+          answered = true;
+          onRequest(socket, buffered);
+        }
       });
-      socket.on('end', () => onRequest(socket, buffered));
       socket.on('error', () => undefined);
     });
     await new Promise<void>((r) => server!.listen(path, () => r()));
@@ -402,7 +432,26 @@ describe('unixSocketTransport against a fake HAProxy socket', () => {
 
   const opts = { timeoutMs: 500, maxAnswerBytes: 1024 };
 
-  it('sends the request, half-closes and reads until HAProxy closes', async () => {
+  it('half-closes only when asked (the master CLI waits for it)', async () => {
+    const path = join(dir, 'master.sock');
+    server = createServer({ allowHalfOpen: true }, (socket) => {
+      sockets.add(socket);
+      socket.on('end', () => socket.end('after shutdown\n\n'));
+      socket.resume();
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => server!.listen(path, () => r()));
+    expect(await unixSocketTransport(path, 'show proc\n', { ...opts, halfClose: true })).toBe(
+      'after shutdown\n\n',
+    );
+    await expect(unixSocketTransport(path, 'show proc\n', { ...opts, timeoutMs: 100 })).rejects.toThrow(
+      RuntimeTimeout,
+    );
+    const rt = new HaproxyRuntime({ adminSocket: join(dir, 'x'), masterSocket: path, timeoutMs: 500 });
+    await expect(rt.reload()).rejects.toMatchObject({ reason: 'unexpected' });
+  });
+
+  it('sends the request and reads until HAProxy closes', async () => {
     const path = await serve((s, req) => s.end(`got ${req.trim()}\n\n`));
     expect(await unixSocketTransport(path, 'show info\n', opts)).toBe('got show info\n\n');
     const rt = new HaproxyRuntime({ adminSocket: path, timeoutMs: 500 });

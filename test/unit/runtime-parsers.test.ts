@@ -9,6 +9,7 @@ import {
   parsePreparedVersion,
   parseProcUptime,
   parseReferenceList,
+  parseSessionDetail,
   parseShowInfo,
   parseShowProc,
   parseShowSessions,
@@ -274,6 +275,27 @@ describe('parseShowSessions', () => {
     expect(parseHumanTime('3m4s')).toBe(184);
     expect(parseHumanTime('')).toBeUndefined();
     expect(parseHumanTime('soon')).toBeUndefined();
+  });
+});
+
+describe('parseSessionDetail', () => {
+  // `show sess 0x55bed4b08570` on 2.6.12 (trimmed after the backend lines).
+  const DETAIL = `0x55bed4b08570: [23/Nov/2026:16:15:00.149345] id=0 proto=tcpv4 source=127.0.0.1:40163
+  flags=0x4a, conn_retries=0, conn_exp=<NEVER> conn_et=0x000 srv_conn=0x55bed4a25d80, pend_pos=(nil) waiting=0 epoch=0
+  frontend=pp (id=5 mode=tcp), listener=? (id=1) addr=127.0.0.1:18445
+  backend=be (id=4 mode=tcp) addr=127.0.0.1:47700
+  server=s1 (id=1) addr=127.0.0.1:18999`;
+  it('reads the pointer, the unique id, the source and the frontend', () => {
+    expect(parseSessionDetail(DETAIL)).toEqual({
+      id: '0x55bed4b08570',
+      uniqueId: 0,
+      source: { address: '127.0.0.1', port: 40163 },
+      frontend: 'pp',
+    });
+  });
+  it('returns undefined for a session that is gone and refuses garbage', () => {
+    expect(parseSessionDetail('Session not found.')).toBeUndefined();
+    expect(() => parseSessionDetail('0x1: proto=tcpv4 src=1.2.3.4:5 fe=f')).toThrow(RuntimeProtocolError);
   });
 });
 
