@@ -13,9 +13,11 @@ export const LATTICE_DESTINATIONS = ['169.254.171.0/24', 'fd00:ec2:80::/64'] as 
 
 /**
  * Destinations no route may ever reach: instance metadata (IPv4 and IPv6), loopback and the
- * unspecified networks. The task's own addresses are added at render time. IPv4-mapped IPv6
- * answers (`::ffff:169.254.169.254`) need no entry of their own: HAProxy matches them against the
- * IPv4 entries (and an `::ffff:0:0/96` entry would match every IPv4 address).
+ * unspecified networks. The task's own addresses are added at render time. IPv6 answers that
+ * embed an IPv4 address need no entries of their own: HAProxy matches IPv4-mapped
+ * (`::ffff:169.254.169.254`), IPv4-compatible (`::a.b.c.d`, so `::1` falls in `0.0.0.0/8`) and
+ * 6to4 (`2002:a9fe:a9fe::`) addresses against the IPv4 entries; an `::ffff:0:0/96` entry would in
+ * turn match every IPv4 address.
  */
 export const BUILT_IN_DENIED_DESTINATIONS = [
   '169.254.169.254/32',

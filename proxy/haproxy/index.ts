@@ -25,4 +25,5 @@ export {
   renderGateway,
   SESSION_TABLE,
 } from './render.ts';
+export { CLIENT_HELLO_LUA_FILE } from './render-lua.ts';
 export { writeFileAtomic, writeGateway } from './render-write.ts';

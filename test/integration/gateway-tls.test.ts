@@ -57,6 +57,7 @@ beforeAll(async () => {
         'meta.guard.test': ['169.254.169.254'],
         'self.guard.test': ['127.0.0.1'],
         'mapped.guard6.test': ['::ffff:169.254.169.254'],
+        'v4only.guard6.test': ['127.0.0.2'],
       };
       return table[name];
     },
@@ -329,6 +330,25 @@ describe('refusals', () => {
       expect(decoy.connections.length).toBe(before.decoy);
     },
   );
+
+  it("asks for the route's preferred family first and falls back to the other one", async () => {
+    const before = upstream.connections.length;
+    const since = gw.logs().length;
+    await sendRaw({
+      host: '127.0.0.1',
+      port: gw.ports.tls,
+      bytes: buildClientHello({ serverName: 'v4only.guard6.test' }),
+      timeoutMs: 500,
+    });
+    await upstream.waitForConnections(before + 1);
+    expect(await gw.waitForLog((l) => l.sni === 'v4only.guard6.test', { since })).toMatchObject({
+      upstream: '127.0.0.2',
+      refusal: '-',
+    });
+    const types = dns.log.filter((q) => q.name === 'v4only.guard6.test').map((q) => q.type);
+    // AAAA (28) first, then A (1).
+    expect(types.slice(0, 2)).toEqual([28, 1]);
+  });
 
   it('connects to the address it checked even when DNS answers differently afterwards', async () => {
     const before = upstream.connections.length;
