@@ -1,0 +1,363 @@
+/**
+ * `portcullis init --fleet F` — creates a fleet's secrets, idempotently: the fleet config, the
+ * trust bundle (the CA's certificates), the HMAC nudge key, the initial allowlist and a first
+ * certificate for every entry of `certificates`. Written over the `SecretStore` and
+ * `CertificateAuthority` ports, so it runs against AWS (Secrets Manager + Private CA) and a local
+ * directory (`--local DIR`) alike; the demo bootstraps its fleet through {@link initFleet}.
+ *
+ * Re-running it changes nothing that exists: each secret is created only when missing, and a
+ * certificate is issued only while its secret has no certificate as `AWSCURRENT` (missing, or
+ * the placeholder a first rotation leaves). Later certificates come from `rotate`.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { normaliseAllowlist } from '../../lib/allowlist/index.ts';
+import { ValidationError } from '../../lib/errors.ts';
+import { CertificateValidationError } from '../../lib/pki/errors.ts';
+import { createCsr, generateKey } from '../../lib/pki/index.ts';
+import { certificateInfo, keyMatchesCertificate } from '../../lib/pki/validate.ts';
+import { type CertificateAuthority, type SecretStore, Stage } from '../../lib/ports.ts';
+import type { CertificateSpec } from '../../lib/rotation/certificate-spec.ts';
+import { deriveToken, TokenStep } from '../../lib/rotation/tokens.ts';
+import type {
+  AllowlistSecret,
+  CertificateSecret,
+  NudgeKeySecret,
+  TrustSecret,
+} from '../../lib/secrets/formats.ts';
+import { allowlistSecretId, parseControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
+import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
+import { ExitCode, usageError } from '../command.ts';
+import { checkFleetName, fleetSecretIds, waitIssued } from '../demo/secrets.ts';
+import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
+
+export const summary = "Create a fleet's secrets (config, trust, nudge key, allowlist, first certificates)";
+
+/** What `initFleet` did to one secret. */
+export interface InitStep {
+  secretId: string;
+  kind: 'fleet-config' | 'trust' | 'nudge-key' | 'allowlist' | 'certificate';
+  action: 'created' | 'kept' | 'issued';
+  /** For certificates: the serial now current. Never secret material. */
+  serial?: string;
+  note?: string;
+}
+
+export interface InitFleetOptions {
+  store: SecretStore;
+  authority: CertificateAuthority;
+  fleet: string;
+  /** Default `portcullis/<fleet>/fleet-config`. */
+  fleetConfigSecretId?: string;
+  /** The fleet config document (YAML or JSON text); needed when its secret does not exist yet. */
+  fleetConfigText?: string;
+  /** The allowlist written when its secret does not exist yet. Default: empty (nobody allowed). */
+  allowlist?: readonly string[];
+  /** Why (kept in the allowlist document). */
+  reason?: string;
+  /** Called after each secret, for progress. */
+  onStep?: (step: InitStep) => void;
+}
+
+export interface InitFleetResult {
+  fleet: string;
+  fleetConfigSecretId: string;
+  steps: InitStep[];
+}
+
+async function exists(store: SecretStore, secretId: string): Promise<boolean> {
+  try {
+    await store.describe(secretId);
+    return true;
+  } catch (error) {
+    if (error instanceof Error && error.name === 'NotFoundError') return false;
+    throw error;
+  }
+}
+
+/** A deterministic token for an init write: the same fleet, secret and content give the same token. */
+function initToken(fleet: string, secretId: string, content: string): string {
+  const digest = createHash('sha256').update(content).digest('hex');
+  return deriveToken(`init:${fleet}`, `${secretId}:${digest}`, TokenStep.Bundle);
+}
+
+/** Normalises a fleet config document to JSON text (what every reader parses). */
+function fleetConfigJson(text: string): string {
+  let document: unknown;
+  try {
+    document = parseYaml(text);
+  } catch (error) {
+    throw new ValidationError(`fleet config is neither JSON nor YAML: ${(error as Error).message}`);
+  }
+  return JSON.stringify(document, null, 2);
+}
+
+/**
+ * Issues a first certificate for `spec`: a fresh key and CSR, the CA, a wait until issued, the
+ * key ↔ leaf check. The token derives from the public key, so a re-run after a crash issues a
+ * new certificate for a new key rather than colliding with the half-finished one.
+ */
+async function issueFirst(
+  authority: CertificateAuthority,
+  fleet: string,
+  spec: CertificateSpec,
+): Promise<CertificateSecret> {
+  const key = await generateKey(spec.key);
+  const sans = { dns: spec.dns, ...(spec.uri === undefined ? {} : { uri: spec.uri }) };
+  const csrPem = await createCsr(key, { commonName: spec.commonName, ...sans });
+  const { certificateId } = await authority.issue({
+    csrPem,
+    commonName: spec.commonName,
+    sans,
+    validityDays: spec.validityDays,
+    idempotencyToken: deriveToken(`init:${fleet}`, `${spec.name}:${key.publicKeyPem}`, TokenStep.Issue),
+    usage: spec.usage,
+  });
+  const issued = await waitIssued(authority, certificateId);
+  if (!keyMatchesCertificate(key.privateKeyPem, issued.certificatePem)) {
+    throw new CertificateValidationError(
+      'key-mismatch',
+      `certificate ${certificateId} does not match its key`,
+    );
+  }
+  const info = certificateInfo(issued.certificatePem);
+  return {
+    certificatePem: issued.certificatePem,
+    chainPem: issued.chainPem,
+    privateKeyPem: key.privateKeyPem,
+    serial: info.serial,
+    notAfter: info.notAfter.toISOString(),
+    certificateId,
+  };
+}
+
+/**
+ * Creates whatever of the fleet's secrets is missing (see the module comment).
+ * @throws ValidationError for an invalid fleet config or allowlist, or a missing fleet config.
+ */
+export async function initFleet(options: InitFleetOptions): Promise<InitFleetResult> {
+  const { store, authority } = options;
+  const fleet = checkFleetName(options.fleet);
+  const ids = fleetSecretIds(fleet);
+  const fleetConfigSecretId = options.fleetConfigSecretId ?? ids.fleetConfig;
+  const steps: InitStep[] = [];
+  const step = (s: InitStep) => {
+    steps.push(s);
+    options.onStep?.(s);
+  };
+
+  // Everything is validated before the first write, so bad input leaves no half-made fleet.
+  const configExists = await exists(store, fleetConfigSecretId);
+  let configText: string;
+  let differs = false;
+  if (configExists) {
+    configText = (await store.get(fleetConfigSecretId, { stage: Stage.Current })).value;
+    differs =
+      options.fleetConfigText !== undefined &&
+      fleetConfigJson(options.fleetConfigText) !== fleetConfigJson(configText);
+  } else {
+    if (options.fleetConfigText === undefined) {
+      throw new ValidationError(
+        `fleet config secret ${fleetConfigSecretId} does not exist: give the document (--config FILE)`,
+        {
+          path: 'config',
+        },
+      );
+    }
+    configText = fleetConfigJson(options.fleetConfigText);
+  }
+  const config = parseControlPlaneFleet(
+    configText,
+    configExists ? `secret ${fleetConfigSecretId}` : 'fleet config',
+  );
+  if (config.fleet !== fleet) {
+    throw new ValidationError(`the fleet config is for fleet '${config.fleet}', not '${fleet}'`, {
+      path: 'fleet',
+    });
+  }
+  const allowlist = normaliseAllowlist(options.allowlist ?? [], {
+    allowAll0: config.allowlist.allowAll0,
+    maxEntries: config.allowlist.maxEntries,
+  });
+  if (allowlist.kind === 'invalid') {
+    throw new ValidationError(`invalid allowlist: ${allowlist.issues.join('; ')}`, { path: 'allowlist' });
+  }
+
+  if (configExists) {
+    step({
+      secretId: fleetConfigSecretId,
+      kind: 'fleet-config',
+      action: 'kept',
+      ...(differs ? { note: 'differs from the given file; not overwritten' } : {}),
+    });
+  } else {
+    await store.create(fleetConfigSecretId, configText, {
+      clientRequestToken: initToken(fleet, fleetConfigSecretId, configText),
+      description: `Portcullis fleet config (${fleet})`,
+    });
+    step({ secretId: fleetConfigSecretId, kind: 'fleet-config', action: 'created' });
+  }
+
+  const createOnce = async (
+    secretId: string,
+    kind: InitStep['kind'],
+    make: () => Promise<string>,
+    description: string,
+  ) => {
+    if (await exists(store, secretId)) {
+      step({ secretId, kind, action: 'kept' });
+      return;
+    }
+    const value = await make();
+    await store.create(secretId, value, {
+      clientRequestToken: initToken(fleet, secretId, value),
+      description,
+    });
+    step({ secretId, kind, action: 'created' });
+  };
+
+  if (config.trust !== undefined) {
+    await createOnce(
+      config.trust.secretId,
+      'trust',
+      async () => JSON.stringify({ caBundlePem: await authority.caCertificates() } satisfies TrustSecret),
+      `Portcullis trust bundle (${fleet})`,
+    );
+  }
+  if (config.nudgeKey !== undefined) {
+    await createOnce(
+      config.nudgeKey.secretId,
+      'nudge-key',
+      async () => JSON.stringify({ key: randomBytes(32).toString('base64') } satisfies NudgeKeySecret),
+      `Portcullis nudge signing key (${fleet})`,
+    );
+  }
+  const allowlistId = allowlistSecretId(config);
+  if (allowlistId !== undefined) {
+    await createOnce(
+      allowlistId,
+      'allowlist',
+      async () =>
+        JSON.stringify({
+          cidrs: allowlist.cidrs.map((c) => c.text),
+          reason: options.reason ?? 'portcullis init',
+          updatedBy: 'portcullis init',
+        } satisfies AllowlistSecret),
+      `Portcullis source allowlist (${fleet})`,
+    );
+  }
+
+  for (const spec of config.certificates) {
+    const current = await readCurrentCertificate(store, spec.secretId);
+    if (current === 'unreadable') {
+      throw new ValidationError(
+        `secret ${spec.secretId} holds something that is not a certificate bundle as AWSCURRENT; fix it or rotate with --force`,
+        { path: `certificates.${spec.name}` },
+      );
+    }
+    if (current !== undefined) {
+      step({ secretId: spec.secretId, kind: 'certificate', action: 'kept', serial: current.serial });
+      continue;
+    }
+    const bundle = await issueFirst(authority, fleet, spec);
+    const value = JSON.stringify(bundle);
+    const token = initToken(fleet, spec.secretId, value);
+    if (await exists(store, spec.secretId)) {
+      // The placeholder of an interrupted first rotation: the bundle becomes current over it.
+      await store.put(spec.secretId, value, { clientRequestToken: token, stages: [Stage.Current] });
+    } else {
+      await store.create(spec.secretId, value, {
+        clientRequestToken: token,
+        description: `Portcullis certificate ${spec.name} (${fleet})`,
+      });
+    }
+    step({ secretId: spec.secretId, kind: 'certificate', action: 'issued', serial: bundle.serial });
+  }
+  return { fleet, fleetConfigSecretId, steps };
+}
+
+const HELP = `Usage: portcullis init --fleet NAME [--config FILE] [--allowlist CIDR]… [options]
+
+Creates the fleet's secrets where they are missing: the fleet config (from --config), the trust
+bundle (the CA's certificates), the nudge signing key, the allowlist (from --allowlist) and a
+first certificate for every entry of the fleet config's certificates. Existing secrets are kept;
+re-running is safe.
+
+Options:
+  --fleet NAME          fleet name (secrets live under portcullis/NAME/)
+  --config FILE         fleet config document (YAML or JSON), for a fleet without one yet
+  --allowlist CIDR      initial allowlist entry (repeatable); default: nobody allowed
+  --reason TEXT         why, kept in the allowlist document (default "portcullis init")
+  --json                print the result as JSON
+${targetHelp}
+  -h, --help            show this help
+
+Exit status: 0 done, 1 failed (invalid input, AWS error), 2 usage error.`;
+
+/** Entry point of `portcullis init`. */
+export async function run(argv: string[]): Promise<number> {
+  let values: Record<string, string | boolean | string[] | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        ...commonOptions,
+        config: { type: 'string' },
+        allowlist: { type: 'string', multiple: true },
+        reason: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    return usageError(`${(error as Error).message}\n\n${HELP}`);
+  }
+  if (values.help === true) {
+    console.log(HELP);
+    return ExitCode.Ok;
+  }
+  if (typeof values.fleet !== 'string') return usageError(`init needs --fleet\n\n${HELP}`);
+  let target: ControlPlaneTarget | undefined;
+  try {
+    const fleetConfigText = typeof values.config === 'string' ? await readConfig(values.config) : undefined;
+    target = await openTarget(values, { needAuthority: true });
+    const result = await initFleet({
+      store: target.store,
+      authority: target.authority(),
+      fleet: values.fleet,
+      fleetConfigSecretId: target.fleetConfigSecretId,
+      ...(fleetConfigText === undefined ? {} : { fleetConfigText }),
+      allowlist: (values.allowlist as string[] | undefined) ?? [],
+      ...(typeof values.reason === 'string' ? { reason: values.reason } : {}),
+      onStep: (s) => {
+        if (values.json !== true) {
+          const serial = s.serial === undefined ? '' : ` serial ${s.serial}`;
+          console.log(
+            `${s.action.padEnd(7)} ${s.kind.padEnd(12)} ${s.secretId}${serial}${s.note ? ` (${s.note})` : ''}`,
+          );
+        }
+      },
+    });
+    if (values.json === true) console.log(JSON.stringify(result));
+    return ExitCode.Ok;
+  } catch (error) {
+    console.error(
+      `portcullis init: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,
+    );
+    return ExitCode.Failure;
+  } finally {
+    await target?.close();
+  }
+}
+
+async function readConfig(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    throw new ValidationError(`cannot read fleet config ${path}: ${(error as Error).message}`);
+  }
+}

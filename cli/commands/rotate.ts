@@ -1,0 +1,188 @@
+/**
+ * `portcullis rotate --fleet F` — rotates the fleet's certificates through the
+ * rotate-certificates workflow: on AWS by starting the state machine, locally (`--local DIR`) by
+ * running the same ASL here against the directory's store, CA and process fleet.
+ */
+import { createHash } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { ValidationError } from '../../lib/errors.ts';
+import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
+import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
+import { colour, ExitCode, usageError } from '../command.ts';
+import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
+import { executionName, runLocalWorkflow, startAwsWorkflow, type WorkflowOutcome } from '../demo/workflow.ts';
+
+export const summary = 'Rotate certificates (rotate-certificates workflow)';
+
+const HELP = `Usage: portcullis rotate --fleet NAME [--certificate NAME]… [options]
+
+Issues new certificates, stages them, nudges every task, verifies with a real handshake that
+each serves the new serial, promotes, and revokes the superseded certificate after a grace
+period; any failure rolls back. Certificates not yet due are skipped unless --force.
+
+Options:
+  --fleet NAME            fleet name
+  --certificate NAME      rotate only this certificate (repeatable; default: all due)
+  --force                 rotate even if not due
+  --dry-run               plan only: show what would rotate, change nothing
+  --wait                  AWS: follow the execution until it ends (local runs always wait)
+  --grace-seconds N       wait before revoking the superseded certificate (default: the
+                          machine's, 300; local default 0)
+  --state-machine-arn ARN AWS: the rotate-certificates machine (default $ROTATE_STATE_MACHINE_ARN)
+  --execution-name NAME   AWS: override the deterministic execution name
+  --bucket-minutes N      AWS: time bucket of the execution name (default 10). The name is
+                          rotate-<fleet>-<certificates>-<UTC bucket start>, so the same command
+                          repeated within one bucket starts one execution, not two
+  --json                  print the outcome as JSON (last line)
+${targetHelp}
+  -h, --help              show this help
+
+Exit status: 0 succeeded (or started, without --wait), 1 failed or rolled back, 2 usage error.`;
+
+/** Entry point of `portcullis rotate`. */
+export async function run(argv: string[]): Promise<number> {
+  let values: Record<string, string | boolean | string[] | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        ...commonOptions,
+        certificate: { type: 'string', multiple: true },
+        force: { type: 'boolean' },
+        'dry-run': { type: 'boolean' },
+        wait: { type: 'boolean' },
+        'grace-seconds': { type: 'string' },
+        'state-machine-arn': { type: 'string' },
+        'execution-name': { type: 'string' },
+        'bucket-minutes': { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (error) {
+    return usageError(`${(error as Error).message}\n\n${HELP}`);
+  }
+  if (values.help === true) {
+    console.log(HELP);
+    return ExitCode.Ok;
+  }
+  if (typeof values.fleet !== 'string') return usageError(`rotate needs --fleet\n\n${HELP}`);
+  const grace = values['grace-seconds'];
+  if (grace !== undefined && !/^\d{1,5}$/.test(String(grace))) {
+    return usageError(`--grace-seconds must be a whole number of seconds\n\n${HELP}`);
+  }
+  const bucket = values['bucket-minutes'] === undefined ? 10 : Number(values['bucket-minutes']);
+  if (!Number.isInteger(bucket) || bucket < 1 || bucket > 1440) {
+    return usageError(`--bucket-minutes must be 1–1440\n\n${HELP}`);
+  }
+  const json = values.json === true;
+  const c = colour(process.stdout);
+  const say = (line: string) => {
+    if (!json) console.log(line);
+  };
+  const certificates = (values.certificate as string[] | undefined) ?? undefined;
+  const local = typeof values.local === 'string';
+  const input = {
+    fleet: values.fleet,
+    ...(certificates === undefined ? {} : { certificates }),
+    force: values.force === true,
+    dryRun: values['dry-run'] === true,
+    mode: 'manual',
+    ...(grace !== undefined
+      ? { graceSeconds: Number(grace) }
+      : local
+        ? { graceSeconds: 0, rolloutPollSeconds: 1 }
+        : {}),
+  };
+  let target: ControlPlaneTarget | undefined;
+  try {
+    target = await openTarget(values);
+    let outcome: WorkflowOutcome;
+    let before: Record<string, string | null> = {};
+    if (target.kind === 'local') {
+      const ports = await target.ports();
+      before = await currentSerials(target);
+      say(
+        `rotating ${certificates?.join(', ') ?? 'due certificates'} of fleet ${target.fleet} (local ${target.localDir})`,
+      );
+      outcome = await runLocalWorkflow('rotate-certificates', input, ports, {
+        print: (line) => say(`  ${line}`),
+      });
+    } else {
+      const arn = String(values['state-machine-arn'] ?? process.env.ROTATE_STATE_MACHINE_ARN ?? '');
+      if (arn === '')
+        throw new ValidationError('--state-machine-arn (or ROTATE_STATE_MACHINE_ARN) is required on AWS');
+      const subject = certificates === undefined ? 'all' : certificates.join('_');
+      const name =
+        typeof values['execution-name'] === 'string'
+          ? values['execution-name']
+          : executionName(
+              'rotate',
+              target.fleet,
+              `${subject}-${createHash('sha256').update(JSON.stringify(input)).digest('hex').slice(0, 6)}`,
+              new Date(),
+              bucket,
+            );
+      outcome = await startAwsWorkflow({
+        stateMachineArn: arn,
+        executionName: name,
+        input,
+        wait: values.wait === true,
+        print: (line) => say(`  ${line}`),
+      });
+    }
+    const after = target.kind === 'local' ? await currentSerials(target) : {};
+    const changes = Object.entries(after).map(([name, serial]) => ({
+      name,
+      from: before[name] ?? null,
+      to: serial,
+    }));
+    if (json) {
+      console.log(
+        JSON.stringify({
+          status: outcome.status,
+          executionName: outcome.executionName,
+          ...(outcome.executionArn ? { executionArn: outcome.executionArn } : {}),
+          ...(outcome.error ? { error: outcome.error, cause: outcome.cause } : {}),
+          seconds: (outcome.finishedAt.getTime() - outcome.startedAt.getTime()) / 1000,
+          ...(target.kind === 'local' ? { certificates: changes } : {}),
+          output: outcome.output ?? null,
+        }),
+      );
+    } else {
+      for (const change of changes) {
+        const moved = change.from !== change.to;
+        say(`  ${change.name}: ${change.from ?? '-'} ${moved ? '→' : '='} ${change.to ?? '-'}`);
+      }
+      const ok = outcome.status === 'SUCCEEDED' || (outcome.status === 'RUNNING' && values.wait !== true);
+      say(
+        ok
+          ? c(32, `${outcome.status.toLowerCase()}: ${outcome.executionName}`)
+          : c(31, `${outcome.status.toLowerCase()}: ${outcome.error ?? ''} ${outcome.cause ?? ''}`.trim()),
+      );
+    }
+    if (outcome.status === 'SUCCEEDED') return ExitCode.Ok;
+    if (outcome.status === 'RUNNING' && values.wait !== true) return ExitCode.Ok;
+    return ExitCode.Failure;
+  } catch (error) {
+    console.error(
+      `portcullis rotate: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,
+    );
+    return ExitCode.Failure;
+  } finally {
+    await target?.close();
+  }
+}
+
+/** `AWSCURRENT` serial of each of the fleet's certificates (null: none yet). */
+async function currentSerials(target: ControlPlaneTarget): Promise<Record<string, string | null>> {
+  const config = await loadControlPlaneFleet(target.store, target.fleetConfigSecretId);
+  const out: Record<string, string | null> = {};
+  for (const spec of config.certificates) {
+    const current = await readCurrentCertificate(target.store, spec.secretId);
+    out[spec.name] = typeof current === 'object' ? current.serial : null;
+  }
+  return out;
+}

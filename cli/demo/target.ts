@@ -1,0 +1,243 @@
+/**
+ * Where an operator command acts: AWS (SDK default credentials and region; Secrets Manager,
+ * Private CA, ECS, Step Functions) or a local directory (`--local DIR`: the demo's file store,
+ * local CA and process fleet). Commands parse the shared options below and open a target; the
+ * adapters behind it are built on first use, so `allowlist show` needs no CA and no ECS.
+ *
+ * A local directory holds:
+ * ```
+ * DIR/store/          FileSecretStore
+ * DIR/ca/             LocalAuthority
+ * DIR/fleet/          ProcessFleet (registry.json, one directory per task)
+ * DIR/events.jsonl    LogNotifier
+ * DIR/verifier.json   client certificate for verification handshakes (0600; optional)
+ * ```
+ */
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { AcmPcaAuthority } from '../../lib/aws/acm-pca-authority.ts';
+import { EcsFleet } from '../../lib/aws/ecs-fleet.ts';
+import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
+import { ValidationError } from '../../lib/errors.ts';
+import { ProxyLocalTaskClient } from '../../lib/local/demo-task-client.ts';
+import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
+import { LocalAuthority } from '../../lib/local/local-authority.ts';
+import { type LoggedEvent, LogNotifier } from '../../lib/local/log-notifier.ts';
+import { RegistryFleet } from '../../lib/local/process-fleet.ts';
+import {
+  type CertificateAuthority,
+  type Fleet,
+  type Notifier,
+  type SecretStore,
+  Stage,
+  type TaskClient,
+} from '../../lib/ports.ts';
+import { NudgeKeySecret, parseSecret } from '../../lib/secrets/formats.ts';
+import { type ClientCertificate, HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
+import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
+import type { ControlPlanePorts } from '../../lib/workflows/ports.ts';
+import { checkFleetName, fleetSecretIds } from './secrets.ts';
+
+/** `parseArgs` options every operator command accepts. */
+export const commonOptions = {
+  fleet: { type: 'string' },
+  local: { type: 'string' },
+  region: { type: 'string' },
+  'fleet-config-secret-id': { type: 'string' },
+  'ca-arn': { type: 'string' },
+  'template-arn': { type: 'string' },
+  cluster: { type: 'string' },
+  service: { type: 'string' },
+} as const;
+
+/** Help text lines for {@link commonOptions}. */
+export const targetHelp = `Target (AWS by default: SDK credentials and region):
+  --local DIR           act on a local fleet directory (the demo's --state-dir) instead of AWS
+  --region REGION       AWS region (default: the SDK's, e.g. AWS_REGION)
+  --fleet-config-secret-id ID   default $FLEET_CONFIG_SECRET_ID or portcullis/<fleet>/fleet-config
+  --ca-arn ARN          Private CA (default $CA_ARN); --template-arn ARN (default $CA_TEMPLATE_ARN)
+  --cluster NAME        ECS cluster (default $ECS_CLUSTER); --service NAME (default $ECS_SERVICE)`;
+
+/** The paths inside a local directory. */
+export function localPaths(dir: string) {
+  const root = resolve(dir);
+  return {
+    root,
+    store: join(root, 'store'),
+    ca: join(root, 'ca'),
+    fleet: join(root, 'fleet'),
+    events: join(root, 'events.jsonl'),
+    verifier: join(root, 'verifier.json'),
+  };
+}
+
+export interface ControlPlaneTarget {
+  readonly kind: 'local' | 'aws';
+  readonly fleet: string;
+  readonly fleetConfigSecretId: string;
+  readonly store: SecretStore;
+  /** Local only: the directory. */
+  readonly localDir?: string;
+  authority(): CertificateAuthority;
+  fleetPort(): Fleet;
+  taskClient(): Promise<TaskClient>;
+  notifier(): Notifier;
+  /** Everything a local workflow run needs. */
+  ports(): Promise<ControlPlanePorts>;
+  close(): Promise<void>;
+}
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+function str(values: Values, key: string): string | undefined {
+  const value = values[key];
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+function env(name: string): string | undefined {
+  const value = process.env[name];
+  return value === undefined || value === '' ? undefined : value;
+}
+
+function required(value: string | undefined, what: string): string {
+  if (value === undefined) throw new ValidationError(`${what} is required`, { path: what });
+  return value;
+}
+
+async function nudgeKeyLoader(
+  store: SecretStore,
+  fleetConfigSecretId: string,
+  fleet: string,
+): Promise<() => Promise<Buffer>> {
+  let cached: Buffer | undefined;
+  return async () => {
+    if (cached !== undefined) return cached;
+    const config = await loadControlPlaneFleet(store, fleetConfigSecretId);
+    const secretId = config.nudgeKey?.secretId ?? fleetSecretIds(fleet).nudgeKey;
+    const secret = await store.get(secretId, { stage: Stage.Current });
+    cached = Buffer.from(parseSecret(NudgeKeySecret, secretId, secret.value).key, 'base64');
+    return cached;
+  };
+}
+
+async function readVerifier(path: string): Promise<ClientCertificate | undefined> {
+  try {
+    const parsed = JSON.parse(await readFile(path, 'utf8')) as Partial<ClientCertificate>;
+    return typeof parsed.certificatePem === 'string' && typeof parsed.keyPem === 'string'
+      ? { certificatePem: parsed.certificatePem, keyPem: parsed.keyPem }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Opens the target the options name. Throws `ValidationError` for a missing fleet name or AWS
+ * settings a command needs (when it needs them).
+ */
+export async function openTarget(
+  values: Values,
+  options: { needAuthority?: boolean; onEvent?: (event: LoggedEvent) => void } = {},
+): Promise<ControlPlaneTarget> {
+  const fleet = checkFleetName(required(str(values, 'fleet'), '--fleet'));
+  const fleetConfigSecretId =
+    str(values, 'fleet-config-secret-id') ??
+    env('FLEET_CONFIG_SECRET_ID') ??
+    fleetSecretIds(fleet).fleetConfig;
+  const localDir = str(values, 'local');
+  if (localDir !== undefined) {
+    const paths = localPaths(localDir);
+    const store = await FileSecretStore.open(paths.store);
+    let authority: LocalAuthority | undefined;
+    if (options.needAuthority === true) authority = await LocalAuthority.open(paths.ca);
+    const fleetPort = new RegistryFleet(paths.fleet);
+    const notifier = new LogNotifier({
+      file: paths.events,
+      ...(options.onEvent ? { sink: options.onEvent } : {}),
+    });
+    let taskClient: TaskClient | undefined;
+    const target: ControlPlaneTarget = {
+      kind: 'local',
+      fleet,
+      fleetConfigSecretId,
+      store,
+      localDir: paths.root,
+      authority: () => {
+        if (authority === undefined) throw new ValidationError('this command does not use the CA');
+        return authority;
+      },
+      fleetPort: () => fleetPort,
+      async taskClient() {
+        if (taskClient === undefined) {
+          const verifier = await readVerifier(paths.verifier);
+          taskClient = new ProxyLocalTaskClient({
+            http: new HttpTaskClient({ nudgeKey: await nudgeKeyLoader(store, fleetConfigSecretId, fleet) }),
+            ...(verifier === undefined ? {} : { clientCertificate: verifier }),
+          });
+        }
+        return taskClient;
+      },
+      notifier: () => notifier,
+      async ports() {
+        authority ??= await LocalAuthority.open(paths.ca);
+        return {
+          fleetName: fleet,
+          fleetConfigSecretId,
+          store,
+          authority,
+          fleet: fleetPort,
+          taskClient: await target.taskClient(),
+          notifier,
+        };
+      },
+      async close() {},
+    };
+    return target;
+  }
+
+  const region = str(values, 'region');
+  if (region !== undefined) process.env.AWS_REGION = region;
+  const store = new SecretsManagerStore();
+  let authority: CertificateAuthority | undefined;
+  let fleetPort: Fleet | undefined;
+  let taskClient: TaskClient | undefined;
+  const target: ControlPlaneTarget = {
+    kind: 'aws',
+    fleet,
+    fleetConfigSecretId,
+    store,
+    authority() {
+      authority ??= new AcmPcaAuthority({
+        certificateAuthorityArn: required(str(values, 'ca-arn') ?? env('CA_ARN'), '--ca-arn (or CA_ARN)'),
+        ...((str(values, 'template-arn') ?? env('CA_TEMPLATE_ARN'))
+          ? { templateArn: (str(values, 'template-arn') ?? env('CA_TEMPLATE_ARN'))! }
+          : {}),
+      });
+      return authority;
+    },
+    fleetPort() {
+      fleetPort ??= new EcsFleet({
+        cluster: required(str(values, 'cluster') ?? env('ECS_CLUSTER'), '--cluster (or ECS_CLUSTER)'),
+        service: required(str(values, 'service') ?? env('ECS_SERVICE'), '--service (or ECS_SERVICE)'),
+        adminPort: Number(env('SIDECAR_ADMIN_PORT') ?? 9901),
+        tlsPort: Number(env('TLS_PORT') ?? 443),
+      });
+      return fleetPort;
+    },
+    async taskClient() {
+      taskClient ??= new HttpTaskClient({
+        nudgeKey: await nudgeKeyLoader(store, fleetConfigSecretId, fleet),
+      });
+      return taskClient;
+    },
+    notifier() {
+      throw new ValidationError('on AWS the state machines publish events themselves');
+    },
+    async ports() {
+      throw new ValidationError('on AWS workflows run in Step Functions; use --local DIR to run them here');
+    },
+    async close() {},
+  };
+  if (options.needAuthority === true) target.authority();
+  return target;
+}
