@@ -11,6 +11,7 @@ import {
   RuntimeUnavailable,
 } from '../../proxy/haproxy/errors.ts';
 import {
+  chunkBatch,
   HaproxyRuntime,
   type RuntimeTransport,
   runtimeClientFor,
