@@ -313,6 +313,14 @@ describe('HTTP listener', () => {
         { since },
       );
     }
+    // Two different Host headers (route check and upstream could read different names): HAProxy's
+    // own parser answers 400 before any rule runs.
+    const twoHosts = await httpRequest(
+      preamble('203.0.113.44:43000'),
+      gw.ports.http,
+      `GET / HTTP/1.1\r\nHost: ${APP}\r\nHost: meta.example.test\r\nConnection: close\r\n\r\n`,
+    );
+    expect(twoHosts.status).toBe(400);
     expect(httpUpstream.requests.length).toBe(before);
   });
 });
