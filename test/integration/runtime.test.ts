@@ -7,6 +7,7 @@ import { RuntimeApiError } from '../../proxy/haproxy/errors.ts';
 import { HaproxyRuntime, sameSerial } from '../../proxy/haproxy/runtime.ts';
 import {
   createTestCa,
+  createTestCrl,
   freePort,
   issueTestLeaf,
   type MinimalHaproxy,
@@ -118,7 +119,8 @@ describe('HaproxyRuntime against HAProxy 2.6', () => {
   let otherCa: TestCa;
   let first: TestLeaf;
   let listed: TestLeaf;
-  const ports = { allow: 0, map: 0, proxy: 0, tls: 0, list: 0 };
+  const ports = { allow: 0, map: 0, proxy: 0, tls: 0, list: 0, crl: 0 };
+  let crl = '';
   let allowAcl = '';
   let stateMap = '';
 
@@ -129,6 +131,7 @@ describe('HaproxyRuntime against HAProxy 2.6', () => {
     otherCa = await createTestCa('Runtime Other CA');
     first = await issueTestLeaf(ca, ['one.test']);
     listed = await issueTestLeaf(ca, ['listed.test']);
+    crl = await createTestCrl(ca, []);
     haproxy = await startMinimalHaproxy(
       (dir) => `
 frontend allow_fe
@@ -149,10 +152,16 @@ frontend list_fe
   bind 127.0.0.1:${ports.list} ssl crt-list ${join(dir, 'list.txt')} ca-file ${join(dir, 'ca.pem')} verify optional
   tcp-request content reject if !{ ssl_c_used } || !{ ssl_c_verify 0 }
   default_backend echo
+frontend crl_fe
+  bind 127.0.0.1:${ports.crl} ssl crt ${join(dir, 'listed.pem')} ca-file ${join(dir, 'crl-ca.pem')} crl-file ${join(dir, 'crl.pem')} verify optional
+  tcp-request content reject if !{ ssl_c_used } || !{ ssl_c_verify 0 }
+  default_backend echo
 backend echo
   server s1 127.0.0.1:${echo.port}
 `,
       (dir) => ({
+        'crl-ca.pem': ca.certificatePem,
+        'crl.pem': crl,
         'allow.acl': '127.0.0.2\n',
         'state.map': 'ready 0\n',
         'site.pem': first.bundlePem,
@@ -359,6 +368,22 @@ backend echo
       rt.updateCaFile(caFile, '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----'),
     ).rejects.toBeInstanceOf(RuntimeApiError);
     expect((await handshake(ports.list, 'listed.test', newClient)).echoed).toBe(true);
+  });
+
+  it('replaces the CRL: a revoked client is refused, the others still get in', async () => {
+    const crlFile = join(haproxy.dir, 'crl.pem');
+    const revoked = await issueTestLeaf(ca, ['revoked.test'], 'client');
+    const kept = await issueTestLeaf(ca, ['kept.test'], 'client');
+    expect((await handshake(ports.crl, 'listed.test', revoked)).echoed).toBe(true);
+
+    await rt.updateCrlFile(crlFile, await createTestCrl(ca, [revoked.serial]));
+
+    expect((await handshake(ports.crl, 'listed.test', revoked)).echoed).toBe(false);
+    expect((await handshake(ports.crl, 'listed.test', kept)).echoed).toBe(true);
+    await expect(
+      rt.updateCrlFile(crlFile, '-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----'),
+    ).rejects.toBeInstanceOf(RuntimeApiError);
+    expect((await handshake(ports.crl, 'listed.test', revoked)).echoed).toBe(false);
   });
 });
 

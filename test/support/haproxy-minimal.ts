@@ -215,3 +215,21 @@ export async function issueTestLeaf(
     bundlePem: `${certificatePem}\n${ca.certificatePem}\n${keyPem}\n`,
   };
 }
+
+/** A CRL from `ca` revoking `revokedSerials` (hex), valid one day. */
+export async function createTestCrl(ca: TestCa, revokedSerials: string[]): Promise<string> {
+  const crl = await x509.X509CrlGenerator.create({
+    issuer: ca.subject,
+    thisUpdate: new Date(Date.now() - 60_000),
+    nextUpdate: new Date(Date.now() + 86_400_000),
+    signingKey: ca.keys.privateKey,
+    signingAlgorithm: SIGNING,
+    entries: revokedSerials.map((serialNumber) => ({
+      serialNumber,
+      revocationDate: new Date(Date.now() - 30_000),
+      reason: x509.X509CrlReason.keyCompromise,
+    })),
+  });
+  // @peculiar/x509 armours CRLs as `BEGIN CRL`; OpenSSL (and so HAProxy) reads only `BEGIN X509 CRL`.
+  return x509.PemConverter.encode(crl.rawData, 'X509 CRL');
+}
