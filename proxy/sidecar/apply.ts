@@ -1,0 +1,244 @@
+/**
+ * Effects on a running gateway: each object is written to its file first (atomic rename, so a
+ * reload or a restart of HAProxy picks the same state), then applied through the runtime API as
+ * one transaction, then read back. On any failure the transaction is aborted (the runtime
+ * client does that), the previous file is put back and `ApplyFailed` is thrown: HAProxy keeps
+ * serving what it served before.
+ *
+ * | object       | runtime API (HAProxy ≥)                                                  | read back |
+ * | ------------ | ------------------------------------------------------------------------ | --------- |
+ * | certificate  | `set ssl cert` → `show ssl cert *<f>` → `commit ssl cert` (2.1/2.2)       | `show ssl cert <f>` serial |
+ * | trust bundle | `set ssl ca-file` → `commit ssl ca-file` (2.5)                           | `show ssl ca-file <f>` count |
+ * | CRL          | `set ssl crl-file` → `commit ssl crl-file` (2.5)                         | commit answer |
+ * | allowlist    | `prepare acl` → `add acl @<v>` … → `commit acl @<v>` (2.4)               | `show acl <f>` entries |
+ * | cut sessions | `show table st_client_sessions`, `show sess`, `shutdown session` (1.4)   | — |
+ * | ready flag   | `set map <state.map> ready 1` (1.5)                                      | — |
+ */
+import { readFile, rm } from 'node:fs/promises';
+import { cidrContainsAddress, parseCidr, parseIp } from '../../lib/allowlist/index.ts';
+import {
+  FRONTEND,
+  type GatewayLayout,
+  parseSessionKey,
+  READY_KEY,
+  SESSION_TABLE,
+  writeFileAtomic,
+} from '../haproxy/index.ts';
+import { terminatePaths } from '../haproxy/render-terminate.ts';
+import { type HaproxyRuntime, sameSerial } from '../haproxy/runtime.ts';
+import { command } from '../haproxy/runtime-protocol.ts';
+import { ApplyFailed } from './errors.ts';
+import { parseStickTable } from './metrics.ts';
+
+/** Mode of every file under `certs/` that holds a private key. */
+export const KEY_FILE_MODE = 0o600;
+/** Public material (CA bundle, CRL, ACL and map files). */
+export const PUBLIC_FILE_MODE = 0o644;
+
+export interface ApplyTarget {
+  layout: GatewayLayout;
+  /** Absent while HAProxy is not confirmed serving: files only, the next verification reconciles. */
+  runtime: HaproxyRuntime | undefined;
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+async function restore(path: string, previous: string | undefined, mode: number): Promise<void> {
+  if (previous === undefined) await rm(path, { force: true });
+  else await writeFileAtomic(path, previous, mode);
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/**
+ * Writes `<certsDir>/<name>.pem` (0600) and, when HAProxy has it loaded, replaces it in one
+ * `set/commit ssl cert` transaction checked by serial before and after the commit.
+ */
+export async function installCertificate(
+  target: ApplyTarget,
+  secretId: string,
+  name: string,
+  pem: string,
+  serial: string,
+  loaded: boolean,
+): Promise<void> {
+  const path = terminatePaths(target.layout).certificate(name);
+  const previous = await readOptional(path);
+  await writeFileAtomic(path, pem, KEY_FILE_MODE);
+  if (target.runtime === undefined || !loaded) return;
+  try {
+    const served = await target.runtime.updateCertificate(path, pem);
+    if (!sameSerial(served.serial, serial)) throw new Error(`HAProxy serves serial ${served.serial}`);
+  } catch (error) {
+    await restore(path, previous, KEY_FILE_MODE);
+    throw new ApplyFailed(secretId, `certificate ${name}: ${message(error)}`, { cause: error });
+  }
+}
+
+/** How many certificates `show ssl ca-file <path>` lists (2.6 numbers them `Certificate #1:` …). */
+export function countCaFileCertificates(answer: string): number {
+  return (answer.match(/^Certificate #\d+:/gm) ?? []).length;
+}
+
+/**
+ * Writes `trust.pem` (and `crl.pem`) and, when HAProxy has them loaded, commits each in its own
+ * transaction; the CA file is read back by certificate count.
+ */
+export async function installTrust(
+  target: ApplyTarget,
+  secretId: string,
+  trust: { caPem: string; crlPem: string | undefined; caCount: number },
+  loaded: { ca: boolean; crl: boolean },
+): Promise<void> {
+  const paths = terminatePaths(target.layout);
+  const previousCa = await readOptional(paths.trust);
+  const previousCrl = await readOptional(paths.crl);
+  await writeFileAtomic(paths.trust, trust.caPem, PUBLIC_FILE_MODE);
+  if (trust.crlPem !== undefined) await writeFileAtomic(paths.crl, trust.crlPem, PUBLIC_FILE_MODE);
+  if (target.runtime === undefined) return;
+  const runtime = target.runtime;
+  try {
+    if (loaded.ca) {
+      await runtime.updateCaFile(paths.trust, trust.caPem);
+      const count = countCaFileCertificates(await runtime.execute(command('show ssl ca-file', paths.trust)));
+      if (count !== trust.caCount)
+        throw new Error(`HAProxy lists ${count} CA certificates, expected ${trust.caCount}`);
+    }
+    if (loaded.crl && trust.crlPem !== undefined) await runtime.updateCrlFile(paths.crl, trust.crlPem);
+  } catch (error) {
+    await restore(paths.trust, previousCa, PUBLIC_FILE_MODE);
+    if (trust.crlPem !== undefined) await restore(paths.crl, previousCrl, PUBLIC_FILE_MODE);
+    // The CA transaction may have committed before the CRL failed: put the old bundle back live too.
+    if (loaded.ca && previousCa !== undefined)
+      await runtime.updateCaFile(paths.trust, previousCa).catch(() => undefined);
+    throw new ApplyFailed(secretId, `trust bundle: ${message(error)}`, { cause: error });
+  }
+}
+
+function covered(cidrs: readonly string[]): (address: string) => boolean {
+  const parsed = cidrs.flatMap((text) => {
+    const result = parseCidr(text);
+    return result.kind === 'ok' ? [result.cidr] : [];
+  });
+  return (address) => {
+    const bytes = parseIp(address);
+    return bytes !== undefined && parsed.some((cidr) => cidrContainsAddress(cidr, bytes));
+  };
+}
+
+/**
+ * Closes the sessions of clients the previous allowlist admitted and the new one does not.
+ * The client is the PROXY source when there is one: `show sess` prints only the direct peer in
+ * 2.6, so the gateway's `st_client_sessions` table (`client@peer:port`) maps one to the other.
+ * Connections the old list did not cover either (NLB health checks) are left alone.
+ */
+export async function cutRemovedSources(
+  runtime: HaproxyRuntime,
+  previous: readonly string[],
+  next: readonly string[],
+): Promise<number> {
+  const wasAllowed = covered(previous);
+  const isAllowed = covered(next);
+  const peers = new Set<string>();
+  const answer = await runtime.execute(command('show table', SESSION_TABLE));
+  for (const entry of parseStickTable(answer)) {
+    if ((entry.values['conn_cur'] ?? 0) <= 0) continue;
+    const key = parseSessionKey(entry.key);
+    if (key === undefined) continue;
+    if (wasAllowed(key.client) && !isAllowed(key.client)) peers.add(`${key.peer}|${key.peerPort}`);
+  }
+  if (peers.size === 0) return 0;
+  const frontends = new Set<string>([FRONTEND.tls, FRONTEND.http]);
+  return runtime.cutSessions(
+    (session) =>
+      frontends.has(session.frontend) &&
+      session.source !== undefined &&
+      peers.has(`${session.source.address}|${session.source.port}`),
+  );
+}
+
+/**
+ * Writes the allowlist file and replaces the live ACL in one `prepare/commit acl` transaction,
+ * reads the entries back, then (optionally) cuts sessions of removed sources.
+ */
+export async function installAllowlist(
+  target: ApplyTarget,
+  secretId: string,
+  cidrs: readonly string[],
+  previous: readonly string[] | undefined,
+  options: { cutRemovedSessions: boolean },
+): Promise<{ cut: number }> {
+  const path = target.layout.allowlist;
+  const before = await readOptional(path);
+  await writeFileAtomic(path, cidrs.length === 0 ? '' : `${cidrs.join('\n')}\n`, PUBLIC_FILE_MODE);
+  if (target.runtime === undefined) return { cut: 0 };
+  const runtime = target.runtime;
+  try {
+    await runtime.replaceAcl(path, cidrs);
+    const served = (await runtime.showAclEntries(path)).map((e) => e.value);
+    const want = new Set(cidrs);
+    if (served.length !== cidrs.length || served.some((value) => !want.has(value))) {
+      throw new Error(`HAProxy holds ${served.length} entries, expected ${cidrs.length}`);
+    }
+  } catch (error) {
+    await restore(path, before, PUBLIC_FILE_MODE);
+    if (previous !== undefined) await runtime.replaceAcl(path, previous).catch(() => undefined);
+    throw new ApplyFailed(secretId, `allowlist: ${message(error)}`, { cause: error });
+  }
+  if (!options.cutRemovedSessions || previous === undefined) return { cut: 0 };
+  // The new list is in force; a failure to cut is reported but does not undo it.
+  return { cut: await cutRemovedSources(runtime, previous, cidrs) };
+}
+
+/** What HAProxy must serve; compared with what it does after a (re)start. */
+export interface ExpectedServing {
+  certificates: { name: string; pem: string; serial: string }[];
+  allowlist: readonly string[];
+  trust: { caPem: string; crlPem: string | undefined; caCount: number } | undefined;
+  trustLoaded: { ca: boolean; crl: boolean };
+}
+
+/**
+ * Reconciles a (re)started or reloaded HAProxy with the applied state, then sets its ready
+ * flag (file first, then `set map`). Returns the objects it had to re-apply.
+ */
+export async function reconcile(
+  runtime: HaproxyRuntime,
+  layout: GatewayLayout,
+  expected: ExpectedServing,
+): Promise<string[]> {
+  const reapplied: string[] = [];
+  const paths = terminatePaths(layout);
+  for (const certificate of expected.certificates) {
+    const path = paths.certificate(certificate.name);
+    const served = await runtime.showSslCert(path);
+    if (!sameSerial(served.serial, certificate.serial)) {
+      await runtime.updateCertificate(path, certificate.pem);
+      reapplied.push(`certificate:${certificate.name}`);
+    }
+  }
+  const acl = (await runtime.showAclEntries(layout.allowlist)).map((e) => e.value).sort();
+  const want = [...expected.allowlist].sort();
+  if (acl.length !== want.length || acl.some((value, i) => value !== want[i])) {
+    await runtime.replaceAcl(layout.allowlist, expected.allowlist);
+    reapplied.push('allowlist');
+  }
+  if (expected.trust !== undefined && expected.trustLoaded.ca) {
+    const answer = await runtime.execute(command('show ssl ca-file', paths.trust));
+    if (countCaFileCertificates(answer) !== expected.trust.caCount) {
+      await runtime.updateCaFile(paths.trust, expected.trust.caPem);
+      reapplied.push('trust');
+    }
+  }
+  await writeFileAtomic(layout.stateMap, `${READY_KEY} 1\n`, PUBLIC_FILE_MODE);
+  await runtime.setMap(layout.stateMap, READY_KEY, '1');
+  return reapplied;
+}

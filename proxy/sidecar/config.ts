@@ -1,0 +1,94 @@
+/**
+ * The sidecar's own configuration (`portcullis sidecar --config FILE`, YAML or JSON): where the
+ * secrets live, where the fleet config comes from, where HAProxy's files go, and the loop timings.
+ */
+import { readFile } from 'node:fs/promises';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { formatIssues } from '../../lib/config/index.ts';
+import { ValidationError } from '../../lib/errors.ts';
+
+const port = z.number().int().min(0).max(65535);
+
+export const SidecarConfigSchema = z
+  .object({
+    store: z.discriminatedUnion('kind', [
+      z.object({ kind: z.literal('file'), dir: z.string().min(1) }).strict(),
+      z.object({ kind: z.literal('aws'), region: z.string().min(1).optional() }).strict(),
+    ]),
+    /** The fleet config: a secret (`AWSCURRENT`, polled like the others) or a file (re-read on poll). */
+    fleetConfig: z.union([
+      z.object({ secretId: z.string().min(1) }).strict(),
+      z.object({ file: z.string().min(1) }).strict(),
+    ]),
+    /** Root of the gateway layout shared with HAProxy (`/var/run/portcullis` in the task). */
+    gatewayDir: z.string().min(1),
+    admin: z
+      .object({
+        /** `0.0.0.0` in the container (the control plane calls the task's private IP). */
+        host: z.string().min(1).default('127.0.0.1'),
+        /** 0 picks a free port (tests); the task uses 9901. */
+        port: port.default(9901),
+      })
+      .strict()
+      .prefault({}),
+    /** Poll backstop: every `pollIntervalMs` plus up to `pollJitterMs` (30–60 s by default). */
+    pollIntervalMs: z.number().int().min(10).default(30_000),
+    pollJitterMs: z.number().int().min(0).default(30_000),
+    /** How often HAProxy's `show info` is read to notice a restart. */
+    watchIntervalMs: z.number().int().min(10).default(1000),
+    /** After rendering, how long to wait for HAProxy's admin socket before warning (it keeps waiting). */
+    haproxyStartWaitMs: z.number().int().min(10).default(60_000),
+    /** Backoff between start attempts when the store or its content is not usable yet. */
+    retry: z
+      .object({
+        initialMs: z.number().int().min(1).default(1000),
+        maxMs: z.number().int().min(1).default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    /** Addresses of this task (denied as destinations), on top of the non-loopback interface addresses. */
+    ownAddresses: z.array(z.string()).default([]),
+    /** Read the task's addresses from its network interfaces. */
+    autoOwnAddresses: z.boolean().default(true),
+    /** Tolerated clock difference for certificate validity, seconds. */
+    clockSkewSeconds: z.number().int().min(0).max(3600).default(60),
+    /** Cap of a nudge body; a nudge is two short ids. */
+    maxNudgeBytes: z.number().int().min(256).max(1_048_576).default(16_384),
+    logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  })
+  .strict();
+
+export type SidecarConfig = z.output<typeof SidecarConfigSchema>;
+export type SidecarConfigInput = z.input<typeof SidecarConfigSchema>;
+
+/** Validates a sidecar configuration object and applies defaults. @throws ValidationError */
+export function parseSidecarConfig(input: unknown, source = 'sidecar config'): SidecarConfig {
+  const result = SidecarConfigSchema.safeParse(input);
+  if (result.success) return result.data;
+  throw new ValidationError(`invalid ${source}:\n  ${formatIssues(result.error.issues).join('\n  ')}`, {
+    cause: result.error,
+  });
+}
+
+/** Reads a sidecar configuration from a YAML or JSON file. @throws ValidationError */
+export async function loadSidecarConfig(path: string): Promise<SidecarConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new ValidationError(`cannot read sidecar config ${path}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  let document: unknown;
+  try {
+    document = extname(path) === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw new ValidationError(`sidecar config ${path} does not parse: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return parseSidecarConfig(document, `sidecar config ${path}`);
+}

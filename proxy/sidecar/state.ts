@@ -1,0 +1,398 @@
+/**
+ * The sidecar's state as a pure reducer, in the manner of Envoy's xDS client: for every object
+ * (certificate, trust bundle, allowlist, fleet config, nudge key) it keeps the version applied,
+ * why that version was chosen, and the last version refused. `reduce(state, event)` returns the
+ * next state and the effects to run; `main.ts` runs them (fetch, validate, apply through the
+ * runtime API) and feeds the outcome back as events. No I/O, no clock: times come in events.
+ *
+ * Which version to serve (the part worth a table of tests, see {@link pollTarget}):
+ * - the poll applies only `AWSCURRENT`;
+ * - a nudge may name a version (the control plane's `AWSPENDING`) to serve before promotion;
+ *   the poll must not flip it back while it is still staged and `AWSCURRENT` has not moved;
+ * - promotion makes the nudged version `AWSCURRENT`: the poll sees it already served;
+ * - rollback drops `AWSPENDING` from it (no label left): the poll brings `AWSCURRENT` back,
+ *   and so does the control plane's rollback nudge (a nudge without a version means `AWSCURRENT`);
+ * - a version refused by validation is not retried by the poll (a nudge naming it retries it).
+ */
+import type { TaskStatus } from '../../lib/ports.ts';
+
+export const ObjectKind = {
+  Fleet: 'fleet',
+  Certificate: 'certificate',
+  Trust: 'trust',
+  Allowlist: 'allowlist',
+  NudgeKey: 'nudgeKey',
+} as const;
+export type ObjectKind = (typeof ObjectKind)[keyof typeof ObjectKind];
+
+/** One object the sidecar keeps in step with the store. */
+export interface ObjectRef {
+  /** `certificate:<name>`, `trust`, `allowlist`, `fleet`, `nudgeKey`. */
+  key: string;
+  kind: ObjectKind;
+  /** Store secret id; for a fleet config read from a file, `file:<path>`. */
+  secretId: string;
+  /** Certificate name (the status key). */
+  name?: string;
+}
+
+/** Public facts about what is applied, for status and metrics. */
+export interface AppliedFacts {
+  serial?: string;
+  notAfter?: string;
+  size?: number;
+  caCount?: number;
+  crl?: boolean;
+}
+
+export type Origin = 'current' | 'explicit';
+
+export interface AppliedVersion {
+  versionId: string;
+  /** `current`: chosen as `AWSCURRENT`; `explicit`: named by a nudge. */
+  origin: Origin;
+  /** `AWSCURRENT` when it was applied: an explicit version stays until this moves. */
+  currentAtApply: string | undefined;
+  at: string;
+  facts: AppliedFacts;
+}
+
+export interface Refusal {
+  versionId: string;
+  code: string;
+  message: string;
+  at: string;
+}
+
+export interface ObjectState {
+  ref: ObjectRef;
+  applied?: AppliedVersion;
+  rejected?: Refusal;
+}
+
+export const Phase = {
+  /** No valid state rendered yet: HAProxy must not start (`/healthz` 503). */
+  Starting: 'starting',
+  /** Files rendered; HAProxy not (yet) confirmed serving them. */
+  Rendered: 'rendered',
+  /** HAProxy serves what was applied and its ready flag is set. */
+  Ready: 'ready',
+} as const;
+export type Phase = (typeof Phase)[keyof typeof Phase];
+
+export interface LastApply {
+  at: string;
+  ok: boolean;
+  key?: string;
+  versionId?: string;
+  code?: string;
+  error?: string;
+}
+
+export interface SidecarState {
+  phase: Phase;
+  objects: Record<string, ObjectState>;
+  lastApply?: LastApply;
+  /** Why the sidecar is not (yet) rendered, when it is not. */
+  startError?: { code: string; message: string; at: string };
+  /** HAProxy worker pid last confirmed serving. */
+  haproxyPid?: number;
+  /** `kind|ok` or `kind|failed|reason` → count; exported as a Prometheus counter. */
+  applyCounts: Record<string, number>;
+}
+
+/** What a poll or a nudge learned about a secret from the store (`describe`). */
+export interface StoreView {
+  current: string | undefined;
+  /** Versions with at least one label. */
+  versions: readonly { versionId: string; stages: readonly string[] }[];
+}
+
+export type SidecarEvent =
+  | { type: 'configured'; refs: readonly ObjectRef[] }
+  | { type: 'polled'; key: string; view: StoreView }
+  | { type: 'nudged'; key: string; versionId?: string; view: StoreView }
+  | {
+      type: 'applied';
+      key: string;
+      versionId: string;
+      origin: Origin;
+      currentAtApply: string | undefined;
+      facts: AppliedFacts;
+      at: string;
+    }
+  | { type: 'rejected'; key: string; versionId: string; code: string; message: string; at: string }
+  | { type: 'failed'; key: string; versionId: string; message: string; at: string }
+  | { type: 'startFailed'; code: string; message: string; at: string }
+  | { type: 'rendered'; at: string }
+  | { type: 'haproxyUp'; pid: number }
+  | { type: 'haproxyReady'; pid: number }
+  | { type: 'haproxyDown' };
+
+export type SidecarEffect =
+  /** Fetch `versionId` of the object's secret, validate it and apply it. */
+  | { type: 'apply'; key: string; versionId: string; origin: Origin; currentAtApply: string | undefined }
+  /** Compare what HAProxy serves with what was applied, re-apply drift, then set the ready flag. */
+  | { type: 'verifyHaproxy'; pid: number };
+
+export function initialState(): SidecarState {
+  return { phase: Phase.Starting, objects: {}, applyCounts: {} };
+}
+
+/**
+ * The version a poll should apply, or `undefined` to leave things as they are.
+ * @example pollTarget({ applied: { versionId: 'P', origin: 'explicit', currentAtApply: 'C', … } }, { current: 'C', versions: [{ versionId: 'P', stages: ['AWSPENDING'] }, …] }) // undefined
+ */
+export function pollTarget(
+  object: Pick<ObjectState, 'applied' | 'rejected'>,
+  view: StoreView,
+): string | undefined {
+  const current = view.current;
+  if (current === undefined) return undefined;
+  const applied = object.applied;
+  if (applied?.versionId === current) return undefined;
+  if (object.rejected?.versionId === current) return undefined;
+  if (applied?.origin === 'explicit') {
+    const staged = view.versions.some((v) => v.versionId === applied.versionId && v.stages.length > 0);
+    if (staged && applied.currentAtApply === current) return undefined;
+  }
+  return current;
+}
+
+/** The version a nudge asks for (`AWSCURRENT` when it names none) and whether that is an explicit choice. */
+export function nudgeTarget(
+  versionId: string | undefined,
+  view: StoreView,
+): { versionId: string; origin: Origin } | undefined {
+  if (versionId !== undefined)
+    return { versionId, origin: versionId === view.current ? 'current' : 'explicit' };
+  return view.current === undefined ? undefined : { versionId: view.current, origin: 'current' };
+}
+
+function count(state: SidecarState, label: string): Record<string, number> {
+  return { ...state.applyCounts, [label]: (state.applyCounts[label] ?? 0) + 1 };
+}
+
+function withObject(state: SidecarState, key: string, update: (o: ObjectState) => ObjectState): SidecarState {
+  const object = state.objects[key];
+  if (object === undefined) return state;
+  return { ...state, objects: { ...state.objects, [key]: update(object) } };
+}
+
+/** The transition function. Unknown keys leave the state unchanged and produce no effect. */
+export function reduce(
+  state: SidecarState,
+  event: SidecarEvent,
+): { state: SidecarState; effects: SidecarEffect[] } {
+  switch (event.type) {
+    case 'configured': {
+      // Keep what is known about objects that stay (same key and secret); forget the rest.
+      const objects: Record<string, ObjectState> = {};
+      for (const ref of event.refs) {
+        const previous = state.objects[ref.key];
+        objects[ref.key] =
+          previous !== undefined && previous.ref.secretId === ref.secretId ? { ...previous, ref } : { ref };
+      }
+      return { state: { ...state, objects }, effects: [] };
+    }
+    case 'polled': {
+      const object = state.objects[event.key];
+      if (object === undefined) return { state, effects: [] };
+      const target = pollTarget(object, event.view);
+      if (target === undefined) return { state, effects: [] };
+      return {
+        state,
+        effects: [
+          {
+            type: 'apply',
+            key: event.key,
+            versionId: target,
+            origin: 'current',
+            currentAtApply: event.view.current,
+          },
+        ],
+      };
+    }
+    case 'nudged': {
+      const object = state.objects[event.key];
+      if (object === undefined) return { state, effects: [] };
+      const target = nudgeTarget(event.versionId, event.view);
+      if (target === undefined) return { state, effects: [] };
+      if (object.applied?.versionId === target.versionId) {
+        // Already serving it; only remember why, so the poll's rule sees the current reason.
+        const applied = { ...object.applied, origin: target.origin, currentAtApply: event.view.current };
+        return { state: withObject(state, event.key, (o) => ({ ...o, applied })), effects: [] };
+      }
+      return {
+        state,
+        effects: [
+          {
+            type: 'apply',
+            key: event.key,
+            versionId: target.versionId,
+            origin: target.origin,
+            currentAtApply: event.view.current,
+          },
+        ],
+      };
+    }
+    case 'applied': {
+      const object = state.objects[event.key];
+      if (object === undefined) return { state, effects: [] };
+      const next = withObject(state, event.key, (o) => {
+        const { rejected: _dropped, ...rest } = o;
+        return {
+          ...rest,
+          applied: {
+            versionId: event.versionId,
+            origin: event.origin,
+            currentAtApply: event.currentAtApply,
+            at: event.at,
+            facts: event.facts,
+          },
+        };
+      });
+      return {
+        state: {
+          ...next,
+          lastApply: { at: event.at, ok: true, key: event.key, versionId: event.versionId },
+          applyCounts: count(state, `${object.ref.kind}|ok|`),
+        },
+        effects: [],
+      };
+    }
+    case 'rejected': {
+      const object = state.objects[event.key];
+      if (object === undefined) return { state, effects: [] };
+      const rejected: Refusal = {
+        versionId: event.versionId,
+        code: event.code,
+        message: event.message,
+        at: event.at,
+      };
+      const next = withObject(state, event.key, (o) => ({ ...o, rejected }));
+      return {
+        state: {
+          ...next,
+          lastApply: {
+            at: event.at,
+            ok: false,
+            key: event.key,
+            versionId: event.versionId,
+            code: event.code,
+            error: event.message,
+          },
+          applyCounts: count(state, `${object.ref.kind}|failed|${event.code}`),
+        },
+        effects: [],
+      };
+    }
+    case 'failed': {
+      const object = state.objects[event.key];
+      if (object === undefined) return { state, effects: [] };
+      // Not remembered as refused: HAProxy trouble is transient, the next poll tries again.
+      return {
+        state: {
+          ...state,
+          lastApply: {
+            at: event.at,
+            ok: false,
+            key: event.key,
+            versionId: event.versionId,
+            code: 'apply-failed',
+            error: event.message,
+          },
+          applyCounts: count(state, `${object.ref.kind}|failed|apply-failed`),
+        },
+        effects: [],
+      };
+    }
+    case 'startFailed':
+      return {
+        state: { ...state, startError: { code: event.code, message: event.message, at: event.at } },
+        effects: [],
+      };
+    case 'rendered': {
+      const { startError: _cleared, ...rest } = state;
+      return {
+        state: { ...rest, phase: state.phase === Phase.Ready ? Phase.Ready : Phase.Rendered },
+        effects: [],
+      };
+    }
+    case 'haproxyUp': {
+      if (state.phase === Phase.Starting) return { state, effects: [] };
+      if (state.phase === Phase.Ready && state.haproxyPid === event.pid) return { state, effects: [] };
+      return {
+        state: { ...state, phase: Phase.Rendered },
+        effects: [{ type: 'verifyHaproxy', pid: event.pid }],
+      };
+    }
+    case 'haproxyReady':
+      if (state.phase === Phase.Starting) return { state, effects: [] };
+      return { state: { ...state, phase: Phase.Ready, haproxyPid: event.pid }, effects: [] };
+    case 'haproxyDown': {
+      if (state.phase !== Phase.Ready) return { state, effects: [] };
+      const { haproxyPid: _gone, ...rest } = state;
+      return { state: { ...rest, phase: Phase.Rendered }, effects: [] };
+    }
+  }
+}
+
+/** The `TaskStatus` of the port (certificates keyed by name), plus sidecar details. */
+export function toTaskStatus(state: SidecarState): TaskStatus & Record<string, unknown> {
+  const certificates: Record<
+    string,
+    { secretId: string; versionId: string; serial: string; notAfter: string }
+  > = {};
+  const objects: Record<string, unknown> = {};
+  let trust: { versionId: string } | undefined;
+  let allowlist: { versionId: string; size: number } | undefined;
+  let fleetConfig: { versionId: string } | undefined;
+  for (const object of Object.values(state.objects)) {
+    const { ref, applied, rejected } = object;
+    objects[ref.key] = {
+      kind: ref.kind,
+      secretId: ref.secretId,
+      ...(applied ? { versionId: applied.versionId, origin: applied.origin, appliedAt: applied.at } : {}),
+      ...(rejected ? { rejected } : {}),
+    };
+    if (applied === undefined) continue;
+    if (ref.kind === 'certificate' && ref.name !== undefined) {
+      certificates[ref.name] = {
+        secretId: ref.secretId,
+        versionId: applied.versionId,
+        serial: applied.facts.serial ?? '',
+        notAfter: applied.facts.notAfter ?? '',
+      };
+    } else if (ref.kind === 'trust') {
+      trust = { versionId: applied.versionId };
+    } else if (ref.kind === 'allowlist') {
+      allowlist = { versionId: applied.versionId, size: applied.facts.size ?? 0 };
+    } else if (ref.kind === 'fleet') {
+      fleetConfig = { versionId: applied.versionId };
+    }
+  }
+  return {
+    ready: state.phase === Phase.Ready,
+    phase: state.phase,
+    certificates,
+    ...(trust ? { trust } : {}),
+    ...(allowlist ? { allowlist } : {}),
+    ...(fleetConfig ? { fleetConfig } : {}),
+    ...(state.lastApply
+      ? {
+          lastApply: {
+            at: state.lastApply.at,
+            ok: state.lastApply.ok,
+            ...(state.lastApply.error === undefined ? {} : { error: state.lastApply.error }),
+            ...(state.lastApply.code === undefined ? {} : { code: state.lastApply.code }),
+            ...(state.lastApply.key === undefined ? {} : { object: state.lastApply.key }),
+            ...(state.lastApply.versionId === undefined ? {} : { versionId: state.lastApply.versionId }),
+          },
+        }
+      : {}),
+    ...(state.startError ? { startError: state.startError } : {}),
+    ...(state.haproxyPid === undefined ? {} : { haproxyPid: state.haproxyPid }),
+    objects,
+  };
+}
