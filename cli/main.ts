@@ -14,6 +14,11 @@ interface CommandEntry {
 
 export const commands: Record<string, CommandEntry> = {
   proxy: { summary: 'Render the gateway configuration', load: () => import('./commands/proxy.ts') },
+  demo: { summary: 'Run the whole loop on this machine', load: () => import('./commands/demo.ts') },
+  init: { summary: "Create a fleet's secrets", load: () => import('./commands/init.ts') },
+  rotate: { summary: 'Rotate certificates', load: () => import('./commands/rotate.ts') },
+  status: { summary: 'What every task serves', load: () => import('./commands/status.ts') },
+  allowlist: { summary: 'Show or change the source allowlist', load: () => import('./commands/allowlist.ts') },
 };
 
 function help(): string {

@@ -187,6 +187,8 @@ export function sidecarConfig(options: {
     gatewayDir: options.gatewayDir,
     admin: { host: '127.0.0.1', port: options.adminPort },
     pollIntervalMs: options.pollMs,
+    // Local tasks share one machine: spread their backstop polls, but keep them within the poll.
+    pollJitterMs: Math.floor(options.pollMs / 3),
     ownAddresses: [],
   };
 }

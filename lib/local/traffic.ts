@@ -349,6 +349,14 @@ export class TrafficGenerator {
     return this.#sessions;
   }
 
+  /** Stops the connection loops (each finishes its current connection); sessions stay open. */
+  async pauseLoops(): Promise<TrafficStats> {
+    this.#running = false;
+    await Promise.all(this.#loops);
+    this.#loops = [];
+    return this.stats();
+  }
+
   /** Stops the loops (each finishes its current connection), closes the sessions, returns the final counters. */
   async stop(): Promise<TrafficStats> {
     this.#running = false;
