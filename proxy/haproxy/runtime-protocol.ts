@@ -112,8 +112,18 @@ export function withPayload(cmd: EncodedCommand, payload: string): EncodedComman
   return { ...cmd, payload: sanitizePayload(payload) };
 }
 
-/** The bytes to write for one command (non-interactive mode: one line, then the connection half-closes). */
+/** A hand-built command (`execute` is public) gets the same line checks as encoded arguments. */
+function checkLine(cmd: EncodedCommand): void {
+  if (CONTROL.test(cmd.line) || cmd.line.trimEnd().endsWith('<<') || cmd.line.trim() === '') {
+    throw new ValidationError(`'${cmd.verb}' line is empty, holds a control character or ends with '<<'`, {
+      path: 'command',
+    });
+  }
+}
+
+/** The bytes to write for one command (non-interactive mode: one line, answer, close). */
 export function renderRequest(cmd: EncodedCommand): string {
+  checkLine(cmd);
   return cmd.payload === undefined ? `${cmd.line}\n` : `${cmd.line} <<\n${cmd.payload}\n\n`;
 }
 
@@ -122,6 +132,7 @@ export function renderBatch(cmds: readonly EncodedCommand[]): string {
   if (cmds.some((c) => c.payload !== undefined)) {
     throw new ValidationError('a payload command cannot be batched', { path: 'commands' });
   }
+  cmds.forEach(checkLine);
   return `${cmds.map((c) => c.line).join(';')}\n`;
 }
 

@@ -163,6 +163,16 @@ describe('encodeArgument', () => {
   });
 });
 
+describe('renderRequest', () => {
+  it('refuses hand-built lines that would inject a line or open a payload', () => {
+    expect(() =>
+      renderRequest({ verb: 'show info', line: 'show info\nshutdown sessions server b/s' }),
+    ).toThrow(ValidationError);
+    expect(() => renderRequest({ verb: 'set map', line: 'set map m k <<' })).toThrow(ValidationError);
+    expect(() => renderBatch([{ verb: 'x', line: ' ' }])).toThrow(ValidationError);
+  });
+});
+
 describe('encodeReference and encodeVersion', () => {
   it('writes numeric ids as #<id> and files as escaped names', () => {
     expect(encodeReference(4)).toBe('#4');
