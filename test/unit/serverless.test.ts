@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { containerLayout, haproxyArgs } from '../../proxy/haproxy/process.ts';
+import { parseSidecarConfig } from '../../proxy/sidecar/config.ts';
 import {
   type CfnResource,
   type CfnTemplate,
@@ -429,6 +430,8 @@ describe('serverless.yml packaged offline', () => {
       expect(pattern.detail.userIdentity.arn[0]!['anything-but'].wildcard).toBe(
         `arn:aws:sts::*:assumed-role/*/portcullis-${STAGE}-main-*`,
       );
+      // ValidateAllowlist parses the CloudTrail event itself.
+      expect(targetsOf(template, id)[0]).not.toHaveProperty('InputTransformer');
     });
 
     it('starts converge-task when a task of the fleet cluster reaches RUNNING', () => {
@@ -442,12 +445,9 @@ describe('serverless.yml packaged offline', () => {
       expect(pattern.source).toEqual(['aws.ecs']);
       expect(pattern.detail.lastStatus).toEqual(['RUNNING']);
       expect(JSON.stringify(pattern.detail.clusterArn)).toContain(`:cluster/portcullis-${STAGE}-main`);
-      const transformer = (
-        targetsOf(template, id)[0] as unknown as {
-          InputTransformer: { InputPathsMap: Record<string, string> };
-        }
-      ).InputTransformer;
-      expect(transformer.InputPathsMap.taskArn).toBe('$.detail.taskArn');
+      // The state machine receives the whole event: ConvergeTask parses ECS's event itself.
+      expect(targetsOf(template, id)[0]).not.toHaveProperty('InputTransformer');
+      expect(targetsOf(template, id)[0]).not.toHaveProperty('Input');
     });
 
     it('notifies the SNS topic when any of the three state machines fails or times out', () => {
@@ -465,6 +465,17 @@ describe('serverless.yml packaged offline', () => {
       const statement = policy.PolicyDocument.Statement[0]!;
       expect(statement.Action).toBe('sns:Publish');
       expect(statement.Condition?.ArnEquals?.['aws:SourceArn']).toEqual({ 'Fn::GetAtt': [id, 'Arn'] });
+    });
+  });
+
+  describe('outputs', () => {
+    it('exports only fleet-scoped names, so several fleets can share an account and stage', () => {
+      const exports = Object.values(template.Outputs ?? {})
+        .map((o) => (o as { Export?: { Name: string } }).Export?.Name)
+        .filter((name): name is string => name !== undefined);
+      expect(exports.length).toBeGreaterThanOrEqual(4);
+      for (const name of exports) expect(name).toMatch(new RegExp(`^portcullis-${STAGE}-main-`));
+      expect(template.Outputs).toHaveProperty('RotateCertificatesStateMachineArn');
     });
   });
 
@@ -580,7 +591,36 @@ describe('serverless.yml packaged offline', () => {
       const command = (sidecar.HealthCheck as { Command: string[] }).Command;
       expect(command[0]).toBe('CMD');
       expect(command.join(' ')).toContain('http://127.0.0.1:9901/healthz');
-      expect(sidecar.Command).toEqual(['sidecar', '--config', 'portcullis/main/fleet-config']);
+    });
+
+    it('hands the sidecar a configuration file its own parser accepts, written before it starts', () => {
+      const td = props<{ ContainerDefinitions: Record<string, unknown>[] }>(
+        template,
+        'GatewayTaskDefinition',
+      );
+      const sidecar = td.ContainerDefinitions.find((c) => c.Name === 'sidecar')!;
+      const writer = td.ContainerDefinitions.find((c) => c.Name === 'sidecar-config')!;
+      expect(sidecar.Command).toEqual(['sidecar', '--config', '/etc/portcullis/sidecar.json']);
+      expect(sidecar.DependsOn).toEqual([{ ContainerName: 'sidecar-config', Condition: 'SUCCESS' }]);
+      expect(sidecar.MountPoints).toContainEqual({
+        SourceVolume: 'sidecar-config',
+        ContainerPath: '/etc/portcullis',
+        ReadOnly: true,
+      });
+      expect(writer.Essential).toBe(false);
+      expect(writer.Image).toBe(sidecar.Image);
+      expect(writer.MountPoints).toEqual([
+        { SourceVolume: 'sidecar-config', ContainerPath: '/etc/portcullis', ReadOnly: false },
+      ]);
+      expect(String((writer.Command as string[]).at(-1))).toContain("'/etc/portcullis/sidecar.json'");
+      const text = (writer.Environment as { Name: string; Value: string }[]).find(
+        (e) => e.Name === 'PORTCULLIS_SIDECAR_CONFIG',
+      )!.Value;
+      const config = parseSidecarConfig(JSON.parse(text));
+      expect(config.store).toEqual({ kind: 'aws', region: 'eu-west-1' });
+      expect(config.fleetConfig).toEqual({ secretId: 'portcullis/main/fleet-config' });
+      expect(config.gatewayDir).toBe(containerLayout().root);
+      expect(config.admin).toEqual({ host: '0.0.0.0', port: 9901 });
     });
 
     it('runs both containers non-root, unprivileged, read-only, sharing one volume and logging with retention', () => {
@@ -588,7 +628,11 @@ describe('serverless.yml packaged offline', () => {
         template,
         'GatewayTaskDefinition',
       );
-      expect(td.ContainerDefinitions.map((c) => c.Name).sort()).toEqual(['gateway', 'sidecar']);
+      expect(td.ContainerDefinitions.map((c) => c.Name).sort()).toEqual([
+        'gateway',
+        'sidecar',
+        'sidecar-config',
+      ]);
       for (const container of td.ContainerDefinitions) {
         const name = String(container.Name);
         expect(container.User, name).toMatch(/^[1-9]\d*(:[1-9]\d*)?$/);
@@ -598,11 +642,13 @@ describe('serverless.yml packaged offline', () => {
           (container.LinuxParameters as { Capabilities: { Drop: string[] } }).Capabilities.Drop,
           name,
         ).toEqual(['ALL']);
-        expect(container.MountPoints, name).toContainEqual({
-          SourceVolume: 'gateway-state',
-          ContainerPath: containerLayout().root,
-          ReadOnly: false,
-        });
+        if (name !== 'sidecar-config') {
+          expect(container.MountPoints, name).toContainEqual({
+            SourceVolume: 'gateway-state',
+            ContainerPath: containerLayout().root,
+            ReadOnly: false,
+          });
+        }
         const logGroup = (container.LogConfiguration as { Options: { 'awslogs-group': { Ref: string } } })
           .Options['awslogs-group'].Ref;
         expect(props<{ RetentionInDays: number }>(template, logGroup).RetentionInDays, name).toBe(30);
