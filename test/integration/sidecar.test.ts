@@ -40,6 +40,8 @@ let dir: string;
 let store: FileSecretStore;
 let authority: LocalAuthority;
 let rogueCa: CertificateAuthorityMaterial;
+/** A second CA in the trust bundle, for certificates with unusual validity or keys. */
+let trustedCa: CertificateAuthorityMaterial;
 let task: LocalTask;
 let app: Upstream;
 let client: HttpTaskClient;
@@ -182,6 +184,7 @@ beforeAll(async () => {
   store = await FileSecretStore.open(join(dir, 'store'));
   authority = await LocalAuthority.open(join(dir, 'ca'), { commonName: 'Sidecar Test CA' });
   rogueCa = await createCertificateAuthority({ commonName: 'Rogue CA' });
+  trustedCa = await createCertificateAuthority({ commonName: 'Sidecar Test Second CA' });
   app = await startTcpUpstream({ mode: 'echo' });
   nudgeKey = randomBytes(32);
   tlsPort = await freePort();
@@ -207,7 +210,10 @@ beforeAll(async () => {
   };
   await put('fleet', JSON.stringify(fleet));
   await put('nudge-key', JSON.stringify({ key: nudgeKey.toString('base64') }));
-  await put('trust', JSON.stringify({ caBundlePem: await authority.caCertificates() }));
+  await put(
+    'trust',
+    JSON.stringify({ caBundlePem: (await authority.caCertificates()) + trustedCa.certificatePem }),
+  );
   await put('cert/api', certificateDocument(await issueFromAuthority(SERVER_NAME, [SERVER_NAME], 'server')));
   await put('allowlist', JSON.stringify({ cidrs: ['127.0.0.1/32', '127.0.0.2/32'], reason: 'test' }));
   clientCredential = await issueFromAuthority('sidecar-client', ['client.sidecar.test'], 'client');
@@ -257,5 +263,303 @@ describe('sidecar start', () => {
     expect((await fetch(`${task.sidecar.url}/healthz`)).status).toBe(200);
     const key = await stat(join(dir, 'gw', 'certs', 'api.pem'));
     expect(key.mode & 0o777).toBe(0o600);
+  });
+});
+
+async function nudgeVersion(secretId: string, value: string, stages: string[] = [Stage.Pending]) {
+  const versionId = await put(secretId, value, stages);
+  return { versionId, status: await client.nudge(fleetTask, { secretId, versionId }) };
+}
+
+async function dropPending(secretId: string): Promise<void> {
+  const pending = (await store.describe(secretId)).versions.find((v) => v.stages.includes(Stage.Pending));
+  if (pending)
+    await store.moveStage(secretId, Stage.Pending, undefined, { fromVersionId: pending.versionId });
+}
+
+describe('certificate rotation', () => {
+  it('serves a nudged AWSPENDING version at once and keeps it across polls until promotion', async () => {
+    const next = await issueFromAuthority(SERVER_NAME, [SERVER_NAME], 'server');
+    const { versionId, status } = await nudgeVersion('cert/api', certificateDocument(next));
+    expect(status.certificates.api).toMatchObject({ versionId, serial: next.serial });
+    expect(await servedSerial()).toBe(next.serial);
+
+    await task.sidecar.pollNow();
+    expect(await servedSerial()).toBe(next.serial);
+
+    await store.moveStage('cert/api', Stage.Current, versionId);
+    await dropPending('cert/api');
+    await task.sidecar.pollNow();
+    expect(await servedSerial()).toBe(next.serial);
+    expect((await client.status(fleetTask)).certificates.api?.versionId).toBe(versionId);
+  });
+
+  it('brings AWSCURRENT back once a rollback drops AWSPENDING from the nudged version', async () => {
+    const current = (await client.status(fleetTask)).certificates.api?.serial;
+    const next = await issueFromAuthority(SERVER_NAME, [SERVER_NAME], 'server');
+    await nudgeVersion('cert/api', certificateDocument(next));
+    expect(await servedSerial()).toBe(next.serial);
+
+    await dropPending('cert/api');
+    await task.sidecar.pollNow();
+    expect(await servedSerial()).toBe(current);
+  });
+
+  const invalid: { name: string; code: string; make: () => Promise<string> }[] = [
+    {
+      name: 'a key that does not match the leaf',
+      code: 'key-mismatch',
+      make: async () => {
+        const a = await issueFromAuthority(SERVER_NAME, [SERVER_NAME], 'server');
+        const b = await issueFromAuthority(SERVER_NAME, [SERVER_NAME], 'server');
+        return certificateDocument({ ...a, key: b.key });
+      },
+    },
+    {
+      name: 'an expired certificate',
+      code: 'expired',
+      make: async () =>
+        certificateDocument(
+          await issueFrom(trustedCa, {
+            commonName: SERVER_NAME,
+            dns: [SERVER_NAME],
+            notBefore: new Date(Date.now() - 3 * 86_400_000),
+            notAfter: new Date(Date.now() - 86_400_000),
+          }),
+        ),
+    },
+    {
+      name: 'a certificate not valid yet',
+      code: 'not-yet-valid',
+      make: async () =>
+        certificateDocument(
+          await issueFrom(trustedCa, {
+            commonName: SERVER_NAME,
+            dns: [SERVER_NAME],
+            notBefore: new Date(Date.now() + 86_400_000),
+            notAfter: new Date(Date.now() + 3 * 86_400_000),
+          }),
+        ),
+    },
+    {
+      name: 'a chain that does not lead to the trust bundle',
+      code: 'untrusted-chain',
+      make: async () =>
+        certificateDocument(await issueFrom(rogueCa, { commonName: SERVER_NAME, dns: [SERVER_NAME] })),
+    },
+    {
+      name: 'SANs that do not cover the route',
+      code: 'san-mismatch',
+      make: async () =>
+        certificateDocument(await issueFrom(trustedCa, { commonName: 'other.test', dns: ['other.test'] })),
+    },
+    {
+      name: 'a weak key (RSA 1024)',
+      code: 'weak-key',
+      make: async () => {
+        const { generateKeyPairSync } = await import('node:crypto');
+        const pair = generateKeyPairSync('rsa', { modulusLength: 1024 });
+        const issued = await issueCertificate(trustedCa, {
+          publicKeyPem: pair.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+          commonName: SERVER_NAME,
+          dns: [SERVER_NAME],
+          usage: 'server',
+        });
+        return certificateDocument({
+          cert: issued.certificatePem,
+          chain: issued.chainPem,
+          key: pair.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+          serial: issued.serial,
+        });
+      },
+    },
+    {
+      name: 'a truncated PEM',
+      code: 'pem-invalid',
+      make: async () => {
+        const good = await issueFromAuthority(SERVER_NAME, [SERVER_NAME], 'server');
+        return certificateDocument({ ...good, cert: good.cert.slice(0, Math.floor(good.cert.length / 2)) });
+      },
+    },
+    {
+      name: 'garbage instead of JSON',
+      code: 'json-invalid',
+      make: async () => '{"certificatePem": "-----BEGIN',
+    },
+  ];
+
+  it.each(invalid)(
+    'refuses $name ($code) and keeps serving the previous certificate',
+    async ({ code, make }) => {
+      const before = await client.status(fleetTask);
+      const served = await servedSerial();
+      const versionId = await put('cert/api', await make(), [Stage.Pending]);
+      await expect(client.nudge(fleetTask, { secretId: 'cert/api', versionId })).rejects.toThrow(
+        ValidationError,
+      );
+      const after = await client.status(fleetTask);
+      expect(after.certificates.api).toEqual(before.certificates.api);
+      expect(after.lastApply).toMatchObject({ ok: false, code });
+      expect(await servedSerial()).toBe(served);
+      expect(await metrics()).toContain(
+        `portcullis_sidecar_applies_total{kind="certificate",result="failed",reason="${code}"}`,
+      );
+      await dropPending('cert/api');
+    },
+  );
+});
+
+describe('allowlist', () => {
+  const invalid: { name: string; code: string; cidrs: string[] }[] = [
+    { name: 'an invalid CIDR', code: 'cidr-invalid', cidrs: ['127.0.0.1/32', '10.0.0.300/8'] },
+    { name: 'an allow-everyone /0', code: 'cidr-too-broad', cidrs: ['0.0.0.0/0'] },
+    {
+      name: 'more entries than the fleet allows',
+      code: 'too-many-entries',
+      cidrs: Array.from({ length: 60 }, (_, i) => `10.0.${i}.0/24`),
+    },
+  ];
+
+  it.each(invalid)('refuses $name ($code) and keeps enforcing the previous list', async ({ code, cidrs }) => {
+    const before = (await client.status(fleetTask)).allowlist;
+    const versionId = await put('allowlist', JSON.stringify({ cidrs }), [Stage.Pending]);
+    await expect(client.nudge(fleetTask, { secretId: 'allowlist', versionId })).rejects.toThrow(
+      ValidationError,
+    );
+    const after = await client.status(fleetTask);
+    expect(after.allowlist).toEqual(before);
+    expect(after.lastApply).toMatchObject({ ok: false, code });
+    expect((await withClient()).kind).toBe('ok');
+    await dropPending('allowlist');
+  });
+
+  it('cuts the long-lived session of a removed source and keeps the others', async () => {
+    const open = (localAddress: string) =>
+      new Promise<tls.TLSSocket>((resolve, reject) => {
+        const socket = tls.connect(
+          {
+            host: '127.0.0.1',
+            port: tlsPort,
+            localAddress,
+            servername: SERVER_NAME,
+            rejectUnauthorized: false,
+            cert: clientCredential.cert,
+            key: clientCredential.key,
+          },
+          () => {
+            socket.write('hello\n');
+            socket.once('data', () => resolve(socket));
+          },
+        );
+        socket.once('error', reject);
+      });
+    const kept = await open('127.0.0.1');
+    const removed = await open('127.0.0.2');
+    const removedClosed = new Promise<void>((resolve) => removed.once('close', () => resolve()));
+    let keptClosed = false;
+    kept.once('close', () => {
+      keptClosed = true;
+    });
+    kept.on('error', () => {});
+    removed.on('error', () => {});
+
+    const versionId = await put('allowlist', JSON.stringify({ cidrs: ['127.0.0.1/32'], reason: 'drop .2' }));
+    const status = await client.nudge(fleetTask, { secretId: 'allowlist', versionId });
+    expect(status.allowlist).toEqual({ versionId, size: 1 });
+    await removedClosed;
+    const echoed = await new Promise<string>((resolve) => {
+      kept.once('data', (data: Buffer) => resolve(data.toString()));
+      kept.write('still here\n');
+    });
+    expect(echoed).toBe('still here\n');
+    expect(keptClosed).toBe(false);
+    expect((await handshake({ ...clientCredential, localAddress: '127.0.0.2' })).kind).toBe('refused');
+    kept.destroy();
+    expect(await readFile(join(dir, 'gw', 'acl', 'allowlist.acl'), 'utf8')).toBe('127.0.0.1/32\n');
+  });
+});
+
+describe('nudge authentication', () => {
+  it('refuses a nudge signed with another key (401) and one for a secret it does not serve (404)', async () => {
+    const stranger = new HttpTaskClient({ nudgeKey: randomBytes(32) });
+    await expect(stranger.nudge(fleetTask, { secretId: 'cert/api' })).rejects.toMatchObject({
+      name: 'NudgeUnauthorized',
+    });
+    await expect(client.nudge(fleetTask, { secretId: 'someone-else' })).rejects.toMatchObject({
+      name: 'NotFoundError',
+    });
+    expect(lines.some((line) => line.includes('"nudge refused"') && line.includes('bad-signature'))).toBe(
+      true,
+    );
+  });
+});
+
+describe('restarts', () => {
+  it('re-applies what HAProxy lost when it is killed and restarted', async () => {
+    const applied = (await client.status(fleetTask)).certificates.api?.serial;
+    // A stale file, as if a write had been lost: the restarted HAProxy loads it, the sidecar must notice.
+    const stale = await issueFromAuthority(SERVER_NAME, [SERVER_NAME], 'server');
+    const oldPid = task.sidecar.status().haproxyPid;
+    await task.haproxy.stop(0).catch(() => undefined);
+    await writeFile(join(dir, 'gw', 'certs', 'api.pem'), stale.cert + stale.key, { mode: 0o600 });
+    await task.restartHaproxy();
+    await expect.poll(() => task.sidecar.status().haproxyPid, { timeout: 10_000 }).not.toBe(oldPid);
+    await task.sidecar.whenReady();
+    expect(await servedSerial()).toBe(applied);
+    expect((await fetch(`http://127.0.0.1:${healthPort}/healthz`)).status).toBe(200);
+    expect(lines.some((line) => line.includes('"reapplied":["certificate:api"]'))).toBe(true);
+  });
+
+  it('restarts the sidecar without a gap in service and without re-rendering', async () => {
+    const config = join(dir, 'gw', 'haproxy.cfg');
+    const before = (await stat(config)).mtimeMs;
+    let failures = 0;
+    let handshakes = 0;
+    let stop = false;
+    const loop = (async () => {
+      for (let i = 0; i < 500 && !stop; i++) {
+        const result = await withClient();
+        handshakes++;
+        if (result.kind !== 'ok') failures++;
+      }
+    })();
+    await task.restartSidecar();
+    await task.sidecar.whenReady();
+    stop = true;
+    await loop;
+    expect(handshakes).toBeGreaterThan(0);
+    expect(failures).toBe(0);
+    expect((await stat(config)).mtimeMs).toBe(before);
+    expect((await client.status(fleetTask)).ready).toBe(true);
+  });
+});
+
+describe('metrics', () => {
+  it('exposes readiness, applies, certificate expiry, allowlist size and the TLS counters', async () => {
+    await handshake(); // no client certificate: refused and counted
+    const text = await metrics();
+    expect(text).toContain('portcullis_sidecar_ready 1');
+    expect(text).toMatch(/portcullis_sidecar_applies_total\{kind="certificate",result="ok",reason=""\} \d+/);
+    expect(text).toMatch(/portcullis_certificate_not_after_timestamp_seconds\{certificate="api"\} \d+/);
+    expect(text).toContain('portcullis_allowlist_entries 1');
+    expect(text).toMatch(new RegExp(`portcullis_tls_handshakes_total\\{route="${SERVER_NAME}"\\} [1-9]`));
+    expect(text).toMatch(
+      new RegExp(`portcullis_tls_fail_verify_no_cert_total\\{route="${SERVER_NAME}"\\} [1-9]`),
+    );
+  });
+});
+
+describe('logs', () => {
+  it('never print key material or secret payloads', async () => {
+    expect(lines.length).toBeGreaterThan(10);
+    const all = lines.join('\n');
+    expect(all).not.toContain('PRIVATE KEY');
+    expect(all).not.toContain(nudgeKey.toString('base64'));
+    for (const payload of payloads) {
+      expect(all).not.toContain(payload);
+      for (const block of payload.match(/[A-Za-z0-9+/=]{64,}/g) ?? []) expect(all).not.toContain(block);
+    }
+    for (const line of lines.filter((l) => l.includes('"component":"sidecar"')))
+      expect(() => JSON.parse(line)).not.toThrow();
   });
 });
