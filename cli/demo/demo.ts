@@ -73,6 +73,8 @@ export interface DemoOptions {
   signal?: AbortSignal;
   /** After the report, keep the fleet running until `signal` aborts (for `portcullis status --local`). */
   keep?: boolean;
+  /** The sidecar command (default: this repository's `cli/main.ts sidecar`). */
+  sidecarCommand?: readonly string[];
 }
 
 export interface DemoReport {
@@ -421,11 +423,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       storeDir: paths.store,
       fleetConfigSecretId: ids.fleetConfig,
       onEvent: fleetEvent,
+      ...(options.sidecarCommand === undefined ? {} : { sidecarCommand: options.sidecarCommand }),
     });
     const running = fleet;
     cleanups.push(() => running.stop());
     if (fleet.mode === 'render') {
       missing.push('the sidecar (cli/commands/sidecar.ts): tasks were rendered once, nothing can nudge them');
+      // The fleet rendered passthrough routes only: no traffic to a route it does not serve.
+      terminate = false;
     }
     print(
       `fleet ready in ${((performance.now() - t0) / 1000).toFixed(1)} s since start (${fleet.mode} mode)`,

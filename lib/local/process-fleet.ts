@@ -96,6 +96,11 @@ export interface ProcessFleetOptions {
   mode?: TaskMode;
   /** Sidecar poll backstop, ms. Default 30 000 (the nudge is what makes updates fast). */
   sidecarPollMs?: number;
+  /**
+   * The sidecar command, to which `--config FILE` is appended. Default
+   * `[node, cli/main.ts, 'sidecar']`, what the sidecar image runs.
+   */
+  sidecarCommand?: readonly string[];
   /** HAProxy binary. Default `haproxy` from PATH. */
   haproxyBinary?: string;
   /** Per task, from spawn to ready. Default 30 000 ms. */
@@ -262,7 +267,9 @@ export class ProcessFleet implements Fleet {
     if (!Number.isInteger(options.tasks) || options.tasks < 1) {
       throw new ValidationError(`tasks must be a positive integer, got ${options.tasks}`, { path: 'tasks' });
     }
-    const mode = options.mode ?? ((await sidecarAvailable()) ? 'sidecar' : 'render');
+    const mode =
+      options.mode ??
+      (options.sidecarCommand !== undefined || (await sidecarAvailable()) ? 'sidecar' : 'render');
     const fleet = new ProcessFleet(options, mode);
     process.on('exit', fleet.#onExit);
     await mkdir(join(fleet.dir, 'tasks'), { recursive: true, mode: 0o700 });
@@ -442,7 +449,8 @@ export class ProcessFleet implements Fleet {
       });
       await writeFileAtomic(configFile, `${JSON.stringify(config, null, 2)}\n`, 0o600);
       const log = await open(join(dir, 'sidecar.log'), 'a', 0o600);
-      const child = spawn(process.execPath, [CLI_MAIN, 'sidecar', '--config', configFile], {
+      const [command, ...args] = this.#options.sidecarCommand ?? [process.execPath, CLI_MAIN, 'sidecar'];
+      const child = spawn(command!, [...args, '--config', configFile], {
         stdio: ['ignore', log.fd, log.fd],
         cwd: repositoryRoot,
       });

@@ -286,7 +286,8 @@ export class TrafficGenerator {
         );
       }
     }
-    await Promise.all(this.#sessions.map((s) => s.established));
+    // A session that cannot be established counts as dropped (its reason is kept), it does not abort.
+    await Promise.allSettled(this.#sessions.map((s) => s.established));
     const workers = this.#options.workers ?? 2;
     for (let i = 0; i < workers; i++) this.#loops.push(this.#loop());
   }
