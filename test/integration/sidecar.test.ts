@@ -436,21 +436,20 @@ describe('allowlist', () => {
   it('cuts the long-lived session of a removed source and keeps the others', async () => {
     const open = (localAddress: string) =>
       new Promise<tls.TLSSocket>((resolve, reject) => {
-        const socket = tls.connect(
-          {
-            host: '127.0.0.1',
-            port: tlsPort,
-            localAddress,
-            servername: SERVER_NAME,
-            rejectUnauthorized: false,
-            cert: clientCredential.cert,
-            key: clientCredential.key,
-          },
-          () => {
-            socket.write('hello\n');
-            socket.once('data', () => resolve(socket));
-          },
-        );
+        // tls.connect hands localAddress to net.connect; its option type does not list it.
+        const options: tls.ConnectionOptions & { localAddress: string } = {
+          host: '127.0.0.1',
+          port: tlsPort,
+          localAddress,
+          servername: SERVER_NAME,
+          rejectUnauthorized: false,
+          cert: clientCredential.cert,
+          key: clientCredential.key,
+        };
+        const socket = tls.connect(options, () => {
+          socket.write('hello\n');
+          socket.once('data', () => resolve(socket));
+        });
         socket.once('error', reject);
       });
     const kept = await open('127.0.0.1');
