@@ -46,7 +46,13 @@ const FUNCTIONS = [
   'rollbackAllowlist',
   'convergeTask',
 ] as const;
-const VPC_FUNCTIONS = new Set(['nudgeTask', 'verifyTask', 'convergeTask']);
+const VPC_FUNCTIONS = new Set([
+  'nudgeTask',
+  'verifyTask',
+  'convergeTask',
+  'rollbackRotation',
+  'rollbackAllowlist',
+]);
 const STATE_MACHINES = [
   'RotateCertificatesStateMachine',
   'UpdateAllowlistStateMachine',
@@ -503,6 +509,17 @@ describe('serverless.yml packaged offline', () => {
       expect(statement.Condition).toEqual({ StringEquals: { 'acm-pca:TemplateArn': TEMPLATE_ARN } });
     });
 
+    it('lets only issueCertificate create secrets (a first certificate secret) and only rollService roll', () => {
+      const owners = (action: string) =>
+        allStatements(template)
+          .filter(({ statement }) => list(statement.Action).includes(action))
+          .map((s) => s.owner);
+      expect(owners('secretsmanager:CreateSecret')).toEqual(['IssueCertificateRole']);
+      expect(owners('ecs:UpdateService')).toEqual(['RollServiceRole']);
+      expect(owners('events:PutEvents')).toEqual(['NotifyRole']);
+      expect(owners('secretsmanager:DeleteSecret')).toEqual([]);
+    });
+
     it('scopes every other PCA action to the fleet CA', () => {
       for (const { owner, statement } of allStatements(template)) {
         if (!list(statement.Action).some((a) => a.startsWith('acm-pca:'))) continue;
@@ -556,10 +573,6 @@ describe('serverless.yml packaged offline', () => {
           expect(JSON.stringify(statement.Resource), owner).toContain(':event-bus/default');
         }
       }
-      const rolling = allStatements(template).filter(({ statement }) =>
-        list(statement.Action).includes('ecs:UpdateService'),
-      );
-      expect(rolling.map((s) => s.owner)).toEqual(['RollServiceRole']);
     });
   });
 
