@@ -1,8 +1,11 @@
 /**
  * IPv4/IPv6 CIDR parsing, normalisation and containment, without sockets. The gateway renders
  * these into HAProxy ACL files and the sidecar validates allowlists with them, so both agree on
- * one canonical text per network (host bits cleared, RFC 5952 for IPv6).
+ * one canonical text per network (host bits cleared, RFC 5952 for IPv6). Addresses are read and
+ * written by `lib/net/ip.ts`, the one IP codec of the project.
  */
+
+import { formatIp, parseIp } from '../net/ip.ts';
 
 /** An address family: 4 (IPv4) or 6 (IPv6). */
 export type IpFamily = 4 | 6;
@@ -19,95 +22,6 @@ export interface Cidr {
 
 /** Result of parsing untrusted text: a tagged value instead of an exception. */
 export type CidrParseResult = { kind: 'ok'; cidr: Cidr } | { kind: 'invalid'; reason: string };
-
-const IPV4_OCTET = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
-const HEXTET = /^[0-9a-fA-F]{1,4}$/;
-
-/**
- * Parses strict dotted-quad IPv4 text. Leading zeros are refused: `010.0.0.1` means 8.0.0.1 to
- * inet_aton and 10.0.0.1 to most humans, and an allowlist must not depend on which one reads it.
- */
-export function parseIPv4(text: string): Uint8Array | undefined {
-  const parts = text.split('.');
-  if (parts.length !== 4 || !parts.every((p) => IPV4_OCTET.test(p))) return undefined;
-  return Uint8Array.from(parts.map(Number));
-}
-
-/** Parses IPv6 text (with `::` and an optional trailing dotted quad); zone ids are refused. */
-export function parseIPv6(text: string): Uint8Array | undefined {
-  if (text.length < 2 || text.length > 45) return undefined;
-  const halves = text.split('::');
-  if (halves.length > 2) return undefined;
-  const groupsOf = (part: string, v4Tail: boolean): number[] | undefined => {
-    if (part === '') return [];
-    const pieces = part.split(':');
-    const out: number[] = [];
-    for (const [i, piece] of pieces.entries()) {
-      if (v4Tail && i === pieces.length - 1 && piece.includes('.')) {
-        const v4 = parseIPv4(piece);
-        if (v4 === undefined) return undefined;
-        out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-      } else if (HEXTET.test(piece)) {
-        out.push(Number.parseInt(piece, 16));
-      } else {
-        return undefined;
-      }
-    }
-    return out;
-  };
-  let groups: number[];
-  if (halves.length === 2) {
-    const head = groupsOf(halves[0]!, false);
-    const tail = groupsOf(halves[1]!, true);
-    if (head === undefined || tail === undefined || head.length + tail.length > 7) return undefined;
-    groups = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
-  } else {
-    const all = groupsOf(text, true);
-    if (all === undefined || all.length !== 8) return undefined;
-    groups = all;
-  }
-  const bytes = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    bytes[i * 2] = g >> 8;
-    bytes[i * 2 + 1] = g & 0xff;
-  });
-  return bytes;
-}
-
-/** Parses an address of either family; the length of the result (4 or 16) tells which. */
-export function parseIp(text: string): Uint8Array | undefined {
-  return parseIPv4(text) ?? parseIPv6(text);
-}
-
-/** Formats 4 bytes as a dotted quad, 16 bytes as RFC 5952 text (`::ffff:a.b.c.d` when mapped). */
-export function formatIp(bytes: Uint8Array): string {
-  if (bytes.length === 4) return Array.from(bytes).join('.');
-  if (bytes.length !== 16) throw new RangeError(`an IP address has 4 or 16 bytes, not ${bytes.length}`);
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return `::ffff:${Array.from(bytes.subarray(12)).join('.')}`;
-  }
-  // RFC 5952: compress the longest run of two or more zero groups, the first one on a tie.
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
-}
 
 function maskBytes(bytes: Uint8Array, prefix: number): Uint8Array {
   const out = new Uint8Array(bytes.length);

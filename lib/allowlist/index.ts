@@ -1,3 +1,6 @@
+// Re-exported so that callers holding CIDRs can read addresses without a second import path;
+// the codec itself lives in lib/net/ip.ts.
+export { formatIp, parseIPv4, parseIPv6, parseIp } from '../net/ip.ts';
 export { type AllowlistPolicy, type AllowlistResult, compareCidrs, normaliseAllowlist } from './allowlist.ts';
 export {
   type Cidr,
@@ -6,12 +9,8 @@ export {
   cidrContainsAddress,
   cidrOf,
   cidrOverlaps,
-  formatIp,
   type IpFamily,
   isWholeFamily,
   normaliseCidr,
   parseCidr,
-  parseIPv4,
-  parseIPv6,
-  parseIp,
 } from './cidr.ts';

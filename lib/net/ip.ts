@@ -6,7 +6,11 @@
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const HEXTET = /^[0-9a-fA-F]{1,4}$/;
 
-/** Parses dotted-quad IPv4 text into 4 bytes; `undefined` when it is not one (leading zeros refused). */
+/**
+ * Parses strict dotted-quad IPv4 text into 4 bytes; `undefined` when it is not one. Leading zeros
+ * are refused: `010.0.0.1` means 8.0.0.1 to inet_aton and 10.0.0.1 to most humans, and an
+ * allowlist must not depend on which one reads it.
+ */
 export function parseIPv4(text: string): Buffer | undefined {
   if (!IPV4.test(text)) return undefined;
   return Buffer.from(text.split('.').map(Number));

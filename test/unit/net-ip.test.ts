@@ -34,6 +34,29 @@ describe('parseIp and formatIp', () => {
     expect(parseIPv4('::1')).toBeUndefined();
     expect(parseIPv6('1.2.3.4')).toBeUndefined();
   });
+
+  it('formats any 4 or 16 bytes as text that parses back to the same bytes', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ minLength: 4, maxLength: 4 }),
+          fc.uint8Array({ minLength: 16, maxLength: 16 }),
+        ),
+        (bytes) => {
+          expect(Array.from(parseIp(formatIp(bytes))!)).toEqual(Array.from(bytes));
+        },
+      ),
+    );
+  });
+
+  it('agrees with node:net on what an address is', async () => {
+    const { isIP } = await import('node:net');
+    fc.assert(
+      fc.property(fc.oneof(fc.ipV4(), fc.ipV6()), (text) => {
+        expect(parseIp(text)?.length).toBe(isIP(text) === 4 ? 4 : 16);
+      }),
+    );
+  });
 });
 
 describe('parseHostPort', () => {
