@@ -1,0 +1,556 @@
+/**
+ * The local world the demo and the rotation benchmark run in: a local CA, a file-backed secret
+ * store, upstream services (an mTLS service behind the terminate route, an mTLS service behind
+ * the passthrough route), a DNS responder for the route names, the fleet's secrets created
+ * through `initFleet` (what `portcullis init` runs), N gateway tasks (`ProcessFleet`: real
+ * HAProxy + real sidecar each) and the control-plane ports wired to all of it, with a task
+ * client and a CA that note when each task served what and when each certificate was issued.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseFleetConfig } from '../../lib/config/index.ts';
+import { ProxyLocalTaskClient } from '../../lib/local/demo-task-client.ts';
+import { startLocalDnsServer } from '../../lib/local/dns-server.ts';
+import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
+import { LocalAuthority } from '../../lib/local/local-authority.ts';
+import { LogNotifier } from '../../lib/local/log-notifier.ts';
+import { ProcessFleet, type ProcessFleetEvent } from '../../lib/local/process-fleet.ts';
+import type { TrafficRoute, TrafficStats } from '../../lib/local/traffic.ts';
+import { startLocalUpstream } from '../../lib/local/upstream.ts';
+import { createCsr, generateKey } from '../../lib/pki/index.ts';
+import { sameSerial } from '../../lib/pki/serial.ts';
+import { certificateInfo } from '../../lib/pki/validate.ts';
+import {
+  type CertificateAuthority,
+  type FleetTask,
+  type NudgeRequest,
+  Stage,
+  type TaskClient,
+  type TaskStatus,
+} from '../../lib/ports.ts';
+import { NudgeKeySecret, parseSecret } from '../../lib/secrets/formats.ts';
+import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
+import type { ControlPlanePorts } from '../../lib/workflows/ports.ts';
+import { writeFileAtomic } from '../../proxy/haproxy/render-write.ts';
+import { initFleet } from '../commands/init.ts';
+import { fleetSecretIds, waitIssued } from './secrets.ts';
+import { localPaths } from './target.ts';
+
+export const DEMO_FLEET = 'demo';
+
+/** Route names: the terminate (mTLS) route, the passthrough route, the origination upstream. */
+export const DemoNames = {
+  mtls: 'api.demo.test',
+  passthrough: 'pass.demo.test',
+  backend: 'backend.demo.test',
+} as const;
+
+/** Client addresses the traffic claims through the PROXY header (documentation ranges). */
+export const DemoSources = {
+  /** The traffic's source: removed from the allowlist, then restored. */
+  traffic: '203.0.113.10',
+  trafficCidr: '203.0.113.0/24',
+  /** Another client that stays allowed throughout. */
+  other: '198.51.100.10',
+  otherCidr: '198.51.100.0/24',
+} as const;
+
+/** Upstreams listen on their own loopback address, apart from the gateways' 127.0.0.1. */
+export const UPSTREAM_HOST = '127.0.0.3';
+
+/** Thrown when the signal aborts a run. */
+export class DemoAborted extends Error {
+  constructor() {
+    super('interrupted');
+    this.name = 'DemoAborted';
+  }
+}
+
+/** A certificate and key straight from the CA, for the demo's clients and upstreams (not fleet secrets). */
+export async function issueCredential(
+  authority: CertificateAuthority,
+  request: { commonName: string; dns?: string[]; uri?: string[]; usage: 'server' | 'client' },
+): Promise<{ certificatePem: string; keyPem: string; serial: string }> {
+  const key = await generateKey();
+  const sans = { dns: request.dns ?? [], ...(request.uri === undefined ? {} : { uri: request.uri }) };
+  const csrPem = await createCsr(key, { commonName: request.commonName, ...sans });
+  const { certificateId } = await authority.issue({
+    csrPem,
+    commonName: request.commonName,
+    sans,
+    validityDays: 7,
+    idempotencyToken: randomUUID(),
+    usage: request.usage,
+  });
+  const issued = await waitIssued(authority, certificateId);
+  return {
+    certificatePem: `${[issued.certificatePem.trim(), issued.chainPem.trim()].filter((p) => p !== '').join('\n')}\n`,
+    keyPem: key.privateKeyPem,
+    serial: certificateInfo(issued.certificatePem).serial,
+  };
+}
+
+/** The demo fleet's config document (what `portcullis init --config` would be given). */
+export function demoFleetDocument(options: {
+  dnsAddress: string;
+  mtlsUpstreamPort: number;
+  passthroughUpstreamPort: number;
+  terminate: boolean;
+}): Record<string, unknown> {
+  const ids = fleetSecretIds(DEMO_FLEET);
+  const passthrough = {
+    serverName: DemoNames.passthrough,
+    mode: 'passthrough',
+    upstream: { port: options.passthroughUpstreamPort, httpPort: null },
+    allowedDestinations: [`${UPSTREAM_HOST}/32`],
+  };
+  const terminate = {
+    serverName: DemoNames.mtls,
+    mode: 'terminate',
+    certificate: 'api',
+    clientAuth: 'strict',
+    upstream: {
+      kind: 'originate',
+      host: UPSTREAM_HOST,
+      port: options.mtlsUpstreamPort,
+      serverName: DemoNames.backend,
+      clientCertificate: 'gateway-client',
+    },
+  };
+  return {
+    fleet: DEMO_FLEET,
+    // Listener ports are per task locally: the process fleet writes each task's own.
+    listeners: { bind: ['127.0.0.1'], http: null, metrics: null },
+    // 127.0.0.1 plays the NLB: its PROXY v2 header carries the client's address.
+    proxyProtocol: { enabled: true, version: 'v2', trustedPeers: ['127.0.0.1/32'] },
+    resolvers: { nameservers: [options.dnsAddress], holdValidMs: 10_000 },
+    allowLoopbackDestinations: true,
+    routes: options.terminate ? [terminate, passthrough] : [passthrough],
+    allowlist: { source: { secretId: ids.allowlist }, cutRemovedSessions: true },
+    certificates: [
+      {
+        name: 'api',
+        secretId: ids.certificate('api'),
+        commonName: DemoNames.mtls,
+        dns: [DemoNames.mtls],
+        usage: 'server',
+        validityDays: 30,
+      },
+      {
+        name: 'gateway-client',
+        secretId: ids.certificate('gateway-client'),
+        commonName: 'portcullis-demo-gateway',
+        uri: [`spiffe://${DEMO_FLEET}/gateway`],
+        usage: 'client',
+        validityDays: 30,
+      },
+    ],
+    trust: { secretId: ids.trust },
+    nudgeKey: { secretId: ids.nudgeKey },
+  };
+}
+
+/** Records when each task first served a serial to the workflow's verification handshakes. */
+export class ObservedTaskClient implements TaskClient {
+  readonly served = new Map<string, Map<string, number>>();
+  readonly #inner: TaskClient;
+  readonly #print: (line: string) => void;
+
+  constructor(inner: TaskClient, print: (line: string) => void) {
+    this.#inner = inner;
+    this.#print = print;
+  }
+
+  async nudge(task: FleetTask, request: NudgeRequest): Promise<TaskStatus> {
+    const started = performance.now();
+    try {
+      const status = await this.#inner.nudge(task, request);
+      const version = request.versionId ? `@${request.versionId.slice(0, 8)}` : '';
+      this.#print(
+        `    nudge ${task.taskId} ${request.secretId}${version}: applied in ${Math.round(performance.now() - started)} ms`,
+      );
+      return status;
+    } catch (error) {
+      this.#print(`    nudge ${task.taskId}: ${error instanceof Error ? error.name : 'error'}`);
+      throw error;
+    }
+  }
+
+  status(task: FleetTask): Promise<TaskStatus> {
+    return this.#inner.status(task);
+  }
+
+  async servedCertificate(task: FleetTask, serverName: string) {
+    const served = await this.#inner.servedCertificate(task, serverName);
+    const bySerial = this.served.get(served.serial) ?? new Map<string, number>();
+    if (!bySerial.has(task.taskId)) bySerial.set(task.taskId, Date.now());
+    this.served.set(served.serial, bySerial);
+    this.#print(`    verify ${task.taskId} ${serverName}: serves ${served.serial.slice(0, 16)}…`);
+    return served;
+  }
+}
+
+/** Wraps the CA to note when each certificate was issued. */
+function observedAuthority(inner: CertificateAuthority, issued: Map<string, number>): CertificateAuthority {
+  return {
+    issue: async (request) => {
+      const result = await inner.issue(request);
+      if (!issued.has(result.certificateId)) issued.set(result.certificateId, Date.now());
+      return result;
+    },
+    get: (id) => inner.get(id),
+    revoke: (id, serial, reason) => inner.revoke(id, serial, reason),
+    caCertificates: () => inner.caCertificates(),
+  };
+}
+
+export interface DemoEnvironmentOptions {
+  tasks: number;
+  /** Keep everything here (kept afterwards); default a fresh temp directory, removed by `close`. */
+  stateDir?: string;
+  print: (line: string) => void;
+  /** Print every nudge and verification (per task). Default true. */
+  perTaskProgress?: boolean;
+  signal?: AbortSignal;
+  /** The sidecar command (default: this repository's `cli/main.ts sidecar`). */
+  sidecarCommand?: readonly string[];
+  /** Per task, spawn to ready. Default 30 s. */
+  readyTimeoutMs?: number;
+}
+
+export interface DemoEnvironment {
+  stateDir: string;
+  store: FileSecretStore;
+  caPem: string;
+  fleet: ProcessFleet;
+  /** Ports for the local runner: the observed CA and task client, the process fleet, a log notifier. */
+  ports: ControlPlanePorts;
+  observed: ObservedTaskClient;
+  /** Certificate id → when the CA issued it (ms since the epoch). */
+  issuedAt: Map<string, number>;
+  /** The routes traffic can use (the mTLS route only when the tree has terminate routes and the sidecar). */
+  routes: TrafficRoute[];
+  /** What this tree lacks for the full scenario. */
+  missing: string[];
+  /** Control-plane events published so far. */
+  events: string[];
+  /** Stops everything (idempotent). */
+  close(): Promise<void>;
+}
+
+async function nudgeKey(store: FileSecretStore, secretId: string): Promise<Buffer> {
+  const secret = await store.get(secretId, { stage: Stage.Current });
+  return Buffer.from(parseSecret(NudgeKeySecret, secretId, secret.value).key, 'base64');
+}
+
+/**
+ * Starts the whole local world and waits until every task is ready. On any failure (or an
+ * abort) everything already started is stopped before the error propagates.
+ */
+export async function startDemoEnvironment(options: DemoEnvironmentOptions): Promise<DemoEnvironment> {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        await cleanup();
+      } catch {
+        // keep cleaning up the rest
+      }
+    }
+  };
+  const print = options.print;
+  const checkAbort = () => {
+    if (options.signal?.aborted) throw new DemoAborted();
+  };
+  const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'portcullis-demo-')));
+  if (options.stateDir === undefined) cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
+  try {
+    const paths = localPaths(stateDir);
+    const ids = fleetSecretIds(DEMO_FLEET);
+    print(`state directory ${stateDir}`);
+
+    const store = await FileSecretStore.open(paths.store);
+    const authority = await LocalAuthority.open(paths.ca);
+    const caPem = await authority.caCertificates();
+    const events: string[] = [];
+    const notifier = new LogNotifier({
+      file: paths.events,
+      sink: (event) => {
+        events.push(event.detailType);
+        print(`  event ${event.detailType}`);
+      },
+    });
+    const [client, verifier, backend, passthroughServer] = await Promise.all([
+      issueCredential(authority, {
+        commonName: 'demo-client',
+        uri: ['spiffe://demo/client'],
+        usage: 'client',
+      }),
+      issueCredential(authority, {
+        commonName: 'portcullis-verifier',
+        uri: ['spiffe://demo/verifier'],
+        usage: 'client',
+      }),
+      issueCredential(authority, {
+        commonName: DemoNames.backend,
+        dns: [DemoNames.backend],
+        usage: 'server',
+      }),
+      issueCredential(authority, {
+        commonName: DemoNames.passthrough,
+        dns: [DemoNames.passthrough],
+        usage: 'server',
+      }),
+    ]);
+    const verifierCredential = { certificatePem: verifier.certificatePem, keyPem: verifier.keyPem };
+    await writeFileAtomic(paths.verifier, JSON.stringify(verifierCredential), 0o600);
+    const mtlsUpstream = await startLocalUpstream({
+      host: UPSTREAM_HOST,
+      tls: {
+        certificatePem: backend.certificatePem,
+        keyPem: backend.keyPem,
+        caPem,
+        requireClientCertificate: true,
+      },
+    });
+    cleanups.push(() => mtlsUpstream.close());
+    const passthroughUpstream = await startLocalUpstream({
+      host: UPSTREAM_HOST,
+      tls: {
+        certificatePem: passthroughServer.certificatePem,
+        keyPem: passthroughServer.keyPem,
+        caPem,
+        requireClientCertificate: true,
+      },
+    });
+    cleanups.push(() => passthroughUpstream.close());
+    const dns = await startLocalDnsServer({
+      records: { [DemoNames.passthrough]: [UPSTREAM_HOST], [DemoNames.backend]: [UPSTREAM_HOST] },
+    });
+    cleanups.push(() => dns.close());
+    print(
+      `CA, store, upstreams (${UPSTREAM_HOST}:${mtlsUpstream.port} mTLS, :${passthroughUpstream.port} passthrough) and DNS ${dns.address} up`,
+    );
+
+    const missing: string[] = [];
+    let terminate = true;
+    const probe = {
+      dnsAddress: dns.address,
+      mtlsUpstreamPort: 1,
+      passthroughUpstreamPort: 1,
+      terminate: true,
+    };
+    try {
+      parseFleetConfig(demoFleetDocument(probe));
+    } catch {
+      terminate = false;
+      missing.push('terminate routes in lib/config + the renderer (the mTLS route is left out)');
+    }
+    const document = demoFleetDocument({
+      dnsAddress: dns.address,
+      mtlsUpstreamPort: mtlsUpstream.port,
+      passthroughUpstreamPort: passthroughUpstream.port,
+      terminate,
+    });
+
+    // The same code path as `portcullis init`.
+    checkAbort();
+    await initFleet({
+      store,
+      authority,
+      fleet: DEMO_FLEET,
+      fleetConfigText: JSON.stringify(document),
+      allowlist: [DemoSources.trafficCidr, DemoSources.otherCidr],
+      reason: 'demo bootstrap',
+      onStep: (s) =>
+        print(
+          `  init ${s.action} ${s.kind} ${s.secretId}${s.serial ? ` serial ${s.serial.slice(0, 16)}…` : ''}`,
+        ),
+    });
+
+    checkAbort();
+    const onFleetEvent = (event: ProcessFleetEvent) => {
+      if (event.type === 'task-ready') {
+        print(`  ${event.taskId} ready (generation ${event.generation}, ${Math.round(event.ms)} ms)`);
+      } else if (event.type === 'roll-started' || event.type === 'roll-finished') {
+        print(`  fleet ${event.type} ${event.deploymentId}`);
+      }
+    };
+    print(`starting ${options.tasks} gateway task(s): sidecar + HAProxy each`);
+    const started = performance.now();
+    let fleet: ProcessFleet | undefined;
+    const onAbort = () => fleet?.killNow();
+    options.signal?.addEventListener('abort', onAbort);
+    cleanups.push(() => options.signal?.removeEventListener('abort', onAbort));
+    fleet = await ProcessFleet.start({
+      dir: paths.fleet,
+      fleet: DEMO_FLEET,
+      tasks: options.tasks,
+      store,
+      storeDir: paths.store,
+      fleetConfigSecretId: ids.fleetConfig,
+      onEvent: onFleetEvent,
+      ...(options.sidecarCommand === undefined ? {} : { sidecarCommand: options.sidecarCommand }),
+      ...(options.readyTimeoutMs === undefined ? {} : { readyTimeoutMs: options.readyTimeoutMs }),
+    });
+    const running = fleet;
+    cleanups.push(() => running.stop());
+    if (fleet.mode === 'render') {
+      missing.push(
+        'the sidecar command (cli/commands/sidecar.ts): tasks were rendered once, nothing can nudge them',
+      );
+      // The fleet rendered passthrough routes only: no traffic to a route it does not serve.
+      terminate = false;
+    }
+    print(
+      `fleet of ${options.tasks} ready in ${((performance.now() - started) / 1000).toFixed(1)} s (${fleet.mode} mode)`,
+    );
+
+    const perTask = options.perTaskProgress ?? true;
+    const http = new HttpTaskClient({ nudgeKey: () => nudgeKey(store, ids.nudgeKey), timeoutMs: 10_000 });
+    const observed = new ObservedTaskClient(
+      new ProxyLocalTaskClient({ http, clientCertificate: verifierCredential }),
+      perTask ? print : () => {},
+    );
+    const issuedAt = new Map<string, number>();
+    const clientCredential = { certificatePem: client.certificatePem, keyPem: client.keyPem };
+    return {
+      stateDir,
+      store,
+      caPem,
+      fleet,
+      ports: {
+        fleetName: DEMO_FLEET,
+        fleetConfigSecretId: ids.fleetConfig,
+        store,
+        authority: observedAuthority(authority, issuedAt),
+        fleet,
+        taskClient: observed,
+        notifier,
+      },
+      observed,
+      issuedAt,
+      routes: [
+        ...(terminate ? [{ name: 'mtls', serverName: DemoNames.mtls, caPem, client: clientCredential }] : []),
+        { name: 'passthrough', serverName: DemoNames.passthrough, caPem, client: clientCredential },
+      ],
+      missing,
+      events,
+      close,
+    };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+/** What every task serves on the mTLS route now, by a verification handshake (null: nothing). */
+export async function servedSerials(
+  fleet: ProcessFleet,
+  client: TaskClient,
+): Promise<{ taskId: string; serial: string | null }[]> {
+  const tasks = await fleet.listTasks();
+  return Promise.all(
+    tasks.map(async (task) => {
+      try {
+        return { taskId: task.taskId, serial: (await client.servedCertificate(task, DemoNames.mtls)).serial };
+      } catch {
+        return { taskId: task.taskId, serial: null };
+      }
+    }),
+  );
+}
+
+/** The first time a task was seen serving `serial`: by the workflow's verification or by traffic. */
+export function firstServed(
+  serial: string,
+  taskId: string,
+  observed: ObservedTaskClient,
+  traffic: TrafficStats,
+): number | undefined {
+  const times: number[] = [];
+  for (const [s, byTask] of observed.served) {
+    const at = byTask.get(taskId);
+    if (at !== undefined && sameSerial(s, serial)) times.push(at);
+  }
+  for (const [s, byTask] of Object.entries(traffic.firstSeen)) {
+    const at = byTask[taskId];
+    if (at !== undefined && sameSerial(s, serial)) times.push(at);
+  }
+  return times.length === 0 ? undefined : Math.min(...times);
+}
+
+export interface RotationMeasurement {
+  previousSerial: string | null;
+  newSerial: string | null;
+  tasksServingNew: number;
+  /** From the CA issuing the new certificate to the last task serving it; null unless every task does. */
+  seconds: number | null;
+  perTask: {
+    taskId: string;
+    before: string | null;
+    after: string | null;
+    servingNewAfterSeconds: number | null;
+  }[];
+}
+
+/**
+ * Folds what was observed around a rotation into figures: serials before and after per task,
+ * and how long after issuance each task was first seen serving the new serial. Pure.
+ */
+export function measureRotation(input: {
+  succeeded: boolean;
+  before: readonly { taskId: string; serial: string | null }[];
+  after: readonly { taskId: string; serial: string | null }[];
+  issuedAt: ReadonlyMap<string, number>;
+  firstServedAt: (serial: string, taskId: string) => number | undefined;
+}): RotationMeasurement {
+  const previousSerial = input.before.find((b) => b.serial !== null)?.serial ?? null;
+  const candidate = input.after.find(
+    (a) => a.serial !== null && (previousSerial === null || !sameSerial(a.serial, previousSerial)),
+  );
+  const newSerial = input.succeeded ? (candidate?.serial ?? null) : null;
+  const issuance = [...input.issuedAt.values()].sort((a, b) => a - b)[0];
+  const perTask = input.after.map((a) => {
+    const seen = newSerial === null ? undefined : input.firstServedAt(newSerial, a.taskId);
+    return {
+      taskId: a.taskId,
+      before: input.before.find((b) => b.taskId === a.taskId)?.serial ?? null,
+      after: a.serial,
+      servingNewAfterSeconds:
+        seen === undefined || issuance === undefined ? null : round(Math.max(0, seen - issuance) / 1000),
+    };
+  });
+  const serving =
+    newSerial === null ? 0 : perTask.filter((p) => p.after !== null && sameSerial(p.after, newSerial)).length;
+  const times = perTask.map((p) => p.servingNewAfterSeconds);
+  const seconds =
+    newSerial !== null && serving === perTask.length && perTask.length > 0 && times.every((s) => s !== null)
+      ? Math.max(...(times as number[]))
+      : null;
+  return { previousSerial, newSerial, tasksServingNew: serving, seconds, perTask };
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}
+
+/** Milliseconds precision for seconds in reports. */
+export function round(value: number): number {
+  return Math.round(value * 1000) / 1000;
+}
