@@ -4,7 +4,6 @@
  * its JSON access log. Every harness is closed in afterAll, which stops HAProxy and removes the dir.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,21 +17,10 @@ import {
   startHaproxy,
   writeGateway,
 } from '../../proxy/haproxy/index.ts';
+import { freePort } from './net.ts';
 
-/** A port that was free a moment ago on `host` (bind 0, read, close). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address === 'object') resolve(address.port);
-        else reject(new Error('no port'));
-      });
-    });
-  });
-}
+// Gateway integration tests take their ports from this module; the one implementation is in net.ts.
+export { freePort };
 
 export interface GatewayPorts {
   tls: number;

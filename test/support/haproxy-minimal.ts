@@ -7,7 +7,6 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import type { webcrypto } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import 'reflect-metadata';
@@ -29,17 +28,8 @@ export interface MinimalHaproxy {
   stop(): Promise<void>;
 }
 
-/** A currently free loopback TCP port (bound to 0 and released; HAProxy binds it right after). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = createServer();
-  server.listen(0, host);
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  await once(server, 'close');
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
+// Runtime integration tests take their ports from this module; the one implementation is in net.ts.
+export { freePort } from './net.ts';
 
 /** The global/defaults head every test config shares; `body` adds frontends and backends. */
 export function minimalConfig(adminSocket: string, body: string, extraGlobal: string[] = []): string {

@@ -11,7 +11,7 @@ import {
   splitIntoRecords,
   splitWrites,
 } from '../support/client-hello.ts';
-import { sendRaw } from '../support/net.ts';
+import { freePort, sendRaw } from '../support/net.ts';
 import { proxyV1, proxyV2, proxyV2Local } from '../support/proxy-protocol.ts';
 import { startTcpUpstream, type Upstream } from '../support/tls.ts';
 
@@ -40,10 +40,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'portcullis-fixtures-haproxy-'));
   // Port 0 cannot be read back from HAProxy; take one from the kernel and retry on a clash.
   for (let attempt = 0; attempt < 5; attempt++) {
-    const probe = net.createServer();
-    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-    port = (probe.address() as net.AddressInfo).port;
-    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    port = await freePort();
     await writeFile(
       join(dir, 'haproxy.cfg'),
       [
