@@ -15,7 +15,6 @@ import {
   ResourceNotFoundException,
   RevokeCertificateCommand,
 } from '@aws-sdk/client-acm-pca';
-import { mockClient } from 'aws-sdk-client-mock';
 import fc from 'fast-check';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -32,26 +31,13 @@ import {
   normaliseSerial,
 } from '../../lib/pki/index.ts';
 import type { IssueRequest } from '../../lib/ports.ts';
+import { mockAwsClient } from '../support/aws-mock.ts';
 
 const caArn =
   'arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/12345678-1234-1234-1234-123456789012';
 const certArn = `${caArn}/certificate/3d295f5691637e577f3c192acd79d401`;
-// aws-sdk-client-mock resolves an older @smithy/types than this client does, so its generics
-// reject the client's classes although the runtime objects are the same: a narrow typed view
-// keeps the tests type-checked on command inputs and outputs.
-interface Behaviour<O> {
-  resolves(output: O): Behaviour<O>;
-  resolvesOnce(output: O): Behaviour<O>;
-  rejects(error: unknown): Behaviour<O>;
-  callsFake(fake: (input: never) => O): Behaviour<O>;
-}
-interface ClientStub {
-  on<I extends object, O>(command: new (input: I) => { readonly input: I } & { __output?: O }): Behaviour<O>;
-  commandCalls<I extends object>(command: new (input: I) => unknown): { args: [{ input: I }] }[];
-  reset(): void;
-}
 
-const pca = mockClient(ACMPCAClient as never) as unknown as ClientStub;
+const pca = mockAwsClient(ACMPCAClient);
 
 function sdkError<T extends ACMPCAServiceException>(
   ErrorClass: new (options: { message: string; $metadata: object }) => T,

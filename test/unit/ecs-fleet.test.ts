@@ -15,26 +15,11 @@ import {
   type Task,
   UpdateServiceCommand,
 } from '@aws-sdk/client-ecs';
-import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EcsFleet, rolloutStateOf, taskPrivateAddress } from '../../lib/aws/ecs-fleet.ts';
+import { mockAwsClient } from '../support/aws-mock.ts';
 
-// aws-sdk-client-mock resolves an older @smithy/types than this client does, so its generics
-// reject the client's classes although the runtime objects are the same: a narrow typed view
-// keeps the tests type-checked on command inputs and outputs.
-interface Behaviour<O> {
-  resolves(output: O): Behaviour<O>;
-  resolvesOnce(output: O): Behaviour<O>;
-  rejects(error: unknown): Behaviour<O>;
-  callsFake(fake: (input: never) => O): Behaviour<O>;
-}
-interface ClientStub {
-  on<I extends object, O>(command: new (input: I) => { readonly input: I } & { __output?: O }): Behaviour<O>;
-  commandCalls<I extends object>(command: new (input: I) => unknown): { args: [{ input: I }] }[];
-  reset(): void;
-}
-
-const ecs = mockClient(ECSClient as never) as unknown as ClientStub;
+const ecs = mockAwsClient(ECSClient);
 const cluster = 'portcullis-prod';
 const service = 'gateway';
 

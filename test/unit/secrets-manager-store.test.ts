@@ -12,11 +12,11 @@ import {
   SecretsManagerClient,
   UpdateSecretVersionStageCommand,
 } from '@aws-sdk/client-secrets-manager';
-import { mockClient } from 'aws-sdk-client-mock';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EncryptionKeyError } from '../../lib/aws/errors.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
 import { ConflictError, NotFoundError, Throttled, ValidationError } from '../../lib/errors.ts';
+import { mockAwsClient } from '../support/aws-mock.ts';
 
 const SECRET = 'portcullis/test/cert/api.example.com';
 const TOKEN = 'a1b2c3d4-0000-4000-8000-000000000001';
@@ -24,28 +24,13 @@ const OTHER = 'a1b2c3d4-0000-4000-8000-000000000002';
 const VALUE = '-----BEGIN PRIVATE KEY-----\nnot-really-a-key\n-----END PRIVATE KEY-----';
 const meta = { $metadata: { httpStatusCode: 400, requestId: 'req-1' } };
 
-// aws-sdk-client-mock resolves an older @smithy/types than the client does in this tree, so
-// its generics reject the client's classes although the runtime objects are the same: a
-// narrow typed view keeps the tests type-checked on inputs.
-interface Behaviour {
-  resolves(output: object): Behaviour;
-  resolvesOnce(output: object): Behaviour;
-  rejects(error: unknown): Behaviour;
-}
-interface SecretsManagerStub {
-  on<I extends object>(command: new (input: I) => unknown, input?: Partial<I>): Behaviour;
-  commandCalls<I extends object>(command: new (input: I) => unknown): { args: [{ input: I }] }[];
-  calls(): unknown[];
-  reset(): void;
-}
-
 function throttling(): Error {
   return Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException', ...meta });
 }
 
 describe('SecretsManagerStore', () => {
   const client = new SecretsManagerClient({ region: 'eu-west-1' });
-  const sm = mockClient(client as never) as unknown as SecretsManagerStub;
+  const sm = mockAwsClient(client);
   let store: SecretsManagerStore;
 
   beforeEach(() => {
