@@ -2,49 +2,18 @@
  * Runs `sls package` on the repository's serverless.yml in a throw-away copy of the service
  * directory, offline and without AWS credentials, and returns the generated template.
  *
- * The copy links the real sources (lib/, proxy/, node_modules/ …). A handler or ASL file the
- * configuration names but that does not exist yet is replaced by a stand-in inside the copy
- * (never in the repository) and listed in `standIns`, so the tests can say so.
+ * The copy links the real sources (lib/, functions/, statemachines/, node_modules/ …), so osls
+ * writes its `.serverless/` and bundles there, never in the repository, and two runs can happen
+ * at once. A handler or ASL file the configuration names but that does not exist fails packaging.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parse } from 'yaml';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-
-/** Which functions a stand-in state machine invokes (only used while the real ASL is missing). */
-const STAND_IN_MACHINES: Record<string, string[]> = {
-  'rotate-certificates': [
-    'PlanRotation',
-    'IssueCertificate',
-    'GetCertificate',
-    'StageCertificate',
-    'ListTasks',
-    'NudgeTask',
-    'VerifyTask',
-    'PromoteSecret',
-    'RollService',
-    'CheckRollout',
-    'RevokeCertificate',
-    'RollbackRotation',
-    'Notify',
-  ],
-  'update-allowlist': [
-    'ValidateAllowlist',
-    'StageAllowlist',
-    'ListTasks',
-    'NudgeTask',
-    'VerifyTask',
-    'PromoteSecret',
-    'RollbackAllowlist',
-    'Notify',
-  ],
-  'converge-task': ['ConvergeTask'],
-};
 
 export interface PackagedService {
   /** The temporary root (service copy and package output); removed by `cleanup`. */
@@ -61,8 +30,6 @@ export interface PackagedService {
     zipBytes: number;
     artifact: string;
   }[];
-  /** Repository-relative paths that did not exist and were packaged as stand-ins. */
-  standIns: string[];
   cleanup(): Promise<void>;
 }
 
@@ -88,29 +55,6 @@ export interface PackageOptions {
   timeoutMs?: number;
 }
 
-function standInHandler(name: string): string {
-  return `// Stand-in for ${name}: the real handler did not exist when this package was built.\nexport const handler = async (event: unknown) => event;\n`;
-}
-
-function standInMachine(machine: string): string {
-  const functions = STAND_IN_MACHINES[machine] ?? [];
-  const names = functions.map((fn) => `${fn}Step`);
-  const states = Object.fromEntries(
-    functions.map((fn, index) => [
-      names[index],
-      {
-        Type: 'Task',
-        Resource: 'arn:aws:states:::lambda:invoke',
-        Parameters: { FunctionName: { 'Fn::GetAtt': [`${fn}LambdaFunction`, 'Arn'] }, 'Payload.$': '$' },
-        ResultSelector: { 'result.$': '$.Payload' },
-        TimeoutSeconds: 30,
-        ...(index + 1 < names.length ? { Next: names[index + 1] } : { End: true }),
-      },
-    ]),
-  );
-  return `${JSON.stringify({ Comment: `stand-in for ${machine}`, StartAt: names[0], States: states }, null, 2)}\n`;
-}
-
 /** Packages the service and parses the output. Always call `cleanup()` (also on failure). */
 export async function packageService(options: PackageOptions = {}): Promise<PackagedService> {
   const root = await mkdtemp(join(tmpdir(), 'portcullis-sls-'));
@@ -118,12 +62,13 @@ export async function packageService(options: PackageOptions = {}): Promise<Pack
   try {
     const service = join(root, 'service');
     const out = join(root, 'package');
-    await mkdir(join(service, 'functions'), { recursive: true });
-    await mkdir(join(service, 'statemachines'), { recursive: true });
+    await mkdir(service);
     for (const entry of [
       'lib',
       'proxy',
       'cli',
+      'functions',
+      'statemachines',
       'node_modules',
       'package.json',
       'tsconfig.json',
@@ -132,35 +77,6 @@ export async function packageService(options: PackageOptions = {}): Promise<Pack
       if (existsSync(join(REPO, entry))) await symlink(join(REPO, entry), join(service, entry));
     }
     await copyFile(join(REPO, 'serverless.yml'), join(service, 'serverless.yml'));
-
-    const config = parse(await readFile(join(REPO, 'serverless.yml'), 'utf8')) as {
-      functions: Record<string, { handler: string }>;
-      stepFunctions: { stateMachines: Record<string, { definition: string }> };
-    };
-    const standIns: string[] = [];
-    for (const fn of Object.values(config.functions)) {
-      const module = fn.handler.slice(0, fn.handler.lastIndexOf('.'));
-      const source = `${module}.ts`;
-      if (existsSync(join(REPO, source))) {
-        await symlink(join(REPO, source), join(service, source));
-      } else {
-        await writeFile(join(service, source), standInHandler(module));
-        standIns.push(source);
-      }
-    }
-    for (const machine of Object.values(config.stepFunctions.stateMachines)) {
-      const file = /\$\{file\(\.\/(.+)\)\}/.exec(machine.definition)?.[1];
-      if (file === undefined) continue;
-      if (existsSync(join(REPO, file))) {
-        await symlink(join(REPO, file), join(service, file));
-      } else {
-        await writeFile(
-          join(service, file),
-          standInMachine(file.replace(/^statemachines\//, '').replace(/\.asl\.json$/, '')),
-        );
-        standIns.push(file);
-      }
-    }
 
     const args = [join(REPO, 'node_modules/osls/bin/serverless.js'), 'package', '--package', out];
     if (options.stage !== undefined) args.push('--stage', options.stage);
@@ -181,7 +97,6 @@ export async function packageService(options: PackageOptions = {}): Promise<Pack
       template: await json<CfnTemplate>('cloudformation-template-update-stack.json'),
       state: await json<PackagedService['state']>('serverless-state.json'),
       bundleReport: await json<PackagedService['bundleReport']>('bundle-report.json'),
-      standIns,
       cleanup,
     };
   } catch (error) {

@@ -223,11 +223,6 @@ describe('serverless.yml packaged offline', () => {
   beforeAll(async () => {
     packaged = await packageService({ stage: STAGE, timeoutMs: 150_000 });
     template = packaged.template;
-    if (packaged.standIns.length > 0) {
-      console.warn(
-        `packaged with stand-ins for files that do not exist yet: ${packaged.standIns.join(', ')}`,
-      );
-    }
     console.table(
       packaged.bundleReport.map((r) => ({
         function: r.function,
