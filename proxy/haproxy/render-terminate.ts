@@ -115,6 +115,13 @@ export function hasTerminateRoutes(config: FleetConfig): boolean {
   return config.routes.some((route) => route.mode === 'terminate');
 }
 
+/** Whether HAProxy loads the trust bundle (`ca-file`) at all: a client-verifying route or an originating one. */
+export function trustReferenced(config: FleetConfig): boolean {
+  return terminateRoutes(config).some(
+    ({ route }) => route.clientAuth !== 'none' || route.upstream.kind === 'originate',
+  );
+}
+
 /** fe_tls: the ACL that says "this connection goes to the internal TLS frontend". */
 export const TERMINATE_ACL = '  acl terminate var(txn.mode) -m str terminate';
 

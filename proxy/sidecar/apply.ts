@@ -8,11 +8,21 @@
  * | object       | runtime API (HAProxy ≥)                                                  | read back |
  * | ------------ | ------------------------------------------------------------------------ | --------- |
  * | certificate  | `set ssl cert` → `show ssl cert *<f>` → `commit ssl cert` (2.1/2.2)       | `show ssl cert <f>` serial |
- * | trust bundle | `set ssl ca-file` → `commit ssl ca-file` (2.5)                           | `show ssl ca-file <f>` count |
- * | CRL          | `set ssl crl-file` → `commit ssl crl-file` (2.5)                         | commit answer |
+ * | trust bundle | file + seamless master `reload` (2.0; see below)                         | `show ssl ca-file <f>` count |
+ * | CRL          | file + seamless master `reload`                                          | — |
  * | allowlist    | `prepare acl` → `add acl @<v>` … → `commit acl @<v>` (2.4)               | `show acl <f>` entries |
  * | cut sessions | `show table st_client_sessions`, `show sess`, `shutdown session` (1.4)   | — |
  * | ready flag   | `set map <state.map> ready 1` (1.5)                                      | — |
+ *
+ * Trust bundles are not committed with `set/commit ssl ca-file` although 2.5+ has it: on
+ * HAProxy 2.6.12 (Debian bookworm), after one `commit ssl ca-file` every later `commit ssl cert`
+ * of a certificate verified with that CA file reports success and the new serial in
+ * `show ssl cert`, yet new handshakes keep getting the old certificate; a second
+ * `commit ssl ca-file` then kills the worker (measured here, with `crt-list` lines and with a
+ * plain `crt` bind alike). `writeTrustFiles` therefore only writes the files, and the sidecar
+ * reloads HAProxy seamlessly (`expose-fd listeners`): new connections get the new bundle,
+ * established ones finish on the previous worker. Trust changes are rare (a CA rollover);
+ * certificates and allowlists, which change often, stay on the runtime API.
  */
 import { readFile, rm } from 'node:fs/promises';
 import { cidrContainsAddress, parseCidr, parseIp } from '../../lib/allowlist/index.ts';
@@ -89,38 +99,17 @@ export function countCaFileCertificates(answer: string): number {
 }
 
 /**
- * Writes `trust.pem` (and `crl.pem`) and, when HAProxy has them loaded, commits each in its own
- * transaction; the CA file is read back by certificate count.
+ * Writes `trust.pem` (and `crl.pem`), each atomically. HAProxy picks them up with the seamless
+ * reload that follows (see the note above on `commit ssl ca-file`); the reload's reconciliation
+ * reads the CA file back by certificate count.
  */
-export async function installTrust(
-  target: ApplyTarget,
-  secretId: string,
-  trust: { caPem: string; crlPem: string | undefined; caCount: number },
-  loaded: { ca: boolean; crl: boolean },
+export async function writeTrustFiles(
+  layout: GatewayLayout,
+  trust: { caPem: string; crlPem: string | undefined },
 ): Promise<void> {
-  const paths = terminatePaths(target.layout);
-  const previousCa = await readOptional(paths.trust);
-  const previousCrl = await readOptional(paths.crl);
+  const paths = terminatePaths(layout);
   await writeFileAtomic(paths.trust, trust.caPem, PUBLIC_FILE_MODE);
   if (trust.crlPem !== undefined) await writeFileAtomic(paths.crl, trust.crlPem, PUBLIC_FILE_MODE);
-  if (target.runtime === undefined) return;
-  const runtime = target.runtime;
-  try {
-    if (loaded.ca) {
-      await runtime.updateCaFile(paths.trust, trust.caPem);
-      const count = countCaFileCertificates(await runtime.execute(command('show ssl ca-file', paths.trust)));
-      if (count !== trust.caCount)
-        throw new Error(`HAProxy lists ${count} CA certificates, expected ${trust.caCount}`);
-    }
-    if (loaded.crl && trust.crlPem !== undefined) await runtime.updateCrlFile(paths.crl, trust.crlPem);
-  } catch (error) {
-    await restore(paths.trust, previousCa, PUBLIC_FILE_MODE);
-    if (trust.crlPem !== undefined) await restore(paths.crl, previousCrl, PUBLIC_FILE_MODE);
-    // The CA transaction may have committed before the CRL failed: put the old bundle back live too.
-    if (loaded.ca && previousCa !== undefined)
-      await runtime.updateCaFile(paths.trust, previousCa).catch(() => undefined);
-    throw new ApplyFailed(secretId, `trust bundle: ${message(error)}`, { cause: error });
-  }
 }
 
 function covered(cidrs: readonly string[]): (address: string) => boolean {
@@ -232,10 +221,13 @@ export async function reconcile(
     reapplied.push('allowlist');
   }
   if (expected.trust !== undefined && expected.trustLoaded.ca) {
+    // Read back only: HAProxy loaded the bundle from the file, which is written before every change.
     const answer = await runtime.execute(command('show ssl ca-file', paths.trust));
-    if (countCaFileCertificates(answer) !== expected.trust.caCount) {
-      await runtime.updateCaFile(paths.trust, expected.trust.caPem);
-      reapplied.push('trust');
+    const count = countCaFileCertificates(answer);
+    if (count !== expected.trust.caCount) {
+      throw new Error(
+        `HAProxy holds ${count} CA certificates in ${paths.trust}, expected ${expected.trust.caCount}`,
+      );
     }
   }
   await writeFileAtomic(layout.stateMap, `${READY_KEY} 1\n`, PUBLIC_FILE_MODE);

@@ -31,7 +31,7 @@ import {
   renderGateway,
   writeFileAtomic,
 } from '../haproxy/index.ts';
-import { TERMINATE, terminateRoutes } from '../haproxy/render-terminate.ts';
+import { TERMINATE, terminateRoutes, trustReferenced } from '../haproxy/render-terminate.ts';
 import { type HaproxyRuntime, runtimeClientFor } from '../haproxy/runtime.ts';
 import { command } from '../haproxy/runtime-protocol.ts';
 import {
@@ -39,9 +39,9 @@ import {
   type ExpectedServing,
   installAllowlist,
   installCertificate,
-  installTrust,
   PUBLIC_FILE_MODE,
   reconcile,
+  writeTrustFiles,
 } from './apply.ts';
 import type { SidecarConfig } from './config.ts';
 import { ApplyFailed, ContentRejected, NudgeUnauthorized, SidecarNotReady } from './errors.ts';
@@ -296,7 +296,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   const expected = (): ExpectedServing => {
     const fleet = material.fleet;
     const loaded = fleet ? loadedCertificates(fleet) : new Set<string>();
-    const terminate = fleet !== undefined && terminateRoutes(fleet).length > 0;
+    const terminate = fleet !== undefined && trustReferenced(fleet);
     return {
       certificates: [...material.certificates.entries()]
         .filter(([name]) => loaded.has(name))
@@ -348,23 +348,34 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
           serving,
         });
         if (checked.kind === 'invalid') throw new Rejection(checked.code, checked.reason);
-        const terminate = fleet !== undefined && terminateRoutes(fleet).length > 0;
         const crl = checked.value.crlPem !== undefined;
-        if (state.phase !== Phase.Starting && fleet !== undefined && terminate && crl !== renderedCrl) {
-          // The rendered config names `crl-file` only when there is one: a re-render and a reload.
-          await installTrust({ layout, runtime: undefined }, ref.secretId, checked.value, {
-            ca: false,
-            crl: false,
-          });
+        if (fleet === undefined || !trustReferenced(fleet) || filesOnly || !live()) {
+          await writeTrustFiles(layout, checked.value);
           material.trust = checked.value;
-          renderedCrl = crl;
-          await rerender(fleet);
-        } else {
-          await installTrust(target(), ref.secretId, checked.value, {
-            ca: terminate,
-            crl: terminate && renderedCrl,
-          });
-          material.trust = checked.value;
+          const crlNow = crl && fleet !== undefined && trustReferenced(fleet);
+          if (crlNow !== renderedCrl && fleet !== undefined && !filesOnly && state.phase !== Phase.Starting) {
+            renderedCrl = crlNow;
+            await rerender(fleet);
+          }
+          renderedCrl = crlNow;
+          return { caCount: checked.value.caCount, crl };
+        }
+        // HAProxy 2.6.12 mishandles `commit ssl ca-file` (see apply.ts): the bundle is written and
+        // HAProxy reloads seamlessly; established connections finish on the previous worker.
+        const previous = { trust: material.trust, crl: renderedCrl };
+        await writeTrustFiles(layout, checked.value);
+        material.trust = checked.value;
+        renderedCrl = crl;
+        try {
+          await rerender(fleet, { reload: true });
+        } catch (error) {
+          material.trust = previous.trust;
+          renderedCrl = previous.crl;
+          if (previous.trust !== undefined) {
+            await writeTrustFiles(layout, previous.trust);
+          }
+          await rerender(fleet, { reload: true }).catch(() => undefined);
+          throw new ApplyFailed(ref.secretId, `trust bundle: ${message(error)}`, { cause: error });
         }
         return { caCount: checked.value.caCount, crl };
       }
@@ -474,10 +485,11 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
 
   // ---- fleet config changes ------------------------------------------------------------
 
-  const rerender = async (fleet: FleetConfig): Promise<void> => {
+  /** Writes what changed; reloads HAProxy seamlessly when something did (or when asked to). */
+  const rerender = async (fleet: FleetConfig, options: { reload?: boolean } = {}): Promise<void> => {
     const written = await writeChanged(render(fleet, material.allowlist ?? [], renderedCrl));
-    if (written.length === 0 || state.phase === Phase.Starting) return;
-    log.info('rendered', { files: written });
+    if ((written.length === 0 && !options.reload) || state.phase === Phase.Starting) return;
+    if (written.length > 0) log.info('rendered', { files: written });
     if (!live()) return; // HAProxy not serving yet: it reads the new files when it starts
     const before = await runtime.showProc();
     await runtime.reload();
