@@ -1,0 +1,342 @@
+/**
+ * Terminate routes on a real HAProxy 2.6 rendered and fed by the sidecar: strict, permissive
+ * and no client authentication, trusted SANs, origination to an upstream that requires a client
+ * certificate, passthrough beside terminate on the same port, and the per-route TLS counters.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
+import {
+  type CertificateAuthorityMaterial,
+  createCertificateAuthority,
+  generateKey,
+  issueCertificate,
+  normaliseSerial,
+} from '../../lib/pki/index.ts';
+import { type LocalTask, startLocalTask } from '../../proxy/sidecar/local-task.ts';
+import { type DnsServer, startDnsServer } from '../support/dns.ts';
+import { freePort } from '../support/gateway.ts';
+import { startTcpUpstream, startTlsUpstream, type Upstream } from '../support/tls.ts';
+
+interface Credential {
+  cert: string;
+  chain: string;
+  key: string;
+  serial: string;
+}
+
+let dir: string;
+let ca: CertificateAuthorityMaterial;
+let rogue: CertificateAuthorityMaterial;
+let app: Upstream;
+let origin: Upstream;
+let passthrough: Upstream;
+let dns: DnsServer;
+let task: LocalTask;
+let tlsPort: number;
+let trustedClient: Credential;
+let otherSanClient: Credential;
+let rogueClient: Credential;
+let gatewayServer: Credential;
+let passthroughServer: Credential;
+const logs: string[] = [];
+
+async function issue(
+  authority: CertificateAuthorityMaterial,
+  commonName: string,
+  dnsNames: string[],
+  usage: 'server' | 'client',
+  uri: string[] = [],
+): Promise<Credential> {
+  const key = await generateKey();
+  const issued = await issueCertificate(authority, {
+    publicKeyPem: key.publicKeyPem,
+    commonName,
+    dns: dnsNames,
+    uri,
+    usage,
+  });
+  return {
+    cert: issued.certificatePem,
+    chain: issued.chainPem,
+    key: key.privateKeyPem,
+    serial: issued.serial,
+  };
+}
+
+const certificateDocument = (c: Credential) =>
+  JSON.stringify({
+    certificatePem: c.cert,
+    chainPem: c.chain,
+    privateKeyPem: c.key,
+    serial: c.serial,
+    notAfter: new Date(Date.now() + 86_400_000).toISOString(),
+  });
+
+type Outcome =
+  | { kind: 'ok'; serial: string; data: string }
+  | { kind: 'refused'; serial?: string; error: string };
+
+/** Connects with `servername`, sends one line and waits for `expect` in the answer. */
+function exchange(servername: string, credential?: Credential, expect = 'ping'): Promise<Outcome> {
+  return new Promise((resolve) => {
+    let serial: string | undefined;
+    let data = '';
+    let settled = false;
+    const done = (outcome: Outcome) => {
+      if (settled) return;
+      settled = true;
+      socket.destroy();
+      resolve(outcome);
+    };
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port: tlsPort,
+      servername,
+      rejectUnauthorized: false,
+      ...(credential ? { cert: credential.cert, key: credential.key } : {}),
+    });
+    socket.setTimeout(5000, () => done({ kind: 'refused', error: 'timeout' }));
+    socket.once('secureConnect', () => {
+      serial = normaliseSerial(socket.getPeerX509Certificate()?.serialNumber ?? '') ?? '';
+      socket.write('ping\n');
+    });
+    socket.on('data', (chunk: Buffer) => {
+      data += chunk.toString();
+      if (data.includes(expect)) done({ kind: 'ok', serial: serial ?? '', data });
+    });
+    socket.once('error', (error) =>
+      done({ kind: 'refused', ...(serial ? { serial } : {}), error: error.message }),
+    );
+    socket.once('close', () => done({ kind: 'refused', ...(serial ? { serial } : {}), error: 'closed' }));
+  });
+}
+
+async function counters(route: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${task.sidecar.url}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const name of [
+    'handshakes',
+    'no_certificate',
+    'fail_verify_no_cert',
+    'fail_verify_error',
+    'fail_verify_san',
+  ]) {
+    const m = new RegExp(
+      `^portcullis_tls_${name}_total\\{route="${route.replace(/\./g, '\\.')}"\\} (\\d+)$`,
+      'm',
+    ).exec(text);
+    out[name] = m ? Number(m[1]) : Number.NaN;
+  }
+  return out;
+}
+
+function delta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]));
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-term-'));
+  const store = await FileSecretStore.open(join(dir, 'store'));
+  ca = await createCertificateAuthority({ commonName: 'Terminate Test CA' });
+  rogue = await createCertificateAuthority({ commonName: 'Terminate Rogue CA' });
+  const names = ['strict.term.test', 'permissive.term.test', 'open.term.test', 'origin.term.test'];
+  gatewayServer = await issue(ca, names[0]!, names, 'server');
+  const gatewayClient = await issue(ca, 'portcullis-gateway', [], 'client', ['spiffe://portcullis/gateway']);
+  trustedClient = await issue(ca, 'trusted-client', ['client.term.test'], 'client');
+  otherSanClient = await issue(ca, 'other-client', ['other.term.test'], 'client');
+  rogueClient = await issue(rogue, 'rogue-client', ['client.term.test'], 'client');
+  const upstreamServer = await issue(ca, 'upstream.term.test', ['upstream.term.test'], 'server');
+  passthroughServer = await issue(rogue, 'pass.term.test', ['pass.term.test'], 'server');
+
+  app = await startTcpUpstream({ mode: 'echo' });
+  origin = await startTlsUpstream({
+    cert: upstreamServer.cert + upstreamServer.chain,
+    key: upstreamServer.key,
+    ca: ca.certificatePem,
+    requestCert: true,
+    greeting: 'origin\n',
+  });
+  passthrough = await startTlsUpstream({ cert: passthroughServer.cert, key: passthroughServer.key });
+  dns = await startDnsServer({ records: { 'pass.term.test': ['127.0.0.1'] } });
+  tlsPort = await freePort();
+
+  const token = () => `${randomUUID()}-${randomBytes(4).toString('hex')}`;
+  const create = (id: string, value: string) => store.create(id, value, { clientRequestToken: token() });
+  const nudgeKey = randomBytes(32);
+  await create(
+    'fleet',
+    JSON.stringify({
+      fleet: 'terminate-test',
+      listeners: { bind: ['127.0.0.1'], tls: tlsPort, http: null, health: await freePort(), metrics: null },
+      resolvers: { nameservers: [dns.address], holdValidMs: 0, timeoutMs: 300, retries: 1 },
+      allowLoopbackDestinations: true,
+      certificates: [
+        { name: 'gateway', secretId: 'cert/gateway', commonName: names[0], dns: names, usage: 'server' },
+        {
+          name: 'gateway-client',
+          secretId: 'cert/gateway-client',
+          commonName: 'portcullis-gateway',
+          usage: 'client',
+        },
+      ],
+      trust: { secretId: 'trust' },
+      nudgeKey: { secretId: 'nudge-key' },
+      allowlist: { source: { secretId: 'allowlist' } },
+      routes: [
+        {
+          mode: 'terminate',
+          serverName: 'strict.term.test',
+          certificate: 'gateway',
+          clientAuth: 'strict',
+          trustedClients: { sans: ['client.term.test'] },
+          upstream: { kind: 'local', port: app.port },
+        },
+        {
+          mode: 'terminate',
+          serverName: 'permissive.term.test',
+          certificate: 'gateway',
+          clientAuth: 'permissive',
+          upstream: { kind: 'local', port: app.port },
+        },
+        {
+          mode: 'terminate',
+          serverName: 'open.term.test',
+          certificate: 'gateway',
+          clientAuth: 'none',
+          upstream: { kind: 'local', port: app.port },
+        },
+        {
+          mode: 'terminate',
+          serverName: 'origin.term.test',
+          certificate: 'gateway',
+          clientAuth: 'strict',
+          upstream: {
+            kind: 'originate',
+            host: '127.0.0.1',
+            port: origin.port,
+            serverName: 'upstream.term.test',
+            clientCertificate: 'gateway-client',
+          },
+        },
+        {
+          mode: 'passthrough',
+          serverName: 'pass.term.test',
+          upstream: { port: passthrough.port },
+          allowedDestinations: ['127.0.0.0/8'],
+        },
+      ],
+    }),
+  );
+  await create('nudge-key', JSON.stringify({ key: nudgeKey.toString('base64') }));
+  await create('trust', JSON.stringify({ caBundlePem: ca.certificatePem }));
+  await create('cert/gateway', certificateDocument(gatewayServer));
+  await create('cert/gateway-client', certificateDocument(gatewayClient));
+  await create('allowlist', JSON.stringify({ cidrs: ['127.0.0.0/8'] }));
+  task = await startLocalTask({
+    sidecar: {
+      store: { kind: 'file', dir: join(dir, 'store') },
+      fleetConfig: { secretId: 'fleet' },
+      gatewayDir: join(dir, 'gw'),
+      admin: { host: '127.0.0.1', port: 0 },
+      pollIntervalMs: 3_600_000,
+      pollJitterMs: 0,
+      watchIntervalMs: 200,
+      autoOwnAddresses: false,
+    },
+    store,
+    write: () => {},
+  });
+  task.haproxy.onLine((line) => logs.push(line));
+});
+
+afterAll(async () => {
+  await task?.close();
+  await Promise.all([app?.close(), origin?.close(), passthrough?.close(), dns?.close()]);
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('terminate route with strict client authentication', () => {
+  const route = 'strict.term.test';
+
+  it('serves the gateway certificate and forwards a trusted client to the local app', async () => {
+    const outcome = await exchange(route, trustedClient);
+    expect(outcome).toMatchObject({ kind: 'ok', serial: gatewayServer.serial });
+  });
+
+  it('refuses and counts a client without a certificate', async () => {
+    const before = await counters(route);
+    expect((await exchange(route)).kind).toBe('refused');
+    const after = await counters(route);
+    expect(delta(before, after)).toMatchObject({ handshakes: 1, no_certificate: 1, fail_verify_no_cert: 1 });
+    const line = logs.find(
+      (l) => l.includes('"frontend":"fe_terminate"') && l.includes('no-client-certificate'),
+    );
+    expect(line).toBeDefined();
+    // The client address crossed the internal hop in the PROXY header.
+    expect(JSON.parse(line!)).toMatchObject({ client: '127.0.0.1', route });
+  });
+
+  it('refuses and counts a client certificate from another CA', async () => {
+    const before = await counters(route);
+    expect((await exchange(route, rogueClient)).kind).toBe('refused');
+    expect(delta(before, await counters(route))).toMatchObject({ handshakes: 1, fail_verify_error: 1 });
+  });
+
+  it('refuses and counts a trusted certificate without a trusted SAN', async () => {
+    const before = await counters(route);
+    expect((await exchange(route, otherSanClient)).kind).toBe('refused');
+    expect(delta(before, await counters(route))).toMatchObject({ handshakes: 1, fail_verify_san: 1 });
+  });
+});
+
+describe('terminate route with permissive client authentication', () => {
+  const route = 'permissive.term.test';
+
+  it('accepts and counts a client without a certificate', async () => {
+    const before = await counters(route);
+    expect((await exchange(route)).kind).toBe('ok');
+    expect(delta(before, await counters(route))).toMatchObject({
+      handshakes: 1,
+      no_certificate: 1,
+      fail_verify_no_cert: 0,
+    });
+  });
+
+  it('accepts a trusted client and still refuses a certificate that does not verify', async () => {
+    expect((await exchange(route, trustedClient)).kind).toBe('ok');
+    expect((await exchange(route, rogueClient)).kind).toBe('refused');
+  });
+});
+
+describe('terminate route without client authentication', () => {
+  it('accepts a client without a certificate', async () => {
+    expect(await exchange('open.term.test')).toMatchObject({ kind: 'ok', serial: gatewayServer.serial });
+  });
+});
+
+describe('origination', () => {
+  it('re-encrypts to an upstream that requires a client certificate, presenting the gateway client certificate', async () => {
+    const outcome = await exchange('origin.term.test', trustedClient, 'origin');
+    expect(outcome.kind).toBe('ok');
+    const [connection] = await origin.waitForConnections(1);
+    expect(connection).toMatchObject({
+      authorized: true,
+      peerSubject: 'portcullis-gateway',
+      servername: 'upstream.term.test',
+    });
+  });
+});
+
+describe('passthrough and terminate on one port', () => {
+  it('passes a passthrough name through untouched while terminating the others', async () => {
+    const through = await exchange('pass.term.test');
+    expect(through).toMatchObject({ kind: 'ok', serial: passthroughServer.serial });
+    const terminated = await exchange('strict.term.test', trustedClient);
+    expect(terminated).toMatchObject({ kind: 'ok', serial: gatewayServer.serial });
+  });
+});
