@@ -28,7 +28,7 @@ import {
   tryGetVersion,
 } from './common.ts';
 import { IssuedDocument, IssuingKeyDocument, PlaceholderDocument } from './documents.ts';
-import { loadControlPlaneFleet } from './fleet-config.ts';
+import { type ControlPlaneFleet, loadControlPlaneFleet } from './fleet-config.ts';
 import type { ControlPlanePorts } from './ports.ts';
 import type {
   GetCertificateInput,
@@ -109,6 +109,24 @@ export function makePlanRotation(ports: ControlPlanePorts) {
   };
 }
 
+/** What every per-certificate step starts from: the fleet config, the spec and its token deriver. */
+interface CertificateStep {
+  config: ControlPlaneFleet;
+  spec: CertificateSpec;
+  /** The idempotency token of one sub-step of this execution for this certificate. */
+  token: (step: TokenStep) => string;
+}
+
+async function certificateStep(
+  ports: ControlPlanePorts,
+  event: { fleet?: string | undefined; certificate: string; executionName: string },
+): Promise<CertificateStep> {
+  assertFleet(ports, event.fleet);
+  const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
+  const spec = findSpec(config, event.certificate);
+  return { config, spec, token: (step) => deriveToken(event.executionName, spec.name, step) };
+}
+
 export interface IssueCertificateResult {
   certificateId: string;
   /** What an earlier attempt had already done: `none`, the `key` only, the `issue` request, or the whole `bundle`. */
@@ -150,11 +168,8 @@ export function makeIssueCertificate(ports: ControlPlanePorts) {
   return async function issueCertificateStep(
     event: z.output<typeof IssueCertificateInput>,
   ): Promise<IssueCertificateResult> {
-    assertFleet(ports, event.fleet);
-    const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
-    const spec = findSpec(config, event.certificate);
+    const { spec, token } = await certificateStep(ports, event);
     const { store } = ports;
-    const token = (step: TokenStep) => deriveToken(event.executionName, spec.name, step);
 
     await ensureSecret(store, spec.secretId, event.executionName);
     const bundle = await tryGetVersion(store, spec.secretId, token(TokenStep.Bundle));
@@ -281,11 +296,8 @@ export function makeStageCertificate(ports: ControlPlanePorts) {
   return async function stageCertificateStep(
     event: z.output<typeof StageCertificateInput>,
   ): Promise<StageCertificateResult> {
-    assertFleet(ports, event.fleet);
-    const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
-    const spec = findSpec(config, event.certificate);
+    const { config, spec, token } = await certificateStep(ports, event);
     const { store } = ports;
-    const token = (step: TokenStep) => deriveToken(event.executionName, spec.name, step);
     const versionId = token(TokenStep.Bundle);
 
     const existing = await tryGetVersion(store, spec.secretId, versionId);
@@ -375,11 +387,8 @@ export function makeRollbackRotation(ports: ControlPlanePorts) {
   return async function rollbackRotationStep(
     event: z.output<typeof RollbackRotationInput>,
   ): Promise<RollbackRotationResult> {
-    assertFleet(ports, event.fleet);
-    const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
-    const spec = findSpec(config, event.certificate);
+    const { spec, token } = await certificateStep(ports, event);
     const { store } = ports;
-    const token = (step: TokenStep) => deriveToken(event.executionName, spec.name, step);
     const newVersionId = token(TokenStep.Bundle);
     const notes: string[] = [];
 
