@@ -1,0 +1,226 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'main.ts');
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** `node cli/main.ts …` as an operator runs it; bounded in time. */
+function portcullis(...args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [MAIN, ...args],
+      { timeout: 60_000, env: { ...process.env, NO_COLOR: '1' } },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+function lastJson(text: string): Record<string, unknown> {
+  const lines = text.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
+}
+
+const fleetConfig = {
+  fleet: 'clitest',
+  routes: [],
+  certificates: [
+    {
+      name: 'api',
+      secretId: 'portcullis/clitest/cert/api',
+      commonName: 'api.clitest.test',
+      dns: ['api.clitest.test'],
+      usage: 'server',
+    },
+  ],
+  trust: { secretId: 'portcullis/clitest/trust' },
+  nudgeKey: { secretId: 'portcullis/clitest/nudge-key' },
+  allowlist: { source: { secretId: 'portcullis/clitest/allowlist' } },
+};
+
+describe('the portcullis CLI against a local directory', () => {
+  let dir: string;
+  let local: string;
+  let configFile: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-cli-'));
+    local = join(dir, 'local');
+    configFile = join(dir, 'fleet.json');
+    await writeFile(configFile, JSON.stringify(fleetConfig));
+  });
+
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('prints help for every command and exits 0', async () => {
+    const commands = ['init', 'rotate', 'status', 'allowlist', 'demo'];
+    const runs = await Promise.all(commands.map((command) => portcullis(command, '--help')));
+    runs.forEach((run, i) => {
+      expect(run.code, commands[i]).toBe(0);
+      expect(run.stdout, commands[i]).toMatch(/^Usage: portcullis /);
+    });
+  });
+
+  it('exits 2 on usage errors', async () => {
+    const runs = await Promise.all([
+      portcullis(),
+      portcullis('frobnicate'),
+      portcullis('rotate'),
+      portcullis('status', '--fleet', 'clitest', '--bogus'),
+      portcullis('allowlist', 'frob', '--fleet', 'clitest'),
+      portcullis('allowlist', 'add', '--fleet', 'clitest', '10.0.0.0/8'),
+      portcullis('demo', '--tasks', 'many'),
+    ]);
+    for (const run of runs) expect(run.code, run.stderr).toBe(2);
+    expect(runs[5]!.stderr).toMatch(/needs --reason/);
+  });
+
+  it('init creates the fleet secrets and a first certificate, and a second run keeps them', async () => {
+    const first = await portcullis(
+      'init',
+      '--fleet',
+      'clitest',
+      '--local',
+      local,
+      '--config',
+      configFile,
+      '--allowlist',
+      '203.0.113.0/24',
+    );
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/created fleet-config +portcullis\/clitest\/fleet-config/);
+    expect(first.stdout).toMatch(/created nudge-key/);
+    expect(first.stdout).toMatch(/issued +certificate +portcullis\/clitest\/cert\/api serial [0-9a-f]+/);
+    expect(first.stdout).not.toMatch(/PRIVATE KEY/);
+
+    const second = await portcullis(
+      'init',
+      '--fleet',
+      'clitest',
+      '--local',
+      local,
+      '--config',
+      configFile,
+      '--json',
+    );
+    expect(second.code, second.stderr).toBe(0);
+    const steps = lastJson(second.stdout).steps as { action: string }[];
+    expect(steps.map((s) => s.action)).toEqual(['kept', 'kept', 'kept', 'kept', 'kept']);
+  });
+
+  it('allowlist show prints the current list', async () => {
+    const run = await portcullis('allowlist', 'show', '--fleet', 'clitest', '--local', local, '--json');
+    expect(run.code, run.stderr).toBe(0);
+    expect(lastJson(run.stdout)).toMatchObject({ cidrs: ['203.0.113.0/24'], reason: 'portcullis init' });
+  });
+
+  it('refuses a bad CIDR with exit 1 and a clear message, changing nothing', async () => {
+    const before = lastJson(
+      (await portcullis('allowlist', 'show', '--fleet', 'clitest', '--local', local, '--json')).stdout,
+    );
+    const run = await portcullis(
+      'allowlist',
+      'add',
+      '--fleet',
+      'clitest',
+      '--local',
+      local,
+      '10.0.0.0/33',
+      '--reason',
+      'typo',
+    );
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/invalid CIDR:\n\s+"10\.0\.0\.0\/33": .*32/);
+    const after = lastJson(
+      (await portcullis('allowlist', 'show', '--fleet', 'clitest', '--local', local, '--json')).stdout,
+    );
+    expect(after.versionId).toBe(before.versionId);
+  });
+
+  it('refuses a /0 entry the fleet does not allow, before starting anything', async () => {
+    const run = await portcullis(
+      'allowlist',
+      'add',
+      '--fleet',
+      'clitest',
+      '--local',
+      local,
+      '0.0.0.0/0',
+      '--reason',
+      'open up',
+    );
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/allows every address/);
+  });
+
+  it('status reports no tasks when no local fleet runs', async () => {
+    const run = await portcullis('status', '--fleet', 'clitest', '--local', local, '--json');
+    expect(run.code, run.stderr).toBe(0);
+    expect(lastJson(run.stdout)).toMatchObject({ fleet: 'clitest', tasks: [] });
+  });
+
+  it('allowlist add runs update-allowlist locally and the store serves the new list', async () => {
+    const run = await portcullis(
+      'allowlist',
+      'add',
+      '--fleet',
+      'clitest',
+      '--local',
+      local,
+      '198.51.100.0/24',
+      '--reason',
+      'partner',
+      '--json',
+    );
+    expect(run.code, run.stderr).toBe(0);
+    expect(lastJson(run.stdout)).toMatchObject({ status: 'SUCCEEDED', added: ['198.51.100.0/24'], size: 2 });
+    const show = lastJson(
+      (await portcullis('allowlist', 'show', '--fleet', 'clitest', '--local', local, '--json')).stdout,
+    );
+    expect(show).toMatchObject({ cidrs: ['198.51.100.0/24', '203.0.113.0/24'], reason: 'partner' });
+  });
+
+  it('rotate --dry-run plans without changing the certificate', async () => {
+    const run = await portcullis(
+      'rotate',
+      '--fleet',
+      'clitest',
+      '--local',
+      local,
+      '--force',
+      '--dry-run',
+      '--json',
+    );
+    expect(run.code, run.stderr).toBe(0);
+    const outcome = lastJson(run.stdout) as { status: string; certificates: { from: string; to: string }[] };
+    expect(outcome.status).toBe('SUCCEEDED');
+    expect(outcome.certificates[0]!.to).toBe(outcome.certificates[0]!.from);
+  });
+
+  it('rotate --force issues, stages and promotes a new certificate', async () => {
+    const run = await portcullis('rotate', '--fleet', 'clitest', '--local', local, '--force', '--json');
+    expect(run.code, run.stderr).toBe(0);
+    const outcome = lastJson(run.stdout) as {
+      status: string;
+      certificates: { name: string; from: string; to: string }[];
+    };
+    expect(outcome.status).toBe('SUCCEEDED');
+    expect(outcome.certificates[0]!.name).toBe('api');
+    expect(outcome.certificates[0]!.to).toMatch(/^[0-9a-f]+$/);
+    expect(outcome.certificates[0]!.to).not.toBe(outcome.certificates[0]!.from);
+  });
+});
