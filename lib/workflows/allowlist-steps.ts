@@ -12,11 +12,11 @@ import { deriveToken, TokenStep } from '../rotation/tokens.ts';
 import { AllowlistSecret, parseSecret } from '../secrets/formats.ts';
 import {
   assertFleet,
-  errorMessage,
-  errorName,
+  nudgeTasksBack,
   requireStageHolder,
   stageHolder,
   tryDescribe,
+  undoStaging,
 } from './common.ts';
 import { allowlistSecretId, type ControlPlaneFleet, loadControlPlaneFleet } from './fleet-config.ts';
 import type { ControlPlanePorts } from './ports.ts';
@@ -194,32 +194,12 @@ export function makeRollbackAllowlist(ports: ControlPlanePorts) {
       newVersionId,
       baseVersionId: state.baseVersionId,
     });
-    if (plan.restoreCurrentTo !== null) {
-      await ports.store.moveStage(secretId, Stage.Current, plan.restoreCurrentTo, {
-        fromVersionId: newVersionId!,
-      });
-    }
-    if (plan.dropPending) {
-      await ports.store.moveStage(secretId, Stage.Pending, undefined, { fromVersionId: newVersionId! });
-    }
-    const nudged: string[] = [];
+    // Without a version id nothing was staged, and the plan has nothing to undo.
+    if (newVersionId !== null) await undoStaging(ports.store, secretId, newVersionId, plan);
+    let nudged: string[] = [];
     if (plan.nudgeTasks) {
       if (secret !== undefined) requireStageHolder(secret, Stage.Current);
-      let tasks: Awaited<ReturnType<typeof ports.fleet.listTasks>> = [];
-      try {
-        tasks = await ports.fleet.listTasks();
-      } catch (error) {
-        // Keep undoing what can be undone; the sidecars' poll backstop returns them to AWSCURRENT.
-        notes.push(`tasks not listed, none nudged back: ${errorName(error)}: ${errorMessage(error)}`);
-      }
-      for (const task of tasks) {
-        try {
-          await ports.taskClient.nudge(task, { secretId });
-          nudged.push(task.taskId);
-        } catch (error) {
-          notes.push(`task ${task.taskId} not nudged back: ${errorName(error)}: ${errorMessage(error)}`);
-        }
-      }
+      ({ nudged } = await nudgeTasksBack(ports, secretId, notes));
     }
     return { restoredCurrentTo: plan.restoreCurrentTo, droppedPending: plan.dropPending, nudged, notes };
   };

@@ -1,6 +1,12 @@
 import type { z } from 'zod';
 import { NotFoundError, ValidationError } from '../errors.ts';
-import type { FleetTask, SecretDescription, SecretStore, SecretValue } from '../ports.ts';
+import {
+  type FleetTask,
+  type SecretDescription,
+  type SecretStore,
+  type SecretValue,
+  Stage,
+} from '../ports.ts';
 import type { CertificateSpec } from '../rotation/certificate-spec.ts';
 import type { ControlPlaneFleet } from './fleet-config.ts';
 import type { ControlPlanePorts } from './ports.ts';
@@ -101,4 +107,53 @@ export function errorName(error: unknown): string {
 export function errorMessage(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   return (text.split('\n')[0] ?? '').slice(0, 300);
+}
+
+/**
+ * The store side of a rollback: moves `AWSCURRENT` back where the plan says and drops
+ * `AWSPENDING`, each only from the version this execution staged (a label another execution
+ * moved since is left alone).
+ */
+export async function undoStaging(
+  store: SecretStore,
+  secretId: string,
+  stagedVersionId: string,
+  plan: { restoreCurrentTo: string | null; dropPending: boolean },
+): Promise<void> {
+  if (plan.restoreCurrentTo !== null) {
+    await store.moveStage(secretId, Stage.Current, plan.restoreCurrentTo, { fromVersionId: stagedVersionId });
+  }
+  if (plan.dropPending) {
+    await store.moveStage(secretId, Stage.Pending, undefined, { fromVersionId: stagedVersionId });
+  }
+}
+
+/**
+ * Nudges every running task to `AWSCURRENT` of `secretId`, as a rollback does. It never throws:
+ * a rollback keeps undoing what it can, so failures become `notes`, and the sidecars' poll
+ * backstop returns the tasks it could not reach.
+ */
+export async function nudgeTasksBack(
+  ports: ControlPlanePorts,
+  secretId: string,
+  notes: string[],
+): Promise<{ nudged: string[]; unreachable: string[] }> {
+  const nudged: string[] = [];
+  const unreachable: string[] = [];
+  let tasks: FleetTask[] = [];
+  try {
+    tasks = await ports.fleet.listTasks();
+  } catch (error) {
+    notes.push(`tasks not listed, none nudged back: ${errorName(error)}: ${errorMessage(error)}`);
+  }
+  for (const task of tasks) {
+    try {
+      await ports.taskClient.nudge(task, { secretId });
+      nudged.push(task.taskId);
+    } catch (error) {
+      unreachable.push(task.taskId);
+      notes.push(`task ${task.taskId} not nudged back: ${errorName(error)}: ${errorMessage(error)}`);
+    }
+  }
+  return { nudged, unreachable };
 }

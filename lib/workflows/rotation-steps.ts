@@ -18,14 +18,15 @@ import { deriveToken, TokenStep } from '../rotation/tokens.ts';
 import { CertificateSecret, parseSecret, TrustSecret } from '../secrets/formats.ts';
 import {
   assertFleet,
-  errorMessage,
   errorName,
   findSpec,
   nowOf,
+  nudgeTasksBack,
   readDocument,
   stageHolder,
   tryDescribe,
   tryGetVersion,
+  undoStaging,
 } from './common.ts';
 import { IssuedDocument, IssuingKeyDocument, PlaceholderDocument } from './documents.ts';
 import { type ControlPlaneFleet, loadControlPlaneFleet } from './fleet-config.ts';
@@ -420,14 +421,7 @@ export function makeRollbackRotation(ports: ControlPlanePorts) {
       newCertificate,
     });
     notes.push(...plan.notes);
-    if (plan.restoreCurrentTo !== null) {
-      await store.moveStage(spec.secretId, Stage.Current, plan.restoreCurrentTo, {
-        fromVersionId: newVersionId,
-      });
-    }
-    if (plan.dropPending) {
-      await store.moveStage(spec.secretId, Stage.Pending, undefined, { fromVersionId: newVersionId });
-    }
+    await undoStaging(store, spec.secretId, newVersionId, plan);
     for (const stage of plan.dropLabels) {
       const holder = stageHolder(secret, stage);
       if (holder === token(TokenStep.Key) || holder === token(TokenStep.Issued)) {
@@ -435,26 +429,9 @@ export function makeRollbackRotation(ports: ControlPlanePorts) {
       }
     }
 
-    const nudged: string[] = [];
-    const unreachable: string[] = [];
-    if (plan.nudgeTasks) {
-      let tasks: Awaited<ReturnType<typeof ports.fleet.listTasks>> = [];
-      try {
-        tasks = await ports.fleet.listTasks();
-      } catch (error) {
-        // Keep undoing what can be undone; the sidecars' poll backstop returns them to AWSCURRENT.
-        notes.push(`tasks not listed, none nudged back: ${errorName(error)}: ${errorMessage(error)}`);
-      }
-      for (const task of tasks) {
-        try {
-          await ports.taskClient.nudge(task, { secretId: spec.secretId });
-          nudged.push(task.taskId);
-        } catch (error) {
-          unreachable.push(task.taskId);
-          notes.push(`task ${task.taskId} not nudged back: ${errorName(error)}: ${errorMessage(error)}`);
-        }
-      }
-    }
+    const { nudged, unreachable } = plan.nudgeTasks
+      ? await nudgeTasksBack(ports, spec.secretId, notes)
+      : { nudged: [], unreachable: [] };
 
     let revokedSerial: string | null = null;
     if (plan.revoke !== null) {
