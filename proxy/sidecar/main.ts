@@ -579,7 +579,8 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
       try {
         view = await describe(object.ref.secretId);
       } catch (error) {
-        fail('store-unavailable', `${object.ref.secretId}: ${message(error)}`);
+        const missing = error instanceof Error && error.name === 'NotFoundError';
+        fail(missing ? 'missing' : 'store-unavailable', `${object.ref.secretId}: ${message(error)}`);
         return false;
       }
       if (view.current === undefined) {

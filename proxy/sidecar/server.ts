@@ -53,8 +53,10 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | undefin
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) {
+        // Stop keeping it; the rest is drained by Node, and the 413 closes the connection.
+        req.removeAllListeners('data');
+        req.resume();
         resolve(undefined);
-        req.destroy();
         return;
       }
       chunks.push(chunk);
@@ -102,6 +104,7 @@ export async function startAdminServer(
       }
       const body = await readBody(req, options.maxBodyBytes);
       if (body === undefined) {
+        res.setHeader('connection', 'close');
         send(res, errorReply(413, 'PayloadTooLarge', `a nudge is at most ${options.maxBodyBytes} bytes`));
         return;
       }

@@ -1,0 +1,152 @@
+/**
+ * The sidecar's admin API without HAProxy: a blocked start (status, healthz, metric, retry with
+ * backoff until the secret appears) and the nudge's authentication (signature, window, replay).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
+import { createCertificateAuthority, generateKey, issueCertificate } from '../../lib/pki/index.ts';
+import { NudgeHeaders, signNudge } from '../../lib/secrets/index.ts';
+import { parseSidecarConfig } from '../../proxy/sidecar/config.ts';
+import { type RunningSidecar, startSidecar } from '../../proxy/sidecar/main.ts';
+
+let dir: string;
+let store: FileSecretStore;
+let sidecar: RunningSidecar;
+const key = randomBytes(32);
+const token = () => `${randomUUID()}-${randomBytes(4).toString('hex')}`;
+
+function post(body: string, options: { timestamp?: number; signature?: string; signWith?: Buffer } = {}) {
+  const timestamp = options.timestamp ?? Date.now();
+  return fetch(`${sidecar.url}/v1/nudge`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      [NudgeHeaders.timestamp]: String(timestamp),
+      [NudgeHeaders.signature]: options.signature ?? signNudge(options.signWith ?? key, timestamp, body),
+    },
+    body,
+  });
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-scn-'));
+  store = await FileSecretStore.open(join(dir, 'store'));
+  await store.create('nudge-key', JSON.stringify({ key: key.toString('base64') }), {
+    clientRequestToken: token(),
+  });
+  await writeFile(
+    join(dir, 'fleet.yaml'),
+    [
+      'fleet: nudge-test',
+      'listeners: { bind: [127.0.0.1], tls: 18443, http: null, health: 18081, metrics: null }',
+      'certificates: [{ name: api, secretId: cert/api, commonName: api.nudge.test, dns: [api.nudge.test], usage: server }]',
+      'trust: { secretId: trust }',
+      'nudgeKey: { secretId: nudge-key }',
+      'routes:',
+      '  - { mode: terminate, serverName: api.nudge.test, certificate: api, upstream: { kind: local, port: 8080 } }',
+      '',
+    ].join('\n'),
+  );
+  sidecar = await startSidecar(
+    parseSidecarConfig({
+      store: { kind: 'file', dir: join(dir, 'store') },
+      fleetConfig: { file: join(dir, 'fleet.yaml') },
+      gatewayDir: join(dir, 'gw'),
+      admin: { host: '127.0.0.1', port: 0 },
+      pollIntervalMs: 3_600_000,
+      watchIntervalMs: 3_600_000,
+      retry: { initialMs: 20, maxMs: 100 },
+      autoOwnAddresses: false,
+    }),
+    { store, write: () => {} },
+  );
+});
+
+afterAll(async () => {
+  await sidecar?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('sidecar start', () => {
+  it('stays unrendered while a secret is missing, says why, and starts once it appears', async () => {
+    await expect
+      .poll(() => (sidecar.status().startError as { code?: string } | undefined)?.code)
+      .toBe('missing');
+    expect((await fetch(`${sidecar.url}/healthz`)).status).toBe(503);
+    expect(await (await fetch(`${sidecar.url}/metrics`)).text()).toContain(
+      'portcullis_sidecar_start_error{code="missing"} 1',
+    );
+    await expect(stat(join(dir, 'gw', 'haproxy.cfg'))).rejects.toThrow();
+
+    const ca = await createCertificateAuthority({ commonName: 'Nudge Test CA' });
+    const leafKey = await generateKey();
+    const leaf = await issueCertificate(ca, {
+      publicKeyPem: leafKey.publicKeyPem,
+      commonName: 'api.nudge.test',
+      dns: ['api.nudge.test'],
+      usage: 'server',
+    });
+    await store.create('trust', JSON.stringify({ caBundlePem: ca.certificatePem }), {
+      clientRequestToken: token(),
+    });
+    await store.create(
+      'cert/api',
+      JSON.stringify({
+        certificatePem: leaf.certificatePem,
+        chainPem: '',
+        privateKeyPem: leafKey.privateKeyPem,
+        serial: leaf.serial,
+        notAfter: new Date(Date.now() + 86_400_000).toISOString(),
+      }),
+      { clientRequestToken: token() },
+    );
+    await sidecar.whenRendered(5000);
+    expect((await fetch(`${sidecar.url}/healthz`)).status).toBe(200);
+    expect(await readFile(join(dir, 'gw', 'haproxy.cfg'), 'utf8')).toContain('fe_terminate');
+    expect((await stat(join(dir, 'gw', 'certs', 'api.pem'))).mode & 0o777).toBe(0o600);
+    expect(sidecar.status()).toMatchObject({ ready: false, phase: 'rendered' });
+  });
+});
+
+describe('nudge authentication', () => {
+  const body = JSON.stringify({ secretId: 'cert/api' });
+
+  it('refuses a signature made with another key', async () => {
+    const response = await post(body, { signWith: randomBytes(32) });
+    expect(response.status).toBe(401);
+    expect(await response.json()).toMatchObject({
+      error: { name: 'NudgeUnauthorized', message: expect.stringContaining('bad-signature') },
+    });
+  });
+
+  it('refuses a nudge outside the time window', async () => {
+    const response = await post(body, { timestamp: Date.now() - 5 * 60_000 });
+    expect(response.status).toBe(401);
+    expect((await response.json()).error.message).toContain('stale');
+  });
+
+  it('refuses a replayed nudge', async () => {
+    const timestamp = Date.now();
+    const signature = signNudge(key, timestamp, body);
+    expect((await post(body, { timestamp, signature })).status).not.toBe(401);
+    const replay = await post(body, { timestamp, signature });
+    expect(replay.status).toBe(401);
+    expect((await replay.json()).error.message).toContain('replayed');
+  });
+
+  it('refuses a malformed signature header and an oversized body', async () => {
+    expect((await post(body, { signature: 'zz' })).status).toBe(401);
+    expect((await post(JSON.stringify({ secretId: 'x'.repeat(20_000) }))).status).toBe(413);
+  });
+
+  it('answers 404 for a secret the sidecar does not serve and 200 with the status for one it does', async () => {
+    expect((await post(JSON.stringify({ secretId: 'not-mine' }))).status).toBe(404);
+    const response = await post(body);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({ certificates: { api: { secretId: 'cert/api' } } });
+  });
+});
