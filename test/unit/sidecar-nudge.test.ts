@@ -126,7 +126,7 @@ describe('nudge authentication', () => {
   it('refuses a nudge outside the time window', async () => {
     const response = await post(body, { timestamp: Date.now() - 5 * 60_000 });
     expect(response.status).toBe(401);
-    expect((await response.json()).error.message).toContain('stale');
+    expect(((await response.json()) as { error: { message: string } }).error.message).toContain('stale');
   });
 
   it('refuses a replayed nudge', async () => {
@@ -135,7 +135,7 @@ describe('nudge authentication', () => {
     expect((await post(body, { timestamp, signature })).status).not.toBe(401);
     const replay = await post(body, { timestamp, signature });
     expect(replay.status).toBe(401);
-    expect((await replay.json()).error.message).toContain('replayed');
+    expect(((await replay.json()) as { error: { message: string } }).error.message).toContain('replayed');
   });
 
   it('refuses a malformed signature header and an oversized body', async () => {
