@@ -66,6 +66,15 @@ export function stageHolder(description: SecretDescription | undefined, stage: s
   return description?.versions.find((v) => v.stages.includes(stage))?.versionId;
 }
 
+/**
+ * The version `AWSCURRENT` was on before `versionId` took it: `AWSCURRENT` itself, or
+ * `AWSPREVIOUS` when `versionId` already holds `AWSCURRENT` (a re-run after the move).
+ */
+export function currentBefore(description: SecretDescription, versionId: string): string | null {
+  const current = stageHolder(description, Stage.Current);
+  return (current === versionId ? stageHolder(description, Stage.Previous) : current) ?? null;
+}
+
 export function requireStageHolder(description: SecretDescription, stage: string): string {
   const holder = stageHolder(description, stage);
   if (holder === undefined)

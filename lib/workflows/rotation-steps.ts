@@ -18,6 +18,7 @@ import { deriveToken, TokenStep } from '../rotation/tokens.ts';
 import { CertificateSecret, parseSecret, TrustSecret } from '../secrets/formats.ts';
 import {
   assertFleet,
+  currentBefore,
   errorName,
   findSpec,
   nowOf,
@@ -308,7 +309,7 @@ export function makeStageCertificate(ports: ControlPlanePorts) {
 
     const before = await store.describe(spec.secretId);
     const current = stageHolder(before, Stage.Current);
-    const previousVersionId = (current === versionId ? stageHolder(before, Stage.Previous) : current) ?? null;
+    const previousVersionId = currentBefore(before, versionId);
     if (existing === undefined) {
       await store.put(spec.secretId, JSON.stringify(bundle), {
         clientRequestToken: versionId,

@@ -7,7 +7,7 @@ import { RolloutFailed, ServedVersionMismatch, ValidationError } from '../errors
 import { sameSerial } from '../pki/serial.ts';
 import { Stage } from '../ports.ts';
 import { rolloutStep, summariseTasks, type TaskSummary } from '../rotation/tasks.ts';
-import { assertFleet, findSpec, stageHolder, toFleetTask, toTaskRef } from './common.ts';
+import { assertFleet, currentBefore, findSpec, stageHolder, toFleetTask, toTaskRef } from './common.ts';
 import { loadControlPlaneFleet, servedSecretIds } from './fleet-config.ts';
 import type { ControlPlanePorts } from './ports.ts';
 import type {
@@ -128,8 +128,7 @@ export function makePromoteSecret(ports: ControlPlanePorts) {
     return {
       secretId: event.secretId,
       versionId: event.versionId,
-      previousVersionId:
-        (current === event.versionId ? stageHolder(before, Stage.Previous) : current) ?? null,
+      previousVersionId: currentBefore(before, event.versionId),
       ...summariseTasks(event.tasks),
     };
   };
