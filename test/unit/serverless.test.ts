@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { containerLayout, haproxyArgs } from '../../proxy/haproxy/process.ts';
-import { parseSidecarConfig } from '../../proxy/sidecar/config.ts';
+import { loadSidecarConfig, parseSidecarConfig } from '../../proxy/sidecar/config.ts';
 import {
   type CfnResource,
   type CfnTemplate,
@@ -601,7 +601,7 @@ describe('serverless.yml packaged offline', () => {
       expect(command.join(' ')).toContain('http://127.0.0.1:9901/healthz');
     });
 
-    it('hands the sidecar a configuration file its own parser accepts, written before it starts', () => {
+    it('hands the sidecar a configuration file its own loader accepts, written before it starts', async () => {
       const td = props<{ ContainerDefinitions: Record<string, unknown>[] }>(
         template,
         'GatewayTaskDefinition',
@@ -624,7 +624,17 @@ describe('serverless.yml packaged offline', () => {
       const text = (writer.Environment as { Name: string; Value: string }[]).find(
         (e) => e.Name === 'PORTCULLIS_SIDECAR_CONFIG',
       )!.Value;
-      const config = parseSidecarConfig(JSON.parse(text));
+      // Run the writer's own command with node, pointed at a temporary directory, and load the
+      // file the way `portcullis sidecar --config` does.
+      const dir = join(packaged.root, 'etc-portcullis');
+      await mkdir(dir);
+      const script = String((writer.Command as string[]).at(-1)).replaceAll('/etc/portcullis', dir);
+      await execFileAsync(process.execPath, ['-e', script], {
+        env: { PATH: process.env.PATH, PORTCULLIS_SIDECAR_CONFIG: text },
+        timeout: 30_000,
+      });
+      const config = await loadSidecarConfig(join(dir, 'sidecar.json'));
+      expect(parseSidecarConfig(JSON.parse(text))).toEqual(config);
       expect(config.store).toEqual({ kind: 'aws', region: 'eu-west-1' });
       expect(config.fleetConfig).toEqual({ secretId: 'portcullis/main/fleet-config' });
       expect(config.gatewayDir).toBe(containerLayout().root);
