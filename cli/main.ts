@@ -18,7 +18,11 @@ export const commands: Record<string, CommandEntry> = {
   init: { summary: "Create a fleet's secrets", load: () => import('./commands/init.ts') },
   rotate: { summary: 'Rotate certificates', load: () => import('./commands/rotate.ts') },
   status: { summary: 'What every task serves', load: () => import('./commands/status.ts') },
-  allowlist: { summary: 'Show or change the source allowlist', load: () => import('./commands/allowlist.ts') },
+  allowlist: {
+    summary: 'Show or change the source allowlist',
+    load: () => import('./commands/allowlist.ts'),
+  },
+  sidecar: { summary: 'Run the gateway sidecar', load: () => import('./commands/sidecar.ts') },
 };
 
 function help(): string {

@@ -6,7 +6,7 @@
  * Codes (also the `reason` label of the `portcullis_sidecar_applies_total` metric):
  * `json-invalid`, `document-invalid`, `placeholder` (no certificate issued yet), the PKI core's
  * `pem-invalid`, `key-mismatch`, `expired`, `not-yet-valid`, `untrusted-chain`, `san-mismatch`,
- * `weak-key`, `not-ca`, `private-key-present`, `untrusted-crl`, `stale-crl`, and for
+ * `weak-key`, `not-ca`, `private-key-present`, `untrusted-crl`, `stale-crl`, `crl-missing`, and for
  * allowlists `cidr-invalid`, `cidr-too-broad`, `too-many-entries`; `config-invalid` for the fleet config.
  */
 import { parse as parseYaml } from 'yaml';
@@ -149,7 +149,12 @@ export async function checkTrustDocument(
   if (trust.kind === 'invalid') return invalid(trust.code, `trust bundle: ${trust.reason}`);
   let crlPem: string | undefined;
   if (doc.value.crlPem !== undefined && doc.value.crlPem.trim() !== '') {
-    const crl = await validateCrl(doc.value.crlPem, trust.pem, { at: options.at, ...skew });
+    // Once a crl-file is set HAProxy checks revocation for the whole chain: every CA needs a CRL.
+    const crl = await validateCrl(doc.value.crlPem, trust.pem, {
+      at: options.at,
+      ...skew,
+      requireEveryCa: true,
+    });
     if (crl.kind === 'invalid') return invalid(crl.code, `CRL: ${crl.reason}`);
     crlPem = crl.pem;
   }
