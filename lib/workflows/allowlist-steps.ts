@@ -3,10 +3,10 @@
  * secret-change event of an edit made elsewhere), stage it, and undo a failed update.
  */
 import type { z } from 'zod';
-import { normaliseAllowlist } from '../allowlist/index.ts';
+import { type AllowlistPolicy, normaliseAllowlist } from '../allowlist/index.ts';
 import { ValidationError } from '../errors.ts';
 import { Stage } from '../ports.ts';
-import { applyAllowlistChange } from '../rotation/allowlist-change.ts';
+import { type AllowlistChange, applyAllowlistChange } from '../rotation/allowlist-change.ts';
 import { decideAllowlistRollback } from '../rotation/rollback.ts';
 import { deriveToken, TokenStep } from '../rotation/tokens.ts';
 import { AllowlistSecret, parseSecret } from '../secrets/formats.ts';
@@ -52,6 +52,16 @@ export function sameSecret(configured: string, fromEvent: string): boolean {
   return nameOf(configured) === nameOf(fromEvent);
 }
 
+// Validate and Stage both derive the change and the policy from these two, so that what is
+// staged is exactly what was validated.
+function changeOf(request: AllowlistRequest): AllowlistChange {
+  return request.set !== undefined ? { set: request.set } : { add: request.add, remove: request.remove };
+}
+
+function policyOf(config: ControlPlaneFleet): AllowlistPolicy {
+  return { allowAll0: config.allowlist.allowAll0, maxEntries: config.allowlist.maxEntries };
+}
+
 function isEvent(input: SecretChangeEvent | AllowlistRequest): input is SecretChangeEvent {
   return 'detail-type' in input;
 }
@@ -68,7 +78,7 @@ export function makeValidateAllowlist(ports: ControlPlanePorts) {
   ): Promise<AllowlistState> {
     const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
     const secretId = requireAllowlistSecret(config);
-    const policy = { allowAll0: config.allowlist.allowAll0, maxEntries: config.allowlist.maxEntries };
+    const policy = policyOf(config);
     const input = event.input;
     if (isEvent(input)) {
       const changed = input.detail.requestParameters?.secretId;
@@ -105,8 +115,7 @@ export function makeValidateAllowlist(ports: ControlPlanePorts) {
         removed: [],
       };
     }
-    const change = input.set !== undefined ? { set: input.set } : { add: input.add, remove: input.remove };
-    const result = applyAllowlistChange(document.cidrs, change, policy);
+    const result = applyAllowlistChange(document.cidrs, changeOf(input), policy);
     return {
       mode: result.changed ? 'stage' : 'converge',
       secretId,
@@ -135,15 +144,12 @@ export function makeStageAllowlist(ports: ControlPlanePorts) {
       });
     }
     const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
-    const policy = { allowAll0: config.allowlist.allowAll0, maxEntries: config.allowlist.maxEntries };
     const base = await ports.store.get(state.secretId, { versionId: state.baseVersionId });
     const request = event.request;
-    const change =
-      request.set !== undefined ? { set: request.set } : { add: request.add, remove: request.remove };
     const result = applyAllowlistChange(
       parseSecret(AllowlistSecret, state.secretId, base.value).cidrs,
-      change,
-      policy,
+      changeOf(request),
+      policyOf(config),
     );
     const document: AllowlistSecret = {
       cidrs: result.cidrs,
