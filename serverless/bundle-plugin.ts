@@ -156,7 +156,7 @@ export default class BundlePlugin {
 
     const entryPoints: Record<string, string> = {};
     const planned = targets.map(({ name, fn }) => {
-      const { module } = parseHandler(fn.handler as string);
+      const { module, exportName } = parseHandler(fn.handler as string);
       const source = SOURCE_EXTENSIONS.map((ext) => `${module}${ext}`).find((candidate) =>
         existsSync(join(serviceDir, candidate)),
       );
@@ -166,7 +166,7 @@ export default class BundlePlugin {
         );
       }
       entryPoints[module] = join(serviceDir, source);
-      return { name, fn, module, source };
+      return { name, fn, module, exportName, source };
     });
 
     // One run for all functions, with code splitting: the lib/ and SDK code every handler shares
@@ -209,8 +209,12 @@ export default class BundlePlugin {
     const artifactDir = join(serviceDir, '.serverless');
     await mkdir(artifactDir, { recursive: true });
     const report: BundleReportEntry[] = [];
-    for (const { name, fn, module, source } of planned) {
+    for (const { name, fn, module, exportName, source } of planned) {
       const bundlePath = `${module}.mjs`;
+      // A typo in `handler:` would otherwise only show up as a Runtime.HandlerNotFound in Lambda.
+      if (!result.metafile.outputs[bundlePath]?.exports.includes(exportName)) {
+        throw new Error(`bundle plugin: ${source} does not export '${exportName}' (function '${name}')`);
+      }
       const files = closure(bundlePath, imports);
       const entries = files.flatMap((file) => {
         const data = outputs.get(file);

@@ -1,10 +1,14 @@
 /**
- * The packaging pieces behind `sls package`: the deterministic ZIP writer and the bundle
- * plugin's pure helpers (handler parsing, runtime → esbuild target, chunk closure).
+ * The packaging pieces behind `sls package`: the deterministic ZIP writer, the bundle plugin's
+ * pure helpers (handler parsing, runtime → esbuild target, chunk closure) and the plugin itself
+ * on a tiny service in a temporary directory.
  */
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
-import {
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import BundlePlugin, {
   closure,
   esbuildTarget,
   formatReport,
@@ -137,5 +141,83 @@ describe('bundle plugin helpers', () => {
     ]);
     expect(text.split('\n')).toHaveLength(2);
     expect(text).toMatch(/planRotation\s+2\.0 KiB\s+0\.5 KiB/);
+  });
+});
+
+describe('BundlePlugin', () => {
+  let dir: string;
+  const logs: string[] = [];
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-bundle-'));
+    await mkdir(join(dir, 'functions'));
+    await writeFile(join(dir, 'functions/shared.ts'), 'export const greeting: string = "hello";\n');
+    await writeFile(
+      join(dir, 'functions/one.ts'),
+      'import { greeting } from "./shared.ts";\nexport const handler = async () => greeting + " one";\n',
+    );
+    await writeFile(
+      join(dir, 'functions/two.ts'),
+      'import { greeting } from "./shared.ts";\nexport const handler = async () => greeting + " two";\n',
+    );
+    await writeFile(join(dir, 'functions/wrong.ts'), 'export const main = async () => 1;\n');
+    logs.length = 0;
+  });
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function plugin(functions: Record<string, { handler: string; package?: { artifact?: string } }>) {
+    const serverless = {
+      serviceDir: dir,
+      service: {
+        custom: { bundle: { minify: false } },
+        provider: { runtime: 'nodejs24.x' },
+        getAllFunctions: () => Object.keys(functions),
+        getFunction: (name: string) => functions[name]!,
+      },
+    };
+    const log = { notice: (m: string) => logs.push(m), info: (m: string) => logs.push(m), verbose: () => {} };
+    return new BundlePlugin(serverless, {}, { log });
+  }
+
+  it('gives each function an archive with its entry and the shared chunk, and reports the sizes', async () => {
+    const functions = {
+      one: { handler: 'functions/one.handler' } as { handler: string; package?: { artifact?: string } },
+      two: { handler: 'functions/two.handler' } as { handler: string; package?: { artifact?: string } },
+    };
+    await plugin(functions).hooks['before:package:createDeploymentArtifacts']!();
+    for (const name of ['one', 'two'] as const) {
+      const artifact = functions[name].package?.artifact;
+      expect(artifact).toBe(join(dir, '.serverless', `${name}.zip`));
+      const files = unzip(await readFile(artifact!));
+      expect(files[0]!.name).toBe(`functions/${name}.mjs`);
+      expect(files.slice(1).map((f) => f.name)).toEqual([
+        expect.stringMatching(/^functions\/chunks\/chunk-.+\.mjs$/),
+      ]);
+      expect(files.map((f) => f.data.toString()).join('\n')).toContain('hello');
+    }
+    const report = JSON.parse(await readFile(join(dir, '.serverless/bundle-report.json'), 'utf8')) as {
+      function: string;
+    }[];
+    expect(report.map((r) => r.function)).toEqual(['one', 'two']);
+    expect(logs.join('\n')).toMatch(/Bundled 2 function\(s\) with esbuild \(node24\)/);
+  });
+
+  it('refuses a handler whose module does not export the named function', async () => {
+    await expect(
+      plugin({ wrong: { handler: 'functions/wrong.handler' } }).hooks[
+        'before:package:createDeploymentArtifacts'
+      ]!(),
+    ).rejects.toThrow(/does not export 'handler'/);
+  });
+
+  it('refuses a handler whose source file does not exist', async () => {
+    await expect(
+      plugin({ gone: { handler: 'functions/gone.handler' } }).hooks[
+        'before:package:createDeploymentArtifacts'
+      ]!(),
+    ).rejects.toThrow(/no source for function 'gone'/);
   });
 });
