@@ -1,0 +1,199 @@
+/**
+ * What a dataplane run measures and for how long (pure), and the gateway variants `--explore`
+ * tries: HAProxy settings the renderer does not set, applied to its output for measurement only.
+ */
+import { availableParallelism } from 'node:os';
+import type { FleetConfigInput } from '../lib/config/index.ts';
+
+export interface DataplanePlan {
+  quick: boolean;
+  explore: boolean;
+  /** Connections in flight at any time (all generator workers together). */
+  concurrency: number;
+  generatorWorkers: number;
+  upstreamWorkers: number;
+  /** NGINX SNI proxy workers; HAProxy picks one thread per core by itself. */
+  proxyWorkers: number;
+  warmupMs: number;
+  durationMs: number;
+  /** Random entries besides the client's own; the first is the baseline, the last the large list. */
+  allowlistSizes: number[];
+  bulkBytes: number;
+  bulkRepeats: number;
+  /** How long both proxies reuse a DNS answer (the fleet default, `holdValidMs`). */
+  resolverHoldMs: number;
+}
+
+/**
+ * Full run: 5 s windows, allowlists 0 / 1 000 / 100 000, 256 MiB bulk three times (~2 min).
+ * Quick: 1.5 s windows, 0 / 100 000, 64 MiB once (~30 s).
+ */
+export function dataplanePlan(options: {
+  quick: boolean;
+  explore?: boolean;
+  concurrency?: number;
+  cores?: number;
+}): DataplanePlan {
+  const cores = Math.max(1, options.cores ?? availableParallelism());
+  const concurrency = options.concurrency ?? 32;
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 4096) {
+    throw new RangeError(`concurrency must be an integer 1…4096, got ${options.concurrency}`);
+  }
+  const common = {
+    explore: options.explore ?? false,
+    concurrency,
+    generatorWorkers: cores,
+    upstreamWorkers: cores,
+    proxyWorkers: cores,
+    resolverHoldMs: 10_000,
+  };
+  return options.quick
+    ? {
+        ...common,
+        quick: true,
+        warmupMs: 500,
+        durationMs: 1500,
+        allowlistSizes: [0, 100_000],
+        bulkBytes: 64 * 2 ** 20,
+        bulkRepeats: 1,
+      }
+    : {
+        ...common,
+        quick: false,
+        warmupMs: 1000,
+        durationMs: 5000,
+        allowlistSizes: [0, 1000, 100_000],
+        bulkBytes: 256 * 2 ** 20,
+        bulkRepeats: 3,
+      };
+}
+
+/** A gateway configuration to compare against the rendered one. */
+export interface GatewayVariant {
+  name: string;
+  /** Why it is worth measuring, and whether it weakens anything. */
+  why: string;
+  /** Merged into the bench fleet config before rendering. */
+  config?: Partial<FleetConfigInput>;
+  /** Applied to the rendered `haproxy.cfg`; `routes` are the exact route names and their upstream ports. */
+  patch?: (config: string, context: VariantContext) => string;
+}
+
+export interface VariantContext {
+  routes: readonly { name: string; port: number }[];
+  threads: number;
+}
+
+/**
+ * A backend nobody routes to, with one server per exact route name resolved through the same
+ * `resolvers` section. HAProxy 2.6 frees a resolution when its last requester unlinks, and a
+ * `do-resolve` unlinks as soon as it has its answer, so `hold valid` only helps connections that
+ * overlap: every other new connection sends a DNS query. A server keeps the resolution linked
+ * (refreshed every `hold valid`), and `do-resolve` for that name then answers from it. The
+ * destination guard still checks every answer; only the query per connection goes away.
+ */
+export function keepResolutionsAlive(config: string, context: VariantContext): string {
+  const servers = context.routes.map(
+    (route, index) =>
+      `  server keep${index} ${route.name}:${route.port} resolvers dns resolve-prefer ipv4 init-addr none`,
+  );
+  return `${config.trimEnd()}\n\nbackend be_resolution_keepalive\n  mode tcp\n${servers.join('\n')}\n`;
+}
+
+/** Inserts `lines` right after the first line equal to `section` (e.g. `global`, `defaults`). */
+export function addToSection(config: string, section: string, lines: readonly string[]): string {
+  const rows = config.split('\n');
+  const index = rows.indexOf(section);
+  if (index < 0) throw new RangeError(`no "${section}" section in the configuration`);
+  rows.splice(index + 1, 0, ...lines.map((line) => `  ${line}`));
+  return rows.join('\n');
+}
+
+/** Drops every line containing one of `needles` (for measuring what a feature costs). */
+export function dropLines(config: string, needles: readonly string[]): string {
+  return config
+    .split('\n')
+    .filter((line) => !needles.some((needle) => line.includes(needle)))
+    .join('\n');
+}
+
+const FRONTEND_TLS = 'frontend fe_tls';
+
+/**
+ * Repeats each `bind` line of `section` once per thread (`thread 1`, `thread 2`, …): each copy
+ * is its own SO_REUSEPORT socket, so the kernel spreads connections over the threads and no
+ * thread hands an accepted connection to another (what `shards` automates from 2.7 on).
+ */
+export function bindPerThread(config: string, section: string, threads: number): string {
+  const rows = config.split('\n');
+  const start = rows.indexOf(section);
+  if (start < 0) throw new RangeError(`no "${section}" section in the configuration`);
+  const out: string[] = [];
+  rows.forEach((row, index) => {
+    const inSection = index > start && rows.slice(start + 1, index).every((r) => r !== '');
+    if (inSection && row.startsWith('  bind ')) {
+      for (let thread = 1; thread <= threads; thread++) out.push(`${row} thread ${thread}`);
+    } else {
+      out.push(row);
+    }
+  });
+  return out.join('\n');
+}
+const BACKEND_TLS = 'backend be_tls_passthrough';
+
+export const GATEWAY_VARIANTS: readonly GatewayVariant[] = [
+  {
+    name: 'repeat',
+    why: 'the rendered configuration once more: how far two runs of the same thing differ here',
+  },
+  {
+    name: 'resolution-keepalive',
+    why: 'one DNS query per hold period instead of one per connection (see keepResolutionsAlive)',
+    patch: keepResolutionsAlive,
+  },
+  {
+    name: 'resolution-keepalive+nbthread-1',
+    why: 'both: no per-connection query, no cross-thread locking',
+    patch: (config, context) => addToSection(keepResolutionsAlive(config, context), 'global', ['nbthread 1']),
+  },
+  {
+    name: 'no-access-log',
+    why: 'cost of the per-connection JSON log line on stdout (a product requirement: measured, not proposed)',
+    config: { accessLog: { enabled: false } },
+  },
+  {
+    name: 'no-session-tracking',
+    why: 'cost of track-sc0 into the session table (needed to cut removed sources: measured, not proposed)',
+    patch: (config) => dropLines(config, ['track-sc0', 'set-var-fmt(txn.session_key)']),
+  },
+  {
+    name: 'tcp-smart-accept',
+    why: 'TCP_DEFER_ACCEPT: the client speaks first, so accept once the ClientHello is there (one rule pass, fewer wake-ups)',
+    patch: (config) => addToSection(config, FRONTEND_TLS, ['option tcp-smart-accept']),
+  },
+  {
+    name: 'tcp-smart-connect',
+    why: 'the upstream connect ACK leaves with the first data (one packet less per connection)',
+    patch: (config) => addToSection(config, BACKEND_TLS, ['option tcp-smart-connect']),
+  },
+  {
+    name: 'splice-auto',
+    why: 'kernel splice for bulk forwarding once a connection streams; no change to what is forwarded',
+    patch: (config) => addToSection(config, 'defaults', ['option splice-auto']),
+  },
+  {
+    name: 'listener-multi-queue-off',
+    why: 'the accepting thread keeps the connection instead of queueing it to another thread',
+    patch: (config) => addToSection(config, 'global', ['tune.listener.multi-queue off']),
+  },
+  {
+    name: 'bind-per-thread',
+    why: 'one SO_REUSEPORT listener per thread: the kernel balances, no cross-thread hand-off',
+    patch: (config, context) => bindPerThread(config, FRONTEND_TLS, context.threads),
+  },
+  {
+    name: 'nbthread-1',
+    why: 'one thread: no cross-thread wake-ups or locks, but one core for all traffic',
+    patch: (config) => addToSection(config, 'global', ['nbthread 1']),
+  },
+];

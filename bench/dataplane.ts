@@ -1,0 +1,625 @@
+/**
+ * The dataplane benchmark (`npm run bench -- --suite dataplane [--quick] [--explore]`).
+ *
+ * Three paths to one TLS upstream, all on loopback, one at a time:
+ *   direct  — client → upstream
+ *   gateway — client → Portcullis HAProxy rendered from a fleet config (SNI passthrough,
+ *             allowlist, destination guard, resolver = the loopback DNS responder)
+ *   nginx   — client → NGINX `ssl_preread` as in the reference guidance, `allow`/`deny` lines
+ * Measured: new TLS connections per second at fixed concurrency, proxy CPU per connection
+ * (utime+stime from /proc), bulk throughput over one long connection, allowlist sizes.
+ * Writes `bench/results/dataplane.json` (+ `.md`) and prints the ratio table. Targets are
+ * reported, never asserted.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { type FleetConfigInput, parseFleetConfig } from '../lib/config/index.ts';
+import { createCertificateAuthority, generateKey, issueCertificate } from '../lib/pki/index.ts';
+import {
+  gatewayLayout,
+  type RunningHaproxy,
+  renderGateway,
+  startHaproxy,
+  writeGateway,
+} from '../proxy/haproxy/index.ts';
+import { startDnsServer } from '../test/support/dns.ts';
+import {
+  type DataplanePlan,
+  dataplanePlan,
+  GATEWAY_VARIANTS,
+  type GatewayVariant,
+} from './dataplane-plan.ts';
+import { benchAllowlist } from './lib/allowlist.ts';
+import { describeEnvironment, type Environment } from './lib/env.ts';
+import { BenchmarkError } from './lib/errors.ts';
+import { type LoadGenerator, startNodeLoadGenerator, type TlsTarget } from './lib/loadgen.ts';
+import { buildNativeLoadGenerator, nativeLoadGenerator } from './lib/native-loadgen.ts';
+import { type RunningNginx, renderSniProxyNginx, renderUpstreamNginx, startNginx } from './lib/nginx.ts';
+import { freePort, sharedFreePort } from './lib/ports.ts';
+import { busyShare, readAllProcStats, readSystemCpu, type SystemCpu, treeTimesBetween } from './lib/proc.ts';
+import { computeRatios, type DataplaneSummary, formatRatioTable, type Ratio } from './lib/report.ts';
+import { median } from './lib/stats.ts';
+
+/** The name every path asks for; the DNS responder maps it to the upstream's address. */
+const UPSTREAM_NAME = 'bench.upstream.test';
+const HOSTS = {
+  /** The client's source address, the gateway's listener and its own address. */
+  client: '127.0.0.1',
+  /** NGINX's SNI proxy (same port number as the upstream: `$server_port`). */
+  nginx: '127.0.0.2',
+  upstream: '127.0.0.3',
+  /** A source on no allowlist, to check that both proxies refuse it. */
+  stranger: '127.0.0.9',
+} as const;
+
+const SMALL_REQUEST = `GET / HTTP/1.1\r\nHost: ${UPSTREAM_NAME}\r\nConnection: close\r\n\r\n`;
+const BULK_REQUEST = `GET /bulk HTTP/1.1\r\nHost: ${UPSTREAM_NAME}\r\nConnection: close\r\n\r\n`;
+const MiB = 2 ** 20;
+
+export type PathName = 'direct' | 'gateway' | 'nginx';
+
+/** One fixed-duration run of new connections. */
+export interface ConnectionResult {
+  path: PathName;
+  /** Gateway experiments (`--explore`); absent for the configuration the renderer produces. */
+  variant?: string;
+  /** Random allowlist entries besides the client's own. */
+  allowlistEntries: number;
+  connections: number;
+  errors: number;
+  errorSamples: string[];
+  seconds: number;
+  connectionsPerSecond: number;
+  latencyMs: { p50: number; p99: number };
+  /** CPU (user+system) per completed connection, µs; `proxy` is null on the direct path. */
+  cpuMicrosPerConnection: { proxy: number | null; upstream: number; generator: number; harness: number };
+  /** The proxy's share split: user space (rules, logs, locks) and kernel (sockets, epoll). */
+  proxyUserSystemMicros: { user: number; system: number } | null;
+  /** Share of both cores busy during the window (all processes on the machine). */
+  machineBusy: number;
+  /** Queries the DNS responder answered during the window (the proxies cache answers). */
+  dnsQueries: number;
+}
+
+/** Long-connection transfers on one path (median over repeats). */
+export interface BulkResult {
+  path: PathName;
+  variant?: string;
+  bytes: number;
+  repeats: {
+    seconds: number;
+    mibPerSecond: number;
+    proxyCpuMicrosPerMiB: number | null;
+    generatorCpuMicrosPerMiB: number;
+  }[];
+  mibPerSecond: number;
+  proxyCpuMicrosPerMiB: number | null;
+}
+
+export interface DataplaneResults {
+  suite: 'dataplane';
+  startedAt: string;
+  finishedAt: string;
+  mode: 'full' | 'quick';
+  environment: Environment & { loadAverage1mAtEnd: number };
+  plan: DataplanePlan;
+  setup: Record<string, string>;
+  /** A source on no list must be refused by both proxies (checked before measuring). */
+  refusesUnlistedSource: { gateway: boolean; nginx: boolean };
+  connections: ConnectionResult[];
+  bulk: BulkResult[];
+  ratios: (Ratio & { met: boolean | null })[];
+}
+
+interface Snapshot {
+  stats: ReturnType<typeof readAllProcStats>;
+  system: SystemCpu;
+  harness: NodeJS.CpuUsage;
+  dns: number;
+  at: number;
+}
+
+interface Proxy {
+  pid: number;
+  target: TlsTarget;
+  stop(): Promise<void>;
+}
+
+function fmt(value: number | null, digits = 0): string {
+  return value === null || !Number.isFinite(value) ? 'n/a' : value.toFixed(digits);
+}
+
+/** A TLS handshake from `localAddress`; true when the proxy closed it without a handshake. */
+function refused(target: TlsTarget, localAddress: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    // tls.connect hands socket.connect options (localAddress) through; its type does not list them.
+    const options: tls.ConnectionOptions & { localAddress: string } = {
+      host: target.host,
+      port: target.port,
+      servername: target.servername,
+      localAddress,
+      rejectUnauthorized: false,
+    };
+    const socket = tls.connect(options);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(false);
+    }, 5000);
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+export async function runDataplane(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      explore: { type: 'boolean', default: false },
+      out: { type: 'string' },
+      concurrency: { type: 'string' },
+      generator: { type: 'string', default: 'native' },
+      help: { type: 'boolean', default: false },
+    },
+    allowPositionals: false,
+    strict: true,
+  });
+  if (values.help) {
+    console.log(
+      [
+        'Usage: npm run bench -- --suite dataplane [--quick] [--explore] [--concurrency N] [--out file.json]',
+        '  --quick     ~30 s smoke run (shorter windows, allowlists 0 and 100 000, 64 MiB bulk)',
+        '  --explore   also measure gateway variants (HAProxy settings the renderer does not set)',
+        '  --generator native (default: tlsload.c, built with cc; falls back to node) | node',
+      ].join('\n'),
+    );
+    return 0;
+  }
+  const plan = dataplanePlan({
+    quick: values.quick,
+    explore: values.explore,
+    ...(values.concurrency !== undefined ? { concurrency: Number(values.concurrency) } : {}),
+  });
+  const defaultOut = fileURLToPath(
+    new URL(values.quick ? './results/dataplane-quick.json' : './results/dataplane.json', import.meta.url),
+  );
+  const out = values.out ?? defaultOut;
+  if (values.generator !== 'native' && values.generator !== 'node') {
+    throw new BenchmarkError(`--generator must be native or node, got ${values.generator}`);
+  }
+  const results = await measure(plan, values.generator);
+  await mkdir(join(out, '..'), { recursive: true });
+  await writeFile(out, `${JSON.stringify(results, null, 2)}\n`);
+  const markdown = renderMarkdown(results);
+  await writeFile(out.replace(/\.json$/, '.md'), `${markdown}\n`);
+  console.log(`\n${markdown}\n\nraw figures: ${out}`);
+  return 0;
+}
+
+async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promise<DataplaneResults> {
+  const startedAt = new Date().toISOString();
+  const environment = describeEnvironment();
+  const dir = await mkdtemp(join(tmpdir(), 'portcullis-bench-'));
+  const cleanups: (() => Promise<void>)[] = [];
+  const log = (text: string) => console.error(`[dataplane] ${text}`);
+  try {
+    // The upstream's credential: ECDSA P-256, the cheapest server handshake.
+    const ca = await createCertificateAuthority({ commonName: 'Portcullis Bench CA' });
+    const key = await generateKey();
+    const leaf = await issueCertificate(ca, {
+      publicKeyPem: key.publicKeyPem,
+      commonName: UPSTREAM_NAME,
+      dns: [UPSTREAM_NAME],
+      usage: 'server',
+    });
+    const certPath = join(dir, 'upstream.crt');
+    const keyPath = join(dir, 'upstream.key');
+    await writeFile(certPath, leaf.certificatePem + leaf.chainPem);
+    await writeFile(keyPath, key.privateKeyPem, { mode: 0o600 });
+    // A sparse file: reading it costs no disk I/O, so the upstream only encrypts.
+    const bulkFile = join(dir, 'bulk.bin');
+    const handle = await open(bulkFile, 'w');
+    await handle.truncate(plan.bulkBytes);
+    await handle.close();
+
+    const port = await sharedFreePort([HOSTS.upstream, HOSTS.nginx]);
+    const gatewayPort = await freePort(HOSTS.client);
+    const healthPort = await freePort(HOSTS.client);
+
+    const dns = await startDnsServer({ records: { [UPSTREAM_NAME]: [HOSTS.upstream] }, ttl: 300 });
+    cleanups.push(() => dns.close());
+
+    const upstream = await startNginx({
+      prefix: dir,
+      name: 'upstream',
+      config: renderUpstreamNginx({
+        host: HOSTS.upstream,
+        port,
+        certPath,
+        keyPath,
+        bulkFile,
+        workers: plan.upstreamWorkers,
+        pidFile: join(dir, 'upstream.pid'),
+      }),
+      listen: { host: HOSTS.upstream, port },
+    });
+    cleanups.push(() => upstream.stop());
+
+    let generator: LoadGenerator | undefined;
+    let generatorNote = 'node: asked for';
+    if (preferred === 'native') {
+      const built = await buildNativeLoadGenerator(dir);
+      if ('binary' in built) generator = nativeLoadGenerator(built.binary, plan.generatorWorkers);
+      else generatorNote = `node: tlsload.c did not build (${built.error.split('\n')[0]})`;
+    }
+    generator ??= await startNodeLoadGenerator(plan.generatorWorkers);
+    const loadGenerator = generator;
+    cleanups.push(() => loadGenerator.close());
+    if (generator.kind === 'node') log(`load generator: ${generatorNote}`);
+
+    const snapshot = (): Snapshot => ({
+      stats: readAllProcStats(),
+      system: readSystemCpu(),
+      harness: process.cpuUsage(),
+      dns: dns.queries(UPSTREAM_NAME),
+      at: performance.now(),
+    });
+    const treeCpu = (before: Snapshot, after: Snapshot, pid: number) => {
+      const times = treeTimesBetween(before.stats, after.stats, pid);
+      return times.user + times.system;
+    };
+
+    const connectionsRun = async (
+      path: PathName,
+      entries: number,
+      target: TlsTarget,
+      proxyPid: number | undefined,
+      variant?: string,
+    ): Promise<ConnectionResult> => {
+      let before: Snapshot | undefined;
+      let after: Snapshot | undefined;
+      const run = await loadGenerator.runConnections({
+        target,
+        concurrency: plan.concurrency,
+        request: SMALL_REQUEST,
+        warmupMs: plan.warmupMs,
+        durationMs: plan.durationMs,
+        onBegin: () => {
+          before = snapshot();
+        },
+        onEnd: () => {
+          after = snapshot();
+        },
+      });
+      if (before === undefined || after === undefined)
+        throw new BenchmarkError('no CPU samples around the window');
+      const n = Math.max(1, run.connections);
+      const proxyTimes =
+        proxyPid === undefined ? null : treeTimesBetween(before.stats, after.stats, proxyPid);
+      const harnessMicros =
+        after.harness.user + after.harness.system - (before.harness.user + before.harness.system);
+      const result: ConnectionResult = {
+        path,
+        ...(variant !== undefined ? { variant } : {}),
+        allowlistEntries: entries,
+        connections: run.connections,
+        errors: run.errors,
+        errorSamples: run.errorSamples,
+        seconds: run.elapsedMs / 1000,
+        connectionsPerSecond: run.connectionsPerSecond,
+        latencyMs: run.latencyMs,
+        cpuMicrosPerConnection: {
+          proxy: proxyTimes === null ? null : (proxyTimes.user + proxyTimes.system) / n,
+          upstream: treeCpu(before, after, upstream.pid) / n,
+          generator: run.generatorCpuMicros / n,
+          harness: harnessMicros / n,
+        },
+        proxyUserSystemMicros:
+          proxyTimes === null ? null : { user: proxyTimes.user / n, system: proxyTimes.system / n },
+        machineBusy: busyShare(before.system, after.system),
+        dnsQueries: after.dns - before.dns,
+      };
+      log(
+        `${path}${variant ? `[${variant}]` : ''} entries=${entries}: ${fmt(result.connectionsPerSecond)} conn/s, ` +
+          `proxy ${fmt(result.cpuMicrosPerConnection.proxy)} µs/conn, upstream ${fmt(result.cpuMicrosPerConnection.upstream)}, ` +
+          `generator ${fmt(result.cpuMicrosPerConnection.generator)}, busy ${fmt(result.machineBusy * 100)}%, ` +
+          `errors ${result.errors}${result.errors > 0 ? ` (${result.errorSamples.join('; ')})` : ''}`,
+      );
+      if (run.connections === 0)
+        throw new BenchmarkError(`${path}: no connection completed (${run.errorSamples.join('; ')})`);
+      return result;
+    };
+
+    const bulkRun = async (
+      path: PathName,
+      target: TlsTarget,
+      proxyPid: number | undefined,
+      repeats: number,
+      variant?: string,
+    ) => {
+      const rows: BulkResult['repeats'] = [];
+      for (let i = 0; i < repeats; i++) {
+        const before = snapshot();
+        const report = await loadGenerator.runBulk(target, BULK_REQUEST, 120_000);
+        const after = snapshot();
+        if (report.error !== undefined || report.bytes < plan.bulkBytes) {
+          throw new BenchmarkError(`${path} bulk: ${report.error ?? `only ${report.bytes} bytes`}`);
+        }
+        const mib = report.bytes / MiB;
+        rows.push({
+          seconds: report.elapsedMs / 1000,
+          mibPerSecond: mib / (report.elapsedMs / 1000),
+          proxyCpuMicrosPerMiB: proxyPid === undefined ? null : treeCpu(before, after, proxyPid) / mib,
+          generatorCpuMicrosPerMiB: report.cpuMicros / mib,
+        });
+      }
+      const proxyCpu = rows.map((r) => r.proxyCpuMicrosPerMiB).filter((v): v is number => v !== null);
+      const result: BulkResult = {
+        path,
+        ...(variant !== undefined ? { variant } : {}),
+        bytes: plan.bulkBytes,
+        repeats: rows,
+        mibPerSecond: median(rows.map((r) => r.mibPerSecond)),
+        proxyCpuMicrosPerMiB: proxyCpu.length === 0 ? null : median(proxyCpu),
+      };
+      log(
+        `${path}${variant ? `[${variant}]` : ''} bulk: ${fmt(result.mibPerSecond)} MiB/s, proxy ${fmt(result.proxyCpuMicrosPerMiB)} µs/MiB`,
+      );
+      return result;
+    };
+
+    const startGateway = async (entries: number, variant: GatewayVariant | undefined): Promise<Proxy> => {
+      const root = join(
+        dir,
+        `gateway-${entries}-${variant?.name ?? 'rendered'}-${randomBytes(3).toString('hex')}`,
+      );
+      const layout = gatewayLayout(root);
+      const input: FleetConfigInput = {
+        fleet: 'bench',
+        listeners: { bind: [HOSTS.client], tls: gatewayPort, http: null, health: healthPort, metrics: null },
+        resolvers: { nameservers: [dns.address], holdValidMs: plan.resolverHoldMs },
+        routes: [
+          {
+            serverName: UPSTREAM_NAME,
+            upstream: { port, httpPort: null },
+            allowedDestinations: [`${HOSTS.upstream}/32`],
+          },
+        ],
+        // The upstream is on loopback; the gateway's own address stays denied (ownAddresses).
+        allowLoopbackDestinations: true,
+        allowlist: { maxEntries: 1_000_000 },
+        ...(variant?.config ?? {}),
+      };
+      const config = parseFleetConfig(input, 'bench fleet config');
+      const rendered = renderGateway(config, {
+        layout,
+        ownAddresses: [HOSTS.client],
+        allowlistCidrs: benchAllowlist(entries, `${HOSTS.client}/32`),
+      });
+      if (variant?.patch !== undefined) {
+        const file = rendered.files['haproxy.cfg'];
+        if (file === undefined) throw new BenchmarkError('rendered gateway has no haproxy.cfg');
+        file.content = variant.patch(file.content, {
+          routes: [{ name: UPSTREAM_NAME, port }],
+          threads: plan.proxyWorkers,
+        });
+      }
+      await writeGateway(root, rendered);
+      const haproxy: RunningHaproxy = await startHaproxy({ layout, readyTimeoutMs: 30_000 });
+      try {
+        await haproxy.waitReady();
+      } catch (error) {
+        await haproxy.stop();
+        throw error;
+      }
+      return {
+        pid: haproxy.pid,
+        target: {
+          host: HOSTS.client,
+          port: gatewayPort,
+          servername: UPSTREAM_NAME,
+          localAddress: HOSTS.client,
+        },
+        async stop() {
+          await haproxy.stop();
+          await rm(root, { recursive: true, force: true });
+        },
+      };
+    };
+
+    const startNginxProxy = async (entries: number): Promise<Proxy> => {
+      const nginx: RunningNginx = await startNginx({
+        prefix: dir,
+        name: `sni-proxy-${entries}`,
+        config: renderSniProxyNginx({
+          host: HOSTS.nginx,
+          port,
+          resolver: dns.address,
+          resolverValidSeconds: Math.max(1, Math.round(plan.resolverHoldMs / 1000)),
+          allowlist: benchAllowlist(entries, HOSTS.client),
+          workers: plan.proxyWorkers,
+          pidFile: join(dir, `sni-proxy-${entries}.pid`),
+        }),
+        listen: { host: HOSTS.nginx, port },
+      });
+      return {
+        pid: nginx.pid,
+        target: { host: HOSTS.nginx, port, servername: UPSTREAM_NAME, localAddress: HOSTS.client },
+        stop: () => nginx.stop(),
+      };
+    };
+
+    const connections: ConnectionResult[] = [];
+    const bulk: BulkResult[] = [];
+    const refusesUnlistedSource = { gateway: false, nginx: false };
+
+    const direct: TlsTarget = {
+      host: HOSTS.upstream,
+      port,
+      servername: UPSTREAM_NAME,
+      localAddress: HOSTS.client,
+    };
+    log(
+      `upstream nginx ${HOSTS.upstream}:${port}; ${plan.generatorWorkers} ${loadGenerator.kind} generator workers, concurrency ${plan.concurrency}`,
+    );
+    connections.push(await connectionsRun('direct', 0, direct, undefined));
+    bulk.push(await bulkRun('direct', direct, undefined, plan.bulkRepeats));
+
+    const withProxy = async (proxy: Proxy, body: (proxy: Proxy) => Promise<void>) => {
+      try {
+        await body(proxy);
+      } finally {
+        await proxy.stop();
+      }
+    };
+
+    for (const entries of plan.allowlistSizes) {
+      await withProxy(await startGateway(entries, undefined), async (gateway) => {
+        if (entries === plan.allowlistSizes[0]) {
+          refusesUnlistedSource.gateway = await refused(gateway.target, HOSTS.stranger);
+        }
+        connections.push(await connectionsRun('gateway', entries, gateway.target, gateway.pid));
+        if (entries === plan.allowlistSizes[0])
+          bulk.push(await bulkRun('gateway', gateway.target, gateway.pid, plan.bulkRepeats));
+      });
+      await withProxy(await startNginxProxy(entries), async (nginx) => {
+        if (entries === plan.allowlistSizes[0]) {
+          refusesUnlistedSource.nginx = await refused(nginx.target, HOSTS.stranger);
+        }
+        connections.push(await connectionsRun('nginx', entries, nginx.target, nginx.pid));
+        if (entries === plan.allowlistSizes[0])
+          bulk.push(await bulkRun('nginx', nginx.target, nginx.pid, plan.bulkRepeats));
+      });
+    }
+
+    if (plan.explore) {
+      const entries = plan.allowlistSizes[0] ?? 0;
+      for (const variant of GATEWAY_VARIANTS) {
+        await withProxy(await startGateway(entries, variant), async (gateway) => {
+          connections.push(
+            await connectionsRun('gateway', entries, gateway.target, gateway.pid, variant.name),
+          );
+          bulk.push(await bulkRun('gateway', gateway.target, gateway.pid, 1, variant.name));
+        });
+      }
+      // The direct path once more: how far the machine drifted during the run.
+      connections.push(await connectionsRun('direct', 0, direct, undefined, 'again'));
+    }
+
+    const summary = summarise(connections, bulk);
+    const smallest = plan.allowlistSizes[0] ?? 0;
+    const largest = plan.allowlistSizes[plan.allowlistSizes.length - 1] ?? 0;
+    const ratios = computeRatios(summary, smallest, largest).map((ratio) => ({
+      ...ratio,
+      met:
+        ratio.target === undefined || !Number.isFinite(ratio.value)
+          ? null
+          : ratio.target.op === '<='
+            ? ratio.value <= ratio.target.value
+            : ratio.value >= ratio.target.value,
+    }));
+    return {
+      suite: 'dataplane',
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      mode: plan.quick ? 'quick' : 'full',
+      environment: { ...environment, loadAverage1mAtEnd: loadavg()[0] ?? 0 },
+      plan,
+      setup: {
+        upstream: `nginx ${plan.upstreamWorkers} workers, TLS 1.3, ECDSA P-256, no session cache/tickets, return 200 / sparse file`,
+        generator:
+          loadGenerator.kind === 'native'
+            ? `${plan.generatorWorkers} tlsload processes (C, epoll, OpenSSL), full TLS 1.3 handshakes, certificate not verified`
+            : `${plan.generatorWorkers} Node.js processes, node:tls, full handshakes, certificate not verified (${generatorNote})`,
+        gateway:
+          'renderGateway(parseFleetConfig(…)) + startHaproxy (image args); access log on stdout as in production',
+        nginx:
+          'stream { ssl_preread; proxy_pass $ssl_preread_server_name:$server_port; resolver; allow …; deny all; }',
+        allowlist: 'random /32 and /24 IPv4 entries (seeded) + the client in the middle of the list',
+      },
+      refusesUnlistedSource,
+      connections,
+      bulk,
+      ratios,
+    };
+  } finally {
+    for (const cleanup of cleanups.reverse()) {
+      await cleanup().catch((error: unknown) => log(`cleanup: ${String(error)}`));
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Collapses the runs of the rendered configuration into the per-path figures the ratios need. */
+export function summarise(
+  connections: readonly ConnectionResult[],
+  bulk: readonly BulkResult[],
+): DataplaneSummary {
+  const main = (r: { variant?: string }) => r.variant === undefined;
+  const path = (name: 'gateway' | 'nginx') => {
+    const bySize: DataplaneSummary['gateway']['bySize'] = {};
+    for (const run of connections.filter((r) => r.path === name && main(r))) {
+      bySize[run.allowlistEntries] = {
+        connectionsPerSecond: run.connectionsPerSecond,
+        cpuMicrosPerConnection: run.cpuMicrosPerConnection.proxy ?? Number.NaN,
+      };
+    }
+    return { bySize, bulkMiBps: bulk.find((b) => b.path === name && main(b))?.mibPerSecond ?? Number.NaN };
+  };
+  return {
+    direct: {
+      connectionsPerSecond:
+        connections.find((r) => r.path === 'direct' && main(r))?.connectionsPerSecond ?? Number.NaN,
+      bulkMiBps: bulk.find((b) => b.path === 'direct' && main(b))?.mibPerSecond ?? Number.NaN,
+    },
+    gateway: path('gateway'),
+    nginx: path('nginx'),
+  };
+}
+
+/** Raw figures and the ratio table, as printed and as written next to the JSON. */
+export function renderMarkdown(results: DataplaneResults): string {
+  const label = (r: { path: string; variant?: string }) => (r.variant ? `${r.path} (${r.variant})` : r.path);
+  const connectionRows = results.connections.map(
+    (r) =>
+      `| ${label(r)} | ${r.allowlistEntries} | ${fmt(r.connectionsPerSecond)} | ${fmt(r.cpuMicrosPerConnection.proxy)} | ` +
+      `${fmt(r.cpuMicrosPerConnection.upstream)} | ${fmt(r.cpuMicrosPerConnection.generator)} | ${fmt(r.latencyMs.p50, 1)} / ${fmt(r.latencyMs.p99, 1)} | ` +
+      `${fmt(r.machineBusy * 100)}% | ${r.errors} |`,
+  );
+  const bulkRows = results.bulk.map(
+    (b) =>
+      `| ${label(b)} | ${fmt(b.bytes / MiB)} | ${fmt(b.mibPerSecond)} | ${fmt(b.proxyCpuMicrosPerMiB)} | ${b.repeats.length} |`,
+  );
+  const env = results.environment;
+  return [
+    `## Dataplane benchmark (${results.mode}, ${results.startedAt})`,
+    '',
+    `${env.cores} × ${env.cpuModel}, ${env.kernel}, ${env.haproxy.replace(/ - https.*/, '')}, ${env.nginx}, ` +
+      `${env.openssl}, Node.js ${env.node}; load average ${env.loadAverage1m.toFixed(1)} → ${env.loadAverage1mAtEnd.toFixed(1)}; ` +
+      `perf instructions: ${env.perfInstructions}. Concurrency ${results.plan.concurrency}, ` +
+      `${results.plan.durationMs / 1000} s windows after ${results.plan.warmupMs / 1000} s warm-up. ` +
+      `Unlisted source refused: gateway ${results.refusesUnlistedSource.gateway}, nginx ${results.refusesUnlistedSource.nginx}.`,
+    '',
+    '| path | allowlist | conn/s | proxy µs/conn | upstream µs/conn | generator µs/conn | latency p50 / p99 ms | machine busy | errors |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...connectionRows,
+    '',
+    '| path | MiB | MiB/s (median) | proxy µs/MiB | repeats |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...bulkRows,
+    '',
+    formatRatioTable(results.ratios),
+  ].join('\n');
+}
