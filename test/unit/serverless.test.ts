@@ -282,7 +282,7 @@ describe('serverless.yml packaged offline', () => {
       });
       const types = JSON.parse(stdout.trim().split('\n').at(-1)!) as Record<string, string>;
       expect(Object.values(types)).toEqual(FUNCTIONS.map(() => 'function'));
-    });
+    }, 90_000);
 
     it('runs every function on nodejs24.x arm64 with its own role, tracing and the contract environment', () => {
       for (const key of FUNCTIONS) {
