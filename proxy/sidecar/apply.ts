@@ -35,8 +35,9 @@ import {
   writeFileAtomic,
 } from '../haproxy/index.ts';
 import { terminatePaths } from '../haproxy/render-terminate.ts';
-import { type HaproxyRuntime, sameSerial } from '../haproxy/runtime.ts';
+import { HaproxyRuntime, sameSerial } from '../haproxy/runtime.ts';
 import { command } from '../haproxy/runtime-protocol.ts';
+import { unixSocketTransport } from '../haproxy/runtime-transport.ts';
 import { ApplyFailed } from './errors.ts';
 import { parseStickTable } from './metrics.ts';
 
@@ -155,6 +156,35 @@ export async function cutRemovedSources(
 }
 
 /**
+ * A client for one worker through the master CLI (`@!<pid> <command>`, HAProxy ≥ 2.0): after a
+ * seamless reload the previous worker keeps its established connections but no longer owns the
+ * stats socket. Single commands only (the prefix applies to one command line).
+ */
+export function workerRuntime(layout: GatewayLayout, pid: number): HaproxyRuntime {
+  return new HaproxyRuntime({
+    adminSocket: layout.masterSocket,
+    // The master CLI keeps a non-interactive connection open until the client shuts down its side.
+    transport: (socket, request, options) =>
+      unixSocketTransport(socket, `@!${pid} ${request}`, { ...options, halfClose: true }),
+  });
+}
+
+/** Cuts removed sources in the current worker and in every previous one still finishing connections. */
+export async function cutRemovedSourcesEverywhere(
+  runtime: HaproxyRuntime,
+  layout: GatewayLayout,
+  previous: readonly string[],
+  next: readonly string[],
+): Promise<number> {
+  let cut = await cutRemovedSources(runtime, previous, next);
+  const processes = await runtime.showProc().catch(() => undefined);
+  for (const old of processes?.oldWorkers ?? []) {
+    cut += await cutRemovedSources(workerRuntime(layout, old.pid), previous, next).catch(() => 0);
+  }
+  return cut;
+}
+
+/**
  * Writes the allowlist file and replaces the live ACL in one `prepare/commit acl` transaction,
  * reads the entries back, then (optionally) cuts sessions of removed sources.
  */
@@ -184,7 +214,7 @@ export async function installAllowlist(
   }
   if (!options.cutRemovedSessions || previous === undefined) return { cut: 0 };
   // The new list is in force; a failure to cut is reported but does not undo it.
-  return { cut: await cutRemovedSources(runtime, previous, cidrs) };
+  return { cut: await cutRemovedSourcesEverywhere(runtime, target.layout, previous, cidrs) };
 }
 
 /** What HAProxy must serve; compared with what it does after a (re)start. */

@@ -433,7 +433,7 @@ describe('allowlist', () => {
     await dropPending('allowlist');
   });
 
-  it('cuts the long-lived session of a removed source and keeps the others', async () => {
+  it('cuts the long-lived session of a removed source, even in a worker a reload left behind, and keeps the others', async () => {
     const open = (localAddress: string) =>
       new Promise<tls.TLSSocket>((resolve, reject) => {
         // tls.connect hands localAddress to net.connect; its option type does not list it.
@@ -461,6 +461,15 @@ describe('allowlist', () => {
     });
     kept.on('error', () => {});
     removed.on('error', () => {});
+
+    // A trust update reloads HAProxy: both sessions now live in the previous worker.
+    const pidBefore = task.sidecar.status().haproxyPid;
+    const trust = await put(
+      'trust',
+      JSON.stringify({ caBundlePem: (await authority.caCertificates()) + trustedCa.certificatePem }),
+    );
+    await client.nudge(fleetTask, { secretId: 'trust', versionId: trust });
+    expect(task.sidecar.status().haproxyPid).not.toBe(pidBefore);
 
     const versionId = await put('allowlist', JSON.stringify({ cidrs: ['127.0.0.1/32'], reason: 'drop .2' }));
     const status = await client.nudge(fleetTask, { secretId: 'allowlist', versionId });
