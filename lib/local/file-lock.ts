@@ -1,11 +1,15 @@
 /**
+ * The crash-safe file primitives of the embedded stores (secret store, local CA).
+ *
  * An exclusive lock file shared by processes on one machine, for read-modify-write of small
- * on-disk indexes (the embedded secret store). `open(path, 'wx')` is the atomic test-and-set;
- * the file records the holder's pid, host and a nonce so a crashed holder's lock can be broken.
+ * on-disk indexes. `open(path, 'wx')` is the atomic test-and-set; the file records the holder's
+ * pid, host and a nonce so a crashed holder's lock can be broken. And atomic replacement of a
+ * file, so that readers without the lock never see half of one.
  */
 import { randomBytes } from 'node:crypto';
 import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Throttled } from '../errors.ts';
 
@@ -174,6 +178,46 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-function isCode(error: unknown, code: string): boolean {
+/** True when `error` is a Node.js system error with this `code` (`ENOENT`, `EEXIST`, …). */
+export function isCode(error: unknown, code: string): boolean {
   return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
+}
+
+/** Makes the directory entries of `dir` (a rename, a new file) durable. */
+export async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Replaces `path` with `data` so that readers and a crash see the old content or the new, never
+ * a part: the data goes to a temporary file beside it (created with `mode`), is fsynced and
+ * renamed over `path`. Temporary names end in `.tmp`, so a sweep can remove what a crash left.
+ * The rename itself survives a crash only once the directory is fsynced: `syncDirectory` does
+ * that here; callers that rename a whole directory into place afterwards sync once instead.
+ */
+export async function writeFileAtomic(
+  path: string,
+  data: string,
+  options: { mode: number; syncDirectory?: boolean },
+): Promise<void> {
+  const temporary = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const handle = await open(temporary, 'wx', options.mode);
+  try {
+    await handle.writeFile(data, 'utf8');
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(temporary, path);
+  } catch (error) {
+    await unlink(temporary).catch(() => undefined);
+    throw error;
+  }
+  if (options.syncDirectory) await fsyncDirectory(dirname(path));
 }

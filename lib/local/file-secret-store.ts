@@ -15,8 +15,8 @@
  * leaves at worst a `*.tmp` file or an unreferenced value file, which readers ignore and the
  * next writer sweeps away. Readers take no lock: they see one index or the next, never half.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ConflictError, NotFoundError, PortcullisError, ValidationError } from '../errors.ts';
@@ -28,7 +28,7 @@ import {
   Stage,
   type StageName,
 } from '../ports.ts';
-import { type FileLockOptions, withFileLock } from './file-lock.ts';
+import { type FileLockOptions, isCode, withFileLock, writeFileAtomic } from './file-lock.ts';
 
 // --- Pure staging rules (unit-tested without I/O) -------------------------------------------
 
@@ -266,38 +266,8 @@ function digest(value: string): string {
   return createHash('sha256').update(value, 'utf8').digest('hex');
 }
 
-function isCode(error: unknown, code: string): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === code;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Writes `data` to `path` via a fsynced temporary file and a rename, then fsyncs the directory. */
-async function writeFileAtomic(dir: string, name: string, data: string): Promise<void> {
-  const target = join(dir, name);
-  const tmp = `${target}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.writeFile(data, 'utf8');
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, target);
-  } catch (error) {
-    await unlink(tmp).catch(() => undefined);
-    throw error;
-  }
-  await fsyncDir(dir);
-}
+// Every store file holds secret material or describes it, and each write is durable at once.
+const STORE_FILE = { mode: 0o600, syncDirectory: true } as const;
 
 /** One entry of {@link FileSecretStore.listSecrets}. */
 export interface SecretSummary {
@@ -391,11 +361,11 @@ export class FileSecretStore implements SecretStore {
         };
         await lock.assertHeld();
         await writeFileAtomic(
-          dir,
-          INDEX,
+          join(dir, INDEX),
           serialise(
             applyPut(fresh, { versionId: token, createdAt: now, sha256: digest(value) }, [Stage.Current]),
           ),
+          STORE_FILE,
         );
         return { versionId: token, created: true };
       },
@@ -468,7 +438,7 @@ export class FileSecretStore implements SecretStore {
         );
         const { index: pruned, removed } = pruneVersions(next, this.#maxVersions);
         await lock.assertHeld();
-        await writeFileAtomic(dir, INDEX, serialise(pruned));
+        await writeFileAtomic(join(dir, INDEX), serialise(pruned), STORE_FILE);
         for (const versionId of removed) {
           await unlink(this.#valuePath(dir, versionId)).catch(() => undefined);
         }
@@ -495,7 +465,7 @@ export class FileSecretStore implements SecretStore {
         const next = applyMoveStage(index, stage, toVersionId, options.fromVersionId);
         if (next === index) return;
         await lock.assertHeld();
-        await writeFileAtomic(dir, INDEX, serialise(next));
+        await writeFileAtomic(join(dir, INDEX), serialise(next), STORE_FILE);
       },
       this.#lock,
     );
@@ -588,7 +558,11 @@ export class FileSecretStore implements SecretStore {
   async #writeValue(dir: string, versionId: string, value: string): Promise<void> {
     const versionsDir = join(dir, VERSIONS);
     await mkdir(versionsDir, { recursive: true, mode: 0o700 });
-    await writeFileAtomic(versionsDir, `${encodePathSegment(versionId)}${VALUE_SUFFIX}`, value);
+    await writeFileAtomic(
+      join(versionsDir, `${encodePathSegment(versionId)}${VALUE_SUFFIX}`),
+      value,
+      STORE_FILE,
+    );
   }
 
   /**

@@ -23,7 +23,7 @@
  * processes opening the same empty directory end up with one CA.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CertificateNotReady, ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import {
@@ -47,7 +47,7 @@ import {
   type IssueRequest,
   RevocationReason,
 } from '../ports.ts';
-import { type FileLockOptions, withFileLock } from './file-lock.ts';
+import { type FileLockOptions, fsyncDirectory, isCode, withFileLock, writeFileAtomic } from './file-lock.ts';
 
 export interface LocalAuthorityOptions {
   /** `get()` throws `CertificateNotReady` this many times per certificate before answering (default 0). */
@@ -189,9 +189,11 @@ export class LocalAuthority implements CertificateAuthority {
         await lock.assertHeld();
         // Record first, token second: a crash in between leaves an unreferenced record, never a
         // token that points nowhere.
-        await writeFileAtomic(this.#recordPath(certificateId), `${JSON.stringify(record, null, 2)}\n`, 0o644);
+        await writeFileAtomic(this.#recordPath(certificateId), `${JSON.stringify(record, null, 2)}\n`, {
+          mode: 0o644,
+        });
         const token: TokenRecord = { certificateId, requestDigest: checked.requestDigest };
-        await writeFileAtomic(tokenPath, `${JSON.stringify(token)}\n`, 0o600);
+        await writeFileAtomic(tokenPath, `${JSON.stringify(token)}\n`, { mode: 0o600 });
         return { certificateId };
       },
       this.#options.lock,
@@ -235,11 +237,9 @@ export class LocalAuthority implements CertificateAuthority {
         if (!record.revocation) {
           record.revocation = { revokedAt: this.#now().toISOString(), reason };
           await lock.assertHeld();
-          await writeFileAtomic(
-            this.#recordPath(certificateId),
-            `${JSON.stringify(record, null, 2)}\n`,
-            0o644,
-          );
+          await writeFileAtomic(this.#recordPath(certificateId), `${JSON.stringify(record, null, 2)}\n`, {
+            mode: 0o644,
+          });
         }
         await this.#refreshCrl();
       },
@@ -428,7 +428,7 @@ export class LocalAuthority implements CertificateAuthority {
     let pem = await createCrl(this.#ca, await this.#revokedEntries(), crlOptions);
     // The issuing CA is never revoked here, so the root's CRL lists nothing.
     if (this.#root) pem += await createCrl(this.#root, [], crlOptions);
-    await writeFileAtomic(path, pem, 0o644);
+    await writeFileAtomic(path, pem, { mode: 0o644 });
     return pem;
   }
 }
@@ -483,13 +483,14 @@ async function createCa(dir: string, options: LocalAuthorityOptions): Promise<Lo
   const scratch = join(dir, `.ca-${process.pid}-${randomBytes(6).toString('hex')}`);
   await mkdir(scratch, { mode: 0o700 });
   try {
-    await writeFileAtomic(join(scratch, 'key.pem'), ca.privateKeyPem, 0o600);
-    await writeFileAtomic(join(scratch, 'certificate.pem'), ca.certificatePem, 0o644);
-    await writeFileAtomic(join(scratch, 'chain.pem'), ca.chainPem, 0o644);
-    await writeFileAtomic(join(scratch, 'root.pem'), root.certificatePem, 0o644);
-    if (options.intermediate) await writeFileAtomic(join(scratch, 'root-key.pem'), root.privateKeyPem, 0o600);
+    await writeFileAtomic(join(scratch, 'key.pem'), ca.privateKeyPem, { mode: 0o600 });
+    await writeFileAtomic(join(scratch, 'certificate.pem'), ca.certificatePem, { mode: 0o644 });
+    await writeFileAtomic(join(scratch, 'chain.pem'), ca.chainPem, { mode: 0o644 });
+    await writeFileAtomic(join(scratch, 'root.pem'), root.certificatePem, { mode: 0o644 });
+    if (options.intermediate)
+      await writeFileAtomic(join(scratch, 'root-key.pem'), root.privateKeyPem, { mode: 0o600 });
     await rename(scratch, join(dir, 'ca'));
-    await fsyncDir(dir);
+    await fsyncDirectory(dir);
   } catch (error) {
     await rm(scratch, { recursive: true, force: true });
     throw error;
@@ -522,7 +523,7 @@ async function readText(path: string): Promise<string | undefined> {
   try {
     return await readFile(path, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (isCode(error, 'ENOENT')) return undefined;
     throw error;
   }
 }
@@ -530,30 +531,4 @@ async function readText(path: string): Promise<string | undefined> {
 async function readJson<T>(path: string): Promise<T | undefined> {
   const text = await readText(path);
   return text === undefined ? undefined : (JSON.parse(text) as T);
-}
-
-async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
-  const temporary = `${path}.${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
-  const handle = await open(temporary, 'wx', mode);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(temporary, path);
-  } catch (error) {
-    await rm(temporary, { force: true });
-    throw error;
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
