@@ -592,12 +592,15 @@ export function summarise(
 /** Raw figures and the ratio table, as printed and as written next to the JSON. */
 export function renderMarkdown(results: DataplaneResults): string {
   const label = (r: { path: string; variant?: string }) => (r.variant ? `${r.path} (${r.variant})` : r.path);
-  const connectionRows = results.connections.map(
-    (r) =>
+  const connectionRows = results.connections.map((r) => {
+    const split = r.proxyUserSystemMicros;
+    return (
       `| ${label(r)} | ${r.allowlistEntries} | ${fmt(r.connectionsPerSecond)} | ${fmt(r.cpuMicrosPerConnection.proxy)} | ` +
-      `${fmt(r.cpuMicrosPerConnection.upstream)} | ${fmt(r.cpuMicrosPerConnection.generator)} | ${fmt(r.latencyMs.p50, 1)} / ${fmt(r.latencyMs.p99, 1)} | ` +
-      `${fmt(r.machineBusy * 100)}% | ${r.errors} |`,
-  );
+      `${split === null ? 'n/a' : `${fmt(split.user)} / ${fmt(split.system)}`} | ` +
+      `${fmt(r.cpuMicrosPerConnection.upstream)} | ${fmt(r.cpuMicrosPerConnection.generator)} | ` +
+      `${fmt(r.latencyMs.p50, 1)} / ${fmt(r.latencyMs.p99, 1)} | ${fmt(r.machineBusy * 100)}% | ${r.errors} | ${r.dnsQueries} |`
+    );
+  });
   const bulkRows = results.bulk.map(
     (b) =>
       `| ${label(b)} | ${fmt(b.bytes / MiB)} | ${fmt(b.mibPerSecond)} | ${fmt(b.proxyCpuMicrosPerMiB)} | ${b.repeats.length} |`,
@@ -612,8 +615,8 @@ export function renderMarkdown(results: DataplaneResults): string {
       `${results.plan.durationMs / 1000} s windows after ${results.plan.warmupMs / 1000} s warm-up. ` +
       `Unlisted source refused: gateway ${results.refusesUnlistedSource.gateway}, nginx ${results.refusesUnlistedSource.nginx}.`,
     '',
-    '| path | allowlist | conn/s | proxy µs/conn | upstream µs/conn | generator µs/conn | latency p50 / p99 ms | machine busy | errors |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| path | allowlist | conn/s | proxy µs/conn | proxy user / sys | upstream µs/conn | generator µs/conn | latency p50 / p99 ms | machine busy | errors | DNS queries |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...connectionRows,
     '',
     '| path | MiB | MiB/s (median) | proxy µs/MiB | repeats |',
