@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseFleetConfig } from '../../lib/config/index.ts';
-import { ProxyLocalTaskClient } from '../../lib/local/demo-task-client.ts';
+import { ProxiedTaskClient } from '../../lib/local/demo-task-client.ts';
 import { startLocalDnsServer } from '../../lib/local/dns-server.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
@@ -55,6 +55,12 @@ export const DemoSources = {
   /** Another client that stays allowed throughout. */
   other: '198.51.100.10',
   otherCidr: '198.51.100.0/24',
+  /**
+   * The control plane's verification handshakes: they come through the NLB path like any client
+   * (the gateway routes nothing else), so the allowlist names the verifier's address too.
+   */
+  verifier: '192.0.2.10',
+  verifierCidr: '192.0.2.10/32',
 } as const;
 
 /** Upstreams listen on their own loopback address, apart from the gateways' 127.0.0.1. */
@@ -308,7 +314,12 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
       }),
     ]);
     const verifierCredential = { certificatePem: verifier.certificatePem, keyPem: verifier.keyPem };
-    await writeFileAtomic(paths.verifier, JSON.stringify(verifierCredential), 0o600);
+    // For `portcullis … --local DIR`: the CLI verifies the same way (0600: it holds a key).
+    await writeFileAtomic(
+      paths.verifier,
+      JSON.stringify({ ...verifierCredential, proxySource: DemoSources.verifier }),
+      0o600,
+    );
     const mtlsUpstream = await startLocalUpstream({
       host: UPSTREAM_HOST,
       tls: {
@@ -365,7 +376,7 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
       authority,
       fleet: DEMO_FLEET,
       fleetConfigText: JSON.stringify(document),
-      allowlist: [DemoSources.trafficCidr, DemoSources.otherCidr],
+      allowlist: [DemoSources.trafficCidr, DemoSources.otherCidr, DemoSources.verifierCidr],
       reason: 'demo bootstrap',
       onStep: (s) =>
         print(
@@ -414,7 +425,11 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
     const perTask = options.perTaskProgress ?? true;
     const http = new HttpTaskClient({ nudgeKey: () => nudgeKey(store, ids.nudgeKey), timeoutMs: 10_000 });
     const observed = new ObservedTaskClient(
-      new ProxyLocalTaskClient({ http, clientCertificate: verifierCredential }),
+      new ProxiedTaskClient({
+        http,
+        proxySource: DemoSources.verifier,
+        clientCertificate: verifierCredential,
+      }),
       perTask ? print : () => {},
     );
     const issuedAt = new Map<string, number>();

@@ -10,7 +10,7 @@
  * DIR/ca/             LocalAuthority
  * DIR/fleet/          ProcessFleet (registry.json, one directory per task)
  * DIR/events.jsonl    LogNotifier
- * DIR/verifier.json   client certificate for verification handshakes (0600; optional)
+ * DIR/verifier.json   client certificate and PROXY source of verification handshakes (0600; optional)
  * ```
  */
 import { readFile } from 'node:fs/promises';
@@ -19,7 +19,7 @@ import { AcmPcaAuthority } from '../../lib/aws/acm-pca-authority.ts';
 import { EcsFleet } from '../../lib/aws/ecs-fleet.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
 import { ValidationError } from '../../lib/errors.ts';
-import { ProxyLocalTaskClient } from '../../lib/local/demo-task-client.ts';
+import { ProxiedTaskClient } from '../../lib/local/demo-task-client.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { type LoggedEvent, LogNotifier } from '../../lib/local/log-notifier.ts';
@@ -120,12 +120,22 @@ async function nudgeKeyLoader(
   };
 }
 
-async function readVerifier(path: string): Promise<ClientCertificate | undefined> {
+/** The verifier of a local directory: client certificate and the address its PROXY header claims. */
+interface Verifier {
+  clientCertificate: ClientCertificate;
+  proxySource?: string;
+}
+
+async function readVerifier(path: string): Promise<Verifier | undefined> {
   try {
-    const parsed = JSON.parse(await readFile(path, 'utf8')) as Partial<ClientCertificate>;
-    return typeof parsed.certificatePem === 'string' && typeof parsed.keyPem === 'string'
-      ? { certificatePem: parsed.certificatePem, keyPem: parsed.keyPem }
-      : undefined;
+    const parsed = JSON.parse(await readFile(path, 'utf8')) as Partial<ClientCertificate> & {
+      proxySource?: unknown;
+    };
+    if (typeof parsed.certificatePem !== 'string' || typeof parsed.keyPem !== 'string') return undefined;
+    return {
+      clientCertificate: { certificatePem: parsed.certificatePem, keyPem: parsed.keyPem },
+      ...(typeof parsed.proxySource === 'string' ? { proxySource: parsed.proxySource } : {}),
+    };
   } catch {
     return undefined;
   }
@@ -170,9 +180,10 @@ export async function openTarget(
       async taskClient() {
         if (taskClient === undefined) {
           const verifier = await readVerifier(paths.verifier);
-          taskClient = new ProxyLocalTaskClient({
+          taskClient = new ProxiedTaskClient({
             http: new HttpTaskClient({ nudgeKey: await nudgeKeyLoader(store, fleetConfigSecretId, fleet) }),
-            ...(verifier === undefined ? {} : { clientCertificate: verifier }),
+            ...(verifier?.proxySource === undefined ? {} : { proxySource: verifier.proxySource }),
+            ...(verifier === undefined ? {} : { clientCertificate: verifier.clientCertificate }),
           });
         }
         return taskClient;

@@ -1,10 +1,15 @@
 /**
- * The control plane's `TaskClient` for a fleet whose TLS listener expects PROXY protocol from its
- * trusted peers (the NLB). A verification handshake from a trusted address without a header
- * would be read as a malformed header, and one from elsewhere is refused as an untrusted peer;
- * so the handshake goes out the way the NLB's own health checks do: a PROXY v2 `LOCAL` header
- * first (no client address, no allowlist entry needed, not logged), then a real TLS handshake.
+ * The control plane's `TaskClient` for a fleet whose TLS listener takes PROXY protocol from its
+ * trusted peers (the NLB) only. A verification handshake straight to the listener is refused: from
+ * an untrusted address as an untrusted peer, from a trusted one because a header is expected, and a
+ * PROXY `LOCAL` header is never routed (it carries no client to check against the allowlist). So
+ * the handshake arrives the way a client's does through the NLB: a PROXY v2 header carrying the
+ * verifier's own client address (which the allowlist must admit), then a real TLS handshake.
  * Nudges and status go to the sidecar unchanged through {@link HttpTaskClient}.
+ *
+ * On a machine where the control plane runs next to the NLB stand-in (the demo, tests) this is how
+ * verification reaches a task. On AWS the equivalent needs the control plane's subnets among the
+ * trusted peers, or a listener of its own for verification (see the demo notes).
  */
 import { connect as netConnect } from 'node:net';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
@@ -14,27 +19,30 @@ import { normaliseSerial } from '../pki/serial.ts';
 import type { FleetTask, NudgeRequest, TaskClient, TaskStatus } from '../ports.ts';
 import type { ClientCertificate, HttpTaskClient } from '../task-client/http-task-client.ts';
 
-export interface ProxyLocalTaskClientOptions {
+export interface ProxiedTaskClientOptions {
   /** Nudges and status. */
   http: HttpTaskClient;
-  /** Send the PROXY v2 `LOCAL` header before the handshake. Default true. */
-  proxyLocal?: boolean;
+  /**
+   * The client address the PROXY v2 header carries (it must be on the fleet's allowlist); absent:
+   * no header, a plain handshake through `http` (for listeners without PROXY protocol).
+   */
+  proxySource?: string;
   /** Presented when a terminate route asks for a client certificate. `keyPem` is secret. */
   clientCertificate?: ClientCertificate;
   /** Default 5000 ms. */
   timeoutMs?: number;
 }
 
-/** `TaskClient` whose verification handshakes arrive like NLB health checks. */
-export class ProxyLocalTaskClient implements TaskClient {
+/** `TaskClient` whose verification handshakes arrive the way clients' do through the NLB. */
+export class ProxiedTaskClient implements TaskClient {
   readonly #http: HttpTaskClient;
-  readonly #proxyLocal: boolean;
+  readonly #proxySource: string | undefined;
   readonly #client: ClientCertificate | undefined;
   readonly #timeoutMs: number;
 
-  constructor(options: ProxyLocalTaskClientOptions) {
+  constructor(options: ProxiedTaskClientOptions) {
     this.#http = options.http;
-    this.#proxyLocal = options.proxyLocal ?? true;
+    this.#proxySource = options.proxySource;
     this.#client = options.clientCertificate;
     this.#timeoutMs = options.timeoutMs ?? 5000;
   }
@@ -51,7 +59,8 @@ export class ProxyLocalTaskClient implements TaskClient {
     task: FleetTask,
     serverName: string,
   ): Promise<{ serial: string; fingerprint256: string; notAfter: string }> {
-    if (!this.#proxyLocal) return this.#http.servedCertificate(task, serverName);
+    const source = this.#proxySource;
+    if (source === undefined) return this.#http.servedCertificate(task, serverName);
     const where = `${task.tlsAddress}:${task.tlsPort} (task ${task.taskId}, SNI ${serverName})`;
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -85,7 +94,12 @@ export class ProxyLocalTaskClient implements TaskClient {
       raw.once('error', (error) =>
         finish(new TaskUnreachable(`TLS handshake with ${where} failed: ${error.message}`, { cause: error })),
       );
-      raw.write(encodeProxyV2({ command: 'local' }));
+      raw.write(
+        encodeProxyV2({
+          source: { address: source, port: 1024 + Math.floor(Math.random() * 60_000) },
+          destination: { address: task.tlsAddress, port: task.tlsPort },
+        }),
+      );
       tlsSocket = tlsConnect({
         socket: raw,
         servername: serverName,
