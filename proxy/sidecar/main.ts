@@ -525,38 +525,51 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
     material.fleet = next;
     dispatch({ type: 'configured', refs });
     const loaded = loadedCertificates(next);
-    for (const ref of added) {
-      const view = await describe(ref.secretId);
-      if (view.current === undefined) {
-        if (ref.kind === 'certificate' && ref.name !== undefined && loaded.has(ref.name)) {
-          material.fleet = previous;
-          dispatch({ type: 'configured', refs: objectRefs(previous, fleetRef) });
-          throw new Rejection('config-invalid', `${ref.secretId} has no AWSCURRENT version`);
+    try {
+      for (const ref of added) {
+        let view: StoreView;
+        try {
+          view = await describe(ref.secretId);
+        } catch (error) {
+          if (error instanceof Error && error.name === 'NotFoundError') {
+            throw new Rejection('missing', `${ref.key}: ${ref.secretId} does not exist`);
+          }
+          throw error;
         }
-        continue;
-      }
-      try {
+        if (view.current === undefined) {
+          if (ref.kind === 'certificate' && ref.name !== undefined && loaded.has(ref.name)) {
+            throw new Rejection('missing', `${ref.key}: ${ref.secretId} has no AWSCURRENT version`);
+          }
+          continue;
+        }
         const text = await fetchVersion(ref.secretId, view.current);
+        // Files only: HAProxy loads them with the reload below.
         filesOnly = true;
-        const facts = await install(ref, view.current, text);
-        dispatch({
-          type: 'applied',
-          key: ref.key,
-          versionId: view.current,
-          origin: 'current',
-          currentAtApply: view.current,
-          facts,
-          at: now().toISOString(),
-        });
-      } catch (error) {
-        material.fleet = previous;
-        dispatch({ type: 'configured', refs: objectRefs(previous, fleetRef) });
-        throw error;
-      } finally {
-        filesOnly = false;
+        try {
+          const facts = await install(ref, view.current, text);
+          dispatch({
+            type: 'applied',
+            key: ref.key,
+            versionId: view.current,
+            origin: 'current',
+            currentAtApply: view.current,
+            facts,
+            at: now().toISOString(),
+          });
+        } finally {
+          filesOnly = false;
+        }
       }
+      await rerender(next);
+    } catch (error) {
+      // Back to the routes that were serving: files, HAProxy and the objects tracked.
+      material.fleet = previous;
+      dispatch({ type: 'configured', refs: objectRefs(previous, fleetRef) });
+      await rerender(previous).catch((restoreError: unknown) =>
+        log.error('restoring the previous fleet config failed', { error: message(restoreError) }),
+      );
+      throw error;
     }
-    await rerender(next);
   };
 
   // ---- start ---------------------------------------------------------------------------

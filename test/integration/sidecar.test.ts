@@ -134,7 +134,9 @@ type Handshake =
   | { kind: 'refused'; serial?: string; error: string };
 
 /** One mTLS connection through the gateway: handshake, one round trip through the app, close. */
-function handshake(options: { cert?: string; key?: string; localAddress?: string } = {}): Promise<Handshake> {
+function handshake(
+  options: { cert?: string; key?: string; localAddress?: string; servername?: string } = {},
+): Promise<Handshake> {
   return new Promise((resolve) => {
     let serial: string | undefined;
     let settled = false;
@@ -147,7 +149,7 @@ function handshake(options: { cert?: string; key?: string; localAddress?: string
     const socket = tls.connect({
       host: '127.0.0.1',
       port: tlsPort,
-      servername: SERVER_NAME,
+      servername: options.servername ?? SERVER_NAME,
       rejectUnauthorized: false,
       ...(options.localAddress ? { localAddress: options.localAddress } : {}),
       ...(options.cert ? { cert: options.cert, key: options.key } : {}),
@@ -499,6 +501,77 @@ describe('nudge authentication', () => {
     expect(lines.some((line) => line.includes('"nudge refused"') && line.includes('bad-signature'))).toBe(
       true,
     );
+  });
+});
+
+describe('fleet config change', () => {
+  const SECOND = 'second.sidecar.test';
+
+  async function fleetWith(extra: { certificateSecret: string }) {
+    const current = JSON.parse((await store.get('fleet')).value) as {
+      certificates: unknown[];
+      routes: Record<string, unknown>[];
+    };
+    return JSON.stringify({
+      ...current,
+      certificates: [
+        ...current.certificates,
+        {
+          name: 'second',
+          secretId: extra.certificateSecret,
+          commonName: SECOND,
+          dns: [SECOND],
+          usage: 'server',
+        },
+      ],
+      routes: [
+        ...current.routes,
+        { ...current.routes[0], serverName: SECOND, certificate: 'second', clientAuth: 'none' },
+      ],
+    });
+  }
+
+  it('refuses a fleet config whose new certificate has no secret, and keeps the routes it had', async () => {
+    const versionId = await put('fleet', await fleetWith({ certificateSecret: 'cert/missing' }), [
+      Stage.Pending,
+    ]);
+    await expect(client.nudge(fleetTask, { secretId: 'fleet', versionId })).rejects.toThrow(ValidationError);
+    expect((await handshake({ servername: SECOND })).kind).toBe('refused');
+    expect(await servedSerial()).toBe((await client.status(fleetTask)).certificates.api?.serial);
+    await dropPending('fleet');
+  });
+
+  it('adds a terminate route with its certificate by re-rendering and reloading, keeping open connections', async () => {
+    const second = await issueFromAuthority(SECOND, [SECOND], 'server');
+    await put('cert/second', certificateDocument(second));
+    const open = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const socket = tls.connect(
+        {
+          host: '127.0.0.1',
+          port: tlsPort,
+          servername: SERVER_NAME,
+          rejectUnauthorized: false,
+          ...clientCredential,
+        },
+        () => {
+          socket.write('before\n');
+          socket.once('data', () => resolve(socket));
+        },
+      );
+      socket.once('error', reject);
+    });
+    open.on('error', () => {});
+    const versionId = await put('fleet', await fleetWith({ certificateSecret: 'cert/second' }));
+    const status = await client.nudge(fleetTask, { secretId: 'fleet', versionId });
+    expect(status.certificates.second).toMatchObject({ serial: second.serial });
+    expect(await handshake({ servername: SECOND })).toMatchObject({ kind: 'ok', serial: second.serial });
+    expect(await readFile(join(dir, 'gw', 'certs', 'terminate.crtlist'), 'utf8')).toContain(SECOND);
+    const echoed = await new Promise<string>((resolve) => {
+      open.once('data', (data: Buffer) => resolve(data.toString()));
+      open.write('after\n');
+    });
+    expect(echoed).toBe('after\n');
+    open.destroy();
   });
 });
 
