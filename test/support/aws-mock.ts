@@ -46,3 +46,17 @@ export interface AwsClientMock {
 export function mockAwsClient(client: object): AwsClientMock {
   return mockClient(client as never) as unknown as AwsClientMock;
 }
+
+/**
+ * A modelled service exception as the SDK throws it for a 400 answer (`ResourceNotFoundException`
+ * and the like), for `rejects()`.
+ *
+ * @example
+ * ecs.on(UpdateServiceCommand).rejects(sdkError(ServiceNotActiveException));
+ */
+export function sdkError<T>(
+  ErrorClass: new (options: { message: string; $metadata: object }) => T,
+  message = 'refused',
+): T {
+  return new ErrorClass({ message, $metadata: { httpStatusCode: 400, requestId: 'req-1' } });
+}

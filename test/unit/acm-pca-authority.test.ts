@@ -31,20 +31,13 @@ import {
   normaliseSerial,
 } from '../../lib/pki/index.ts';
 import type { IssueRequest } from '../../lib/ports.ts';
-import { mockAwsClient } from '../support/aws-mock.ts';
+import { mockAwsClient, sdkError } from '../support/aws-mock.ts';
 
 const caArn =
   'arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/12345678-1234-1234-1234-123456789012';
 const certArn = `${caArn}/certificate/3d295f5691637e577f3c192acd79d401`;
 
 const pca = mockAwsClient(ACMPCAClient);
-
-function sdkError<T extends ACMPCAServiceException>(
-  ErrorClass: new (options: { message: string; $metadata: object }) => T,
-  message = 'refused',
-): T {
-  return new ErrorClass({ message, $metadata: { httpStatusCode: 400, requestId: 'req-1' } });
-}
 
 function genericError(name: string, status = 400): ACMPCAServiceException {
   return new ACMPCAServiceException({

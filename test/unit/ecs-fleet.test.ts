@@ -17,7 +17,7 @@ import {
 } from '@aws-sdk/client-ecs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EcsFleet, rolloutStateOf, taskPrivateAddress } from '../../lib/aws/ecs-fleet.ts';
-import { mockAwsClient } from '../support/aws-mock.ts';
+import { mockAwsClient, sdkError } from '../support/aws-mock.ts';
 
 const ecs = mockAwsClient(ECSClient);
 const cluster = 'portcullis-prod';
@@ -52,12 +52,6 @@ function runningTask(id: string, ip: string | undefined, startedAt = new Date('2
       },
     ],
   };
-}
-
-function sdkError<T extends ECSServiceException>(
-  ErrorClass: new (options: { message: string; $metadata: object }) => T,
-): T {
-  return new ErrorClass({ message: 'refused', $metadata: { httpStatusCode: 400 } });
 }
 
 describe('EcsFleet.listTasks', () => {
