@@ -92,7 +92,15 @@ export function cidrOverlaps(a: Cidr, b: Cidr): boolean {
   return cidrContains(a, b) || cidrContains(b, a);
 }
 
-/** True for `0.0.0.0/0` and `::/0`: every address of the family. */
+/** `::ffff:0.0.0.0`: the first IPv4-mapped IPv6 address. */
+const IPV4_MAPPED = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+
+/**
+ * True for `0.0.0.0/0` and `::/0` (every address of the family), and for IPv6 networks holding
+ * all of `::ffff:0:0/96` (`::ffff:0:0/96`, `::/80`, …): HAProxy matches IPv4 clients against
+ * IPv4-mapped entries, so such an entry admits every IPv4 address just like `0.0.0.0/0`.
+ */
 export function isWholeFamily(cidr: Cidr): boolean {
-  return cidr.prefix === 0;
+  if (cidr.prefix === 0) return true;
+  return cidr.family === 6 && cidr.prefix <= 96 && cidrContainsAddress(cidr, IPV4_MAPPED);
 }
