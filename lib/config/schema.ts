@@ -12,20 +12,28 @@ import { canonicalName, dnsNameProblem, parseServerName } from './names.ts';
 export const LATTICE_DESTINATIONS = ['169.254.171.0/24', 'fd00:ec2:80::/64'] as const;
 
 /**
- * Destinations no route may ever reach: instance metadata (IPv4 and IPv6), loopback and the
- * unspecified networks. The task's own addresses are added at render time. IPv6 answers that
- * embed an IPv4 address need no entries of their own: HAProxy matches IPv4-mapped
+ * Destinations no route may ever reach: instance metadata (IPv4 and IPv6), the ECS task
+ * credentials endpoint and EKS Pod Identity (IPv4 and IPv6), loopback and the unspecified
+ * networks. The task's own addresses are added at render time, and so are the NAT64
+ * (`64:ff9b::/96`) forms of every IPv4 entry. HAProxy matches IPv4-mapped
  * (`::ffff:169.254.169.254`), IPv4-compatible (`::a.b.c.d`, so `::1` falls in `0.0.0.0/8`) and
  * 6to4 (`2002:a9fe:a9fe::`) addresses against the IPv4 entries; an `::ffff:0:0/96` entry would in
- * turn match every IPv4 address.
+ * turn match every IPv4 address. The compatible and 6to4 ranges are denied as a whole: HAProxy
+ * would also match them against a route's IPv4 allowed ranges, yet a connection to them leaves
+ * over IPv6 for another host (IPv4-mapped answers do reach the IPv4 address they map).
  */
 export const BUILT_IN_DENIED_DESTINATIONS = [
   '169.254.169.254/32',
   'fd00:ec2::254/128',
+  '169.254.170.2/32',
+  '169.254.170.23/32',
+  'fd00:ec2::23/128',
   '127.0.0.0/8',
   '::1/128',
   '0.0.0.0/8',
   '::/128',
+  '::/96',
+  '2002::/16',
 ] as const;
 
 /** Loopback ranges, dropped from the built-in denials only when `allowLoopbackDestinations` is set. */

@@ -9,7 +9,10 @@
  *   can wait with `req.len,sub(txn.hello_need) ge 0`, which keeps HAProxy's "may change" wait
  *   semantics of `req.len`); 0 when the bytes are not a TLS handshake at all (nothing to wait for).
  * - `lua.portcullis_sni`: the server_name of the reassembled ClientHello, or `""` (a Lua fetch
- *   returning nil would yield the boolean false, which reads as `"0"`).
+ *   returning nil would yield the boolean false, which reads as `"0"`). Parsed strictly: a hello
+ *   with two host names, two server_name extensions or lengths that disagree yields
+ *   `?malformed-client-hello`, and bytes outside `[A-Za-z0-9.-:[]]` read as `?`, so that both fail
+ *   the name check (an upstream re-reading the hello must not find another name than this one).
  *
  * Pure Lua 5.3 over a copy of the request buffer; bounded (at most 64 KiB of handshake).
  */
@@ -50,33 +53,54 @@ local function u16(s, i)
   return a * 256 + b
 end
 
--- The host_name of the server_name extension (RFC 6066), or nil.
+-- What a name that cannot be trusted reads as: no DNS name can contain "?", so the gateway
+-- refuses it as an invalid server name (and logs it so).
+local MALFORMED = "?malformed-client-hello"
+
+-- Bytes outside [A-Za-z0-9.-:[]] (NUL, CR/LF, controls, spaces, non-ASCII) become "?": the name
+-- then fails the DNS syntax check instead of being cut short or read differently downstream
+-- (":", "[" and "]" stay, so that IPv6 literals are refused as IP literals).
+local function printable(name)
+  return (name:gsub("[^A-Za-z0-9%.%-:%[%]]", "?"))
+end
+
+-- The host_name of the server_name extension (RFC 6066): "" when the hello has none, MALFORMED
+-- when the hello is not strictly well-formed. Strict on purpose: the upstream re-reads this same
+-- hello and must not find another name than the one checked here (two host names, two
+-- server_name extensions, lengths that disagree, bytes after the list).
 local function server_name(hs)
   local pos = 5 + 2 + 32
   local sid = hs:byte(pos)
-  if sid == nil then return nil end
+  if sid == nil or sid > 32 then return MALFORMED end
   pos = pos + 1 + sid
   local suites = u16(hs, pos)
-  if suites == nil then return nil end
+  if suites == nil then return MALFORMED end
   pos = pos + 2 + suites
   local methods = hs:byte(pos)
-  if methods == nil then return nil end
+  if methods == nil then return MALFORMED end
   pos = pos + 1 + methods
+  if pos == #hs + 1 then return "" end
   local ext_total = u16(hs, pos)
-  if ext_total == nil then return nil end
+  if ext_total == nil or pos + 1 + ext_total ~= #hs then return MALFORMED end
   pos = pos + 2
-  local ext_end = math.min(#hs, pos + ext_total - 1)
-  while pos + 3 <= ext_end do
+  local name = nil
+  while pos <= #hs do
     local ext_type, ext_len = u16(hs, pos), u16(hs, pos + 2)
-    pos = pos + 4
+    if ext_len == nil or pos + 3 + ext_len > #hs then return MALFORMED end
     if ext_type == 0 then
-      local name_type, name_len = hs:byte(pos + 2), u16(hs, pos + 3)
-      if name_type ~= 0 or name_len == nil or pos + 4 + name_len > ext_end then return nil end
-      return hs:sub(pos + 5, pos + 4 + name_len)
+      if name ~= nil then return MALFORMED end
+      -- server_name_list: exactly one entry, of type host_name, filling the extension.
+      local list_len, name_type, name_len = u16(hs, pos + 4), hs:byte(pos + 6), u16(hs, pos + 7)
+      if list_len == nil or list_len + 2 ~= ext_len or name_type ~= 0 or name_len == nil
+        or name_len + 3 ~= list_len then
+        return MALFORMED
+      end
+      name = hs:sub(pos + 9, pos + 8 + name_len)
     end
-    pos = pos + ext_len
+    pos = pos + 4 + ext_len
   end
-  return nil
+  if name == nil then return "" end
+  return printable(name)
 end
 
 core.register_fetches("portcullis_hello_need", function(txn)
@@ -89,6 +113,6 @@ core.register_fetches("portcullis_sni", function(txn)
   local data = txn.req:dup() or ""
   local hs = reassemble(data)
   if hs == nil then return "" end
-  return server_name(hs) or ""
+  return server_name(hs)
 end)
 `;

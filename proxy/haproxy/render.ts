@@ -9,7 +9,7 @@
  *   resolution → destination guard → `set-dst` to exactly the checked address → accept.
  */
 import { posix } from 'node:path';
-import { type Cidr, normaliseAllowlist, parseCidr } from '../../lib/allowlist/index.ts';
+import { type Cidr, cidrOf, normaliseAllowlist, parseCidr } from '../../lib/allowlist/index.ts';
 import {
   BUILT_IN_DENIED_DESTINATIONS,
   type FleetConfig,
@@ -66,6 +66,8 @@ export const READY_KEY = 'ready';
 /** Reasons logged in the `refusal` field of the access log (value of `txn.refusal`). */
 export const REFUSAL = {
   untrustedPeer: 'untrusted-peer',
+  /** PROXY `LOCAL` (or a header naming the peer itself as the client) followed by traffic. */
+  proxyLocal: 'proxy-local',
   sourceNotAllowed: 'source-not-allowed',
   noClientHello: 'no-client-hello',
   clientHelloIncomplete: 'client-hello-incomplete',
@@ -80,6 +82,12 @@ export const REFUSAL = {
   destinationNotAllowed: 'destination-not-allowed',
 } as const;
 export type Refusal = (typeof REFUSAL)[keyof typeof REFUSAL];
+
+/** Refusals of the HTTP listener only (logged in `refusal` like those of `REFUSAL`). */
+export const HTTP_REFUSAL = {
+  /** Methods the gateway never forwards: `CONNECT` (a tunnel to wherever the upstream connects). */
+  methodNotAllowed: 'method-not-allowed',
+} as const;
 
 /** One rendered file: text content and the file mode it must be written with. */
 export interface RenderedFile {
@@ -140,13 +148,26 @@ function normaliseAll(texts: readonly string[], what: string): string[] {
   return [...out];
 }
 
-/** The destinations no route may reach, for this fleet and task. */
+/** NAT64 well-known prefix (RFC 6052): `64:ff9b::a.b.c.d` reaches `a.b.c.d` through a NAT64 gateway. */
+const NAT64_PREFIX = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/** The `64:ff9b::/96` form of an IPv4 network (HAProxy does not match these against IPv4 entries). */
+function nat64Form(cidr: Cidr): string {
+  return cidrOf(new Uint8Array([...NAT64_PREFIX, ...cidr.bytes]), 96 + cidr.prefix).text;
+}
+
+/** The destinations no route may reach, for this fleet and task (IPv4 ones also in their NAT64 form). */
 export function deniedDestinations(config: FleetConfig, ownAddresses: readonly string[] = []): string[] {
   const loopback = new Set<string>(LOOPBACK_DESTINATIONS);
   const builtIns = BUILT_IN_DENIED_DESTINATIONS.filter(
     (c) => !(config.allowLoopbackDestinations && loopback.has(c)),
   );
-  return normaliseAll([...builtIns, ...config.deniedDestinations, ...ownAddresses], 'ownAddresses');
+  const denied = normaliseAll([...builtIns, ...config.deniedDestinations, ...ownAddresses], 'ownAddresses');
+  const nat64 = denied.flatMap((text) => {
+    const parsed = parseCidr(text);
+    return parsed.kind === 'ok' && parsed.cidr.family === 4 ? [nat64Form(parsed.cidr)] : [];
+  });
+  return [...new Set([...denied, ...nat64])];
 }
 
 function bindLines(config: FleetConfig, port: number): string[] {
@@ -222,13 +243,19 @@ function proxyProtocolLines(config: FleetConfig, p: Paths): string[] {
 
 function untrustedPeerRule(config: FleetConfig, rule: string): string[] {
   if (!config.proxyProtocol.enabled) return [];
-  return [`  ${rule} set-var(txn.refusal) str(${REFUSAL.untrustedPeer}) if !trusted_peer`];
+  return [
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.untrustedPeer}) if !trusted_peer`,
+    // LOCAL carries no client, so nothing to check against the allowlist: it is never routed. A
+    // trusted peer claiming its own address as the client looks the same and is refused alike.
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.proxyLocal}) if !refused pp_local`,
+  ];
 }
 
 /**
- * A PROXY `LOCAL` header (NLB health check) carries no client: `src` stays the peer itself. Such
- * a connection is accepted without an allowlist entry and not logged. Detected as src == fc_src
- * (from a trusted peer: an NLB never claims its own address for a client).
+ * A PROXY `LOCAL` header (NLB health check) carries no client: `src` stays the peer itself.
+ * Detected as src == fc_src (2.6 has no fetch for the header's command; an NLB never claims its
+ * own address for a client). Such a connection needs no allowlist entry, and on the TLS listener
+ * it is closed unlogged when it sends nothing (a TCP health check); it is never routed.
  */
 function localAcl(config: FleetConfig, p: Paths, http: boolean): string[] {
   if (!config.proxyProtocol.enabled) return [];
@@ -296,6 +323,7 @@ function nameRules(rule: string, missing: string): string[] {
     `  ${rule} set-var(txn.refusal) str(${missing}) if !refused !has_name`,
     `  ${rule} set-var(txn.refusal) str(${REFUSAL.ipLiteral}) if !refused ip_literal`,
     `  ${rule} set-var(txn.refusal) str(${REFUSAL.invalidServerName}) if !refused !name_valid`,
+    `  ${rule} set-var(txn.refusal) str(${REFUSAL.invalidServerName}) if !refused !name_valid_length`,
   ];
 }
 
@@ -303,7 +331,9 @@ const NAME_ACLS = [
   // `:`/`[` (IPv6, host:port) or a numeric last label: 10.0.0.1, 127.1, 0x7f.1, 0177.0.0.1, 2130706433
   '  acl ip_literal var(txn.name) -m sub : [ ]',
   '  acl ip_literal var(txn.name) -m reg (^|[.])(0x[0-9a-f]*|[0-9]+)$',
-  '  acl name_valid var(txn.name) -m reg ^([a-z0-9]([a-z0-9-]*[a-z0-9])?[.])+[a-z0-9]([a-z0-9-]*[a-z0-9])?$',
+  // Labels of 1–63 characters, at most 253 in all (longer names fail in the resolver, or worse).
+  '  acl name_valid var(txn.name) -m reg ^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?[.])+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$',
+  '  acl name_valid_length var(txn.name) -m len 1:253',
   '  acl refused var(txn.refusal) -m found',
   '  acl has_name var(txn.name) -m len 1:',
 ];
@@ -341,7 +371,8 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
     ...localAcl(config, p, false),
     // Rules may re-run from the top while data arrives; defaults keep logged numbers valid JSON.
     '  tcp-request content set-var(txn.port) int(0)',
-    ...(pp ? ['  tcp-request content set-log-level silent if pp_local trusted_peer'] : []),
+    // Health checks send nothing: silent only once no byte came (`has_data` waits for one).
+    ...(pp ? ['  tcp-request content set-log-level silent if pp_local trusted_peer !has_data'] : []),
     '  # peer trust, then the source allowlist (the PROXY source), decided before reading anything',
     ...untrustedPeerRule(config, 'tcp-request content'),
     `  tcp-request content set-var(txn.refusal) str(${REFUSAL.sourceNotAllowed}) if !refused ${sourceCheck}`,
@@ -377,7 +408,7 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
 function httpFrontend(config: FleetConfig, p: Paths, port: number): string[] {
   const pp = config.proxyProtocol.enabled;
   const sourceCheck = pp ? `!{ src -f ${p.allowlist} } !pp_local` : `!{ src -f ${p.allowlist} }`;
-  const deny = (status: number, reasons: readonly Refusal[]) =>
+  const deny = (status: number, reasons: readonly string[]) =>
     `  http-request deny deny_status ${status} if { var(txn.refusal) -m str ${reasons.join(' ')} }`;
   return [
     `frontend ${FRONTEND.http}`,
@@ -394,18 +425,23 @@ function httpFrontend(config: FleetConfig, p: Paths, port: number): string[] {
     '  http-request set-var(txn.port) int(0)',
     ...untrustedPeerRule(config, 'http-request'),
     `  http-request set-var(txn.refusal) str(${REFUSAL.sourceNotAllowed}) if !refused ${sourceCheck}`,
+    // A tunnel to whatever the upstream would CONNECT to: never forwarded.
+    `  http-request set-var(txn.refusal) str(${HTTP_REFUSAL.methodNotAllowed}) if !refused METH_CONNECT`,
     '  # Host header: lower-cased, port and one trailing dot dropped',
     '  http-request set-var(txn.name) req.hdr(host),lower,regsub(:[0-9]+$,),regsub([.]$,)',
     ...nameRules('http-request', REFUSAL.noServerName),
     ...routingRules(config, p, 'http-request', 'http'),
-    deny(403, [REFUSAL.untrustedPeer, REFUSAL.sourceNotAllowed]),
+    deny(403, [REFUSAL.untrustedPeer, REFUSAL.proxyLocal, REFUSAL.sourceNotAllowed]),
+    deny(405, [HTTP_REFUSAL.methodNotAllowed]),
     deny(421, [REFUSAL.noServerName, REFUSAL.ipLiteral, REFUSAL.invalidServerName, REFUSAL.noRoute]),
     '  http-request deny deny_status 502 if refused',
     '  http-request set-dst var(txn.dst)',
     '  http-request set-dst-port var(txn.port)',
     ...sessionTracking('http-request'),
-    // The upstream sees the PROXY source, never a client-supplied chain.
+    // The upstream sees the PROXY source, never a client-supplied chain or a spelling of one.
     '  http-request del-header x-forwarded-for',
+    '  http-request del-header forwarded',
+    '  http-request del-header x-real-ip',
     `  default_backend ${BACKEND.http}`,
   ];
 }

@@ -194,16 +194,29 @@ describe('PROXY protocol', () => {
 
   it('accepts a LOCAL header (NLB health check) without an allowlist entry, and does not log it', async () => {
     const since = gw.logs().length;
-    expect(await admitted(proxyV2Local())).toBe(true);
+    const before = upstream.connections.length;
+    // A health check connects, sends the header and nothing else; LOCAL traffic is never routed.
+    const check = await sendRaw({
+      host: '127.0.0.1',
+      port: gw.ports.tls,
+      bytes: [proxyV2Local()],
+      end: true,
+    });
+    expect(check).toMatchObject({ closedBy: 'peer' });
+    expect(check.error).toBeUndefined();
+    expect(await admitted(proxyV2Local())).toBe(false);
+    expect(upstream.connections.length).toBe(before);
     // A logged connection after it proves the log is flowing; the LOCAL one left no line.
     expect(await admitted(v2('203.0.113.9:40000'))).toBe(true);
     await gw.waitForLog((l) => l.client === '203.0.113.9', { since });
+    // Only the LOCAL connection that sent a ClientHello is logged, as a refusal.
     expect(
       gw
         .logs()
         .slice(since)
-        .filter((l) => l.client === '127.0.0.1'),
-    ).toEqual([]);
+        .filter((l) => l.client === '127.0.0.1')
+        .map((l) => l.refusal),
+    ).toEqual([REFUSAL.proxyLocal]);
   });
 
   it('closes malformed and truncated headers without reaching the upstream', async () => {
