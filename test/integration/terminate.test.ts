@@ -13,10 +13,13 @@ import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import {
   type CertificateAuthorityMaterial,
   createCertificateAuthority,
+  createCrl,
   generateKey,
   issueCertificate,
   normaliseSerial,
 } from '../../lib/pki/index.ts';
+import type { FleetTask } from '../../lib/ports.ts';
+import { HttpTaskClient } from '../../lib/task-client/index.ts';
 import { type LocalTask, startLocalTask } from '../../proxy/sidecar/local-task.ts';
 import { type DnsServer, startDnsServer } from '../support/dns.ts';
 import { freePort } from '../support/gateway.ts';
@@ -43,6 +46,9 @@ let otherSanClient: Credential;
 let rogueClient: Credential;
 let gatewayServer: Credential;
 let passthroughServer: Credential;
+let revokedClient: Credential;
+let store: FileSecretStore;
+let nudgeKey: Buffer;
 const logs: string[] = [];
 
 async function issue(
@@ -141,13 +147,14 @@ function delta(before: Record<string, number>, after: Record<string, number>): R
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'portcullis-term-'));
-  const store = await FileSecretStore.open(join(dir, 'store'));
+  store = await FileSecretStore.open(join(dir, 'store'));
   ca = await createCertificateAuthority({ commonName: 'Terminate Test CA' });
   rogue = await createCertificateAuthority({ commonName: 'Terminate Rogue CA' });
   const names = ['strict.term.test', 'permissive.term.test', 'open.term.test', 'origin.term.test'];
   gatewayServer = await issue(ca, names[0]!, names, 'server');
   const gatewayClient = await issue(ca, 'portcullis-gateway', [], 'client', ['spiffe://portcullis/gateway']);
   trustedClient = await issue(ca, 'trusted-client', ['client.term.test'], 'client');
+  revokedClient = await issue(ca, 'revoked-client', ['client.term.test'], 'client');
   otherSanClient = await issue(ca, 'other-client', ['other.term.test'], 'client');
   rogueClient = await issue(rogue, 'rogue-client', ['client.term.test'], 'client');
   const upstreamServer = await issue(ca, 'upstream.term.test', ['upstream.term.test'], 'server');
@@ -167,7 +174,7 @@ beforeAll(async () => {
 
   const token = () => `${randomUUID()}-${randomBytes(4).toString('hex')}`;
   const create = (id: string, value: string) => store.create(id, value, { clientRequestToken: token() });
-  const nudgeKey = randomBytes(32);
+  nudgeKey = randomBytes(32);
   await create(
     'fleet',
     JSON.stringify({
@@ -338,5 +345,37 @@ describe('passthrough and terminate on one port', () => {
     expect(through).toMatchObject({ kind: 'ok', serial: passthroughServer.serial });
     const terminated = await exchange('strict.term.test', trustedClient);
     expect(terminated).toMatchObject({ kind: 'ok', serial: gatewayServer.serial });
+  });
+});
+
+describe('certificate revocation', () => {
+  it('refuses a revoked client once the trust secret carries a CRL, and keeps the others', async () => {
+    const route = 'strict.term.test';
+    expect((await exchange(route, revokedClient)).kind).toBe('ok');
+    const crl = await createCrl(ca, [
+      { serial: revokedClient.serial, revokedAt: new Date(), reason: 'KEY_COMPROMISE' },
+    ]);
+    const { versionId } = await store.put(
+      'trust',
+      JSON.stringify({ caBundlePem: ca.certificatePem, crlPem: crl }),
+      {
+        clientRequestToken: `${randomUUID()}-crl`,
+      },
+    );
+    const gateway: FleetTask = {
+      taskId: 'term-1',
+      address: '127.0.0.1',
+      adminPort: task.sidecar.port,
+      tlsAddress: '127.0.0.1',
+      tlsPort,
+      lastStatus: 'RUNNING',
+    };
+    const status = await new HttpTaskClient({ nudgeKey }).nudge(gateway, { secretId: 'trust', versionId });
+    expect(status.trust?.versionId).toBe(versionId);
+    const before = await counters(route);
+    expect((await exchange(route, revokedClient)).kind).toBe('refused');
+    expect(delta(before, await counters(route))).toMatchObject({ handshakes: 1, fail_verify_error: 1 });
+    expect((await exchange(route, trustedClient)).kind).toBe('ok');
+    expect((await exchange('origin.term.test', trustedClient, 'origin')).kind).toBe('ok');
   });
 });
