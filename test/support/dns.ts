@@ -8,6 +8,10 @@ import net from 'node:net';
 import {
   answerDnsQuery,
   type DnsAnswerSet,
+  DnsClass,
+  type DnsEdns,
+  type DnsFlags,
+  type DnsMessage,
   DnsRcode,
   decodeDnsMessage,
   encodeDnsMessage,
@@ -17,6 +21,50 @@ import {
 } from '../../lib/net/dns.ts';
 
 export { type DnsAnswerSet, DnsRcode, DnsType } from '../../lib/net/dns.ts';
+
+/** The flags of a query as stub resolvers and HAProxy send it: recursion desired, nothing else. */
+export const QUERY_FLAGS: Readonly<DnsFlags> = {
+  qr: false,
+  opcode: 0,
+  aa: false,
+  tc: false,
+  rd: true,
+  ra: false,
+  ad: false,
+  cd: false,
+  rcode: 0,
+};
+
+/** The EDNS0 OPT record HAProxy 2.6 adds by default (512-byte payload, version 0, no options). */
+export const QUERY_EDNS: Readonly<DnsEdns> = {
+  udpPayloadSize: 512,
+  extendedRcode: 0,
+  version: 0,
+  dnssecOk: false,
+  options: [],
+};
+
+/**
+ * A query for one name: one IN question, no records, EDNS only when given. Every call returns
+ * fresh objects, so a test may change the message it gets.
+ * @example encodeDnsMessage(dnsQuery('api.internal', DnsType.A, { id: 7, edns: QUERY_EDNS }))
+ */
+export function dnsQuery(
+  name: string,
+  type: number,
+  options: { id?: number; edns?: DnsEdns } = {},
+): DnsMessage {
+  const message: DnsMessage = {
+    id: options.id ?? 0x1234,
+    flags: { ...QUERY_FLAGS },
+    questions: [{ name, type, class: DnsClass.IN }],
+    answers: [],
+    authorities: [],
+    additionals: [],
+  };
+  if (options.edns) message.edns = { ...options.edns, options: [...options.edns.options] };
+  return message;
+}
 
 /** name → addresses (IPv4 and IPv6 mixed; A answers take the v4 ones, AAAA the v6 ones), or a full answer set. */
 export type DnsRecordTable = Record<string, string[] | DnsAnswerSet>;

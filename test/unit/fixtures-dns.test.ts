@@ -13,7 +13,7 @@ import {
   frameDnsTcp,
   readDnsTcpFrame,
 } from '../../lib/net/dns.ts';
-import { type DnsServer, startDnsServer } from '../support/dns.ts';
+import { type DnsServer, dnsQuery, QUERY_EDNS, startDnsServer } from '../support/dns.ts';
 
 let server: DnsServer | undefined;
 afterEach(async () => {
@@ -29,25 +29,7 @@ function resolverFor(dns: DnsServer): dnsPromises.Resolver {
 }
 
 function rawQuery(name: string, type: number, id: number): Buffer {
-  return encodeDnsMessage({
-    id,
-    flags: {
-      qr: false,
-      opcode: 0,
-      aa: false,
-      tc: false,
-      rd: true,
-      ra: false,
-      ad: false,
-      cd: false,
-      rcode: 0,
-    },
-    questions: [{ name, type, class: 1 }],
-    answers: [],
-    authorities: [],
-    additionals: [],
-    edns: { udpPayloadSize: 512, extendedRcode: 0, version: 0, dnssecOk: false, options: [] },
-  });
+  return encodeDnsMessage(dnsQuery(name, type, { id, edns: QUERY_EDNS }));
 }
 
 describe('startDnsServer', () => {

@@ -13,33 +13,9 @@ import {
   frameDnsTcp,
   readDnsTcpFrame,
 } from '../../lib/net/dns.ts';
+import { dnsQuery, QUERY_EDNS, QUERY_FLAGS } from '../support/dns.ts';
 
 const hex = (text: string) => Buffer.from(text.replace(/\s+/g, ''), 'hex');
-
-const baseFlags = {
-  qr: false,
-  opcode: 0,
-  aa: false,
-  tc: false,
-  rd: true,
-  ra: false,
-  ad: false,
-  cd: false,
-  rcode: 0,
-};
-function query(name: string, type: number, edns?: DnsMessage['edns']): DnsMessage {
-  const message: DnsMessage = {
-    id: 0x1234,
-    flags: { ...baseFlags },
-    questions: [{ name, type, class: DnsClass.IN }],
-    answers: [],
-    authorities: [],
-    additionals: [],
-  };
-  if (edns) message.edns = edns;
-  return message;
-}
-const opt = { udpPayloadSize: 512, extendedRcode: 0, version: 0, dnssecOk: false, options: [] };
 
 // An A query for api.internal as HAProxy 2.6 sends it: RD set, one question, an OPT RR with
 // its accepted_payload_size (512 by default) in the additional section.
@@ -54,12 +30,12 @@ describe('decodeDnsMessage', () => {
       kind: 'ok',
       message: {
         id: 0xabcd,
-        flags: baseFlags,
+        flags: QUERY_FLAGS,
         questions: [{ name: 'api.internal', type: DnsType.A, class: DnsClass.IN }],
         answers: [],
         authorities: [],
         additionals: [],
-        edns: opt,
+        edns: QUERY_EDNS,
       },
     });
   });
@@ -176,17 +152,22 @@ describe('encodeDnsMessage', () => {
     });
     fc.assert(
       fc.property(message, fc.option(fc.integer({ min: 512, max: 4096 }), { nil: undefined }), (m, size) => {
-        const input: DnsMessage = size === undefined ? m : { ...m, edns: { ...opt, udpPayloadSize: size } };
+        const input: DnsMessage =
+          size === undefined ? m : { ...m, edns: { ...QUERY_EDNS, udpPayloadSize: size } };
         expect(decodeDnsMessage(encodeDnsMessage(input))).toEqual({ kind: 'ok', message: input });
       }),
     );
   });
 
   it('compresses a repeated owner name into a pointer to the question', () => {
-    const response = answerDnsQuery(query('api.internal', DnsType.A), () => ({ addresses: ['10.0.0.1'] }), {
-      ttl: 5,
-      transport: 'udp',
-    });
+    const response = answerDnsQuery(
+      dnsQuery('api.internal', DnsType.A),
+      () => ({ addresses: ['10.0.0.1'] }),
+      {
+        ttl: 5,
+        transport: 'udp',
+      },
+    );
     const bytes = encodeDnsMessage(response);
     // header 12 + question 18 + answer (pointer 2 + 10 + 4)
     expect(bytes.length).toBe(12 + 18 + 16);
@@ -194,7 +175,7 @@ describe('encodeDnsMessage', () => {
   });
 
   it('refuses labels longer than 63 bytes', () => {
-    expect(() => encodeDnsMessage(query(`${'a'.repeat(64)}.internal`, DnsType.A))).toThrow(/1–63 bytes/);
+    expect(() => encodeDnsMessage(dnsQuery(`${'a'.repeat(64)}.internal`, DnsType.A))).toThrow(/1–63 bytes/);
   });
 });
 
@@ -209,7 +190,7 @@ describe('answerDnsQuery', () => {
     answerDnsQuery(q, lookup, { ttl: 5, transport });
 
   it('answers A with the IPv4 addresses, echoing id, question and RD', () => {
-    const response = answer(query('API.Internal', DnsType.A));
+    const response = answer(dnsQuery('API.Internal', DnsType.A));
     expect(response).toMatchObject({ id: 0x1234, flags: { qr: true, aa: true, rd: true, rcode: 0 } });
     expect(response.questions).toEqual([{ name: 'API.Internal', type: DnsType.A, class: DnsClass.IN }]);
     expect(response.answers.map((a) => [a.name, a.ttl, a.data])).toEqual([
@@ -219,24 +200,24 @@ describe('answerDnsQuery', () => {
   });
 
   it('answers AAAA with the IPv6 addresses and a per-name TTL', () => {
-    expect(answer(query('api.internal', DnsType.AAAA)).answers.map((a) => a.data)).toEqual([
+    expect(answer(dnsQuery('api.internal', DnsType.AAAA)).answers.map((a) => a.data)).toEqual([
       { kind: 'aaaa', address: 'fd00:ec2:80::5' },
     ]);
-    expect(answer(query('v4only.internal', DnsType.A)).answers[0]?.ttl).toBe(60);
+    expect(answer(dnsQuery('v4only.internal', DnsType.A)).answers[0]?.ttl).toBe(60);
   });
 
   it('answers NOERROR with no records when the name has no address of that family', () => {
-    const response = answer(query('v4only.internal', DnsType.AAAA));
+    const response = answer(dnsQuery('v4only.internal', DnsType.AAAA));
     expect(response.flags.rcode).toBe(DnsRcode.NoError);
     expect(response.answers).toEqual([]);
   });
 
   it('answers NXDOMAIN for unknown names', () => {
-    expect(answer(query('nope.internal', DnsType.A)).flags.rcode).toBe(DnsRcode.NXDomain);
+    expect(answer(dnsQuery('nope.internal', DnsType.A)).flags.rcode).toBe(DnsRcode.NXDomain);
   });
 
   it('follows CNAMEs inside the zone', () => {
-    expect(answer(query('alias.internal', DnsType.A)).answers.map((a) => a.type)).toEqual([
+    expect(answer(dnsQuery('alias.internal', DnsType.A)).answers.map((a) => a.type)).toEqual([
       DnsType.CNAME,
       DnsType.A,
       DnsType.A,
@@ -244,18 +225,21 @@ describe('answerDnsQuery', () => {
   });
 
   it('answers an OPT record with its own OPT record, and BADVERS for EDNS versions above 0', () => {
-    expect(answer(query('api.internal', DnsType.A, opt)).edns).toEqual({ ...opt, udpPayloadSize: 1232 });
-    expect(answer(query('api.internal', DnsType.A)).edns).toBeUndefined();
-    const badvers = answer(query('api.internal', DnsType.A, { ...opt, version: 1 }));
+    expect(answer(dnsQuery('api.internal', DnsType.A, { edns: QUERY_EDNS })).edns).toEqual({
+      ...QUERY_EDNS,
+      udpPayloadSize: 1232,
+    });
+    expect(answer(dnsQuery('api.internal', DnsType.A)).edns).toBeUndefined();
+    const badvers = answer(dnsQuery('api.internal', DnsType.A, { edns: { ...QUERY_EDNS, version: 1 } }));
     expect(badvers.edns?.extendedRcode).toBe(1);
     expect(badvers.answers).toEqual([]);
   });
 
   it('answers FORMERR for two questions and NOTIMP for other opcodes', () => {
-    const two = query('api.internal', DnsType.A);
+    const two = dnsQuery('api.internal', DnsType.A);
     two.questions.push({ name: 'v4only.internal', type: DnsType.A, class: DnsClass.IN });
     expect(answer(two).flags.rcode).toBe(DnsRcode.FormErr);
-    const notify = query('api.internal', DnsType.A);
+    const notify = dnsQuery('api.internal', DnsType.A);
     notify.flags.opcode = 4;
     expect(answer(notify).flags.rcode).toBe(DnsRcode.NotImp);
   });
@@ -264,13 +248,14 @@ describe('answerDnsQuery', () => {
     const many = Array.from({ length: 40 }, (_, i) => `2001:db8::${i + 1}`);
     const big = (q: DnsMessage, transport: 'udp' | 'tcp') =>
       answerDnsQuery(q, () => ({ addresses: many }), { ttl: 5, transport });
-    const udp = big(query('big.internal', DnsType.AAAA), 'udp');
+    const udp = big(dnsQuery('big.internal', DnsType.AAAA), 'udp');
     expect(udp.flags.tc).toBe(true);
     expect(udp.answers).toEqual([]);
     expect(
-      big(query('big.internal', DnsType.AAAA, { ...opt, udpPayloadSize: 4096 }), 'udp').answers,
+      big(dnsQuery('big.internal', DnsType.AAAA, { edns: { ...QUERY_EDNS, udpPayloadSize: 4096 } }), 'udp')
+        .answers,
     ).toHaveLength(40);
-    expect(big(query('big.internal', DnsType.AAAA), 'tcp').answers).toHaveLength(40);
+    expect(big(dnsQuery('big.internal', DnsType.AAAA), 'tcp').answers).toHaveLength(40);
   });
 });
 
