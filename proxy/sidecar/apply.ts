@@ -83,7 +83,8 @@ export async function installCertificate(
 ): Promise<void> {
   const path = terminatePaths(target.layout).certificate(name);
   const previous = await readOptional(path);
-  await writeFileAtomic(path, pem, KEY_FILE_MODE);
+  // A restarted sidecar finds its files current: leave them (and their mtimes) alone.
+  if (previous !== pem) await writeFileAtomic(path, pem, KEY_FILE_MODE);
   if (target.runtime === undefined || !loaded) return;
   try {
     const served = await target.runtime.updateCertificate(path, pem);
