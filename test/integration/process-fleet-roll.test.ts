@@ -1,0 +1,60 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  DEMO_FLEET,
+  type DemoEnvironment,
+  servedSerials,
+  startDemoEnvironment,
+} from '../../cli/demo/environment.ts';
+import { runLocalWorkflow } from '../../cli/demo/workflow.ts';
+import { sameSerial } from '../../lib/pki/serial.ts';
+import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
+
+describe('rotate-certificates on a local fleet with a task the nudge cannot reach', () => {
+  let env: DemoEnvironment | undefined;
+
+  beforeAll(async () => {
+    env = await startDemoEnvironment({ tasks: 2, print: () => {} });
+    expect(env.missing).toEqual([]);
+  });
+
+  afterAll(async () => {
+    await env?.close();
+  });
+
+  it('rolls the process fleet and ends with every task serving the new certificate', async () => {
+    const fleet = env!.fleet;
+    const before = await servedSerials(fleet, env!.observed);
+    // task-2's sidecar dies; its HAProxy keeps serving the old certificate, unreachable for nudges.
+    const victim = fleet.processes().find((p) => p.taskId === 'task-2')!;
+    process.kill(victim.sidecarPid!, 'SIGKILL');
+
+    const outcome = await runLocalWorkflow(
+      'rotate-certificates',
+      {
+        fleet: DEMO_FLEET,
+        certificates: ['api'],
+        force: true,
+        graceSeconds: 0,
+        rolloutPollSeconds: 1,
+        rolloutMaxPolls: 60,
+      },
+      env!.ports,
+    );
+
+    expect(outcome.status, `${outcome.error}: ${outcome.cause}`).toBe('SUCCEEDED');
+    const visited = outcome.events.filter((e) => e.type === 'StateExited').map((e) => e.stateName);
+    expect(visited).toContain('MarkNeedsRoll');
+    expect(visited).toContain('RollService');
+    expect(visited).toContain('CheckRollout');
+    const current = await readCurrentCertificate(env!.store, 'portcullis/demo/cert/api');
+    expect(typeof current).toBe('object');
+    const serial = (current as { serial: string }).serial;
+    expect(sameSerial(serial, before[0]!.serial!)).toBe(false);
+    const after = await servedSerials(fleet, env!.observed);
+    expect(after.map((a) => a.taskId)).toEqual(['task-1', 'task-2']);
+    for (const task of after) expect(sameSerial(task.serial ?? '', serial), task.taskId).toBe(true);
+    // The roll replaced every task: new processes, second generation.
+    expect(fleet.records().map((r) => r.generation)).toEqual([2, 2]);
+    expect(fleet.processes().find((p) => p.taskId === 'task-2')!.sidecarPid).not.toBe(victim.sidecarPid);
+  }, 90_000);
+});
