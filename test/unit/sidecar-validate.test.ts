@@ -145,8 +145,8 @@ describe('checkCertificateDocument', () => {
 });
 
 describe('checkTrustDocument', () => {
-  it('accepts CA certificates and a CRL they signed', async () => {
-    const crl = await createCrl(ca, []);
+  it('accepts CA certificates with a CRL from each of them', async () => {
+    const crl = (await createCrl(ca, [])) + (await createCrl(other, []));
     const result = await checkTrustDocument(
       JSON.stringify({ caBundlePem: ca.certificatePem + other.certificatePem, crlPem: crl }),
       { at: NOW },
@@ -161,6 +161,15 @@ describe('checkTrustDocument', () => {
     expect(
       await checkTrustDocument(JSON.stringify({ caBundlePem: ca.certificatePem + good.key }), { at: NOW }),
     ).toMatchObject({ kind: 'invalid' });
+  });
+
+  it('refuses CRLs that leave a CA of the bundle without one (HAProxy would refuse its clients)', async () => {
+    const crl = await createCrl(ca, []);
+    const result = await checkTrustDocument(
+      JSON.stringify({ caBundlePem: ca.certificatePem + other.certificatePem, crlPem: crl }),
+      { at: NOW },
+    );
+    expect(result).toMatchObject({ kind: 'invalid', code: 'crl-missing' });
   });
 
   it('refuses a CRL signed by a CA outside the bundle', async () => {
