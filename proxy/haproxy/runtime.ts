@@ -41,6 +41,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { ServedVersionMismatch, ValidationError } from '../../lib/errors.ts';
+import { sameSerial } from '../../lib/pki/serial.ts';
 import { RuntimeApiError, RuntimeProtocolError, RuntimeTimeout, RuntimeUnavailable } from './errors.ts';
 import type { GatewayLayout } from './layout.ts';
 import {
@@ -171,15 +172,9 @@ export function chunkBatch(
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** Serial numbers compared as HAProxy and node:crypto may print them (case, leading zero bytes). */
-export function sameSerial(a: string, b: string): boolean {
-  const norm = (s: string) =>
-    s
-      .replace(/[^0-9a-f]/gi, '')
-      .toUpperCase()
-      .replace(/^0+/, '');
-  return norm(a) === norm(b);
-}
+// Serials are compared as lib/pki reads them (HAProxy prints uppercase hex without leading zeros,
+// node:crypto with them); re-exported for the runtime's callers.
+export { sameSerial };
 
 /** The leaf (first certificate) of a PEM bundle, or a `ValidationError`. */
 export function leafOf(pem: string): X509Certificate {
