@@ -25,6 +25,7 @@
  *   chunks itself, so the upstream never sees the ambiguity; a smuggled request is parsed by
  *   HAProxy as a request of its own and routed and guarded like any other (tested).
  */
+import http2 from 'node:http2';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normaliseAllowlist } from '../../lib/allowlist/index.ts';
@@ -36,7 +37,7 @@ import { buildClientHello } from '../support/client-hello.ts';
 import { type DnsServer, startDnsServer } from '../support/dns.ts';
 import { type AccessLog, freePort, type GatewayHarness, startGateway } from '../support/gateway.ts';
 import { type SendRawResult, sendRaw } from '../support/net.ts';
-import { proxyV1, proxyV1Unknown, proxyV2, proxyV2Local } from '../support/proxy-protocol.ts';
+import { encodeProxyV2, proxyV1, proxyV1Unknown, proxyV2, proxyV2Local } from '../support/proxy-protocol.ts';
 import { type HttpUpstream, startHttpUpstream, startTcpUpstream, type Upstream } from '../support/tls.ts';
 
 const INSPECT_DELAY_MS = 700;
@@ -598,6 +599,78 @@ describe('HTTP listener', () => {
   });
 });
 
+/** HTTP/2 in clear (prior knowledge) to the HTTP listener: each stream's status and body. */
+async function h2Requests(
+  harness: GatewayHarness,
+  requests: http2.OutgoingHttpHeaders[],
+): Promise<Array<{ status: number; body: string }>> {
+  const session = http2.connect(`http://127.0.0.1:${harness.ports.http}`);
+  session.on('error', () => {});
+  const timer = setTimeout(() => session.destroy(), 5000);
+  try {
+    return await Promise.all(
+      requests.map(
+        (headers) =>
+          new Promise<{ status: number; body: string }>((resolve) => {
+            const stream = session.request(headers);
+            let status = 0;
+            let body = '';
+            stream.on('response', (h) => {
+              status = Number(h[':status']);
+            });
+            stream.setEncoding('utf8');
+            stream.on('data', (chunk: string) => {
+              body += chunk;
+            });
+            stream.on('error', () => resolve({ status: -1, body }));
+            stream.on('close', () => resolve({ status, body }));
+            stream.end();
+          }),
+      ),
+    );
+  } finally {
+    clearTimeout(timer);
+    session.destroy();
+  }
+}
+
+describe('HTTP/2 and slow clients on the HTTP listener', () => {
+  it('routes and guards every HTTP/2 stream by its own authority', async () => {
+    const before = counts();
+    const [app, other, meta] = await h2Requests(gw, [
+      { ':path': '/a', ':authority': APP },
+      { ':path': '/b', ':authority': OTHER },
+      { ':path': '/c', ':authority': META },
+    ]);
+    expect(app).toMatchObject({ status: 200, body: expect.stringContaining('"upstream":"app"') });
+    expect(other).toMatchObject({ status: 200, body: expect.stringContaining('"upstream":"other"') });
+    expect(meta?.status).toBe(502);
+    expect(decoyHttp.connections.length).toBe(before.decoyHttp);
+  });
+
+  it('routes by the HTTP/2 authority and never by a host header that disagrees with it', async () => {
+    const before = counts();
+    const [result] = await h2Requests(gw, [{ ':path': '/', ':authority': APP, host: META }]);
+    // HAProxy rebuilds Host from :authority: the checked name is the one the upstream sees.
+    expect(result).toMatchObject({ status: 200, body: expect.stringContaining('"upstream":"app"') });
+    expect(httpUpstream.requests.at(-1)?.headers.host).toBe(APP);
+    expect(decoyHttp.connections.length).toBe(before.decoyHttp);
+  });
+
+  it('closes a request head that never completes, without reaching an upstream', async () => {
+    const before = counts();
+    const result = await sendRaw({
+      host: '127.0.0.1',
+      port: gw.ports.http,
+      bytes: Buffer.from(`GET / HTTP/1.1\r\nHost: ${APP}\r\nX-Slow: `, 'latin1'),
+      timeoutMs: 5000,
+    });
+    expect(result.closedBy).toBe('peer');
+    expect(statuses(result.received)).toEqual([408]);
+    expect(counts()).toEqual(before);
+  });
+});
+
 describe('PROXY protocol trust', () => {
   const tlsDestination = () => `127.0.0.1:${gwp.ports.tls}`;
   const v2 = (source: string) => proxyV2({ source, destination: tlsDestination() });
@@ -627,6 +700,24 @@ describe('PROXY protocol trust', () => {
 
   it('refuses TLS data after a v1 UNKNOWN header', async () => {
     await expectTlsRefused(gwp, [proxyV1Unknown(), hello()], REFUSAL.proxyLocal);
+  });
+
+  it('drops a v2 PROXY header that carries no usable client address at connection level', async () => {
+    const invalid = () => gwp.haproxy.lines.filter((l) => l.includes('invalid PROXY protocol header')).length;
+    for (const family of ['unspec', 'unix'] as const) {
+      const before = { ...counts(), invalid: invalid() };
+      const result = await sendRaw({
+        host: '127.0.0.1',
+        port: gwp.ports.tls,
+        bytes: [encodeProxyV2({ command: 'proxy', family }), hello()],
+        timeoutMs: INSPECT_DELAY_MS * 4,
+      });
+      expect(result.closedBy, family).toBe('peer');
+      for (let i = 0; i < 100 && invalid() === before.invalid; i++)
+        await new Promise((r) => setTimeout(r, 20));
+      expect(invalid(), family).toBe(before.invalid + 1);
+      expect({ ...counts(), invalid: before.invalid }).toEqual(before);
+    }
   });
 
   it('still accepts a bare LOCAL health check without an allowlist entry and without logging it', async () => {
