@@ -438,10 +438,9 @@ function httpFrontend(config: FleetConfig, p: Paths, port: number): string[] {
     '  http-request set-dst var(txn.dst)',
     '  http-request set-dst-port var(txn.port)',
     ...sessionTracking('http-request'),
-    // The upstream sees the PROXY source, never a client-supplied chain or a spelling of one.
-    '  http-request del-header x-forwarded-for',
-    '  http-request del-header forwarded',
-    '  http-request del-header x-real-ip',
+    // The upstream sees the PROXY source, never a client-supplied chain or a spelling of one
+    // (servers that map `_` to `-`, CGI-style, read `x_forwarded_for` as `x-forwarded-for`).
+    '  http-request del-header ^(x[-_]forwarded[-_]for|forwarded|x[-_]real[-_]ip)$ -m reg',
     `  default_backend ${BACKEND.http}`,
   ];
 }

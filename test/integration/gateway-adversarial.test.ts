@@ -574,6 +574,8 @@ describe('HTTP listener', () => {
         'x-forwarded-for: 10.0.0.1',
         'Forwarded: for=169.254.169.254;proto=https',
         'X-Real-IP: 169.254.169.254',
+        'X_Forwarded_For: 169.254.169.254',
+        'x_real_ip: 169.254.169.254',
         'Connection: close',
         '',
         '',
@@ -584,6 +586,8 @@ describe('HTTP listener', () => {
     expect(request?.headers['x-forwarded-for']).toBe('127.0.0.1');
     expect(request?.headers.forwarded).toBeUndefined();
     expect(request?.headers['x-real-ip']).toBeUndefined();
+    expect(request?.headers.x_forwarded_for).toBeUndefined();
+    expect(request?.headers.x_real_ip).toBeUndefined();
   });
 
   it('refuses a request head larger than the buffer without reaching an upstream', async () => {
