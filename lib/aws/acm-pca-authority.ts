@@ -5,7 +5,7 @@
  * `GetCertificate` answers `RequestInProgressException` until the certificate is signed, which
  * this adapter reports as `CertificateNotReady` so the state machine polls with backoff.
  */
-import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import {
   ACMPCAClient,
   type ApiPassthrough,
@@ -21,6 +21,7 @@ import { CertificateNotReady, type PortcullisError, Throttled, ValidationError }
 import { readCsr } from '../pki/issue.ts';
 import { describeKey } from '../pki/keys.ts';
 import { normaliseSerial } from '../pki/serial.ts';
+import { isSelfSigned } from '../pki/validate.ts';
 import type { CertificateAuthority, IssuedCertificate, IssueRequest, RevocationReason } from '../ports.ts';
 import { AwsServiceError, isAwsErrorCode, mapAwsError } from './errors.ts';
 
@@ -267,15 +268,6 @@ export class AcmPcaAuthority implements CertificateAuthority {
 }
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-
-function isSelfSigned(pem: string): boolean {
-  try {
-    const certificate = new X509Certificate(pem);
-    return certificate.checkIssued(certificate) && certificate.verify(certificate.publicKey);
-  } catch {
-    return false;
-  }
-}
 
 /**
  * PCA's `CertificateChain` runs from the issuing CA up to and including the root; the port's

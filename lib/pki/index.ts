@@ -64,6 +64,7 @@ export {
   coversHostnames,
   defaultSkewSeconds,
   type Invalid,
+  isSelfSigned,
   keyMatchesCertificate,
   renewalDue,
   type ServingBundleCode,

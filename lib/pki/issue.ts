@@ -3,12 +3,13 @@
  * WebCrypto through `@peculiar/x509`. Pure in the sense that matters here: no files, no
  * network, no OpenSSL; the only input from the world is the clock (overridable) and randomness.
  */
-import { createPrivateKey, createPublicKey, X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { isIP } from 'node:net';
 import { CertificateValidationError } from './errors.ts';
 import { describeKey, generateKey, importSigningKey, type KeyPair } from './keys.ts';
 import { toPem } from './pem.ts';
 import { normaliseSerial, randomSerial } from './serial.ts';
+import { isSelfSigned } from './validate.ts';
 import { x509 } from './x509.ts';
 
 /** A CA's certificate and key, as PEM. `privateKeyPem` is secret: never log it, store it 0600. */
@@ -441,9 +442,7 @@ function pemOf(certificate: x509.X509Certificate): string {
 
 /** The intermediates a leaf issued by `ca` should be served with (never the root). */
 function chainBelowRoot(ca: CertificateAuthorityMaterial): string {
-  const caCert = new NodeX509Certificate(ca.certificatePem);
-  const selfSigned = caCert.checkIssued(caCert) && caCert.verify(caCert.publicKey);
-  if (selfSigned) return '';
+  if (isSelfSigned(ca.certificatePem)) return '';
   return `${ca.certificatePem.trim()}\n${ca.chainPem.trim() ? `${ca.chainPem.trim()}\n` : ''}`;
 }
 

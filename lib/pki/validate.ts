@@ -51,6 +51,16 @@ export function toCertificate(input: CertificateLike): X509Certificate {
   return first.x509;
 }
 
+/** Whether a certificate is self-issued and verifies with its own key (a root CA); false for text that is not a certificate. */
+export function isSelfSigned(input: CertificateLike): boolean {
+  try {
+    const certificate = input instanceof X509Certificate ? input : new X509Certificate(input);
+    return certificate.checkIssued(certificate) && certificate.verify(certificate.publicKey);
+  } catch {
+    return false;
+  }
+}
+
 /** Facts about a certificate. @throws CertificateValidationError `pem-invalid`. */
 export function certificateInfo(input: CertificateLike): CertificateInfo {
   const cert = toCertificate(input);
