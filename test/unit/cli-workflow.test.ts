@@ -53,7 +53,12 @@ describe('startAwsWorkflow', () => {
         id: 4,
         type: 'TaskFailed',
         timestamp: at,
-        taskFailedEventDetails: { error: 'ServedVersionMismatch', cause: 'task t1 serves 1' },
+        taskFailedEventDetails: {
+          resourceType: 'lambda',
+          resource: 'invoke',
+          error: 'ServedVersionMismatch',
+          cause: 'task t1 serves 1',
+        },
       },
       {
         id: 5,
