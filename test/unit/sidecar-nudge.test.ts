@@ -82,7 +82,20 @@ describe('sidecar start', () => {
     );
     await expect(stat(join(dir, 'gw', 'haproxy.cfg'))).rejects.toThrow();
 
+    // A fleet's first certificate: the control plane's placeholder is AWSCURRENT.
     const ca = await createCertificateAuthority({ commonName: 'Nudge Test CA' });
+    await store.create('trust', JSON.stringify({ caBundlePem: ca.certificatePem }), {
+      clientRequestToken: token(),
+    });
+    await store.create('cert/api', JSON.stringify({ kind: 'portcullis/placeholder' }), {
+      clientRequestToken: token(),
+    });
+    await expect
+      .poll(() => (sidecar.status().startError as { message?: string } | undefined)?.message)
+      .toContain('placeholder');
+    expect((await fetch(`${sidecar.url}/healthz`)).status).toBe(503);
+
+    // Its first issue is staged as AWSPENDING and nudged by name: that unblocks the start.
     const leafKey = await generateKey();
     const leaf = await issueCertificate(ca, {
       publicKeyPem: leafKey.publicKeyPem,
@@ -90,10 +103,7 @@ describe('sidecar start', () => {
       dns: ['api.nudge.test'],
       usage: 'server',
     });
-    await store.create('trust', JSON.stringify({ caBundlePem: ca.certificatePem }), {
-      clientRequestToken: token(),
-    });
-    await store.create(
+    const { versionId } = await store.put(
       'cert/api',
       JSON.stringify({
         certificatePem: leaf.certificatePem,
@@ -102,9 +112,14 @@ describe('sidecar start', () => {
         serial: leaf.serial,
         notAfter: new Date(Date.now() + 86_400_000).toISOString(),
       }),
-      { clientRequestToken: token() },
+      { clientRequestToken: token(), stages: ['AWSPENDING'] },
     );
-    await sidecar.whenRendered(5000);
+    const response = await post(JSON.stringify({ secretId: 'cert/api', versionId }));
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({
+      phase: 'rendered',
+      certificates: { api: { versionId, serial: leaf.serial } },
+    });
     expect((await fetch(`${sidecar.url}/healthz`)).status).toBe(200);
     expect(await readFile(join(dir, 'gw', 'haproxy.cfg'), 'utf8')).toContain('fe_terminate');
     expect((await stat(join(dir, 'gw', 'certs', 'api.pem'))).mode & 0o777).toBe(0o600);
@@ -143,10 +158,14 @@ describe('nudge authentication', () => {
     expect((await post(JSON.stringify({ secretId: 'x'.repeat(20_000) }))).status).toBe(413);
   });
 
-  it('answers 404 for a secret the sidecar does not serve and 200 with the status for one it does', async () => {
+  it('answers 404 for a secret it does not serve, and 422 when AWSCURRENT is refused, still serving the nudged version', async () => {
     expect((await post(JSON.stringify({ secretId: 'not-mine' }))).status).toBe(404);
+    const served = sidecar.status().certificates.api;
     const response = await post(body);
-    expect(response.status).toBe(200);
-    expect(await response.json()).toMatchObject({ certificates: { api: { secretId: 'cert/api' } } });
+    expect(response.status).toBe(422);
+    expect(await response.json()).toMatchObject({
+      error: { name: 'ContentRejected', message: expect.stringContaining('placeholder') },
+    });
+    expect(sidecar.status().certificates.api).toEqual(served);
   });
 });
