@@ -23,7 +23,7 @@ export const CLIENT_HELLO_LUA_FILE = 'lua/client-hello.lua';
 export const CLIENT_HELLO_LUA = `-- Rendered by portcullis: ClientHello reassembly across TLS records (see proxy/haproxy/render-lua.ts).
 local MAX_HANDSHAKE = 65536
 
--- Returns (handshake, need): the reassembled ClientHello handshake message once complete, and
+-- Returns (handshake, need): the reassembled ClientHello handshake bytes once complete, and
 -- the number of request bytes needed; need is 0 when the data is not a TLS handshake.
 local function reassemble(data)
   local parts, have, want, pos = {}, 0, nil, 1
@@ -42,7 +42,8 @@ local function reassemble(data)
       want = 4 + head:byte(2) * 65536 + head:byte(3) * 256 + head:byte(4)
       if want > MAX_HANDSHAKE then return nil, 0 end
     end
-    if want ~= nil and have >= want then return table.concat(parts):sub(1, want), stop end
+    -- Returned whole: bytes after the message in its last record make the hello malformed.
+    if want ~= nil and have >= want then return table.concat(parts), stop end
     pos = stop + 1
   end
 end

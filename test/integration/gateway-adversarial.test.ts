@@ -311,6 +311,14 @@ describe('ClientHello structure', () => {
     },
   );
 
+  it('refuses handshake bytes after the ClientHello inside its record', async () => {
+    const hello = buildClientHello({ serverName: APP, version: '1.2' });
+    const extra = Buffer.from([0x01, 0x00, 0x00, 0x00]);
+    const record = Buffer.concat([hello, extra]);
+    record.writeUInt16BE(hello.readUInt16BE(3) + extra.length, 3);
+    await expectTlsRefused(gw, record, REFUSAL.invalidServerName);
+  });
+
   it('refuses an extensions block whose length disagrees with the hello', async () => {
     const hello = Buffer.from(buildClientHello({ serverName: APP, version: '1.2' }));
     // Cut the extensions length short by 4: a lenient parser reads the SNI, a strict one stops.
