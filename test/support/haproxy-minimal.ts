@@ -4,13 +4,17 @@
  * config renderer and process manager on purpose (the runtime client is tested on its own).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import type { webcrypto } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import {
+  type CertificateAuthorityMaterial,
+  createCertificateAuthority,
+  createCrl,
+  generateKey,
+  issueCertificate,
+} from '../../lib/pki/index.ts';
 import { HaproxyRuntime } from '../../proxy/haproxy/runtime.ts';
 
 export const HAPROXY_BIN = process.env.HAPROXY_BIN ?? '/usr/sbin/haproxy';
@@ -122,53 +126,25 @@ async function stop(child: ChildProcess | undefined, dir: string): Promise<void>
   await rm(dir, { recursive: true, force: true });
 }
 
-// ---- test certificates (generated per run; nothing is stored) ------------------------------
+// ---- test certificates (generated per run with lib/pki; nothing is stored) ------------------
 
-x509.cryptoProvider.set(crypto);
+const ONE_DAY = 1;
 
-const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-const SIGNING = { name: 'ECDSA', hash: 'SHA-256' } as const;
-
-export interface TestCa {
-  certificatePem: string;
-  keys: webcrypto.CryptoKeyPair;
-  subject: string;
-}
+/** A small self-signed ECDSA P-256 CA, valid one day. */
+export type TestCa = CertificateAuthorityMaterial;
 
 /** A leaf for a TLS frontend: `bundlePem` is what a `crt` file holds (leaf, CA, key). */
 export interface TestLeaf {
+  /** Uppercase hex, as HAProxy prints it. */
   serial: string;
   certificatePem: string;
   privateKeyPem: string;
   bundlePem: string;
 }
 
-async function privateKeyPem(key: webcrypto.CryptoKey): Promise<string> {
-  return x509.PemConverter.encode(await crypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY');
-}
-
-function randomSerial(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[0] = (bytes[0]! & 0x7f) | 0x10; // positive, no leading zero byte
-  return Buffer.from(bytes).toString('hex');
-}
-
-/** A small self-signed ECDSA P-256 CA, valid one day. */
+/** A small self-signed ECDSA P-256 CA (path length 0), valid one day. */
 export async function createTestCa(name = 'Portcullis Test CA'): Promise<TestCa> {
-  const keys = (await crypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: randomSerial(),
-    name: `CN=${name}`,
-    notBefore: new Date(Date.now() - 60_000),
-    notAfter: new Date(Date.now() + 86_400_000),
-    keys,
-    signingAlgorithm: SIGNING,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-    ],
-  });
-  return { certificatePem: cert.toString('pem'), keys, subject: cert.subject };
+  return createCertificateAuthority({ commonName: name, validityDays: ONE_DAY, pathLength: 0 });
 }
 
 /** A server (or client) leaf for `dnsNames`, signed by `ca`. */
@@ -177,49 +153,32 @@ export async function issueTestLeaf(
   dnsNames: string[],
   usage: 'server' | 'client' = 'server',
 ): Promise<TestLeaf> {
-  const keys = (await crypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const serial = randomSerial();
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serial,
-    subject: `CN=${dnsNames[0]}`,
-    issuer: ca.subject,
-    notBefore: new Date(Date.now() - 60_000),
-    notAfter: new Date(Date.now() + 86_400_000),
-    publicKey: keys.publicKey,
-    signingKey: ca.keys.privateKey,
-    signingAlgorithm: SIGNING,
-    extensions: [
-      new x509.BasicConstraintsExtension(false),
-      new x509.SubjectAlternativeNameExtension(dnsNames.map((value) => ({ type: 'dns' as const, value }))),
-      new x509.ExtendedKeyUsageExtension([
-        usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth,
-      ]),
-    ],
+  const key = await generateKey();
+  const issued = await issueCertificate(ca, {
+    publicKeyPem: key.publicKeyPem,
+    commonName: dnsNames[0]!,
+    dns: dnsNames,
+    usage,
+    validityDays: ONE_DAY,
   });
-  const certificatePem = cert.toString('pem');
-  const keyPem = await privateKeyPem(keys.privateKey);
   return {
-    serial: serial.toUpperCase(),
-    certificatePem,
-    privateKeyPem: keyPem,
-    bundlePem: `${certificatePem}\n${ca.certificatePem}\n${keyPem}\n`,
+    serial: issued.serial.toUpperCase(),
+    certificatePem: issued.certificatePem,
+    privateKeyPem: key.privateKeyPem,
+    bundlePem: `${issued.certificatePem}\n${ca.certificatePem}\n${key.privateKeyPem}\n`,
   };
 }
 
-/** A CRL from `ca` revoking `revokedSerials` (hex), valid one day. */
+/** A CRL from `ca` revoking `revokedSerials` (hex, key compromise), valid one day. */
 export async function createTestCrl(ca: TestCa, revokedSerials: string[]): Promise<string> {
-  const crl = await x509.X509CrlGenerator.create({
-    issuer: ca.subject,
-    thisUpdate: new Date(Date.now() - 60_000),
-    nextUpdate: new Date(Date.now() + 86_400_000),
-    signingKey: ca.keys.privateKey,
-    signingAlgorithm: SIGNING,
-    entries: revokedSerials.map((serialNumber) => ({
-      serialNumber,
-      revocationDate: new Date(Date.now() - 30_000),
-      reason: x509.X509CrlReason.keyCompromise,
+  const now = Date.now();
+  return createCrl(
+    ca,
+    revokedSerials.map((serial) => ({
+      serial,
+      revokedAt: new Date(now - 30_000),
+      reason: 'KEY_COMPROMISE',
     })),
-  });
-  // @peculiar/x509 armours CRLs as `BEGIN CRL`; OpenSSL (and so HAProxy) reads only `BEGIN X509 CRL`.
-  return x509.PemConverter.encode(crl.rawData, 'X509 CRL');
+    { thisUpdate: new Date(now - 60_000), nextUpdate: new Date(now + 86_400_000) },
+  );
 }
