@@ -13,7 +13,7 @@
  * compared before anything is re-applied, so traffic never sees a gap.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
@@ -202,6 +202,14 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
       ? { key: 'fleet', kind: 'fleet', secretId: config.fleetConfig.secretId }
       : { key: 'fleet', kind: 'fleet', secretId: `${FILE_PREFIX}${config.fleetConfig.file}` };
   const ownAddresses = [...(config.autoOwnAddresses ? interfaceAddresses() : []), ...config.ownAddresses];
+
+  // A restarted sidecar container finds the files it rendered before (only validated state is
+  // ever written there) and HAProxy serving them: a store outage at that moment must not turn
+  // into a failing health check and a replaced task. A new task's volume starts empty.
+  const previouslyRendered = await stat(layout.config).then(
+    () => true,
+    () => false,
+  );
 
   let state = initialState();
   const material: Material = { certificates: new Map() };
@@ -833,13 +841,22 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   const server: AdminServer = await startAdminServer(
     config.admin.host,
     config.admin.port,
-    { healthy: () => state.phase !== Phase.Starting, status: () => toTaskStatus(state), metrics, nudge },
+    {
+      healthy: () => state.phase !== Phase.Starting || previouslyRendered,
+      status: () => toTaskStatus(state),
+      metrics,
+      nudge,
+    },
     {
       maxBodyBytes: config.maxNudgeBytes,
       onError: (error) => log.error('admin api error', { error: message(error) }),
     },
   );
-  log.info('sidecar started', { admin: `${config.admin.host}:${server.port}`, gatewayDir: layout.root });
+  log.info('sidecar started', {
+    admin: `${config.admin.host}:${server.port}`,
+    gatewayDir: layout.root,
+    previouslyRendered,
+  });
 
   scheduleStart(0);
   scheduleWatch();

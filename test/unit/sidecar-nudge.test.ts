@@ -3,7 +3,7 @@
  * backoff until the secret appears) and the nudge's authentication (signature, window, replay).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -167,5 +167,43 @@ describe('nudge authentication', () => {
       error: { name: 'ContentRejected', message: expect.stringContaining('placeholder') },
     });
     expect(sidecar.status().certificates.api).toEqual(served);
+  });
+});
+
+describe('sidecar restart with the store unavailable', () => {
+  it('stays healthy on files it rendered before, while status says it is not ready and why', async () => {
+    const restartDir = await mkdtemp(join(tmpdir(), 'portcullis-scr-'));
+    try {
+      const emptyStore = await FileSecretStore.open(join(restartDir, 'store'));
+      await mkdir(join(restartDir, 'gw'), { recursive: true });
+      await writeFile(join(restartDir, 'gw', 'haproxy.cfg'), '# rendered by an earlier sidecar\n');
+      const restarted = await startSidecar(
+        parseSidecarConfig({
+          store: { kind: 'file', dir: join(restartDir, 'store') },
+          fleetConfig: { secretId: 'fleet' },
+          gatewayDir: join(restartDir, 'gw'),
+          admin: { host: '127.0.0.1', port: 0 },
+          pollIntervalMs: 3_600_000,
+          watchIntervalMs: 3_600_000,
+          retry: { initialMs: 20, maxMs: 100 },
+          autoOwnAddresses: false,
+        }),
+        { store: emptyStore, write: () => {} },
+      );
+      try {
+        await expect
+          .poll(() => (restarted.status().startError as { code?: string } | undefined)?.code)
+          .toBe('missing');
+        expect((await fetch(`${restarted.url}/healthz`)).status).toBe(200);
+        expect(restarted.status()).toMatchObject({ ready: false, phase: 'starting' });
+        expect(await readFile(join(restartDir, 'gw', 'haproxy.cfg'), 'utf8')).toBe(
+          '# rendered by an earlier sidecar\n',
+        );
+      } finally {
+        await restarted.close();
+      }
+    } finally {
+      await rm(restartDir, { recursive: true, force: true });
+    }
   });
 });
