@@ -22,7 +22,7 @@ const HELP = `Usage: portcullis allowlist show --fleet NAME [--json]
        portcullis allowlist set|add|remove --fleet NAME CIDR… --reason TEXT [options]
 
 show     print the allowlist the fleet serves (AWSCURRENT)
-set      replace the whole list with the given CIDRs
+set      replace the whole list with the given CIDRs (none: nobody is allowed)
 add      add the given CIDRs
 remove   remove the given CIDRs (sessions from removed sources are cut)
 
