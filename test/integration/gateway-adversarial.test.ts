@@ -21,6 +21,11 @@
  * - TLS renegotiation (1.2) or a second ClientHello after HelloRetryRequest (1.3) travel after the
  *   checked hello; a passthrough gateway cannot read them. The upstream (Lattice) picks the
  *   service from the first hello, which is the one checked here, strictly parsed (one SNI).
+ * - Encrypted Client Hello: an inner name is invisible to the gateway, and the extension cannot be
+ *   refused (browsers send a GREASE one on every hello). Safe only while upstreams publish no ECH
+ *   configuration (Lattice does not); an ECH-capable passthrough upstream would pick the service
+ *   by a name the gateway never checked. Likewise an upstream that resumes a session across names
+ *   must not route by the resumed session's name.
  * - `Transfer-Encoding` with `Content-Length`: HAProxy 2.6 drops `Content-Length` and frames by
  *   chunks itself, so the upstream never sees the ambiguity; a smuggled request is parsed by
  *   HAProxy as a request of its own and routed and guarded like any other (tested).
@@ -465,6 +470,19 @@ describe('HTTP listener', () => {
     expect(counts()).toEqual(before);
   });
 
+  it('refuses an absolute-form target with userinfo, with or without a Host header', async () => {
+    const before = counts();
+    for (const head of [
+      `GET http://${APP}@127.0.0.4/ HTTP/1.1\r\nHost: ${APP}\r\nConnection: close\r\n\r\n`,
+      `GET http://${APP}@127.0.0.4/ HTTP/1.1\r\nConnection: close\r\n\r\n`,
+      `GET http://127.0.0.4/ HTTP/1.1\r\nConnection: close\r\n\r\n`,
+    ]) {
+      const [status] = statuses((await http(gw, head)).received);
+      expect(status, head).toBeGreaterThanOrEqual(400);
+    }
+    expect(counts()).toEqual(before);
+  });
+
   it('sends an absolute-form target that agrees with Host to the checked upstream only', async () => {
     const before = counts();
     const result = await http(
@@ -658,6 +676,13 @@ describe('HTTP/2 and slow clients on the HTTP listener', () => {
     expect(other).toMatchObject({ status: 200, body: expect.stringContaining('"upstream":"other"') });
     expect(meta?.status).toBe(502);
     expect(decoyHttp.connections.length).toBe(before.decoyHttp);
+  });
+
+  it('refuses an HTTP/2 CONNECT stream', async () => {
+    const before = counts();
+    const [result] = await h2Requests(gw, [{ ':method': 'CONNECT', ':authority': `${APP}:80` }]);
+    expect(result?.status).toBe(405);
+    expect(counts()).toEqual(before);
   });
 
   it('routes by the HTTP/2 authority and never by a host header that disagrees with it', async () => {
