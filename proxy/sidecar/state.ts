@@ -64,8 +64,15 @@ export interface Refusal {
   at: string;
 }
 
+/** The version last asked for (by the poll or a nudge), whether or not it could be applied. */
+export interface DesiredVersion {
+  versionId: string;
+  origin: Origin;
+}
+
 export interface ObjectState {
   ref: ObjectRef;
+  desired?: DesiredVersion;
   applied?: AppliedVersion;
   rejected?: Refusal;
 }
@@ -200,8 +207,9 @@ export function reduce(
       if (object === undefined) return { state, effects: [] };
       const target = pollTarget(object, event.view);
       if (target === undefined) return { state, effects: [] };
+      const desired: DesiredVersion = { versionId: target, origin: 'current' };
       return {
-        state,
+        state: withObject(state, event.key, (o) => ({ ...o, desired })),
         effects: [
           {
             type: 'apply',
@@ -221,10 +229,13 @@ export function reduce(
       if (object.applied?.versionId === target.versionId) {
         // Already serving it; only remember why, so the poll's rule sees the current reason.
         const applied = { ...object.applied, origin: target.origin, currentAtApply: event.view.current };
-        return { state: withObject(state, event.key, (o) => ({ ...o, applied })), effects: [] };
+        return {
+          state: withObject(state, event.key, (o) => ({ ...o, applied, desired: target })),
+          effects: [],
+        };
       }
       return {
-        state,
+        state: withObject(state, event.key, (o) => ({ ...o, desired: target })),
         effects: [
           {
             type: 'apply',
@@ -243,6 +254,7 @@ export function reduce(
         const { rejected: _dropped, ...rest } = o;
         return {
           ...rest,
+          desired: { versionId: event.versionId, origin: event.origin },
           applied: {
             versionId: event.versionId,
             origin: event.origin,
@@ -353,6 +365,7 @@ export function toTaskStatus(state: SidecarState): TaskStatus & Record<string, u
     objects[ref.key] = {
       kind: ref.kind,
       secretId: ref.secretId,
+      ...(object.desired ? { desired: object.desired } : {}),
       ...(applied ? { versionId: applied.versionId, origin: applied.origin, appliedAt: applied.at } : {}),
       ...(rejected ? { rejected } : {}),
     };

@@ -161,6 +161,10 @@ describe('reduce', () => {
     expect(effects).toEqual([
       { type: 'apply', key: cert.key, versionId: 'P', origin: 'explicit', currentAtApply: 'C' },
     ]);
+    expect(state.objects[cert.key]).toMatchObject({
+      desired: { versionId: 'P', origin: 'explicit' },
+      applied: { versionId: 'C' },
+    });
     const after = run(
       [
         applied('P', 'explicit', 'C'),
