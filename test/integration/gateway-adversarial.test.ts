@@ -307,6 +307,7 @@ describe('ClientHello structure', () => {
       buildClientHello({ extensions: [sniExtension([app]), sniExtension([meta])] }),
     ],
     ['bytes after the server_name list', buildClientHello({ extensions: [sniExtension([app], meta)] })],
+    ['an empty server_name list', buildClientHello({ extensions: [sniExtension([])] })],
   ];
 
   it.each(cases)(
