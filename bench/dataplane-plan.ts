@@ -16,6 +16,8 @@ export interface DataplanePlan {
   proxyWorkers: number;
   warmupMs: number;
   durationMs: number;
+  /** Alternating rounds over every path and size (ABC… then …CBA). */
+  rounds: number;
   /** Random entries besides the client's own; the first is the baseline, the last the large list. */
   allowlistSizes: number[];
   bulkBytes: number;
@@ -25,8 +27,9 @@ export interface DataplanePlan {
 }
 
 /**
- * Full run: 5 s windows, allowlists 0 / 1 000 / 100 000, 256 MiB bulk three times (~2 min).
- * Quick: 1.5 s windows, 0 / 100 000, 64 MiB once (~30 s).
+ * Full run: two alternating rounds of 4 s windows over direct + 2 proxies × allowlists
+ * 0 / 1 000 / 100 000, 256 MiB bulk three times per path (~2 min).
+ * Quick: one round of 1.5 s windows, allowlists 0 / 100 000, 64 MiB once (~30 s).
  */
 export function dataplanePlan(options: {
   quick: boolean;
@@ -53,6 +56,7 @@ export function dataplanePlan(options: {
         quick: true,
         warmupMs: 500,
         durationMs: 1500,
+        rounds: 1,
         allowlistSizes: [0, 100_000],
         bulkBytes: 64 * 2 ** 20,
         bulkRepeats: 1,
@@ -61,7 +65,8 @@ export function dataplanePlan(options: {
         ...common,
         quick: false,
         warmupMs: 1000,
-        durationMs: 5000,
+        durationMs: 4000,
+        rounds: 2,
         allowlistSizes: [0, 1000, 100_000],
         bulkBytes: 256 * 2 ** 20,
         bulkRepeats: 3,

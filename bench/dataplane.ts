@@ -42,16 +42,15 @@ import { buildNativeLoadGenerator, nativeLoadGenerator } from './lib/native-load
 import { type RunningNginx, renderSniProxyNginx, renderUpstreamNginx, startNginx } from './lib/nginx.ts';
 import { freePort, sharedFreePort } from './lib/ports.ts';
 import { busyShare, readAllProcStats, readSystemCpu, type SystemCpu, treeTimesBetween } from './lib/proc.ts';
-import { computeRatios, type DataplaneSummary, formatRatioTable, type Ratio } from './lib/report.ts';
+import { computeRatios, type DataplaneSummary, formatRatioTable, meets, type Ratio } from './lib/report.ts';
 import { median } from './lib/stats.ts';
 
 /** The name every path asks for; the DNS responder maps it to the upstream's address. */
 const UPSTREAM_NAME = 'bench.upstream.test';
 const HOSTS = {
-  /** The client's source address, the gateway's listener and its own address. */
+  /** The client's source address, the gateways' listeners and their own address. */
   client: '127.0.0.1',
-  /** NGINX's SNI proxy (same port number as the upstream: `$server_port`). */
-  nginx: '127.0.0.2',
+  /** The NGINX SNI proxies listen on 127.0.0.10, .11, … (one per allowlist size). */
   upstream: '127.0.0.3',
   /** A source on no allowlist, to check that both proxies refuse it. */
   stranger: '127.0.0.9',
@@ -66,8 +65,13 @@ export type PathName = 'direct' | 'gateway' | 'nginx';
 /** One fixed-duration run of new connections. */
 export interface ConnectionResult {
   path: PathName;
-  /** Gateway experiments (`--explore`); absent for the configuration the renderer produces. */
+  /**
+   * Gateway experiments (`--explore`); absent for the configuration the renderer produces.
+   * `<name>:reference` is the rendered configuration measured right after variant `<name>`.
+   */
   variant?: string;
+  /** Which alternating round (0, 1, …) the run belongs to. */
+  round: number;
   /** Random allowlist entries besides the client's own. */
   allowlistEntries: number;
   connections: number;
@@ -101,6 +105,19 @@ export interface BulkResult {
   proxyCpuMicrosPerMiB: number | null;
 }
 
+/** One `--explore` variant against the rendered configuration measured right after it. */
+export interface VariantResult {
+  name: string;
+  why: string;
+  /** < 1: the variant spends less proxy CPU per connection. */
+  cpuPerConnectionVsRendered: number | null;
+  userCpuVsRendered: number | null;
+  connectionsPerSecondVsRendered: number | null;
+  bulkVsRendered: number | null;
+  dnsQueries: number;
+  referenceDnsQueries: number;
+}
+
 export interface DataplaneResults {
   suite: 'dataplane';
   startedAt: string;
@@ -113,6 +130,7 @@ export interface DataplaneResults {
   refusesUnlistedSource: { gateway: boolean; nginx: boolean };
   connections: ConnectionResult[];
   bulk: BulkResult[];
+  variants: VariantResult[];
   ratios: (Ratio & { met: boolean | null })[];
 }
 
@@ -208,6 +226,11 @@ export async function runDataplane(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** The schedule of one round: every path and size once; odd rounds run it backwards (ABC CBA). */
+export function roundOrder<T>(items: readonly T[], round: number): T[] {
+  return round % 2 === 0 ? [...items] : [...items].reverse();
+}
+
 async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promise<DataplaneResults> {
   const startedAt = new Date().toISOString();
   const environment = describeEnvironment();
@@ -234,9 +257,11 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
     await handle.truncate(plan.bulkBytes);
     await handle.close();
 
-    const port = await sharedFreePort([HOSTS.upstream, HOSTS.nginx]);
-    const gatewayPort = await freePort(HOSTS.client);
-    const healthPort = await freePort(HOSTS.client);
+    // One NGINX proxy per allowlist size, each on its own loopback address, all on the upstream's
+    // port number (`$server_port`); every proxy runs for the whole benchmark so that the rounds
+    // can alternate between them (an idle proxy costs nothing measurable).
+    const nginxHosts = plan.allowlistSizes.map((_, i) => `127.0.0.${10 + i}`);
+    const port = await sharedFreePort([HOSTS.upstream, ...nginxHosts]);
 
     const dns = await startDnsServer({ records: { [UPSTREAM_NAME]: [HOSTS.upstream] }, ttl: 300 });
     cleanups.push(() => dns.close());
@@ -286,6 +311,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
       entries: number,
       target: TlsTarget,
       proxyPid: number | undefined,
+      round: number,
       variant?: string,
     ): Promise<ConnectionResult> => {
       let before: Snapshot | undefined;
@@ -313,6 +339,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
       const result: ConnectionResult = {
         path,
         ...(variant !== undefined ? { variant } : {}),
+        round,
         allowlistEntries: entries,
         connections: run.connections,
         errors: run.errors,
@@ -335,36 +362,31 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
         `${path}${variant ? `[${variant}]` : ''} entries=${entries}: ${fmt(result.connectionsPerSecond)} conn/s, ` +
           `proxy ${fmt(result.cpuMicrosPerConnection.proxy)} µs/conn, upstream ${fmt(result.cpuMicrosPerConnection.upstream)}, ` +
           `generator ${fmt(result.cpuMicrosPerConnection.generator)}, busy ${fmt(result.machineBusy * 100)}%, ` +
-          `errors ${result.errors}${result.errors > 0 ? ` (${result.errorSamples.join('; ')})` : ''}`,
+          `DNS queries ${result.dnsQueries}, errors ${result.errors}${result.errors > 0 ? ` (${result.errorSamples.join('; ')})` : ''}`,
       );
-      if (run.connections === 0)
+      if (run.connections === 0) {
         throw new BenchmarkError(`${path}: no connection completed (${run.errorSamples.join('; ')})`);
+      }
       return result;
     };
 
-    const bulkRun = async (
-      path: PathName,
-      target: TlsTarget,
-      proxyPid: number | undefined,
-      repeats: number,
-      variant?: string,
-    ) => {
-      const rows: BulkResult['repeats'] = [];
-      for (let i = 0; i < repeats; i++) {
-        const before = snapshot();
-        const report = await loadGenerator.runBulk(target, BULK_REQUEST, 120_000);
-        const after = snapshot();
-        if (report.error !== undefined || report.bytes < plan.bulkBytes) {
-          throw new BenchmarkError(`${path} bulk: ${report.error ?? `only ${report.bytes} bytes`}`);
-        }
-        const mib = report.bytes / MiB;
-        rows.push({
-          seconds: report.elapsedMs / 1000,
-          mibPerSecond: mib / (report.elapsedMs / 1000),
-          proxyCpuMicrosPerMiB: proxyPid === undefined ? null : treeCpu(before, after, proxyPid) / mib,
-          generatorCpuMicrosPerMiB: report.cpuMicros / mib,
-        });
+    const bulkOnce = async (path: PathName, target: TlsTarget, proxyPid: number | undefined) => {
+      const before = snapshot();
+      const report = await loadGenerator.runBulk(target, BULK_REQUEST, 120_000);
+      const after = snapshot();
+      if (report.error !== undefined || report.bytes < plan.bulkBytes) {
+        throw new BenchmarkError(`${path} bulk: ${report.error ?? `only ${report.bytes} bytes`}`);
       }
+      const mib = report.bytes / MiB;
+      return {
+        seconds: report.elapsedMs / 1000,
+        mibPerSecond: mib / (report.elapsedMs / 1000),
+        proxyCpuMicrosPerMiB: proxyPid === undefined ? null : treeCpu(before, after, proxyPid) / mib,
+        generatorCpuMicrosPerMiB: report.cpuMicros / mib,
+      };
+    };
+
+    const bulkResult = (path: PathName, rows: BulkResult['repeats'], variant?: string): BulkResult => {
       const proxyCpu = rows.map((r) => r.proxyCpuMicrosPerMiB).filter((v): v is number => v !== null);
       const result: BulkResult = {
         path,
@@ -375,7 +397,8 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
         proxyCpuMicrosPerMiB: proxyCpu.length === 0 ? null : median(proxyCpu),
       };
       log(
-        `${path}${variant ? `[${variant}]` : ''} bulk: ${fmt(result.mibPerSecond)} MiB/s, proxy ${fmt(result.proxyCpuMicrosPerMiB)} µs/MiB`,
+        `${path}${variant ? `[${variant}]` : ''} bulk: ${fmt(result.mibPerSecond)} MiB/s (median of ${rows.length}), ` +
+          `proxy ${fmt(result.proxyCpuMicrosPerMiB)} µs/MiB`,
       );
       return result;
     };
@@ -386,9 +409,11 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
         `gateway-${entries}-${variant?.name ?? 'rendered'}-${randomBytes(3).toString('hex')}`,
       );
       const layout = gatewayLayout(root);
+      const tlsPort = await freePort(HOSTS.client);
+      const healthPort = await freePort(HOSTS.client);
       const input: FleetConfigInput = {
         fleet: 'bench',
-        listeners: { bind: [HOSTS.client], tls: gatewayPort, http: null, health: healthPort, metrics: null },
+        listeners: { bind: [HOSTS.client], tls: tlsPort, http: null, health: healthPort, metrics: null },
         resolvers: { nameservers: [dns.address], holdValidMs: plan.resolverHoldMs },
         routes: [
           {
@@ -424,27 +449,24 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
         await haproxy.stop();
         throw error;
       }
+      const stop = async () => {
+        await haproxy.stop();
+        await rm(root, { recursive: true, force: true });
+      };
+      cleanups.push(stop);
       return {
         pid: haproxy.pid,
-        target: {
-          host: HOSTS.client,
-          port: gatewayPort,
-          servername: UPSTREAM_NAME,
-          localAddress: HOSTS.client,
-        },
-        async stop() {
-          await haproxy.stop();
-          await rm(root, { recursive: true, force: true });
-        },
+        target: { host: HOSTS.client, port: tlsPort, servername: UPSTREAM_NAME, localAddress: HOSTS.client },
+        stop,
       };
     };
 
-    const startNginxProxy = async (entries: number): Promise<Proxy> => {
+    const startNginxProxy = async (entries: number, host: string): Promise<Proxy> => {
       const nginx: RunningNginx = await startNginx({
         prefix: dir,
         name: `sni-proxy-${entries}`,
         config: renderSniProxyNginx({
-          host: HOSTS.nginx,
+          host,
           port,
           resolver: dns.address,
           resolverValidSeconds: Math.max(1, Math.round(plan.resolverHoldMs / 1000)),
@@ -452,83 +474,126 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
           workers: plan.proxyWorkers,
           pidFile: join(dir, `sni-proxy-${entries}.pid`),
         }),
-        listen: { host: HOSTS.nginx, port },
+        listen: { host, port },
       });
+      cleanups.push(() => nginx.stop());
       return {
         pid: nginx.pid,
-        target: { host: HOSTS.nginx, port, servername: UPSTREAM_NAME, localAddress: HOSTS.client },
+        target: { host, port, servername: UPSTREAM_NAME, localAddress: HOSTS.client },
         stop: () => nginx.stop(),
       };
     };
 
-    const connections: ConnectionResult[] = [];
-    const bulk: BulkResult[] = [];
-    const refusesUnlistedSource = { gateway: false, nginx: false };
-
-    const direct: TlsTarget = {
-      host: HOSTS.upstream,
-      port,
-      servername: UPSTREAM_NAME,
-      localAddress: HOSTS.client,
+    interface Leg {
+      path: PathName;
+      entries: number;
+      target: TlsTarget;
+      pid: number | undefined;
+    }
+    const direct: Leg = {
+      path: 'direct',
+      entries: 0,
+      target: { host: HOSTS.upstream, port, servername: UPSTREAM_NAME, localAddress: HOSTS.client },
+      pid: undefined,
+    };
+    const legs: Leg[] = [direct];
+    for (const [i, entries] of plan.allowlistSizes.entries()) {
+      const gateway = await startGateway(entries, undefined);
+      const nginx = await startNginxProxy(entries, nginxHosts[i]!);
+      legs.push(
+        { path: 'gateway', entries, target: gateway.target, pid: gateway.pid },
+        { path: 'nginx', entries, target: nginx.target, pid: nginx.pid },
+      );
+    }
+    const smallest = plan.allowlistSizes[0] ?? 0;
+    const baseline = (path: PathName) => legs.find((l) => l.path === path && l.entries === smallest)!;
+    const refusesUnlistedSource = {
+      gateway: await refused(baseline('gateway').target, HOSTS.stranger),
+      nginx: await refused(baseline('nginx').target, HOSTS.stranger),
     };
     log(
-      `upstream nginx ${HOSTS.upstream}:${port}; ${plan.generatorWorkers} ${loadGenerator.kind} generator workers, concurrency ${plan.concurrency}`,
+      `upstream nginx ${HOSTS.upstream}:${port}; ${plan.generatorWorkers} ${loadGenerator.kind} generator workers, ` +
+        `concurrency ${plan.concurrency}; ${plan.rounds} rounds over ${legs.length} legs`,
     );
-    connections.push(await connectionsRun('direct', 0, direct, undefined));
-    bulk.push(await bulkRun('direct', direct, undefined, plan.bulkRepeats));
 
-    const withProxy = async (proxy: Proxy, body: (proxy: Proxy) => Promise<void>) => {
-      try {
-        await body(proxy);
-      } finally {
-        await proxy.stop();
+    // Alternating rounds (ABC… then …CBA): the machine's drift (other work, thermal, caches)
+    // lands on every path alike instead of on whichever ran last.
+    const connections: ConnectionResult[] = [];
+    for (let round = 0; round < plan.rounds; round++) {
+      for (const leg of roundOrder(legs, round)) {
+        connections.push(await connectionsRun(leg.path, leg.entries, leg.target, leg.pid, round));
       }
-    };
-
-    for (const entries of plan.allowlistSizes) {
-      await withProxy(await startGateway(entries, undefined), async (gateway) => {
-        if (entries === plan.allowlistSizes[0]) {
-          refusesUnlistedSource.gateway = await refused(gateway.target, HOSTS.stranger);
-        }
-        connections.push(await connectionsRun('gateway', entries, gateway.target, gateway.pid));
-        if (entries === plan.allowlistSizes[0])
-          bulk.push(await bulkRun('gateway', gateway.target, gateway.pid, plan.bulkRepeats));
-      });
-      await withProxy(await startNginxProxy(entries), async (nginx) => {
-        if (entries === plan.allowlistSizes[0]) {
-          refusesUnlistedSource.nginx = await refused(nginx.target, HOSTS.stranger);
-        }
-        connections.push(await connectionsRun('nginx', entries, nginx.target, nginx.pid));
-        if (entries === plan.allowlistSizes[0])
-          bulk.push(await bulkRun('nginx', nginx.target, nginx.pid, plan.bulkRepeats));
-      });
     }
-
-    if (plan.explore) {
-      const entries = plan.allowlistSizes[0] ?? 0;
-      for (const variant of GATEWAY_VARIANTS) {
-        await withProxy(await startGateway(entries, variant), async (gateway) => {
-          connections.push(
-            await connectionsRun('gateway', entries, gateway.target, gateway.pid, variant.name),
-          );
-          bulk.push(await bulkRun('gateway', gateway.target, gateway.pid, 1, variant.name));
-        });
+    const bulkLegs = [direct, baseline('gateway'), baseline('nginx')];
+    const bulkRows = new Map<PathName, BulkResult['repeats']>(bulkLegs.map((leg) => [leg.path, []]));
+    for (let repeat = 0; repeat < plan.bulkRepeats; repeat++) {
+      for (const leg of roundOrder(bulkLegs, repeat)) {
+        bulkRows.get(leg.path)!.push(await bulkOnce(leg.path, leg.target, leg.pid));
       }
-      // The direct path once more: how far the machine drifted during the run.
-      connections.push(await connectionsRun('direct', 0, direct, undefined, 'again'));
+    }
+    const bulk = bulkLegs.map((leg) => bulkResult(leg.path, bulkRows.get(leg.path)!));
+
+    // Each variant runs right next to the rendered configuration, so the comparison is between
+    // neighbours in time rather than between the start and the end of the benchmark.
+    const variants: VariantResult[] = [];
+    if (plan.explore) {
+      const rendered = baseline('gateway');
+      for (const variant of GATEWAY_VARIANTS) {
+        const gateway = await startGateway(smallest, variant);
+        try {
+          const tried = await connectionsRun(
+            'gateway',
+            smallest,
+            gateway.target,
+            gateway.pid,
+            0,
+            variant.name,
+          );
+          const reference = await connectionsRun(
+            'gateway',
+            smallest,
+            rendered.target,
+            rendered.pid,
+            0,
+            `${variant.name}:reference`,
+          );
+          const triedBulk = await bulkOnce('gateway', gateway.target, gateway.pid);
+          const referenceBulk = await bulkOnce('gateway', rendered.target, rendered.pid);
+          connections.push(tried, reference);
+          bulk.push(
+            bulkResult('gateway', [triedBulk], variant.name),
+            bulkResult('gateway', [referenceBulk], `${variant.name}:reference`),
+          );
+          variants.push({
+            name: variant.name,
+            why: variant.why,
+            cpuPerConnectionVsRendered: ratioOf(
+              tried.cpuMicrosPerConnection.proxy,
+              reference.cpuMicrosPerConnection.proxy,
+            ),
+            userCpuVsRendered: ratioOf(
+              tried.proxyUserSystemMicros?.user,
+              reference.proxyUserSystemMicros?.user,
+            ),
+            connectionsPerSecondVsRendered: ratioOf(
+              tried.connectionsPerSecond,
+              reference.connectionsPerSecond,
+            ),
+            bulkVsRendered: ratioOf(triedBulk.mibPerSecond, referenceBulk.mibPerSecond),
+            dnsQueries: tried.dnsQueries,
+            referenceDnsQueries: reference.dnsQueries,
+          });
+        } finally {
+          await gateway.stop();
+        }
+      }
     }
 
     const summary = summarise(connections, bulk);
-    const smallest = plan.allowlistSizes[0] ?? 0;
     const largest = plan.allowlistSizes[plan.allowlistSizes.length - 1] ?? 0;
     const ratios = computeRatios(summary, smallest, largest).map((ratio) => ({
       ...ratio,
-      met:
-        ratio.target === undefined || !Number.isFinite(ratio.value)
-          ? null
-          : ratio.target.op === '<='
-            ? ratio.value <= ratio.target.value
-            : ratio.value >= ratio.target.value,
+      met: meets(ratio) ?? null,
     }));
     return {
       suite: 'dataplane',
@@ -548,10 +613,12 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
         nginx:
           'stream { ssl_preread; proxy_pass $ssl_preread_server_name:$server_port; resolver; allow …; deny all; }',
         allowlist: 'random /32 and /24 IPv4 entries (seeded) + the client in the middle of the list',
+        schedule: `${plan.rounds} alternating rounds over every path and size; bulk repeats alternate too`,
       },
       refusesUnlistedSource,
       connections,
       bulk,
+      variants,
       ratios,
     };
   } finally {
@@ -562,26 +629,42 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
   }
 }
 
-/** Collapses the runs of the rendered configuration into the per-path figures the ratios need. */
+function ratioOf(a: number | null | undefined, b: number | null | undefined): number | null {
+  if (a === null || a === undefined || b === null || b === undefined || b === 0) return null;
+  return a / b;
+}
+
+function mean(values: readonly number[]): number {
+  return values.length === 0 ? Number.NaN : values.reduce((a, b) => a + b, 0) / values.length;
+}
+
+/**
+ * Collapses the runs of the rendered configuration into the per-path figures the ratios need:
+ * the mean over the alternating rounds (the `--explore` variants are left out).
+ */
 export function summarise(
   connections: readonly ConnectionResult[],
   bulk: readonly BulkResult[],
 ): DataplaneSummary {
   const main = (r: { variant?: string }) => r.variant === undefined;
+  const runs = (path: PathName, entries?: number) =>
+    connections.filter(
+      (r) => r.path === path && main(r) && (entries === undefined || r.allowlistEntries === entries),
+    );
   const path = (name: 'gateway' | 'nginx') => {
     const bySize: DataplaneSummary['gateway']['bySize'] = {};
-    for (const run of connections.filter((r) => r.path === name && main(r))) {
-      bySize[run.allowlistEntries] = {
-        connectionsPerSecond: run.connectionsPerSecond,
-        cpuMicrosPerConnection: run.cpuMicrosPerConnection.proxy ?? Number.NaN,
+    for (const entries of new Set(runs(name).map((r) => r.allowlistEntries))) {
+      const same = runs(name, entries);
+      bySize[entries] = {
+        connectionsPerSecond: mean(same.map((r) => r.connectionsPerSecond)),
+        cpuMicrosPerConnection: mean(same.map((r) => r.cpuMicrosPerConnection.proxy ?? Number.NaN)),
       };
     }
     return { bySize, bulkMiBps: bulk.find((b) => b.path === name && main(b))?.mibPerSecond ?? Number.NaN };
   };
   return {
     direct: {
-      connectionsPerSecond:
-        connections.find((r) => r.path === 'direct' && main(r))?.connectionsPerSecond ?? Number.NaN,
+      connectionsPerSecond: mean(runs('direct').map((r) => r.connectionsPerSecond)),
       bulkMiBps: bulk.find((b) => b.path === 'direct' && main(b))?.mibPerSecond ?? Number.NaN,
     },
     gateway: path('gateway'),
@@ -595,7 +678,7 @@ export function renderMarkdown(results: DataplaneResults): string {
   const connectionRows = results.connections.map((r) => {
     const split = r.proxyUserSystemMicros;
     return (
-      `| ${label(r)} | ${r.allowlistEntries} | ${fmt(r.connectionsPerSecond)} | ${fmt(r.cpuMicrosPerConnection.proxy)} | ` +
+      `| ${label(r)} | ${r.round} | ${r.allowlistEntries} | ${fmt(r.connectionsPerSecond)} | ${fmt(r.cpuMicrosPerConnection.proxy)} | ` +
       `${split === null ? 'n/a' : `${fmt(split.user)} / ${fmt(split.system)}`} | ` +
       `${fmt(r.cpuMicrosPerConnection.upstream)} | ${fmt(r.cpuMicrosPerConnection.generator)} | ` +
       `${fmt(r.latencyMs.p50, 1)} / ${fmt(r.latencyMs.p99, 1)} | ${fmt(r.machineBusy * 100)}% | ${r.errors} | ${r.dnsQueries} |`
@@ -605,6 +688,12 @@ export function renderMarkdown(results: DataplaneResults): string {
     (b) =>
       `| ${label(b)} | ${fmt(b.bytes / MiB)} | ${fmt(b.mibPerSecond)} | ${fmt(b.proxyCpuMicrosPerMiB)} | ${b.repeats.length} |`,
   );
+  const times = (value: number | null) => (value === null ? 'n/a' : `${value.toFixed(2)}×`);
+  const variantRows = results.variants.map(
+    (v) =>
+      `| ${v.name} | ${times(v.cpuPerConnectionVsRendered)} | ${times(v.userCpuVsRendered)} | ` +
+      `${times(v.connectionsPerSecondVsRendered)} | ${times(v.bulkVsRendered)} | ${v.dnsQueries} / ${v.referenceDnsQueries} |`,
+  );
   const env = results.environment;
   return [
     `## Dataplane benchmark (${results.mode}, ${results.startedAt})`,
@@ -612,16 +701,27 @@ export function renderMarkdown(results: DataplaneResults): string {
     `${env.cores} × ${env.cpuModel}, ${env.kernel}, ${env.haproxy.replace(/ - https.*/, '')}, ${env.nginx}, ` +
       `${env.openssl}, Node.js ${env.node}; load average ${env.loadAverage1m.toFixed(1)} → ${env.loadAverage1mAtEnd.toFixed(1)}; ` +
       `perf instructions: ${env.perfInstructions}. Concurrency ${results.plan.concurrency}, ` +
-      `${results.plan.durationMs / 1000} s windows after ${results.plan.warmupMs / 1000} s warm-up. ` +
+      `${results.plan.durationMs / 1000} s windows after ${results.plan.warmupMs / 1000} s warm-up, ` +
+      `${results.plan.rounds} alternating rounds. ` +
       `Unlisted source refused: gateway ${results.refusesUnlistedSource.gateway}, nginx ${results.refusesUnlistedSource.nginx}.`,
     '',
-    '| path | allowlist | conn/s | proxy µs/conn | proxy user / sys | upstream µs/conn | generator µs/conn | latency p50 / p99 ms | machine busy | errors | DNS queries |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| path | round | allowlist | conn/s | proxy µs/conn | proxy user / sys | upstream µs/conn | generator µs/conn | latency p50 / p99 ms | machine busy | errors | DNS queries |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...connectionRows,
     '',
     '| path | MiB | MiB/s (median) | proxy µs/MiB | repeats |',
     '| --- | ---: | ---: | ---: | ---: |',
     ...bulkRows,
+    ...(variantRows.length === 0
+      ? []
+      : [
+          '',
+          'Gateway variants (`--explore`), each against the rendered configuration measured right after it:',
+          '',
+          '| variant | proxy CPU/conn | proxy user CPU/conn | conn/s | bulk | DNS queries (variant / rendered) |',
+          '| --- | ---: | ---: | ---: | ---: | ---: |',
+          ...variantRows,
+        ]),
     '',
     formatRatioTable(results.ratios),
   ].join('\n');

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ConnectionResult, renderMarkdown, summarise } from '../../bench/dataplane.ts';
+import { type ConnectionResult, renderMarkdown, roundOrder, summarise } from '../../bench/dataplane.ts';
 import {
   addToSection,
   bindPerThread,
@@ -161,10 +161,12 @@ function connection(
   cps: number,
   proxy: number | null,
   variant?: string,
+  round = 0,
 ): ConnectionResult {
   return {
     path,
     ...(variant !== undefined ? { variant } : {}),
+    round,
     allowlistEntries: entries,
     connections: cps * 5,
     errors: 0,
@@ -236,11 +238,26 @@ describe('computeRatios', () => {
 });
 
 describe('summarise', () => {
+  it('averages the alternating rounds of each path and size', () => {
+    const summary = summarise(
+      [
+        connection('direct', 0, 1000, null, undefined, 0),
+        connection('direct', 0, 800, null, undefined, 1),
+        connection('nginx', 0, 600, 100, undefined, 0),
+        connection('nginx', 0, 700, 140, undefined, 1),
+      ],
+      [],
+    );
+    expect(summary.direct.connectionsPerSecond).toBe(900);
+    expect(summary.nginx.bySize[0]).toEqual({ connectionsPerSecond: 650, cpuMicrosPerConnection: 120 });
+  });
+
   it("takes the rendered configuration's runs and ignores the --explore variants", () => {
     const summary = summarise(
       [
         connection('direct', 0, 1000, null),
         connection('gateway', 0, 800, 200),
+        connection('gateway', 0, 700, 250, 'nbthread-1:reference'),
         connection('gateway', 0, 900, 150, 'nbthread-1'),
         connection('nginx', 0, 850, 160),
         connection('gateway', 1000, 790, 205),
@@ -291,14 +308,36 @@ describe('renderMarkdown', () => {
       refusesUnlistedSource: { gateway: true, nginx: true },
       connections,
       bulk: [],
+      variants: [
+        {
+          name: 'nbthread-1',
+          why: 'one thread',
+          cpuPerConnectionVsRendered: 0.8,
+          userCpuVsRendered: 0.5,
+          connectionsPerSecondVsRendered: 1.1,
+          bulkVsRendered: null,
+          dnsQueries: 3,
+          referenceDnsQueries: 900,
+        },
+      ],
       ratios: computeRatios(summarise(connections, []), 0, 100000).map((r) => ({
         ...r,
         met: meets(r) ?? null,
       })),
     });
-    expect(text).toContain('| gateway | 0 | 800 | 200 | 100 / 100 | 300 | 500 |');
-    expect(text).toContain('| direct | 0 | 1000 | n/a | n/a | 300 | 500 |');
+    expect(text).toContain('| gateway | 0 | 0 | 800 | 200 | 100 / 100 | 300 | 500 |');
+    expect(text).toContain('| direct | 0 | 0 | 1000 | n/a | n/a | 300 | 500 |');
+    expect(text).toContain('| nbthread-1 | 0.80× | 0.50× | 1.10× | n/a | 3 / 900 |');
     expect(text).toContain('| ratio | measured | target | |');
+  });
+});
+
+describe('roundOrder', () => {
+  it('runs even rounds forwards and odd rounds backwards without touching the input', () => {
+    const legs = ['direct', 'gateway', 'nginx'];
+    expect(roundOrder(legs, 0)).toEqual(['direct', 'gateway', 'nginx']);
+    expect(roundOrder(legs, 1)).toEqual(['nginx', 'gateway', 'direct']);
+    expect(legs).toEqual(['direct', 'gateway', 'nginx']);
   });
 });
 
