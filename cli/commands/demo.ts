@@ -114,7 +114,8 @@ export async function run(argv: string[]): Promise<number> {
     }
     return report.ok ? ExitCode.Ok : ExitCode.Failure;
   } catch (error) {
-    if (error instanceof DemoAborted) return 130;
+    // An interrupt can surface as any error of whatever step it cut short.
+    if (error instanceof DemoAborted || interrupted) return 130;
     out.write(
       `portcullis demo: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}\n`,
     );

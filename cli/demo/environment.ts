@@ -408,6 +408,7 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
       onEvent: onFleetEvent,
       ...(options.sidecarCommand === undefined ? {} : { sidecarCommand: options.sidecarCommand }),
       ...(options.readyTimeoutMs === undefined ? {} : { readyTimeoutMs: options.readyTimeoutMs }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     const running = fleet;
     cleanups.push(() => running.stop());

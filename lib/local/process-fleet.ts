@@ -108,6 +108,8 @@ export interface ProcessFleetOptions {
   /** How many tasks start at once. Default 4 (two cores: more only queues). */
   startConcurrency?: number;
   onEvent?: (event: ProcessFleetEvent) => void;
+  /** Aborting stops a start in progress: every child is killed and `start` rejects. */
+  signal?: AbortSignal;
 }
 
 interface RunningTask {
@@ -224,6 +226,15 @@ function alive(pid: number | null | undefined): boolean {
   }
 }
 
+/** The end of a log file, for an error message (the directory may be gone by the time anyone looks). */
+async function logTail(path: string, chars = 1500): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).slice(-chars);
+  } catch {
+    return `(no log at ${path})`;
+  }
+}
+
 /** Runs `work` over `items` with at most `limit` in flight. */
 async function pool<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -272,6 +283,8 @@ export class ProcessFleet implements Fleet {
       (options.sidecarCommand !== undefined || (await sidecarAvailable()) ? 'sidecar' : 'render');
     const fleet = new ProcessFleet(options, mode);
     process.on('exit', fleet.#onExit);
+    const onAbort = () => fleet.killNow();
+    options.signal?.addEventListener('abort', onAbort);
     await mkdir(join(fleet.dir, 'tasks'), { recursive: true, mode: 0o700 });
     try {
       const ids = Array.from({ length: options.tasks }, (_, i) => `task-${i + 1}`);
@@ -286,6 +299,8 @@ export class ProcessFleet implements Fleet {
     } catch (error) {
       await fleet.stop();
       throw error;
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
     }
     return fleet;
   }
@@ -460,12 +475,17 @@ export class ProcessFleet implements Fleet {
       record.sidecarPid = child.pid ?? null;
       // ECS `dependsOn: HEALTHY`: HAProxy starts once the sidecar has rendered its files.
       for (let attempt = 0; ; attempt++) {
+        this.#checkAbort();
         if (child.exitCode !== null || child.signalCode !== null) {
-          throw new Error(`sidecar of ${taskId} exited during startup; see ${join(dir, 'sidecar.log')}`);
+          throw new Error(
+            `sidecar of ${taskId} exited during startup:\n${await logTail(join(dir, 'sidecar.log'))}`,
+          );
         }
         if ((await httpStatus(ports.admin, '/healthz')) === 200) break;
         if (Date.now() > deadline || attempt > 10_000) {
-          throw new Error(`sidecar of ${taskId} not healthy in time; see ${join(dir, 'sidecar.log')}`);
+          throw new Error(
+            `sidecar of ${taskId} not healthy in time:\n${await logTail(join(dir, 'sidecar.log'))}`,
+          );
         }
         await sleep(50);
       }
@@ -488,15 +508,21 @@ export class ProcessFleet implements Fleet {
     }
     // Ready: the health check the NLB would use answers 200 (the sidecar applied valid state).
     for (let attempt = 0; ; attempt++) {
+      this.#checkAbort();
       if ((await httpStatus(ports.health, '/healthz')) === 200) break;
       if (Date.now() > deadline || attempt > 10_000) {
-        throw new Error(`${taskId} not ready in time:\n${haproxy.stderr().slice(-2000)}`);
+        const sidecarLog = this.mode === 'sidecar' ? `\n${await logTail(join(dir, 'sidecar.log'))}` : '';
+        throw new Error(`${taskId} not ready in time:\n${haproxy.stderr().slice(-2000)}${sidecarLog}`);
       }
       await sleep(50);
     }
     record.lastStatus = 'RUNNING';
     await this.#writeRegistry();
     this.#options.onEvent?.({ type: 'task-ready', taskId, generation, ms: performance.now() - started });
+  }
+
+  #checkAbort(): void {
+    if (this.#options.signal?.aborted) throw new Error('fleet start aborted');
   }
 
   async #allowlistCidrs(source: { file: string } | { secretId: string } | undefined): Promise<string[]> {
