@@ -3,7 +3,7 @@
  * secrets live, where the fleet config comes from, where HAProxy's files go, and the loop timings.
  */
 import { readFile } from 'node:fs/promises';
-import { extname } from 'node:path';
+import { dirname, extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { formatIssues } from '../../lib/config/index.ts';
@@ -72,7 +72,22 @@ export function parseSidecarConfig(input: unknown, source = 'sidecar config'): S
   });
 }
 
-/** Reads a sidecar configuration from a YAML or JSON file. @throws ValidationError */
+/** Resolves the configuration's relative paths (store dir, gateway dir, fleet config file) against `base`. */
+export function resolveSidecarPaths(config: SidecarConfig, base: string): SidecarConfig {
+  return {
+    ...config,
+    store:
+      config.store.kind === 'file' ? { ...config.store, dir: resolve(base, config.store.dir) } : config.store,
+    fleetConfig:
+      'file' in config.fleetConfig ? { file: resolve(base, config.fleetConfig.file) } : config.fleetConfig,
+    gatewayDir: resolve(base, config.gatewayDir),
+  };
+}
+
+/**
+ * Reads a sidecar configuration from a YAML or JSON file; relative paths in it are relative to
+ * the file's directory. @throws ValidationError
+ */
 export async function loadSidecarConfig(path: string): Promise<SidecarConfig> {
   let text: string;
   try {
@@ -90,5 +105,5 @@ export async function loadSidecarConfig(path: string): Promise<SidecarConfig> {
       cause: error,
     });
   }
-  return parseSidecarConfig(document, `sidecar config ${path}`);
+  return resolveSidecarPaths(parseSidecarConfig(document, `sidecar config ${path}`), dirname(resolve(path)));
 }
