@@ -24,6 +24,8 @@ export interface DataplanePlan {
   bulkRepeats: number;
   /** How long both proxies reuse a DNS answer (the fleet default, `holdValidMs`). */
   resolverHoldMs: number;
+  /** A `GATEWAY_VARIANTS` entry measured in the rounds next to the rendered gateway. */
+  proposedVariant: string | null;
 }
 
 /**
@@ -49,6 +51,7 @@ export function dataplanePlan(options: {
     upstreamWorkers: cores,
     proxyWorkers: cores,
     resolverHoldMs: 10_000,
+    proposedVariant: 'resolution-keepalive',
   };
   return options.quick
     ? {
@@ -85,24 +88,26 @@ export interface GatewayVariant {
 }
 
 export interface VariantContext {
-  routes: readonly { name: string; port: number }[];
+  /** Names the gateway resolves per connection: exact route names (or their fixed upstream host). */
+  routes: readonly { name: string; port: number; family?: 'ipv4' | 'ipv6' }[];
   threads: number;
 }
 
 /**
- * A backend nobody routes to, with one server per exact route name resolved through the same
+ * A backend nobody routes to, with one server per route name resolved through the same
  * `resolvers` section. HAProxy 2.6 frees a resolution when its last requester unlinks, and a
  * `do-resolve` unlinks as soon as it has its answer, so `hold valid` only helps connections that
  * overlap: every other new connection sends a DNS query. A server keeps the resolution linked
- * (refreshed every `hold valid`), and `do-resolve` for that name then answers from it. The
- * destination guard still checks every answer; only the query per connection goes away.
+ * (refreshed every `hold valid`), and `do-resolve` for that name and record type then answers
+ * from it. The destination guard still checks every answer; only the query per connection goes.
+ * `no log` keeps the server's address-change messages out of the JSON access log.
  */
 export function keepResolutionsAlive(config: string, context: VariantContext): string {
   const servers = context.routes.map(
     (route, index) =>
-      `  server keep${index} ${route.name}:${route.port} resolvers dns resolve-prefer ipv4 init-addr none`,
+      `  server keep${index} ${route.name}:${route.port} resolvers dns resolve-prefer ${route.family ?? 'ipv4'} init-addr none`,
   );
-  return `${config.trimEnd()}\n\nbackend be_resolution_keepalive\n  mode tcp\n${servers.join('\n')}\n`;
+  return `${config.trimEnd()}\n\nbackend be_resolution_keepalive\n  mode tcp\n  no log\n${servers.join('\n')}\n`;
 }
 
 /** Inserts `lines` right after the first line equal to `section` (e.g. `global`, `defaults`). */

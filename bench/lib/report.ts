@@ -35,8 +35,23 @@ function div(a: number | undefined, b: number | undefined): number {
   return a / b;
 }
 
-/** The ratios the task sets targets for, plus the NGINX scaling figure for comparison. */
-export function computeRatios(summary: DataplaneSummary, smallest: number, largest: number): Ratio[] {
+/** A gateway configuration other than the rendered one, measured in the same rounds. */
+export interface ProposedGateway {
+  name: string;
+  cpuMicrosPerConnection: number;
+  connectionsPerSecond: number;
+}
+
+/**
+ * The ratios the task sets targets for, plus the NGINX scaling figure for comparison and, when
+ * `proposed` is given, the two per-connection ratios again for the proposed configuration.
+ */
+export function computeRatios(
+  summary: DataplaneSummary,
+  smallest: number,
+  largest: number,
+  proposed?: ProposedGateway,
+): Ratio[] {
   const g0 = summary.gateway.bySize[smallest];
   const gN = summary.gateway.bySize[largest];
   const n0 = summary.nginx.bySize[smallest];
@@ -87,6 +102,22 @@ export function computeRatios(summary: DataplaneSummary, smallest: number, large
       value: div(nN?.connectionsPerSecond, n0?.connectionsPerSecond),
       note: 'no target',
     },
+    ...(proposed === undefined
+      ? []
+      : [
+          {
+            name: `gateway + ${proposed.name} / NGINX CPU per connection (${smallest} entries)`,
+            value: div(proposed.cpuMicrosPerConnection, n0?.cpuMicrosPerConnection),
+            target: { op: '<=', value: 0.9 } as const,
+            note: 'proposed renderer change',
+          },
+          {
+            name: `gateway + ${proposed.name} / direct new connections per second (${smallest} entries)`,
+            value: div(proposed.connectionsPerSecond, summary.direct.connectionsPerSecond),
+            target: { op: '>=', value: 0.97 } as const,
+            note: 'proposed renderer change',
+          },
+        ]),
   ];
 }
 

@@ -214,6 +214,25 @@ describe('computeRatios', () => {
     expect(meets(byName['NGINX CPU per connection, 100000 / 0 entries']!)).toBeUndefined();
   });
 
+  it('adds the per-connection ratios of a proposed configuration when one was measured', () => {
+    const plain = computeRatios(summary, 0, 100000);
+    const ratios = computeRatios(summary, 0, 100000, {
+      name: 'resolution-keepalive',
+      cpuMicrosPerConnection: 80,
+      connectionsPerSecond: 990,
+    });
+    expect(ratios).toHaveLength(plain.length + 2);
+    const cpu = ratios.find(
+      (r) => r.name === 'gateway + resolution-keepalive / NGINX CPU per connection (0 entries)',
+    )!;
+    expect(cpu.value).toBeCloseTo(0.8);
+    expect(meets(cpu)).toBe(true);
+    const rate = ratios.find(
+      (r) => r.name === 'gateway + resolution-keepalive / direct new connections per second (0 entries)',
+    )!;
+    expect(rate.value).toBeCloseTo(0.99);
+  });
+
   it('reports a missed target as missed and an unmeasured ratio as n/a', () => {
     const slow: DataplaneSummary = { ...summary, gateway: { ...summary.gateway, bulkMiBps: 500 } };
     const ratios = computeRatios(slow, 0, 1000);
@@ -517,7 +536,13 @@ describe('gateway variants', () => {
     expect(patched).toContain(
       'server keep0 bench.upstream.test:4443 resolvers dns resolve-prefer ipv4 init-addr none',
     );
+    expect(patched).toContain('backend be_resolution_keepalive\n  mode tcp\n  no log\n');
     expect(patched).not.toMatch(/use_backend\s+be_resolution_keepalive/);
+    const v6 = keepResolutionsAlive(config, {
+      ...context,
+      routes: [{ name: 'a.test', port: 443, family: 'ipv6' }],
+    });
+    expect(v6).toContain('server keep0 a.test:443 resolvers dns resolve-prefer ipv6 init-addr none');
   });
 
   it('produces configurations HAProxy 2.6 accepts', async () => {
