@@ -41,6 +41,9 @@ export const LOOPBACK_DESTINATIONS = ['127.0.0.0/8', '::1/128'] as const;
 
 const port = z.number().int().min(1).max(65535);
 
+/** Default port of the verification listener (`listeners.verify`) and of the control plane's `VERIFY_PORT`. */
+export const DEFAULT_VERIFY_PORT = 8444;
+
 /** A CIDR (or a bare address), normalised to canonical text with host bits cleared. */
 const cidr = z.string().transform((text, ctx) => {
   const parsed = parseCidr(text);
@@ -98,7 +101,32 @@ export const ListenersSchema = z.object({
   health: port.default(8081),
   /** Prometheus exporter (`GET /metrics`); `null` disables it. */
   metrics: port.nullable().default(9101),
+  /**
+   * Verification listener: the control plane's handshakes read the certificate each terminate
+   * route serves, without a PROXY header, an allowlist entry or a client certificate, and nothing
+   * is ever forwarded from it. Only peers in `verify.trustedPeers` may connect; it is rendered only
+   * when there are such peers and terminate routes. `null` disables it. Default 8444.
+   */
+  verify: port.nullable().default(DEFAULT_VERIFY_PORT),
 });
+
+/** Who may connect to the verification listener (`listeners.verify`). */
+export const VerifySchema = z
+  .object({
+    /**
+     * The control plane's subnets (on AWS: the subnets of the VPC-attached functions). Empty
+     * (the default) admits nobody, and the listener is then not rendered at all.
+     */
+    trustedPeers: z
+      .array(
+        cidr.refine(
+          (text) => !text.endsWith('/0'),
+          "must not admit every address (/0): list the control plane's subnets",
+        ),
+      )
+      .default([]),
+  })
+  .strict();
 
 export const ProxyProtocolSchema = z
   .object({
@@ -323,6 +351,8 @@ export const FleetConfigSchema = z
     fleet: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a lower-case DNS label'),
     listeners: ListenersSchema.prefault({}),
     proxyProtocol: ProxyProtocolSchema.prefault({}),
+    /** Peers allowed on the verification listener (`listeners.verify`). */
+    verify: VerifySchema.prefault({}),
     resolvers: ResolversSchema.prefault({}),
     routes: z.array(RouteSchema).default([]),
     allowlist: AllowlistConfigSchema.prefault({}),
@@ -362,7 +392,10 @@ export const FleetConfigSchema = z
     });
     checkCertificateReferences(config, ctx);
     const listeners = config.listeners;
-    const ports = [listeners.tls, listeners.http, listeners.health, listeners.metrics].filter(
+    // The verification port counts only once it may be bound: a fleet without verification
+    // peers keeps whatever it uses 8444 for.
+    const verify = config.verify.trustedPeers.length > 0 ? listeners.verify : null;
+    const ports = [listeners.tls, listeners.http, listeners.health, listeners.metrics, verify].filter(
       (p): p is number => p !== null,
     );
     if (new Set(ports).size !== ports.length) {
@@ -381,6 +414,7 @@ export type TerminateUpstream = TerminateRoute['upstream'];
 export type ClientAuth = TerminateRoute['clientAuth'];
 export type Listeners = FleetConfig['listeners'];
 export type ProxyProtocolConfig = FleetConfig['proxyProtocol'];
+export type VerifyConfig = FleetConfig['verify'];
 export type ResolversConfig = FleetConfig['resolvers'];
 export type AllowlistConfig = FleetConfig['allowlist'];
 export type Limits = FleetConfig['limits'];

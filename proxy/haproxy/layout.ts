@@ -18,6 +18,8 @@ export interface GatewayLayout {
   allowlist: string;
   /** Peers (the NLB's subnets) whose PROXY protocol header is trusted. */
   trustedProxies: string;
+  /** Peers (the control plane's subnets) allowed on the verification listener (`fe_verify`). */
+  verifyPeers: string;
   /** Runtime flags, `ready 1` once the sidecar applied valid state (`set map`). */
   stateMap: string;
   /** Addresses a route may never forward to (metadata, loopback, the task's own addresses). */
@@ -40,6 +42,7 @@ export function gatewayLayout(root: string): GatewayLayout {
     pidFile: join(run, 'haproxy.pid'),
     allowlist: join(acl, 'allowlist.acl'),
     trustedProxies: join(acl, 'trusted-proxies.acl'),
+    verifyPeers: join(acl, 'verify-peers.acl'),
     deniedDestinations: join(acl, 'denied-destinations.acl'),
     stateMap: join(maps, 'state.map'),
     mapsDir: maps,

@@ -241,6 +241,14 @@ function upstreamServer(route: TerminateRoute, p: TerminatePaths, options: Termi
   return words.join(' ');
 }
 
+/**
+ * The TLS words of every bind that serves the terminate certificates (fe_terminate and
+ * fe_verify): one crt-list file, so both present the same certificates with the same versions.
+ */
+export function terminateBindSsl(p: TerminatePaths): string {
+  return `ssl crt-list ${p.crtList} ssl-min-ver TLSv1.2 ca-ignore-err all crt-ignore-err all`;
+}
+
 /** `be_terminate`, `fe_terminate`, one backend per route and the counter table. Empty without terminate routes. */
 export function renderTerminateSections(
   config: FleetConfig,
@@ -264,7 +272,7 @@ export function renderTerminateSections(
     '',
     `frontend ${TERMINATE.frontend}`,
     '  mode tcp',
-    `  bind unix@${p.socket} mode 600 accept-proxy ssl crt-list ${p.crtList} ssl-min-ver TLSv1.2 ca-ignore-err all crt-ignore-err all`,
+    `  bind unix@${p.socket} mode 600 accept-proxy ${terminateBindSsl(p)}`,
     `  maxconn ${config.limits.maxconn}`,
     ...(config.accessLog.enabled ? [`  log-format ${logFormat()}`] : ['  no log']),
     '  acl refused var(txn.refusal) -m found',

@@ -28,6 +28,7 @@ import {
   type TerminateRenderOptions,
   terminateRouteRules,
 } from './render-terminate.ts';
+import { renderVerifySection, VERIFY_FRONTEND } from './render-verify.ts';
 
 /** Proxy section names other parts refer to (runtime API `show sess`, stats, metrics labels). */
 export const FRONTEND = {
@@ -35,6 +36,8 @@ export const FRONTEND = {
   http: 'fe_http',
   health: 'fe_health',
   metrics: 'fe_metrics',
+  /** Verification handshakes of the control plane (render-verify.ts); present with terminate routes and verify peers. */
+  verify: VERIFY_FRONTEND,
 } as const;
 
 export const BACKEND = {
@@ -493,6 +496,9 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
     '  server upstream 0.0.0.0:0',
     '',
     ...renderTerminateSections(config, layout, { exact: p.exact, wildcard: p.wildcard }, terminate),
+    ...(listeners.verify === null
+      ? []
+      : renderVerifySection(config, layout, bindLines(config, listeners.verify))),
   ];
   lines.push(
     `backend ${SESSION_TABLE}`,
@@ -579,6 +585,7 @@ export function renderGateway(config: FleetConfig, options: RenderOptions): Rend
       mode: FILE_MODE,
     },
     [rel(layout, p.trusted)]: { content: cidrLines(config.proxyProtocol.trustedPeers), mode: FILE_MODE },
+    [rel(layout, layout.verifyPeers)]: { content: cidrLines(config.verify.trustedPeers), mode: FILE_MODE },
     [rel(layout, p.denied)]: {
       content: cidrLines(deniedDestinations(config, options.ownAddresses)),
       mode: FILE_MODE,

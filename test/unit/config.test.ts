@@ -35,8 +35,11 @@ describe('parseFleetConfig', () => {
       http: 8080,
       health: 8081,
       metrics: 9101,
+      verify: 8444,
     });
     expect(config.proxyProtocol).toEqual({ enabled: false, version: 'v2', trustedPeers: [] });
+    // Nobody may verify until the control plane's subnets are listed.
+    expect(config.verify).toEqual({ trustedPeers: [] });
     expect(config.routes[0]).toEqual({
       mode: 'passthrough',
       serverName: 'api.example.test',
@@ -103,6 +106,53 @@ describe('parseFleetConfig', () => {
     expect(issuesOf({ fleet: 'edge', listeners: { tls: 8080 } })).toEqual([
       'listeners: listener ports must differ',
     ]);
+  });
+
+  it('normalises the verification peers and lets null disable the verification port', () => {
+    const config = parseFleetConfig({
+      fleet: 'edge',
+      listeners: { verify: null },
+      verify: { trustedPeers: ['10.0.100.9/24', 'FD00:100::1/56', '127.0.0.1'] },
+    });
+    expect(config.verify.trustedPeers).toEqual(['10.0.100.0/24', 'fd00:100::/56', '127.0.0.1/32']);
+    expect(config.listeners.verify).toBeNull();
+  });
+
+  it('names the path of each verification setting it refuses', () => {
+    expect(
+      issuesOf({
+        fleet: 'edge',
+        listeners: { verify: 70000 },
+        verify: { trustedPeers: ['10.0.0.0/8', 'not-a-cidr', '0.0.0.0/0', '::/0'], peers: [] },
+      }),
+    ).toEqual([
+      expect.stringMatching(/^listeners\.verify: /),
+      expect.stringMatching(/^verify\.trustedPeers\.1: must be a CIDR, got "not-a-cidr"/),
+      "verify.trustedPeers.2: must not admit every address (/0): list the control plane's subnets",
+      "verify.trustedPeers.3: must not admit every address (/0): list the control plane's subnets",
+      expect.stringMatching(/^verify: .*peers/),
+    ]);
+    try {
+      parseFleetConfig({ fleet: 'edge', verify: { trustedPeers: 'x' } });
+      expect.unreachable();
+    } catch (error) {
+      expect((error as ValidationError).path).toBe('verify.trustedPeers');
+    }
+  });
+
+  it('counts the verification port among the listener ports once peers may use it', () => {
+    // 8444 stays free for other use while nobody may verify (the listener is not rendered).
+    expect(parseFleetConfig({ fleet: 'edge', listeners: { tls: 8444 } }).listeners.tls).toBe(8444);
+    expect(
+      issuesOf({ fleet: 'edge', listeners: { tls: 8444 }, verify: { trustedPeers: ['10.0.100.0/24'] } }),
+    ).toEqual(['listeners: listener ports must differ']);
+    expect(
+      issuesOf({
+        fleet: 'edge',
+        listeners: { metrics: 9200, verify: 9200 },
+        verify: { trustedPeers: ['10.0.100.0/24'] },
+      }),
+    ).toEqual(['listeners: listener ports must differ']);
   });
 
   it('refuses IP-literal upstream hosts', () => {

@@ -4,8 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type FleetConfigInput, loadFleetConfig, parseFleetConfig } from '../../lib/config/index.ts';
+import {
+  type FleetConfig,
+  type FleetConfigInput,
+  loadFleetConfig,
+  parseFleetConfig,
+} from '../../lib/config/index.ts';
 import { ValidationError } from '../../lib/errors.ts';
+import { createCertificateAuthority, generateKey, issueCertificate } from '../../lib/pki/index.ts';
 import {
   containerLayout,
   FRONTEND,
@@ -15,6 +21,7 @@ import {
   renderGateway,
   writeGateway,
 } from '../../proxy/haproxy/index.ts';
+import { terminatePaths } from '../../proxy/haproxy/render-terminate.ts';
 
 const run = promisify(execFile);
 const golden = (name: string) => new URL(`../golden/${name}.haproxy.cfg`, import.meta.url).pathname;
@@ -48,12 +55,75 @@ const loopback: FleetConfigInput = {
   limits: { maxconn: 50, inspectDelayMs: 500 },
 };
 
+/** Terminate beside passthrough behind an NLB, with the control plane's verification listener. */
+const terminate: FleetConfigInput = {
+  fleet: 'terminate',
+  listeners: { http: null, metrics: null, verify: 8444 },
+  proxyProtocol: { enabled: true, trustedPeers: ['10.0.0.0/24'] },
+  verify: { trustedPeers: ['10.0.100.0/24', '10.0.101.0/24'] },
+  resolvers: { nameservers: ['10.0.0.2:53'] },
+  certificates: [
+    {
+      name: 'api',
+      secretId: 'c/api',
+      commonName: 'api.example.test',
+      dns: ['api.example.test'],
+      usage: 'server',
+    },
+    {
+      name: 'open',
+      secretId: 'c/open',
+      commonName: 'open.example.test',
+      dns: ['open.example.test'],
+      usage: 'server',
+    },
+  ],
+  trust: { secretId: 't' },
+  routes: [
+    {
+      mode: 'terminate',
+      serverName: 'api.example.test',
+      certificate: 'api',
+      clientAuth: 'strict',
+      upstream: { kind: 'local', port: 9000 },
+    },
+    {
+      mode: 'terminate',
+      serverName: 'open.example.test',
+      certificate: 'open',
+      clientAuth: 'none',
+      upstream: { kind: 'local', port: 9001 },
+    },
+    { serverName: 'pass.example.test' },
+  ],
+};
+
 async function cases() {
   return {
     lattice: await loadFleetConfig(new URL('../../examples/lattice-fleet.yaml', import.meta.url).pathname),
     minimal: parseFleetConfig(minimal),
     loopback: parseFleetConfig(loopback),
+    terminate: parseFleetConfig(terminate),
   };
+}
+
+/** HAProxy checks that the certificates a crt-list names exist: the sidecar writes them before it starts. */
+async function writeTerminateMaterial(config: FleetConfig, root: string): Promise<void> {
+  const names = config.certificates.map((c) => c.name);
+  if (names.length === 0) return;
+  const ca = await createCertificateAuthority({ commonName: 'Render CA' });
+  const key = await generateKey();
+  const leaf = await issueCertificate(ca, {
+    publicKeyPem: key.publicKeyPem,
+    commonName: 'render.example.test',
+    dns: ['render.example.test'],
+    usage: 'server',
+  });
+  const paths = terminatePaths(gatewayLayout(root));
+  for (const name of names) {
+    await writeFile(paths.certificate(name), leaf.certificatePem + key.privateKeyPem, { mode: 0o600 });
+  }
+  await writeFile(paths.trust, ca.certificatePem);
 }
 
 describe('renderGateway', () => {
@@ -85,6 +155,7 @@ describe('renderGateway', () => {
         }),
       );
       expect(written).toContain(join(root, 'haproxy.cfg'));
+      await writeTerminateMaterial(config, root);
       const { stdout } = await run('haproxy', ['-c', '-f', join(root, 'haproxy.cfg')]);
       expect(stdout, name).toContain('Configuration file is valid');
     }
@@ -103,6 +174,7 @@ describe('renderGateway', () => {
       'acl/route-0-destinations.acl',
       'acl/route-1-destinations.acl',
       'acl/trusted-proxies.acl',
+      'acl/verify-peers.acl',
       'haproxy.cfg',
       'lua/client-hello.lua',
       'maps/routes-exact.map',
@@ -111,6 +183,7 @@ describe('renderGateway', () => {
     ]);
     expect(files['acl/allowlist.acl']?.content).toBe('10.0.0.0/8\n2001:db8::/32\n');
     expect(files['acl/trusted-proxies.acl']?.content).toBe('127.0.0.1/32\n');
+    expect(files['acl/verify-peers.acl']?.content).toBe('');
     expect(files['maps/state.map']?.content).toBe('ready 0\n');
     expect(files['maps/routes-exact.map']?.content).toBe('app.example.test app.example.test\n');
     expect(files['maps/routes-wildcard.map']?.content).toBe('example.test *.example.test\n');
