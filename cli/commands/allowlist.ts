@@ -5,14 +5,13 @@
  * before anything starts.
  */
 import { createHash } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import { parseCidr } from '../../lib/allowlist/index.ts';
 import { ValidationError } from '../../lib/errors.ts';
 import { Stage } from '../../lib/ports.ts';
 import { type AllowlistChange, applyAllowlistChange } from '../../lib/rotation/allowlist-change.ts';
 import { AllowlistSecret, parseSecret } from '../../lib/secrets/formats.ts';
 import { allowlistSecretId, loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
-import { colour, ExitCode, usageError } from '../command.ts';
+import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
 import { executionName, runLocalWorkflow, startAwsWorkflow, type WorkflowOutcome } from '../demo/workflow.ts';
 
@@ -65,30 +64,21 @@ export function allowlistRequest(
 
 /** Entry point of `portcullis allowlist`. */
 export async function run(argv: string[]): Promise<number> {
-  let values: Record<string, string | boolean | string[] | undefined>;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: argv,
-      options: {
-        ...commonOptions,
-        reason: { type: 'string' },
-        wait: { type: 'boolean' },
-        'state-machine-arn': { type: 'string' },
-        'execution-name': { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: true,
-    }));
-  } catch (error) {
-    return usageError(`${(error as Error).message}\n\n${HELP}`);
-  }
-  if (values.help === true) {
-    console.log(HELP);
-    return ExitCode.Ok;
-  }
+  const parsed = parseCommandArgs(
+    argv,
+    {
+      ...commonOptions,
+      reason: { type: 'string' },
+      wait: { type: 'boolean' },
+      'state-machine-arn': { type: 'string' },
+      'execution-name': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    HELP,
+    { allowPositionals: true },
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values, positionals } = parsed;
   const [action, ...cidrs] = positionals;
   if (action === undefined || !(ACTIONS as readonly string[]).includes(action)) {
     return usageError(`allowlist needs one of ${ACTIONS.join('|')}\n\n${HELP}`);
@@ -204,10 +194,7 @@ export async function run(argv: string[]): Promise<number> {
     if (outcome.status === 'RUNNING' && values.wait !== true) return ExitCode.Ok;
     return ExitCode.Failure;
   } catch (error) {
-    console.error(
-      `portcullis allowlist: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,
-    );
-    return ExitCode.Failure;
+    return reportError('allowlist', error);
   } finally {
     await target?.close();
   }

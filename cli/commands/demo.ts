@@ -2,8 +2,7 @@
  * `portcullis demo [--tasks N] [--json]` (`npm run demo`) — the embedded default: a live local
  * fleet, the real rotation and allowlist workflows under traffic, and a measured report.
  */
-import { parseArgs } from 'node:util';
-import { colour, ExitCode, usageError } from '../command.ts';
+import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
 import { DemoAborted, type DemoReport, runDemo } from '../demo/demo.ts';
 
 export const summary = 'Run the whole loop on this machine: local fleet, rotation, allowlist';
@@ -58,27 +57,18 @@ export function formatReport(report: DemoReport, paint: (code: number, text: str
 
 /** Entry point of `portcullis demo`. */
 export async function run(argv: string[]): Promise<number> {
-  let values: { tasks?: string; json?: boolean; 'state-dir'?: string; keep?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        tasks: { type: 'string' },
-        json: { type: 'boolean' },
-        'state-dir': { type: 'string' },
-        keep: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    return usageError(`${(error as Error).message}\n\n${HELP}`);
-  }
-  if (values.help === true) {
-    console.log(HELP);
-    return ExitCode.Ok;
-  }
+  const parsed = parseCommandArgs(
+    argv,
+    {
+      tasks: { type: 'string' },
+      json: { type: 'boolean' },
+      'state-dir': { type: 'string' },
+      keep: { type: 'boolean' },
+    },
+    HELP,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   const tasks = values.tasks === undefined ? 3 : Number(values.tasks);
   if (!Number.isInteger(tasks) || tasks < 1 || tasks > 200)
     return usageError(`--tasks must be 1–200\n\n${HELP}`);
@@ -116,10 +106,7 @@ export async function run(argv: string[]): Promise<number> {
   } catch (error) {
     // An interrupt can surface as any error of whatever step it cut short.
     if (error instanceof DemoAborted || interrupted) return 130;
-    out.write(
-      `portcullis demo: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}\n`,
-    );
-    return ExitCode.Failure;
+    return reportError('demo', error, out);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

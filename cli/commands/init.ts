@@ -11,7 +11,6 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { normaliseAllowlist } from '../../lib/allowlist/index.ts';
 import { ValidationError } from '../../lib/errors.ts';
@@ -29,7 +28,7 @@ import type {
 } from '../../lib/secrets/formats.ts';
 import { allowlistSecretId, parseControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
-import { ExitCode, usageError } from '../command.ts';
+import { ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
 import { checkFleetName, fleetSecretIds, waitIssued } from '../demo/secrets.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
 
@@ -298,28 +297,19 @@ Exit status: 0 done, 1 failed (invalid input, AWS error), 2 usage error.`;
 
 /** Entry point of `portcullis init`. */
 export async function run(argv: string[]): Promise<number> {
-  let values: Record<string, string | boolean | string[] | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        ...commonOptions,
-        config: { type: 'string' },
-        allowlist: { type: 'string', multiple: true },
-        reason: { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    return usageError(`${(error as Error).message}\n\n${HELP}`);
-  }
-  if (values.help === true) {
-    console.log(HELP);
-    return ExitCode.Ok;
-  }
+  const parsed = parseCommandArgs(
+    argv,
+    {
+      ...commonOptions,
+      config: { type: 'string' },
+      allowlist: { type: 'string', multiple: true },
+      reason: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    HELP,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   if (typeof values.fleet !== 'string') return usageError(`init needs --fleet\n\n${HELP}`);
   let target: ControlPlaneTarget | undefined;
   try {
@@ -345,10 +335,7 @@ export async function run(argv: string[]): Promise<number> {
     if (values.json === true) console.log(JSON.stringify(result));
     return ExitCode.Ok;
   } catch (error) {
-    console.error(
-      `portcullis init: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,
-    );
-    return ExitCode.Failure;
+    return reportError('init', error);
   } finally {
     await target?.close();
   }

@@ -5,11 +5,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadFleetConfig } from '../../lib/config/index.ts';
 import { ValidationError } from '../../lib/errors.ts';
 import { gatewayLayout, renderGateway, writeGateway } from '../../proxy/haproxy/index.ts';
-import { ExitCode, usageError } from '../command.ts';
+import { ExitCode, parseCommandArgs, usageError } from '../command.ts';
 
 export const summary = 'Render the gateway configuration';
 
@@ -52,27 +51,18 @@ export function parseAllowlistText(text: string): string[] {
 }
 
 async function render(argv: string[]): Promise<number> {
-  let values: { config?: string; out?: string; allowlist?: string; 'own-address'?: string[]; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string' },
-        out: { type: 'string' },
-        allowlist: { type: 'string' },
-        'own-address': { type: 'string', multiple: true },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    return usageError(`${(error as Error).message}\n\n${HELP}`);
-  }
-  if (values.help === true) {
-    console.log(HELP);
-    return ExitCode.Ok;
-  }
+  const parsed = parseCommandArgs(
+    argv,
+    {
+      config: { type: 'string' },
+      out: { type: 'string' },
+      allowlist: { type: 'string' },
+      'own-address': { type: 'string', multiple: true },
+    },
+    HELP,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   if (values.config === undefined || values.out === undefined) {
     return usageError(`proxy render needs --config and --out\n\n${HELP}`);
   }

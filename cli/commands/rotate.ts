@@ -4,11 +4,10 @@
  * running the same ASL here against the directory's store, CA and process fleet.
  */
 import { createHash } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import { ValidationError } from '../../lib/errors.ts';
 import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
-import { colour, ExitCode, usageError } from '../command.ts';
+import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
 import { executionName, runLocalWorkflow, startAwsWorkflow, type WorkflowOutcome } from '../demo/workflow.ts';
 
@@ -41,33 +40,24 @@ Exit status: 0 succeeded (or started, without --wait), 1 failed or rolled back, 
 
 /** Entry point of `portcullis rotate`. */
 export async function run(argv: string[]): Promise<number> {
-  let values: Record<string, string | boolean | string[] | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        ...commonOptions,
-        certificate: { type: 'string', multiple: true },
-        force: { type: 'boolean' },
-        'dry-run': { type: 'boolean' },
-        wait: { type: 'boolean' },
-        'grace-seconds': { type: 'string' },
-        'state-machine-arn': { type: 'string' },
-        'execution-name': { type: 'string' },
-        'bucket-minutes': { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    return usageError(`${(error as Error).message}\n\n${HELP}`);
-  }
-  if (values.help === true) {
-    console.log(HELP);
-    return ExitCode.Ok;
-  }
+  const parsed = parseCommandArgs(
+    argv,
+    {
+      ...commonOptions,
+      certificate: { type: 'string', multiple: true },
+      force: { type: 'boolean' },
+      'dry-run': { type: 'boolean' },
+      wait: { type: 'boolean' },
+      'grace-seconds': { type: 'string' },
+      'state-machine-arn': { type: 'string' },
+      'execution-name': { type: 'string' },
+      'bucket-minutes': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    HELP,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   if (typeof values.fleet !== 'string') return usageError(`rotate needs --fleet\n\n${HELP}`);
   const grace = values['grace-seconds'];
   if (grace !== undefined && !/^\d{1,5}$/.test(String(grace))) {
@@ -167,10 +157,7 @@ export async function run(argv: string[]): Promise<number> {
     if (outcome.status === 'RUNNING' && values.wait !== true) return ExitCode.Ok;
     return ExitCode.Failure;
   } catch (error) {
-    console.error(
-      `portcullis rotate: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,
-    );
-    return ExitCode.Failure;
+    return reportError('rotate', error);
   } finally {
     await target?.close();
   }

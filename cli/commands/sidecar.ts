@@ -3,11 +3,10 @@
  * SIGTERM/SIGINT: renders HAProxy's files into the shared directory, then keeps certificates,
  * trust bundle and allowlist in step with the secret store (nudges, poll, HAProxy restarts).
  */
-import { parseArgs } from 'node:util';
 import { ValidationError } from '../../lib/errors.ts';
 import { loadSidecarConfig, type SidecarConfig } from '../../proxy/sidecar/config.ts';
 import { startSidecar } from '../../proxy/sidecar/main.ts';
-import { ExitCode, usageError } from '../command.ts';
+import { ExitCode, parseCommandArgs, usageError } from '../command.ts';
 
 export const summary = 'Run the gateway sidecar (certificates, trust, allowlist → HAProxy)';
 
@@ -28,32 +27,18 @@ Example (file-backed store):
 Exit status: 0 stopped by a signal (or --check passed), 1 invalid configuration, 2 usage error.`;
 
 export async function run(argv: string[]): Promise<number> {
-  let values: {
-    config?: string;
-    'admin-host'?: string;
-    'admin-port'?: string;
-    check?: boolean;
-    help?: boolean;
-  };
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        config: { type: 'string' },
-        'admin-host': { type: 'string' },
-        'admin-port': { type: 'string' },
-        check: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    return usageError(`${(error as Error).message}\n\n${HELP}`);
-  }
-  if (values.help) {
-    console.log(HELP);
-    return ExitCode.Ok;
-  }
+  const parsed = parseCommandArgs(
+    argv,
+    {
+      config: { type: 'string' },
+      'admin-host': { type: 'string' },
+      'admin-port': { type: 'string' },
+      check: { type: 'boolean' },
+    },
+    HELP,
+  );
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   if (values.config === undefined) return usageError(`--config is required\n\n${HELP}`);
   let config: SidecarConfig;
   try {

@@ -3,12 +3,11 @@
  * expiry, allowlist version and size, the last apply, and health; compared with what the store
  * holds as `AWSCURRENT`, so a task that missed an update stands out.
  */
-import { parseArgs } from 'node:util';
 import type { FleetTask, TaskStatus } from '../../lib/ports.ts';
 import { Stage } from '../../lib/ports.ts';
 import { allowlistSecretId, loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
-import { colour, ExitCode, usageError } from '../command.ts';
+import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
 
 export const summary = 'Show what every task serves (serials, allowlist, health)';
@@ -135,21 +134,9 @@ async function currentState(target: ControlPlaneTarget): Promise<CurrentState> {
 
 /** Entry point of `portcullis status`. */
 export async function run(argv: string[]): Promise<number> {
-  let values: Record<string, string | boolean | string[] | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: { ...commonOptions, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (error) {
-    return usageError(`${(error as Error).message}\n\n${HELP}`);
-  }
-  if (values.help === true) {
-    console.log(HELP);
-    return ExitCode.Ok;
-  }
+  const parsed = parseCommandArgs(argv, { ...commonOptions, json: { type: 'boolean' } }, HELP);
+  if (typeof parsed === 'number') return parsed;
+  const { values } = parsed;
   if (typeof values.fleet !== 'string') return usageError(`status needs --fleet\n\n${HELP}`);
   let target: ControlPlaneTarget | undefined;
   try {
@@ -174,10 +161,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     return rows.every((r) => r.health === 'ready' && r.inSync) ? ExitCode.Ok : ExitCode.Failure;
   } catch (error) {
-    console.error(
-      `portcullis status: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,
-    );
-    return ExitCode.Failure;
+    return reportError('status', error);
   } finally {
     await target?.close();
   }

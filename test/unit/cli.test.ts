@@ -1,5 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { splitSuite } from '../../bench/main.ts';
+import { ExitCode, parseCommandArgs, reportError } from '../../cli/command.ts';
 import { allowlistRequest, cidrProblems } from '../../cli/commands/allowlist.ts';
 import { formatReport } from '../../cli/commands/demo.ts';
 import { formatTable, taskRow } from '../../cli/commands/status.ts';
@@ -12,6 +13,45 @@ import type { FleetTask, TaskStatus } from '../../lib/ports.ts';
 import { parseControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 
 const plain = (_code: number, text: string) => text;
+
+describe('parseCommandArgs', () => {
+  afterEach(() => vi.restoreAllMocks());
+  const options = { fleet: { type: 'string' }, json: { type: 'boolean' } } as const;
+
+  it('returns the values and positionals of a valid command line', () => {
+    const parsed = parseCommandArgs(['--fleet', 'a', 'show'], options, 'HELP', { allowPositionals: true });
+    expect(parsed).toEqual({ values: { fleet: 'a' }, positionals: ['show'] });
+  });
+
+  it('prints the help and returns 0 for -h', () => {
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
+    expect(parseCommandArgs(['-h'], options, 'HELP')).toBe(ExitCode.Ok);
+    expect(log).toHaveBeenCalledWith('HELP');
+  });
+
+  it('returns the usage exit code with the message and the help for an unknown option or a positional', () => {
+    const error = vi.spyOn(console, 'error').mockImplementation(() => {});
+    expect(parseCommandArgs(['--nope'], options, 'HELP')).toBe(ExitCode.Usage);
+    expect(parseCommandArgs(['extra'], options, 'HELP')).toBe(ExitCode.Usage);
+    expect(error.mock.calls.map((c) => String(c[0]))).toEqual([
+      expect.stringMatching(/^portcullis: .*--nope[^]*\n\nHELP$/),
+      expect.stringMatching(/^portcullis: .*'extra'[^]*\n\nHELP$/),
+    ]);
+  });
+});
+
+describe('reportError', () => {
+  it('prints the command, the error name and message on the given stream and returns 1', () => {
+    const lines: string[] = [];
+    const stream = { write: (text: string) => lines.push(text) } as unknown as NodeJS.WritableStream;
+    expect(reportError('rotate', new TaskUnreachable('t-1: no route'), stream)).toBe(ExitCode.Failure);
+    expect(reportError('rotate', 'plain', stream)).toBe(ExitCode.Failure);
+    expect(lines).toEqual([
+      expect.stringMatching(/^portcullis rotate: TaskUnreachable: t-1: no route\n$/),
+      'portcullis rotate: plain\n',
+    ]);
+  });
+});
 
 describe('executionName', () => {
   const at = new Date('2026-01-02T03:07:05Z');
