@@ -512,15 +512,18 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
     // The renderer change this benchmark proposes runs in the rounds too, so that the ratio
     // table can show where it lands next to the rendered gateway (see README).
     const proposed = GATEWAY_VARIANTS.find((v) => v.name === plan.proposedVariant);
+    const largest = plan.allowlistSizes[plan.allowlistSizes.length - 1] ?? 0;
     if (proposed !== undefined) {
-      const gateway = await startGateway(smallest, proposed);
-      legs.push({
-        path: 'gateway',
-        entries: smallest,
-        target: gateway.target,
-        pid: gateway.pid,
-        variant: proposed.name,
-      });
+      for (const entries of new Set([smallest, largest])) {
+        const gateway = await startGateway(entries, proposed);
+        legs.push({
+          path: 'gateway',
+          entries,
+          target: gateway.target,
+          pid: gateway.pid,
+          variant: proposed.name,
+        });
+      }
     }
     const refusesUnlistedSource = {
       gateway: await refused(baseline('gateway').target, HOSTS.stranger),
@@ -541,6 +544,8 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
         );
       }
     }
+    // The --explore runs below reuse variant names; the proposal's figures come from the rounds.
+    const roundRuns = [...connections];
     const bulkLegs = [direct, baseline('gateway'), baseline('nginx')];
     const bulkRows = new Map<PathName, BulkResult['repeats']>(bulkLegs.map((leg) => [leg.path, []]));
     for (let repeat = 0; repeat < plan.bulkRepeats; repeat++) {
@@ -607,17 +612,18 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
     }
 
     const summary = summarise(connections, bulk);
-    const largest = plan.allowlistSizes[plan.allowlistSizes.length - 1] ?? 0;
-    const proposedRuns = connections.filter((r) => r.variant === plan.proposedVariant);
+    const proposedRuns = (entries: number) =>
+      roundRuns.filter((r) => r.variant === plan.proposedVariant && r.allowlistEntries === entries);
+    const proposedCpu = (entries: number) =>
+      mean(proposedRuns(entries).map((r) => r.cpuMicrosPerConnection.proxy ?? Number.NaN));
     const proposal =
-      proposed === undefined || proposedRuns.length === 0
+      proposed === undefined || proposedRuns(smallest).length === 0
         ? undefined
         : {
             name: proposed.name,
-            cpuMicrosPerConnection: mean(
-              proposedRuns.map((r) => r.cpuMicrosPerConnection.proxy ?? Number.NaN),
-            ),
-            connectionsPerSecond: mean(proposedRuns.map((r) => r.connectionsPerSecond)),
+            cpuMicrosPerConnection: proposedCpu(smallest),
+            connectionsPerSecond: mean(proposedRuns(smallest).map((r) => r.connectionsPerSecond)),
+            cpuMicrosPerConnectionLargest: proposedCpu(largest),
           };
     const ratios = computeRatios(summary, smallest, largest, proposal).map((ratio) => ({
       ...ratio,

@@ -38,8 +38,11 @@ function div(a: number | undefined, b: number | undefined): number {
 /** A gateway configuration other than the rendered one, measured in the same rounds. */
 export interface ProposedGateway {
   name: string;
+  /** At the smallest allowlist. */
   cpuMicrosPerConnection: number;
   connectionsPerSecond: number;
+  /** At the largest allowlist, when measured. */
+  cpuMicrosPerConnectionLargest?: number;
 }
 
 /**
@@ -115,6 +118,12 @@ export function computeRatios(
             name: `gateway + ${proposed.name} / direct new connections per second (${smallest} entries)`,
             value: div(proposed.connectionsPerSecond, summary.direct.connectionsPerSecond),
             target: { op: '>=', value: 0.97 } as const,
+            note: 'proposed renderer change',
+          },
+          {
+            name: `gateway + ${proposed.name} CPU per connection, ${largest} / ${smallest} entries`,
+            value: div(proposed.cpuMicrosPerConnectionLargest, proposed.cpuMicrosPerConnection),
+            target: { op: '<=', value: 1.1 } as const,
             note: 'proposed renderer change',
           },
         ]),

@@ -220,8 +220,13 @@ describe('computeRatios', () => {
       name: 'resolution-keepalive',
       cpuMicrosPerConnection: 80,
       connectionsPerSecond: 990,
+      cpuMicrosPerConnectionLargest: 84,
     });
-    expect(ratios).toHaveLength(plain.length + 2);
+    expect(ratios).toHaveLength(plain.length + 3);
+    const scaling = ratios.find(
+      (r) => r.name === 'gateway + resolution-keepalive CPU per connection, 100000 / 0 entries',
+    )!;
+    expect(scaling.value).toBeCloseTo(1.05);
     const cpu = ratios.find(
       (r) => r.name === 'gateway + resolution-keepalive / NGINX CPU per connection (0 entries)',
     )!;
