@@ -16,7 +16,6 @@ import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
 import type { FleetConfig } from '../../lib/config/index.ts';
 import { NotFoundError } from '../../lib/errors.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
@@ -175,12 +174,15 @@ class Rejection extends Error {
   }
 }
 
-function defaultStore(config: SidecarConfig): Promise<SecretStore> {
+async function defaultStore(config: SidecarConfig): Promise<SecretStore> {
   if (config.store.kind === 'file') return FileSecretStore.open(config.store.dir);
   // The adapter's shared client takes its region from the environment (ECS sets AWS_REGION);
   // an explicit region in the sidecar config wins. Only lib/aws/ talks to the SDK itself.
   if (config.store.region !== undefined) process.env.AWS_REGION = config.store.region;
-  return Promise.resolve(new SecretsManagerStore());
+  // Loaded here, not at the top: a sidecar on the file store (every local and demo task runs
+  // one) never uses the SDK's ~100 modules (~5 MiB of RSS each).
+  const { SecretsManagerStore } = await import('../../lib/aws/secrets-manager-store.ts');
+  return new SecretsManagerStore();
 }
 
 /**
