@@ -6,6 +6,7 @@ import { AcmPcaAuthority } from '../../lib/aws/acm-pca-authority.ts';
 import { EcsFleet } from '../../lib/aws/ecs-fleet.ts';
 import { EventBridgeNotifier } from '../../lib/aws/eventbridge-notifier.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
+import { DEFAULT_VERIFY_PORT } from '../../lib/config/schema.ts';
 import { ValidationError } from '../../lib/errors.ts';
 import {
   type CertificateAuthority,
@@ -59,8 +60,8 @@ export function cachedNudgeKey(
 /**
  * Ports over AWS from the environment: FLEET_NAME, FLEET_CONFIG_SECRET_ID, NUDGE_KEY_SECRET_ID,
  * CA_ARN, CA_TEMPLATE_ARN, CA_SIGNING_ALGORITHM (default SHA256WITHECDSA), ECS_CLUSTER,
- * ECS_SERVICE, SIDECAR_ADMIN_PORT (default 9901), TLS_PORT (default 443), EVENT_BUS_NAME
- * (default `default`).
+ * ECS_SERVICE, SIDECAR_ADMIN_PORT (default 9901), VERIFY_PORT (default 8444: each task's
+ * verification listener, `listeners.verify` in the fleet config), EVENT_BUS_NAME (default `default`).
  */
 export function awsPorts(env: Env = process.env): ControlPlanePorts {
   let store: SecretStore | undefined;
@@ -92,7 +93,7 @@ export function awsPorts(env: Env = process.env): ControlPlanePorts {
         cluster: required(env, 'ECS_CLUSTER'),
         service: required(env, 'ECS_SERVICE'),
         adminPort: port(env, 'SIDECAR_ADMIN_PORT', 9901),
-        tlsPort: port(env, 'TLS_PORT', 443),
+        verifyPort: port(env, 'VERIFY_PORT', DEFAULT_VERIFY_PORT),
       });
       return fleet;
     },

@@ -33,8 +33,23 @@ export interface EcsFleetOptions {
   service: string;
   /** The sidecar's admin API port inside each task (default in the contract: 9901). */
   adminPort: number;
-  /** The gateway's TLS listener port inside each task (default in the contract: 443). */
-  tlsPort: number;
+  /**
+   * The gateway's verification listener inside each task (the fleet config's `listeners.verify`,
+   * default 8444): listed tasks carry it as `FleetTask.tlsPort`, where VerifyTask handshakes.
+   */
+  verifyPort?: number;
+  /**
+   * @deprecated The name this port had while verification went to the TLS listener; use
+   * `verifyPort`. Accepted (it must then equal `verifyPort`) until its callers have moved.
+   */
+  tlsPort?: number;
+}
+
+function tcpPort(key: string, port: number | undefined): number {
+  if (port === undefined || !Number.isInteger(port) || port < 1 || port > 65_535) {
+    throw new ValidationError(`${key} must be a TCP port, got ${port}`, { path: key });
+  }
+  return port;
 }
 
 /** `DescribeTasks` takes at most 100 task ARNs per call. */
@@ -100,7 +115,7 @@ export function rolloutStateOf(deployments: Deployment[], deploymentId: string):
  * machine checks each of them once it is RUNNING.
  *
  * @example
- * const fleet = new EcsFleet({ cluster: 'portcullis', service: 'gateway', adminPort: 9901, tlsPort: 443 });
+ * const fleet = new EcsFleet({ cluster: 'portcullis', service: 'gateway', adminPort: 9901, verifyPort: 8444 });
  * const { deploymentId } = await fleet.roll();
  * await fleet.rolloutState(deploymentId); // 'IN_PROGRESS' | 'COMPLETED' | 'FAILED'
  */
@@ -109,22 +124,22 @@ export class EcsFleet implements Fleet {
   readonly #cluster: string;
   readonly #service: string;
   readonly #adminPort: number;
-  readonly #tlsPort: number;
+  readonly #verifyPort: number;
 
   constructor(options: EcsFleetOptions) {
     if (!options.cluster) throw new ValidationError('cluster is required', { path: 'cluster' });
     if (!options.service) throw new ValidationError('service is required', { path: 'service' });
-    for (const key of ['adminPort', 'tlsPort'] as const) {
-      const port = options[key];
-      if (!Number.isInteger(port) || port < 1 || port > 65_535) {
-        throw new ValidationError(`${key} must be a TCP port, got ${port}`, { path: key });
-      }
+    const { verifyPort, tlsPort } = options;
+    if (verifyPort !== undefined && tlsPort !== undefined && verifyPort !== tlsPort) {
+      throw new ValidationError(`verifyPort ${verifyPort} and its old name tlsPort ${tlsPort} disagree`, {
+        path: 'verifyPort',
+      });
     }
+    this.#adminPort = tcpPort('adminPort', options.adminPort);
+    this.#verifyPort = tcpPort('verifyPort', verifyPort ?? tlsPort);
     this.#client = options.client ?? defaultEcsClient();
     this.#cluster = options.cluster;
     this.#service = options.service;
-    this.#adminPort = options.adminPort;
-    this.#tlsPort = options.tlsPort;
   }
 
   async listTasks(): Promise<FleetTask[]> {
@@ -233,8 +248,9 @@ export class EcsFleet implements Fleet {
       taskId: taskIdOf(task.taskArn),
       address,
       adminPort: this.#adminPort,
+      // Verification handshakes go to the task itself, on the listener that admits the control plane.
       tlsAddress: address,
-      tlsPort: this.#tlsPort,
+      tlsPort: this.#verifyPort,
       lastStatus: task.lastStatus ?? 'UNKNOWN',
       ...(task.startedAt ? { startedAt: task.startedAt } : {}),
     };

@@ -27,7 +27,7 @@ beforeEach(() => ecs.reset());
 afterEach(() => ecs.reset());
 
 function fleet(): EcsFleet {
-  return new EcsFleet({ client: new ECSClient({}), cluster, service, adminPort: 9901, tlsPort: 443 });
+  return new EcsFleet({ client: new ECSClient({}), cluster, service, adminPort: 9901, verifyPort: 8444 });
 }
 
 function taskArn(id: string): string {
@@ -82,8 +82,9 @@ describe('EcsFleet.listTasks', () => {
       taskId: 't001',
       address: '10.0.0.1',
       adminPort: 9901,
+      // VerifyTask handshakes with the task's own verification listener.
       tlsAddress: '10.0.0.1',
-      tlsPort: 443,
+      tlsPort: 8444,
       lastStatus: 'RUNNING',
       startedAt: new Date('2026-11-23T10:00:00Z'),
     });
@@ -250,9 +251,30 @@ describe('rolloutStateOf', () => {
 });
 
 describe('EcsFleet options', () => {
+  const client = new ECSClient({});
+
   it('refuses ports outside 1–65535', () => {
+    expect(() => new EcsFleet({ client, cluster, service, adminPort: 0, verifyPort: 8444 })).toThrow(
+      /adminPort/,
+    );
+    expect(() => new EcsFleet({ client, cluster, service, adminPort: 9901, verifyPort: 65_536 })).toThrow(
+      /verifyPort/,
+    );
+  });
+
+  it('needs the verification port', () => {
+    expect(() => new EcsFleet({ client, cluster, service, adminPort: 9901 })).toThrow(
+      /verifyPort must be a TCP port/,
+    );
+  });
+
+  it('still takes the port under its old name tlsPort, and refuses two names that disagree', async () => {
+    ecs.on(ListTasksCommand).resolves({ taskArns: [taskArn('a')] });
+    ecs.on(DescribeTasksCommand).resolves({ tasks: [runningTask('a', '10.0.0.5')] });
+    const old = new EcsFleet({ client, cluster, service, adminPort: 9901, tlsPort: 9444 });
+    expect((await old.listTasks()).map((t) => t.tlsPort)).toEqual([9444]);
     expect(
-      () => new EcsFleet({ client: new ECSClient({}), cluster, service, adminPort: 0, tlsPort: 443 }),
-    ).toThrow(/adminPort/);
+      () => new EcsFleet({ client, cluster, service, adminPort: 9901, verifyPort: 8444, tlsPort: 443 }),
+    ).toThrow(/disagree/);
   });
 });

@@ -68,7 +68,7 @@ const ENVIRONMENT = [
   'ECS_CLUSTER',
   'ECS_SERVICE',
   'SIDECAR_ADMIN_PORT',
-  'TLS_PORT',
+  'VERIFY_PORT',
   'EVENT_BUS_NAME',
   'POWERTOOLS_SERVICE_NAME',
 ];
@@ -311,11 +311,14 @@ describe('serverless.yml packaged offline', () => {
         CA_SIGNING_ALGORITHM: 'SHA256WITHECDSA',
         CA_TEMPLATE_ARN: TEMPLATE_ARN,
         SIDECAR_ADMIN_PORT: '9901',
+        // The tasks' verification listener (listeners.verify), not the TLS listener behind the NLB.
+        VERIFY_PORT: '8444',
         EVENT_BUS_NAME: 'default',
         POWERTOOLS_SERVICE_NAME: 'portcullis',
         ECS_CLUSTER: `portcullis-${STAGE}-main`,
         ECS_SERVICE: 'gateway',
       });
+      expect(env).not.toHaveProperty('TLS_PORT');
     });
 
     it('attaches only the functions that call the tasks to the VPC, in the control-plane security group', () => {
@@ -728,7 +731,7 @@ describe('serverless.yml packaged offline', () => {
       );
     });
 
-    it('opens the tasks to the NLB on the data and health ports and to the control plane on admin and TLS only', () => {
+    it('opens the tasks to the NLB on the data and health ports and to the control plane on admin and verification only', () => {
       const ingress = ofType(template, 'AWS::EC2::SecurityGroupIngress')
         .map(
           ([, r]) =>
@@ -746,10 +749,49 @@ describe('serverless.yml packaged offline', () => {
           .map((p) => `${p.FromPort}-${p.ToPort}`)
           .sort();
       expect(bySource('NlbSecurityGroup')).toEqual(['8080-8080', '8081-8081', '8443-8443']);
-      expect(bySource('ControlPlaneSecurityGroup')).toEqual(['8443-8443', '9901-9901']);
+      expect(bySource('ControlPlaneSecurityGroup')).toEqual(['8444-8444', '9901-9901']);
       expect(ingress.every((p) => p.SourceSecurityGroupId !== undefined)).toBe(true);
       const task = props<{ SecurityGroupIngress?: unknown }>(template, 'TaskSecurityGroup');
       expect(task.SecurityGroupIngress).toBeUndefined();
+    });
+
+    it('lets the control-plane functions reach the tasks on admin and verification only, and AWS APIs on 443', () => {
+      const sg = props<{ SecurityGroupEgress: { FromPort: number; ToPort: number; CidrIp: string }[] }>(
+        template,
+        'ControlPlaneSecurityGroup',
+      );
+      expect(sg.SecurityGroupEgress.map((r) => [r.FromPort, r.ToPort, r.CidrIp])).toEqual([
+        [443, 443, '0.0.0.0/0'],
+      ]);
+      const toTasks = ofType(template, 'AWS::EC2::SecurityGroupEgress')
+        .map(
+          ([, r]) =>
+            r.Properties as {
+              GroupId: { Ref: string };
+              FromPort: number;
+              ToPort: number;
+              DestinationSecurityGroupId: { Ref: string };
+            },
+        )
+        .filter((p) => p.GroupId.Ref === 'ControlPlaneSecurityGroup');
+      expect(toTasks.every((p) => p.DestinationSecurityGroupId.Ref === 'TaskSecurityGroup')).toBe(true);
+      expect(toTasks.map((p) => `${p.FromPort}-${p.ToPort}`).sort()).toEqual(['8444-8444', '9901-9901']);
+    });
+
+    it('maps the verification port on the gateway container, and registers only the data ports with the NLBs', () => {
+      const td = props<{ ContainerDefinitions: Record<string, unknown>[] }>(
+        template,
+        'GatewayTaskDefinition',
+      );
+      const gateway = td.ContainerDefinitions.find((c) => c.Name === 'gateway')!;
+      expect(gateway.PortMappings).toEqual([
+        { ContainerPort: '8443', Protocol: 'tcp', Name: 'tls' },
+        { ContainerPort: '8080', Protocol: 'tcp', Name: 'http' },
+        { ContainerPort: '8081', Protocol: 'tcp', Name: 'health' },
+        { ContainerPort: '8444', Protocol: 'tcp', Name: 'verify' },
+      ]);
+      const service = props<{ LoadBalancers: unknown[] }>(template, 'GatewayService');
+      expect(JSON.stringify(service.LoadBalancers)).not.toContain('"ContainerPort":"8444"');
     });
 
     it('admits clients to the NLB on 443 and 80 only', () => {
