@@ -7,6 +7,8 @@
  * so a refused connection never causes an upstream connection attempt:
  *   PROXY trust → source allowlist → complete ClientHello → SNI sanity → route → one DNS
  *   resolution → destination guard → `set-dst` to exactly the checked address → accept.
+ * Terminate routes continue in render-terminate.ts; the control plane's verification listener,
+ * which shows their certificates and forwards nothing, is in render-verify.ts.
  */
 import { posix } from 'node:path';
 import { type Cidr, cidrOf, normaliseAllowlist, parseCidr } from '../../lib/allowlist/index.ts';
