@@ -22,15 +22,14 @@ import { startLocalUpstream } from '../../lib/local/upstream.ts';
 import { createCsr, generateKey } from '../../lib/pki/index.ts';
 import { sameSerial } from '../../lib/pki/serial.ts';
 import { certificateInfo } from '../../lib/pki/validate.ts';
-import {
-  type CertificateAuthority,
-  type FleetTask,
-  type NudgeRequest,
-  Stage,
-  type TaskClient,
-  type TaskStatus,
+import type {
+  CertificateAuthority,
+  FleetTask,
+  NudgeRequest,
+  TaskClient,
+  TaskStatus,
 } from '../../lib/ports.ts';
-import { NudgeKeySecret, parseSecret } from '../../lib/secrets/formats.ts';
+import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
 import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
 import type { ControlPlanePorts } from '../../lib/workflows/ports.ts';
 import { writeFileAtomic } from '../../proxy/haproxy/render-write.ts';
@@ -246,11 +245,6 @@ export interface DemoEnvironment {
   close(): Promise<void>;
 }
 
-async function nudgeKey(store: FileSecretStore, secretId: string): Promise<Buffer> {
-  const secret = await store.get(secretId, { stage: Stage.Current });
-  return Buffer.from(parseSecret(NudgeKeySecret, secretId, secret.value).key, 'base64');
-}
-
 /**
  * Starts the whole local world and waits until every task is ready. On any failure (or an
  * abort) everything already started is stopped before the error propagates.
@@ -424,7 +418,7 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
     );
 
     const perTask = options.perTaskProgress ?? true;
-    const http = new HttpTaskClient({ nudgeKey: () => nudgeKey(store, ids.nudgeKey), timeoutMs: 10_000 });
+    const http = new HttpTaskClient({ nudgeKey: () => readNudgeKey(store, ids.nudgeKey), timeoutMs: 10_000 });
     const observed = new ObservedTaskClient(
       new ProxiedTaskClient({
         http,

@@ -24,15 +24,8 @@ import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { type LoggedEvent, LogNotifier } from '../../lib/local/log-notifier.ts';
 import { RegistryFleet } from '../../lib/local/process-fleet.ts';
-import {
-  type CertificateAuthority,
-  type Fleet,
-  type Notifier,
-  type SecretStore,
-  Stage,
-  type TaskClient,
-} from '../../lib/ports.ts';
-import { NudgeKeySecret, parseSecret } from '../../lib/secrets/formats.ts';
+import type { CertificateAuthority, Fleet, Notifier, SecretStore, TaskClient } from '../../lib/ports.ts';
+import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
 import { type ClientCertificate, HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
 import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import type { ControlPlanePorts } from '../../lib/workflows/ports.ts';
@@ -113,9 +106,7 @@ async function nudgeKeyLoader(
   return async () => {
     if (cached !== undefined) return cached;
     const config = await loadControlPlaneFleet(store, fleetConfigSecretId);
-    const secretId = config.nudgeKey?.secretId ?? fleetSecretIds(fleet).nudgeKey;
-    const secret = await store.get(secretId, { stage: Stage.Current });
-    cached = Buffer.from(parseSecret(NudgeKeySecret, secretId, secret.value).key, 'base64');
+    cached = await readNudgeKey(store, config.nudgeKey?.secretId ?? fleetSecretIds(fleet).nudgeKey);
     return cached;
   };
 }

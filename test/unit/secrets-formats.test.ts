@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { type SecretStore, Stage } from '../../lib/ports.ts';
 import { AllowlistSecret, NudgeKeySecret, parseSecret } from '../../lib/secrets/index.ts';
 import { NUDGE_WINDOW_MS, signNudge, verifyNudge } from '../../lib/secrets/nudge.ts';
+import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
 
 describe('parseSecret', () => {
   it('returns the parsed document with defaults applied', () => {
@@ -78,5 +80,25 @@ describe('verifyNudge', () => {
         },
       ),
     );
+  });
+});
+
+describe('readNudgeKey', () => {
+  it('returns the key bytes of the AWSCURRENT version and refuses a document that is not a nudge key', async () => {
+    const key = randomBytes(32);
+    const asked: { secretId: string; stage: string | undefined }[] = [];
+    const store = {
+      get: async (secretId: string, options?: { stage?: string }) => {
+        asked.push({ secretId, stage: options?.stage });
+        const value = secretId === 'good' ? JSON.stringify({ key: key.toString('base64') }) : '{"cidrs":[]}';
+        return { secretId, versionId: 'v1', stages: [Stage.Current], value };
+      },
+    } as unknown as SecretStore;
+    expect((await readNudgeKey(store, 'good')).equals(key)).toBe(true);
+    await expect(readNudgeKey(store, 'bad')).rejects.toMatchObject({ name: 'ValidationError' });
+    expect(asked).toEqual([
+      { secretId: 'good', stage: Stage.Current },
+      { secretId: 'bad', stage: Stage.Current },
+    ]);
   });
 });
