@@ -14,16 +14,15 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
-  DEMO_FLEET,
   DemoSources,
   firstServed,
   measureRotation,
+  rotateDemoCertificate,
   round,
   servedSerials,
   sleep,
   startDemoEnvironment,
 } from '../cli/demo/environment.ts';
-import { runLocalWorkflow } from '../cli/demo/workflow.ts';
 import { TrafficGenerator } from '../lib/local/traffic.ts';
 import { describeEnvironment } from './lib/env.ts';
 import { clockTicks, parseProcStat } from './lib/proc.ts';
@@ -140,18 +139,7 @@ export async function rotationRun(
     const cpuBefore = await Promise.all(pids.map(cpuSeconds));
     const windowStart = performance.now();
     print(`  rotating under traffic (${traffic.sessions().length} long-lived sessions)`);
-    const outcome = await runLocalWorkflow(
-      'rotate-certificates',
-      {
-        fleet: DEMO_FLEET,
-        certificates: ['api'],
-        force: true,
-        graceSeconds: 0,
-        rolloutPollSeconds: 1,
-        rolloutMaxPolls: 120,
-      },
-      env.ports,
-    );
+    const outcome = await rotateDemoCertificate(env.ports, { rolloutMaxPolls: 120 });
     await sleep(1000);
     const windowSeconds = (performance.now() - windowStart) / 1000;
     const cpuAfter = await Promise.all(pids.map(cpuSeconds));

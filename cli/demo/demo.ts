@@ -15,6 +15,7 @@ import {
   firstServed,
   measureRotation,
   type RotationMeasurement,
+  rotateDemoCertificate,
   round,
   servedSerials,
   sleep,
@@ -146,19 +147,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     );
     let rotation: WorkflowOutcome | undefined;
     if (canRotate) {
-      rotation = await runLocalWorkflow(
-        'rotate-certificates',
-        {
-          fleet: DEMO_FLEET,
-          certificates: ['api'],
-          force: true,
-          graceSeconds: 0,
-          rolloutPollSeconds: 1,
-          rolloutMaxPolls: 60,
-        },
-        env.ports,
-        { print: (line) => print(`  ${line}`) },
-      );
+      rotation = await rotateDemoCertificate(env.ports, {
+        rolloutMaxPolls: 60,
+        print: (line) => print(`  ${line}`),
+      });
     } else {
       print('  skipped: see "missing"');
     }

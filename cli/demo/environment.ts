@@ -36,6 +36,7 @@ import { writeFileAtomic } from '../../proxy/haproxy/render-write.ts';
 import { initFleet } from '../commands/init.ts';
 import { fleetSecretIds, waitIssued } from './secrets.ts';
 import { localPaths } from './target.ts';
+import { runLocalWorkflow, type WorkflowOutcome } from './workflow.ts';
 
 export const DEMO_FLEET = 'demo';
 
@@ -457,6 +458,30 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
     await close();
     throw error;
   }
+}
+
+/**
+ * Runs rotate-certificates on the demo fleet's `api` certificate, as the demo, the rotation
+ * benchmark and the roll test do: forced (due or not), revoking the old certificate at once (no
+ * grace), the rollout polled every second at most `rolloutMaxPolls` times.
+ */
+export function rotateDemoCertificate(
+  ports: ControlPlanePorts,
+  options: { rolloutMaxPolls: number; print?: (line: string) => void },
+): Promise<WorkflowOutcome> {
+  return runLocalWorkflow(
+    'rotate-certificates',
+    {
+      fleet: DEMO_FLEET,
+      certificates: ['api'],
+      force: true,
+      graceSeconds: 0,
+      rolloutPollSeconds: 1,
+      rolloutMaxPolls: options.rolloutMaxPolls,
+    },
+    ports,
+    options.print === undefined ? {} : { print: options.print },
+  );
 }
 
 /** What every task serves on the mTLS route now, by a verification handshake (null: nothing). */

@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  DEMO_FLEET,
   type DemoEnvironment,
+  rotateDemoCertificate,
   servedSerials,
   startDemoEnvironment,
 } from '../../cli/demo/environment.ts';
-import { runLocalWorkflow } from '../../cli/demo/workflow.ts';
 import { sameSerial } from '../../lib/pki/serial.ts';
 import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
 
@@ -28,18 +27,7 @@ describe('rotate-certificates on a local fleet with a task the nudge cannot reac
     const victim = fleet.processes().find((p) => p.taskId === 'task-2')!;
     process.kill(victim.sidecarPid!, 'SIGKILL');
 
-    const outcome = await runLocalWorkflow(
-      'rotate-certificates',
-      {
-        fleet: DEMO_FLEET,
-        certificates: ['api'],
-        force: true,
-        graceSeconds: 0,
-        rolloutPollSeconds: 1,
-        rolloutMaxPolls: 60,
-      },
-      env!.ports,
-    );
+    const outcome = await rotateDemoCertificate(env!.ports, { rolloutMaxPolls: 60 });
 
     expect(outcome.status, `${outcome.error}: ${outcome.cause}`).toBe('SUCCEEDED');
     const visited = outcome.events.filter((e) => e.type === 'StateExited').map((e) => e.stateName);
