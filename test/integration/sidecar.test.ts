@@ -23,18 +23,19 @@ import {
 } from '../../lib/pki/index.ts';
 import { type FleetTask, Stage } from '../../lib/ports.ts';
 import { HttpTaskClient } from '../../lib/task-client/index.ts';
-import { type LocalTask, startLocalTask } from '../../proxy/sidecar/local-task.ts';
+import type { LocalTask } from '../../proxy/sidecar/local-task.ts';
 import { freePort } from '../support/gateway.ts';
+import {
+  type Credential,
+  certificateDocument,
+  fleetTaskOf,
+  issueCredential,
+  putSecret,
+  startTestTask,
+} from '../support/sidecar.ts';
 import { startTcpUpstream, type Upstream } from '../support/tls.ts';
 
 const SERVER_NAME = 'api.sidecar.test';
-
-interface Credential {
-  cert: string;
-  chain: string;
-  key: string;
-  serial: string;
-}
 
 let dir: string;
 let store: FileSecretStore;
@@ -54,18 +55,9 @@ const lines: string[] = [];
 /** Every secret value written to the store (the leak test searches the logs for them). */
 const payloads: string[] = [];
 
-const token = () => `${randomUUID()}-${randomBytes(4).toString('hex')}`;
-
 async function put(secretId: string, value: string, stages: string[] = [Stage.Current]): Promise<string> {
   payloads.push(value);
-  try {
-    await store.describe(secretId);
-  } catch {
-    const { versionId } = await store.create(secretId, value, { clientRequestToken: token() });
-    if (!stages.includes(Stage.Current)) throw new Error('first version is always current');
-    return versionId;
-  }
-  return (await store.put(secretId, value, { clientRequestToken: token(), stages })).versionId;
+  return putSecret(store, secretId, value, stages);
 }
 
 /** A certificate from the fleet's CA through the LocalAuthority port (CSR, issue, get). */
@@ -91,43 +83,7 @@ async function issueFromAuthority(
   return { cert: issued.certificatePem, chain: issued.chainPem, key: key.privateKeyPem, serial };
 }
 
-async function issueFrom(
-  ca: CertificateAuthorityMaterial,
-  options: {
-    commonName: string;
-    dns?: string[];
-    notBefore?: Date;
-    notAfter?: Date;
-    usage?: 'server' | 'client';
-  },
-): Promise<Credential> {
-  const key = await generateKey();
-  const issued = await issueCertificate(ca, {
-    publicKeyPem: key.publicKeyPem,
-    commonName: options.commonName,
-    dns: options.dns ?? [],
-    usage: options.usage ?? 'server',
-    ...(options.notBefore ? { notBefore: options.notBefore } : {}),
-    ...(options.notAfter ? { notAfter: options.notAfter } : {}),
-  });
-  return {
-    cert: issued.certificatePem,
-    chain: issued.chainPem,
-    key: key.privateKeyPem,
-    serial: issued.serial,
-  };
-}
-
-function certificateDocument(c: Credential, overrides: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    certificatePem: c.cert,
-    chainPem: c.chain,
-    privateKeyPem: c.key,
-    serial: c.serial,
-    notAfter: new Date(Date.now() + 86_400_000).toISOString(),
-    ...overrides,
-  });
-}
+const issueFrom = issueCredential;
 
 type Handshake =
   | { kind: 'ok'; serial: string; echoed: boolean }
@@ -220,30 +176,10 @@ beforeAll(async () => {
   await put('allowlist', JSON.stringify({ cidrs: ['127.0.0.1/32', '127.0.0.2/32'], reason: 'test' }));
   clientCredential = await issueFromAuthority('sidecar-client', ['client.sidecar.test'], 'client');
 
-  task = await startLocalTask({
-    sidecar: {
-      store: { kind: 'file', dir: join(dir, 'store') },
-      fleetConfig: { secretId: 'fleet' },
-      gatewayDir: join(dir, 'gw'),
-      admin: { host: '127.0.0.1', port: 0 },
-      pollIntervalMs: 3_600_000,
-      pollJitterMs: 0,
-      watchIntervalMs: 100,
-      autoOwnAddresses: false,
-    },
-    store,
-    write: (line) => lines.push(line),
-  });
+  task = await startTestTask({ dir, store, watchIntervalMs: 100, write: (line) => lines.push(line) });
   task.haproxy.onLine((line) => lines.push(line));
   client = new HttpTaskClient({ nudgeKey, timeoutMs: 10_000 });
-  fleetTask = {
-    taskId: 'local-1',
-    address: '127.0.0.1',
-    adminPort: task.sidecar.port,
-    tlsAddress: '127.0.0.1',
-    tlsPort,
-    lastStatus: 'RUNNING',
-  };
+  fleetTask = fleetTaskOf('local-1', task, tlsPort);
 });
 
 afterAll(async () => {

@@ -14,23 +14,15 @@ import {
   type CertificateAuthorityMaterial,
   createCertificateAuthority,
   createCrl,
-  generateKey,
-  issueCertificate,
   normaliseSerial,
 } from '../../lib/pki/index.ts';
 import type { FleetTask } from '../../lib/ports.ts';
 import { HttpTaskClient } from '../../lib/task-client/index.ts';
-import { type LocalTask, startLocalTask } from '../../proxy/sidecar/local-task.ts';
+import type { LocalTask } from '../../proxy/sidecar/local-task.ts';
 import { type DnsServer, startDnsServer } from '../support/dns.ts';
 import { freePort } from '../support/gateway.ts';
+import { type Credential, certificateDocument, issueCredential, startTestTask } from '../support/sidecar.ts';
 import { startTcpUpstream, startTlsUpstream, type Upstream } from '../support/tls.ts';
-
-interface Credential {
-  cert: string;
-  chain: string;
-  key: string;
-  serial: string;
-}
 
 let dir: string;
 let ca: CertificateAuthorityMaterial;
@@ -51,37 +43,13 @@ let store: FileSecretStore;
 let nudgeKey: Buffer;
 const logs: string[] = [];
 
-async function issue(
+const issue = (
   authority: CertificateAuthorityMaterial,
   commonName: string,
   dnsNames: string[],
   usage: 'server' | 'client',
   uri: string[] = [],
-): Promise<Credential> {
-  const key = await generateKey();
-  const issued = await issueCertificate(authority, {
-    publicKeyPem: key.publicKeyPem,
-    commonName,
-    dns: dnsNames,
-    uri,
-    usage,
-  });
-  return {
-    cert: issued.certificatePem,
-    chain: issued.chainPem,
-    key: key.privateKeyPem,
-    serial: issued.serial,
-  };
-}
-
-const certificateDocument = (c: Credential) =>
-  JSON.stringify({
-    certificatePem: c.cert,
-    chainPem: c.chain,
-    privateKeyPem: c.key,
-    serial: c.serial,
-    notAfter: new Date(Date.now() + 86_400_000).toISOString(),
-  });
+) => issueCredential(authority, { commonName, dns: dnsNames, uri, usage });
 
 type Outcome =
   | { kind: 'ok'; serial: string; data: string }
@@ -244,20 +212,7 @@ beforeAll(async () => {
   await create('cert/gateway', certificateDocument(gatewayServer));
   await create('cert/gateway-client', certificateDocument(gatewayClient));
   await create('allowlist', JSON.stringify({ cidrs: ['127.0.0.0/8'] }));
-  task = await startLocalTask({
-    sidecar: {
-      store: { kind: 'file', dir: join(dir, 'store') },
-      fleetConfig: { secretId: 'fleet' },
-      gatewayDir: join(dir, 'gw'),
-      admin: { host: '127.0.0.1', port: 0 },
-      pollIntervalMs: 3_600_000,
-      pollJitterMs: 0,
-      watchIntervalMs: 200,
-      autoOwnAddresses: false,
-    },
-    store,
-    write: () => {},
-  });
+  task = await startTestTask({ dir, store, watchIntervalMs: 200 });
   task.haproxy.onLine((line) => logs.push(line));
 });
 

@@ -6,7 +6,7 @@
  * of both generations. No handshake may fail, no long-lived connection may drop, and after every
  * certificate apply the next handshake must see the new serial.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,25 +16,24 @@ import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import {
   type CertificateAuthorityMaterial,
   createCertificateAuthority,
-  generateKey,
-  issueCertificate,
   normaliseSerial,
 } from '../../lib/pki/index.ts';
-import { type FleetTask, Stage } from '../../lib/ports.ts';
+import type { FleetTask } from '../../lib/ports.ts';
 import { HttpTaskClient } from '../../lib/task-client/index.ts';
-import { type LocalTask, startLocalTask } from '../../proxy/sidecar/local-task.ts';
+import type { LocalTask } from '../../proxy/sidecar/local-task.ts';
 import { freePort } from '../support/gateway.ts';
+import {
+  type Credential,
+  certificateDocument,
+  fleetTaskOf,
+  issueCredential,
+  putSecret,
+  startTestTask,
+} from '../support/sidecar.ts';
 import { startTcpUpstream, type Upstream } from '../support/tls.ts';
 
 const SERVER_NAME = 'zero.downtime.test';
 const ROTATIONS = 20;
-
-interface Credential {
-  cert: string;
-  chain: string;
-  key: string;
-  serial: string;
-}
 
 let dir: string;
 let store: FileSecretStore;
@@ -48,41 +47,13 @@ let tlsPort: number;
 let oldClient: Credential;
 let newClient: Credential;
 
-const token = () => `${randomUUID()}-${randomBytes(4).toString('hex')}`;
+const put = (secretId: string, value: string) => putSecret(store, secretId, value);
 
-async function put(secretId: string, value: string): Promise<string> {
-  try {
-    await store.describe(secretId);
-  } catch {
-    return (await store.create(secretId, value, { clientRequestToken: token() })).versionId;
-  }
-  return (await store.put(secretId, value, { clientRequestToken: token(), stages: [Stage.Current] }))
-    .versionId;
-}
-
-async function issue(
-  ca: CertificateAuthorityMaterial,
-  commonName: string,
-  usage: 'server' | 'client',
-): Promise<Credential> {
-  const key = await generateKey();
-  const dns = usage === 'server' ? [SERVER_NAME] : [`${commonName}.clients.test`];
-  const issued = await issueCertificate(ca, { publicKeyPem: key.publicKeyPem, commonName, dns, usage });
-  return {
-    cert: issued.certificatePem,
-    chain: issued.chainPem,
-    key: key.privateKeyPem,
-    serial: issued.serial,
-  };
-}
-
-const certificateDocument = (c: Credential) =>
-  JSON.stringify({
-    certificatePem: c.cert,
-    chainPem: c.chain,
-    privateKeyPem: c.key,
-    serial: c.serial,
-    notAfter: new Date(Date.now() + 86_400_000).toISOString(),
+const issue = (ca: CertificateAuthorityMaterial, commonName: string, usage: 'server' | 'client') =>
+  issueCredential(ca, {
+    commonName,
+    dns: usage === 'server' ? [SERVER_NAME] : [`${commonName}.clients.test`],
+    usage,
   });
 
 /** Applies a new AWSCURRENT version through a signed nudge; returns the status it answered with. */
@@ -237,29 +208,9 @@ beforeAll(async () => {
   await put('trust', JSON.stringify({ caBundlePem: oldCa.certificatePem }));
   await put('cert/api', certificateDocument(await issue(oldCa, SERVER_NAME, 'server')));
   await put('allowlist', JSON.stringify({ cidrs: ['127.0.0.1/32'] }));
-  task = await startLocalTask({
-    sidecar: {
-      store: { kind: 'file', dir: join(dir, 'store') },
-      fleetConfig: { secretId: 'fleet' },
-      gatewayDir: join(dir, 'gw'),
-      admin: { host: '127.0.0.1', port: 0 },
-      pollIntervalMs: 3_600_000,
-      pollJitterMs: 0,
-      watchIntervalMs: 200,
-      autoOwnAddresses: false,
-    },
-    store,
-    write: () => {},
-  });
+  task = await startTestTask({ dir, store, watchIntervalMs: 200 });
   client = new HttpTaskClient({ nudgeKey, timeoutMs: 10_000 });
-  fleetTask = {
-    taskId: 'zd-1',
-    address: '127.0.0.1',
-    adminPort: task.sidecar.port,
-    tlsAddress: '127.0.0.1',
-    tlsPort,
-    lastStatus: 'RUNNING',
-  };
+  fleetTask = fleetTaskOf('zd-1', task, tlsPort);
 });
 
 afterAll(async () => {

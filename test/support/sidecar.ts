@@ -1,0 +1,121 @@
+/**
+ * The shared setup of the tests that run a real sidecar and HAProxy on loopback (sidecar,
+ * terminate, zero-downtime): credentials from a test CA, certificate documents as the store keeps
+ * them, secret writes, and one local task reading a file store.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import type { FileSecretStore } from '../../lib/local/file-secret-store.ts';
+import { type CertificateAuthorityMaterial, generateKey, issueCertificate } from '../../lib/pki/index.ts';
+import { type FleetTask, Stage } from '../../lib/ports.ts';
+import { type LocalTask, startLocalTask } from '../../proxy/sidecar/local-task.ts';
+
+/** A leaf with its chain and key, PEM, and its normalised serial. */
+export interface Credential {
+  cert: string;
+  chain: string;
+  key: string;
+  serial: string;
+}
+
+/** A fresh key and a leaf for it from `ca`. */
+export async function issueCredential(
+  ca: CertificateAuthorityMaterial,
+  options: {
+    commonName: string;
+    dns?: string[];
+    uri?: string[];
+    usage?: 'server' | 'client';
+    notBefore?: Date;
+    notAfter?: Date;
+  },
+): Promise<Credential> {
+  const key = await generateKey();
+  const issued = await issueCertificate(ca, {
+    publicKeyPem: key.publicKeyPem,
+    commonName: options.commonName,
+    dns: options.dns ?? [],
+    ...(options.uri === undefined ? {} : { uri: options.uri }),
+    usage: options.usage ?? 'server',
+    ...(options.notBefore ? { notBefore: options.notBefore } : {}),
+    ...(options.notAfter ? { notAfter: options.notAfter } : {}),
+  });
+  return {
+    cert: issued.certificatePem,
+    chain: issued.chainPem,
+    key: key.privateKeyPem,
+    serial: issued.serial,
+  };
+}
+
+/** The certificate secret's JSON for `c` (notAfter a day ahead unless overridden). */
+export function certificateDocument(c: Credential, overrides: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    certificatePem: c.cert,
+    chainPem: c.chain,
+    privateKeyPem: c.key,
+    serial: c.serial,
+    notAfter: new Date(Date.now() + 86_400_000).toISOString(),
+    ...overrides,
+  });
+}
+
+const token = () => `${randomUUID()}-${randomBytes(4).toString('hex')}`;
+
+/**
+ * Writes `value` as a new version of `secretId` with `stages`, creating the secret (its first
+ * version is always `AWSCURRENT`) when missing; returns the version id.
+ */
+export async function putSecret(
+  store: FileSecretStore,
+  secretId: string,
+  value: string,
+  stages: string[] = [Stage.Current],
+): Promise<string> {
+  try {
+    await store.describe(secretId);
+  } catch {
+    if (!stages.includes(Stage.Current)) throw new Error('first version is always current');
+    return (await store.create(secretId, value, { clientRequestToken: token() })).versionId;
+  }
+  return (await store.put(secretId, value, { clientRequestToken: token(), stages })).versionId;
+}
+
+/**
+ * One gateway task (sidecar, then HAProxy) on the file store in `dir/store`, the fleet config in
+ * secret `fleet`, files in `dir/gw`: admin on an ephemeral loopback port, no poll (tests call
+ * `pollNow`), HAProxy watched every `watchIntervalMs`.
+ */
+export function startTestTask(options: {
+  dir: string;
+  store: FileSecretStore;
+  watchIntervalMs: number;
+  write?: (line: string) => void;
+}): Promise<LocalTask> {
+  return startLocalTask({
+    sidecar: {
+      store: { kind: 'file', dir: join(options.dir, 'store') },
+      fleetConfig: { secretId: 'fleet' },
+      gatewayDir: join(options.dir, 'gw'),
+      admin: { host: '127.0.0.1', port: 0 },
+      pollIntervalMs: 3_600_000,
+      pollJitterMs: 0,
+      watchIntervalMs: options.watchIntervalMs,
+      autoOwnAddresses: false,
+    },
+    store: options.store,
+    write: options.write ?? (() => {}),
+  });
+}
+
+/** The control plane's view of a local task (what the task client nudges and asks). */
+export function fleetTaskOf(taskId: string, task: LocalTask, tlsPort: number): FleetTask {
+  return {
+    taskId,
+    address: '127.0.0.1',
+    adminPort: task.sidecar.port,
+    tlsAddress: '127.0.0.1',
+    tlsPort,
+    lastStatus: 'RUNNING',
+  };
+}
