@@ -47,10 +47,10 @@ import { median } from './lib/stats.ts';
 
 /** The name every path asks for; the DNS responder maps it to the upstream's address. */
 const UPSTREAM_NAME = 'bench.upstream.test';
+/** Loopback addresses; the NGINX SNI proxies take 127.0.0.10, .11, … (one per allowlist size). */
 const HOSTS = {
   /** The client's source address, the gateways' listeners and their own address. */
   client: '127.0.0.1',
-  /** The NGINX SNI proxies listen on 127.0.0.10, .11, … (one per allowlist size). */
   upstream: '127.0.0.3',
   /** A source on no allowlist, to check that both proxies refuse it. */
   stranger: '127.0.0.9',
@@ -180,6 +180,12 @@ function refused(target: TlsTarget, localAddress: string): Promise<boolean> {
   });
 }
 
+/**
+ * Runs the suite with command-line style arguments (`--quick`, `--explore`, `--concurrency N`,
+ * `--generator native|node`, `--out file.json`, `--help`) and returns the exit code. Writes the
+ * JSON and a Markdown copy next to it; missed targets do not change the exit code.
+ * @example await runDataplane(['--quick']) // ~30 s, bench/results/dataplane-quick.{json,md}
+ */
 export async function runDataplane(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -221,7 +227,7 @@ export async function runDataplane(argv: string[]): Promise<number> {
   await mkdir(join(out, '..'), { recursive: true });
   await writeFile(out, `${JSON.stringify(results, null, 2)}\n`);
   const markdown = renderMarkdown(results);
-  await writeFile(out.replace(/\.json$/, '.md'), `${markdown}\n`);
+  await writeFile(out.endsWith('.json') ? out.replace(/\.json$/, '.md') : `${out}.md`, `${markdown}\n`);
   console.log(`\n${markdown}\n\nraw figures: ${out}`);
   return 0;
 }
