@@ -28,7 +28,7 @@ import {
   Stage,
   type StageName,
 } from '../ports.ts';
-import { type FileLockOptions, isCode, withFileLock, writeFileAtomic } from './file-lock.ts';
+import { type FileLockOptions, isCode, withFileLock, writeFileAtomic } from './files.ts';
 
 // --- Pure staging rules (unit-tested without I/O) -------------------------------------------
 

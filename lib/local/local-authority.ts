@@ -15,7 +15,7 @@
  * tokens/<sha256(token)>.json   idempotency index: token → certificate id and request digest
  * crl.pem                       the current CRLs (`X509 CRL`): the issuing CA's, then the root's
  *                               with `intermediate`; regenerated when revocations change
- * .lock                         held around every read-modify-write (see `file-lock.ts`)
+ * .lock                         held around every read-modify-write (see `files.ts`)
  * ```
  *
  * Every file is written to a temporary name, fsynced and renamed, so readers and a crash see
@@ -47,7 +47,7 @@ import {
   type IssueRequest,
   RevocationReason,
 } from '../ports.ts';
-import { type FileLockOptions, fsyncDirectory, isCode, withFileLock, writeFileAtomic } from './file-lock.ts';
+import { type FileLockOptions, fsyncDirectory, isCode, withFileLock, writeFileAtomic } from './files.ts';
 
 export interface LocalAuthorityOptions {
   /** `get()` throws `CertificateNotReady` this many times per certificate before answering (default 0). */

@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic as writeAtomic } from '../../lib/local/files.ts';
 import type { RenderedGateway } from './render.ts';
 
 /**
@@ -21,21 +21,10 @@ export async function writeGateway(dir: string, rendered: RenderedGateway): Prom
   return written;
 }
 
-/** Atomic replace of one file with `mode` applied before the content becomes visible. */
-export async function writeFileAtomic(target: string, content: string, mode: number): Promise<void> {
-  await mkdir(dirname(target), { recursive: true, mode: 0o755 });
-  const temp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
-  const handle = await open(temp, 'wx', mode);
-  try {
-    await handle.writeFile(content, 'utf8');
-    await handle.sync();
-    await handle.close();
-    // The umask may have narrowed `mode` at creation (or widened nothing): set it exactly.
-    await chmod(temp, mode);
-    await rename(temp, target);
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    await rm(temp, { force: true });
-    throw error;
-  }
+/**
+ * Atomic replace of one file with exactly `mode` applied before the content becomes visible,
+ * creating its directory: `lib/local/files.ts`' {@link writeAtomic} with the gateway's options.
+ */
+export function writeFileAtomic(target: string, content: string, mode: number): Promise<void> {
+  return writeAtomic(target, content, { mode, makeDirectory: true });
 }

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Throttled } from '../../lib/errors.ts';
-import { withFileLock } from '../../lib/local/file-lock.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
+import { withFileLock } from '../../lib/local/files.ts';
 
 describe('withFileLock', () => {
   let dir: string;

@@ -10,7 +10,7 @@ import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 const STORE_URL = pathToFileURL(
   fileURLToPath(new URL('../../lib/local/file-secret-store.ts', import.meta.url)),
 ).href;
-const LOCK_URL = pathToFileURL(fileURLToPath(new URL('../../lib/local/file-lock.ts', import.meta.url))).href;
+const LOCK_URL = pathToFileURL(fileURLToPath(new URL('../../lib/local/files.ts', import.meta.url))).href;
 const SECRET = 'portcullis/demo/allowlist';
 const WRITERS = 3;
 const PUTS_PER_WRITER = 12;

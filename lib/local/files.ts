@@ -1,5 +1,6 @@
 /**
- * The crash-safe file primitives of the embedded stores (secret store, local CA).
+ * The crash-safe file primitives of the embedded stores (secret store, local CA), the local
+ * fleet and the gateway's rendered files.
  *
  * An exclusive lock file shared by processes on one machine, for read-modify-write of small
  * on-disk indexes. `open(path, 'wx')` is the atomic test-and-set; the file records the holder's
@@ -7,7 +8,7 @@
  * file, so that readers without the lock never see half of one.
  */
 import { randomBytes } from 'node:crypto';
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -195,25 +196,31 @@ export async function fsyncDirectory(dir: string): Promise<void> {
 
 /**
  * Replaces `path` with `data` so that readers and a crash see the old content or the new, never
- * a part: the data goes to a temporary file beside it (created with `mode`), is fsynced and
- * renamed over `path`. Temporary names end in `.tmp`, so a sweep can remove what a crash left.
- * The rename itself survives a crash only once the directory is fsynced: `syncDirectory` does
- * that here; callers that rename a whole directory into place afterwards sync once instead.
+ * a part: the data goes to a temporary file beside it (created with `mode`, then set to exactly
+ * `mode` whatever the umask), is fsynced and renamed over `path`; on any failure the temporary
+ * file is removed. Temporary names end in `.tmp`, so a sweep can remove what a crash left.
+ * `makeDirectory` creates the parent directories first (0755). The rename itself survives a
+ * crash only once the directory is fsynced: `syncDirectory` does that here; callers that rename
+ * a whole directory into place afterwards sync once instead.
+ * @example await writeFileAtomic(join(dir, 'index.json'), text, { mode: 0o600, syncDirectory: true });
  */
 export async function writeFileAtomic(
   path: string,
   data: string,
-  options: { mode: number; syncDirectory?: boolean },
+  options: { mode: number; syncDirectory?: boolean; makeDirectory?: boolean },
 ): Promise<void> {
+  if (options.makeDirectory) await mkdir(dirname(path), { recursive: true, mode: 0o755 });
   const temporary = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   const handle = await open(temporary, 'wx', options.mode);
   try {
-    await handle.writeFile(data, 'utf8');
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
+    try {
+      await handle.writeFile(data, 'utf8');
+      // The umask may have narrowed `mode` at creation: set it exactly before the file is visible.
+      await handle.chmod(options.mode);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await rename(temporary, path);
   } catch (error) {
     await unlink(temporary).catch(() => undefined);
