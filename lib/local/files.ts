@@ -3,7 +3,7 @@
  * fleet and the gateway's rendered files.
  *
  * An exclusive lock file shared by processes on one machine, for read-modify-write of small
- * on-disk indexes. `open(path, 'wx')` is the atomic test-and-set; the file records the holder's
+ * on-disk indexes. `link(record, path)` is the atomic test-and-set; the file records the holder's
  * pid, host and a nonce so a crashed holder's lock can be broken. And atomic replacement of a
  * file, so that readers without the lock never see half of one.
  */
@@ -88,23 +88,39 @@ async function acquire(lockPath: string, nonce: string, options: FileLockOptions
   const deadline = Date.now() + timeoutMs;
   const record: LockRecord = { pid: process.pid, host: hostname(), nonce, at: new Date().toISOString() };
   for (let attempt = 0; ; attempt++) {
-    try {
-      const fh = await open(lockPath, 'wx', 0o600);
-      try {
-        await fh.writeFile(JSON.stringify(record));
-      } finally {
-        await fh.close();
-      }
-      return;
-    } catch (error) {
-      if (!isCode(error, 'EEXIST')) throw error;
-    }
+    if (await createLockFile(lockPath, record)) return;
     await breakIfStale(lockPath, staleMs);
     if (Date.now() >= deadline) {
       throw new Throttled(`timed out after ${timeoutMs} ms waiting for lock ${lockPath}`);
     }
     const backoff = Math.min(2 * 2 ** Math.min(attempt, 5), 50);
     await sleep(backoff / 2 + Math.random() * backoff);
+  }
+}
+
+/**
+ * Creates the lock file with its record in one step: the record goes to a temporary file that is
+ * then hard-linked to `lockPath` (which fails if the lock exists). Opening `lockPath` and writing
+ * after would leave an empty lock behind a holder killed in between, which only age could break.
+ * False when the lock is taken.
+ */
+async function createLockFile(lockPath: string, record: LockRecord): Promise<boolean> {
+  const temporary = `${lockPath}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const fh = await open(temporary, 'wx', 0o600);
+  try {
+    await fh.writeFile(JSON.stringify(record));
+  } finally {
+    await fh.close();
+  }
+  try {
+    await link(temporary, lockPath);
+    return true;
+  } catch (error) {
+    // ENOENT: a holder's sweep of `*.tmp` removed our record file first; try again.
+    if (isCode(error, 'EEXIST') || isCode(error, 'ENOENT')) return false;
+    throw error;
+  } finally {
+    await unlink(temporary).catch(() => undefined);
   }
 }
 
