@@ -19,6 +19,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type FleetConfigInput, parseFleetConfig } from '../lib/config/index.ts';
+import { startLocalDnsServer } from '../lib/local/dns-server.ts';
 import { createCertificateAuthority, generateKey, issueCertificate } from '../lib/pki/index.ts';
 import {
   gatewayLayout,
@@ -27,7 +28,6 @@ import {
   startHaproxy,
   writeGateway,
 } from '../proxy/haproxy/index.ts';
-import { startDnsServer } from '../test/support/dns.ts';
 import {
   type DataplanePlan,
   dataplanePlan,
@@ -269,7 +269,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
     const nginxHosts = plan.allowlistSizes.map((_, i) => `127.0.0.${10 + i}`);
     const port = await sharedFreePort([HOSTS.upstream, ...nginxHosts]);
 
-    const dns = await startDnsServer({ records: { [UPSTREAM_NAME]: [HOSTS.upstream] }, ttl: 300 });
+    const dns = await startLocalDnsServer({ records: { [UPSTREAM_NAME]: [HOSTS.upstream] }, ttl: 300 });
     cleanups.push(() => dns.close());
 
     const upstream = await startNginx({
