@@ -118,7 +118,11 @@ export interface FleetTask {
   /** Address the sidecar's admin API listens on (task private IP on AWS, loopback locally). */
   address: string;
   adminPort: number;
-  /** Address and port of the task's TLS listener, for verification handshakes. */
+  /**
+   * Address and port of the task's verification listener (`listeners.verify`): it serves the same
+   * certificates as the TLS listener to the control plane's subnets only, without PROXY protocol
+   * and without forwarding anything, so a handshake shows what clients are served.
+   */
   tlsAddress: string;
   tlsPort: number;
   lastStatus: string;
@@ -150,7 +154,7 @@ export interface NudgeRequest {
   versionId?: string;
 }
 
-/** Talks to one task's sidecar and TLS listener. */
+/** Talks to one task's sidecar and verification listener. */
 export interface TaskClient {
   /** Errors: `TaskUnreachable`, `ValidationError` (the sidecar rejected the content). */
   nudge(task: FleetTask, request: NudgeRequest): Promise<TaskStatus>;
