@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TaskRow } from '../../cli/commands/status.ts';
 import {
@@ -12,30 +10,7 @@ import {
   startDemoEnvironment,
 } from '../../cli/demo/environment.ts';
 import { connectOnce } from '../../lib/local/traffic.ts';
-
-const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'main.ts');
-
-function portcullis(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [MAIN, ...args],
-      { timeout: 60_000, env: { ...process.env, NO_COLOR: '1' } },
-      (error, stdout, stderr) => {
-        resolve({
-          code: error === null ? 0 : typeof error.code === 'number' ? error.code : 1,
-          stdout,
-          stderr,
-        });
-      },
-    );
-  });
-}
-
-function lastJson<T>(text: string): T {
-  const lines = text.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]!) as T;
-}
+import { lastJson, portcullis } from '../support/cli.ts';
 
 interface StatusJson {
   fleet: string;
