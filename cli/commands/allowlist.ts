@@ -13,7 +13,14 @@ import { AllowlistSecret, parseSecret } from '../../lib/secrets/formats.ts';
 import { allowlistSecretId, loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
-import { executionName, runLocalWorkflow, startAwsWorkflow, type WorkflowOutcome } from '../demo/workflow.ts';
+import {
+  executionName,
+  outcomeLine,
+  outcomeOk,
+  runLocalWorkflow,
+  startAwsWorkflow,
+  type WorkflowOutcome,
+} from '../demo/workflow.ts';
 
 export const summary = 'Show or change the source allowlist (update-allowlist workflow)';
 
@@ -184,15 +191,9 @@ export async function run(argv: string[]): Promise<number> {
         }),
       );
     } else {
-      console.log(
-        outcome.status === 'SUCCEEDED' || outcome.status === 'RUNNING'
-          ? c(32, `${outcome.status.toLowerCase()}: ${outcome.executionName}`)
-          : c(31, `${outcome.status.toLowerCase()}: ${outcome.error ?? ''} ${outcome.cause ?? ''}`.trim()),
-      );
+      console.log(outcomeLine(outcome, values.wait === true, c));
     }
-    if (outcome.status === 'SUCCEEDED') return ExitCode.Ok;
-    if (outcome.status === 'RUNNING' && values.wait !== true) return ExitCode.Ok;
-    return ExitCode.Failure;
+    return outcomeOk(outcome, values.wait === true) ? ExitCode.Ok : ExitCode.Failure;
   } catch (error) {
     return reportError('allowlist', error);
   } finally {

@@ -9,7 +9,14 @@ import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
 import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
-import { executionName, runLocalWorkflow, startAwsWorkflow, type WorkflowOutcome } from '../demo/workflow.ts';
+import {
+  executionName,
+  outcomeLine,
+  outcomeOk,
+  runLocalWorkflow,
+  startAwsWorkflow,
+  type WorkflowOutcome,
+} from '../demo/workflow.ts';
 
 export const summary = 'Rotate certificates (rotate-certificates workflow)';
 
@@ -146,16 +153,9 @@ export async function run(argv: string[]): Promise<number> {
         const moved = change.from !== change.to;
         say(`  ${change.name}: ${change.from ?? '-'} ${moved ? '→' : '='} ${change.to ?? '-'}`);
       }
-      const ok = outcome.status === 'SUCCEEDED' || (outcome.status === 'RUNNING' && values.wait !== true);
-      say(
-        ok
-          ? c(32, `${outcome.status.toLowerCase()}: ${outcome.executionName}`)
-          : c(31, `${outcome.status.toLowerCase()}: ${outcome.error ?? ''} ${outcome.cause ?? ''}`.trim()),
-      );
+      say(outcomeLine(outcome, values.wait === true, c));
     }
-    if (outcome.status === 'SUCCEEDED') return ExitCode.Ok;
-    if (outcome.status === 'RUNNING' && values.wait !== true) return ExitCode.Ok;
-    return ExitCode.Failure;
+    return outcomeOk(outcome, values.wait === true) ? ExitCode.Ok : ExitCode.Failure;
   } catch (error) {
     return reportError('rotate', error);
   } finally {

@@ -36,6 +36,31 @@ export interface WorkflowOutcome {
 }
 
 /**
+ * Whether a command's workflow did what was asked: it SUCCEEDED, or it was started without
+ * `--wait` and is running. Pure.
+ */
+export function outcomeOk(outcome: WorkflowOutcome, waited: boolean): boolean {
+  return outcome.status === 'SUCCEEDED' || (outcome.status === 'RUNNING' && !waited);
+}
+
+/**
+ * The line a command ends with: `succeeded: <execution>` / `running: <execution>`, or the
+ * status with the error and cause; green when {@link outcomeOk}, red otherwise. Pure.
+ */
+export function outcomeLine(
+  outcome: WorkflowOutcome,
+  waited: boolean,
+  paint: (code: number, text: string) => string,
+): string {
+  const status = outcome.status.toLowerCase();
+  const text =
+    outcome.status === 'SUCCEEDED' || outcome.status === 'RUNNING'
+      ? `${status}: ${outcome.executionName}`
+      : `${status}: ${outcome.error ?? ''} ${outcome.cause ?? ''}`.trim();
+  return paint(outcomeOk(outcome, waited) ? 32 : 31, text);
+}
+
+/**
  * A deterministic execution name: `<kind>-<fleet>-<subject>-<UTC time bucket>`. Step Functions
  * refuses a second execution with the same name (and starts nothing new for the same name and
  * input), so a command retried after a timeout or run twice by accident within the bucket starts

@@ -7,7 +7,13 @@ import { formatTable, taskRow } from '../../cli/commands/status.ts';
 import { type DemoReport, demoSucceeded } from '../../cli/demo/demo.ts';
 import { demoFleetDocument, measureRotation } from '../../cli/demo/environment.ts';
 import { checkFleetName, fleetSecretIds } from '../../cli/demo/secrets.ts';
-import { executionName, progressLine } from '../../cli/demo/workflow.ts';
+import {
+  executionName,
+  outcomeLine,
+  outcomeOk,
+  progressLine,
+  type WorkflowOutcome,
+} from '../../cli/demo/workflow.ts';
 import { TaskUnreachable } from '../../lib/errors.ts';
 import type { FleetTask, TaskStatus } from '../../lib/ports.ts';
 import { parseControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
@@ -79,6 +85,38 @@ describe('executionName', () => {
   it('refuses a bucket outside 1–1440 minutes', () => {
     expect(() => executionName('rotate', 'edge', 'api', at, 0)).toThrow(/bucket/);
     expect(() => executionName('rotate', 'edge', 'api', at, 1441)).toThrow(/bucket/);
+  });
+});
+
+describe('outcomeOk and outcomeLine', () => {
+  const at = new Date(0);
+  const outcome = (
+    status: WorkflowOutcome['status'],
+    extra: Partial<WorkflowOutcome> = {},
+  ): WorkflowOutcome => ({
+    status,
+    executionName: 'rotate-demo-api-1',
+    startedAt: at,
+    finishedAt: at,
+    events: [],
+    ...extra,
+  });
+  const tagged = (code: number, text: string) => `[${code}]${text}`;
+
+  it('succeeds for SUCCEEDED, and for RUNNING only when the command did not wait', () => {
+    expect(outcomeOk(outcome('SUCCEEDED'), true)).toBe(true);
+    expect(outcomeOk(outcome('RUNNING'), false)).toBe(true);
+    expect(outcomeOk(outcome('RUNNING'), true)).toBe(false);
+    expect(outcomeOk(outcome('FAILED'), false)).toBe(false);
+  });
+
+  it('names the execution when it succeeded or runs, else the error and cause, coloured by the result', () => {
+    expect(outcomeLine(outcome('SUCCEEDED'), true, tagged)).toBe('[32]succeeded: rotate-demo-api-1');
+    expect(outcomeLine(outcome('RUNNING'), true, tagged)).toBe('[31]running: rotate-demo-api-1');
+    expect(outcomeLine(outcome('FAILED', { error: 'RolledBack', cause: 'task-2' }), false, tagged)).toBe(
+      '[31]failed: RolledBack task-2',
+    );
+    expect(outcomeLine(outcome('TIMED_OUT'), false, tagged)).toBe('[31]timed_out:');
   });
 });
 
