@@ -14,7 +14,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
-  DemoSources,
+  demoTraffic,
   firstServed,
   measureRotation,
   rotateDemoCertificate,
@@ -23,7 +23,7 @@ import {
   sleep,
   startDemoEnvironment,
 } from '../cli/demo/environment.ts';
-import { TrafficGenerator } from '../lib/local/traffic.ts';
+import type { TrafficGenerator } from '../lib/local/traffic.ts';
 import { describeEnvironment } from './lib/env.ts';
 import { clockTicks, parseProcStat } from './lib/proc.ts';
 
@@ -122,13 +122,7 @@ export async function rotationRun(
   let traffic: TrafficGenerator | undefined;
   try {
     if (env.missing.length > 0) throw new Error(`cannot rotate here: ${env.missing.join('; ')}`);
-    traffic = new TrafficGenerator({
-      endpoints: () => env.fleet.endpoints(),
-      routes: env.routes,
-      source: DemoSources.traffic,
-      workers: 2,
-      pauseMs: 10,
-    });
+    traffic = demoTraffic(env);
     await traffic.start();
     await sleep(2000);
     const before = await servedSerials(env.fleet, env.observed);

@@ -6,12 +6,18 @@
  * streams); then the real rotate-certificates and update-allowlist state machines run against
  * it through aws-local-stepfunctions. Every figure of the report is measured while it happens.
  */
-import { connectOnce, openLongLived, TrafficGenerator, type TrafficRoute } from '../../lib/local/traffic.ts';
+import {
+  connectOnce,
+  openLongLived,
+  type TrafficGenerator,
+  type TrafficRoute,
+} from '../../lib/local/traffic.ts';
 import {
   DEMO_FLEET,
   DemoAborted,
   type DemoEnvironment,
   DemoSources,
+  demoTraffic,
   firstServed,
   measureRotation,
   type RotationMeasurement,
@@ -126,13 +132,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
 
     // --- traffic --------------------------------------------------------------------------
     checkAbort();
-    traffic = new TrafficGenerator({
-      endpoints: () => env.fleet.endpoints(),
-      routes: env.routes,
-      source: DemoSources.traffic,
-      workers: 2,
-      pauseMs: 10,
-    });
+    traffic = demoTraffic(env);
     await traffic.start();
     print(
       `traffic: new connections in a loop over ${env.routes.map((r) => r.name).join(' + ')}, ${traffic.sessions().length} long-lived streams, source ${DemoSources.traffic} (PROXY v2)`,

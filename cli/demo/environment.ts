@@ -17,7 +17,7 @@ import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { LogNotifier } from '../../lib/local/log-notifier.ts';
 import { ProcessFleet, type ProcessFleetEvent } from '../../lib/local/process-fleet.ts';
-import type { TrafficRoute, TrafficStats } from '../../lib/local/traffic.ts';
+import { TrafficGenerator, type TrafficRoute, type TrafficStats } from '../../lib/local/traffic.ts';
 import { startLocalUpstream } from '../../lib/local/upstream.ts';
 import { createCsr, generateKey } from '../../lib/pki/index.ts';
 import { sameSerial } from '../../lib/pki/serial.ts';
@@ -458,6 +458,21 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
     await close();
     throw error;
   }
+}
+
+/**
+ * The traffic the demo and the rotation benchmark measure a rotation under: two workers opening
+ * new connections over every route of `env` (10 ms apart) plus the long-lived sessions, all from
+ * {@link DemoSources.traffic}, to whatever endpoints the fleet has at each moment. Not started.
+ */
+export function demoTraffic(env: Pick<DemoEnvironment, 'fleet' | 'routes'>): TrafficGenerator {
+  return new TrafficGenerator({
+    endpoints: () => env.fleet.endpoints(),
+    routes: env.routes,
+    source: DemoSources.traffic,
+    workers: 2,
+    pauseMs: 10,
+  });
 }
 
 /**
