@@ -32,6 +32,7 @@ import {
   issueCredential,
   putSecret,
   startTestTask,
+  tlsExchange,
 } from '../support/sidecar.ts';
 import { startTcpUpstream, type Upstream } from '../support/tls.ts';
 
@@ -85,45 +86,16 @@ async function issueFromAuthority(
 
 const issueFrom = issueCredential;
 
-type Handshake =
-  | { kind: 'ok'; serial: string; echoed: boolean }
-  | { kind: 'refused'; serial?: string; error: string };
-
 /** One mTLS connection through the gateway: handshake, one round trip through the app, close. */
-function handshake(
+const handshake = (
   options: { cert?: string; key?: string; localAddress?: string; servername?: string } = {},
-): Promise<Handshake> {
-  return new Promise((resolve) => {
-    let serial: string | undefined;
-    let settled = false;
-    const done = (result: Handshake) => {
-      if (settled) return;
-      settled = true;
-      socket.destroy();
-      resolve(result);
-    };
-    const socket = tls.connect({
-      host: '127.0.0.1',
-      port: tlsPort,
-      servername: options.servername ?? SERVER_NAME,
-      rejectUnauthorized: false,
-      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
-      ...(options.cert ? { cert: options.cert, key: options.key } : {}),
-    });
-    socket.setTimeout(5000, () => done({ kind: 'refused', ...(serial ? { serial } : {}), error: 'timeout' }));
-    socket.once('secureConnect', () => {
-      serial = normaliseSerial(socket.getPeerX509Certificate()?.serialNumber ?? '') ?? '';
-      socket.write('ping\n');
-    });
-    socket.on('data', (data: Buffer) => {
-      if (data.toString().includes('ping')) done({ kind: 'ok', serial: serial ?? '', echoed: true });
-    });
-    socket.once('error', (error) =>
-      done({ kind: 'refused', ...(serial ? { serial } : {}), error: error.message }),
-    );
-    socket.once('close', () => done({ kind: 'refused', ...(serial ? { serial } : {}), error: 'closed' }));
+) =>
+  tlsExchange({
+    port: tlsPort,
+    servername: options.servername ?? SERVER_NAME,
+    ...(options.cert && options.key ? { credential: { cert: options.cert, key: options.key } } : {}),
+    ...(options.localAddress ? { localAddress: options.localAddress } : {}),
   });
-}
 
 const withClient = () => handshake({ cert: clientCredential.cert, key: clientCredential.key });
 

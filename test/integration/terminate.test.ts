@@ -7,21 +7,25 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import {
   type CertificateAuthorityMaterial,
   createCertificateAuthority,
   createCrl,
-  normaliseSerial,
 } from '../../lib/pki/index.ts';
 import type { FleetTask } from '../../lib/ports.ts';
 import { HttpTaskClient } from '../../lib/task-client/index.ts';
 import type { LocalTask } from '../../proxy/sidecar/local-task.ts';
 import { type DnsServer, startDnsServer } from '../support/dns.ts';
 import { freePort } from '../support/gateway.ts';
-import { type Credential, certificateDocument, issueCredential, startTestTask } from '../support/sidecar.ts';
+import {
+  type Credential,
+  certificateDocument,
+  issueCredential,
+  startTestTask,
+  tlsExchange,
+} from '../support/sidecar.ts';
 import { startTcpUpstream, startTlsUpstream, type Upstream } from '../support/tls.ts';
 
 let dir: string;
@@ -51,44 +55,9 @@ const issue = (
   uri: string[] = [],
 ) => issueCredential(authority, { commonName, dns: dnsNames, uri, usage });
 
-type Outcome =
-  | { kind: 'ok'; serial: string; data: string }
-  | { kind: 'refused'; serial?: string; error: string };
-
 /** Connects with `servername`, sends one line and waits for `expect` in the answer. */
-function exchange(servername: string, credential?: Credential, expect = 'ping'): Promise<Outcome> {
-  return new Promise((resolve) => {
-    let serial: string | undefined;
-    let data = '';
-    let settled = false;
-    const done = (outcome: Outcome) => {
-      if (settled) return;
-      settled = true;
-      socket.destroy();
-      resolve(outcome);
-    };
-    const socket = tls.connect({
-      host: '127.0.0.1',
-      port: tlsPort,
-      servername,
-      rejectUnauthorized: false,
-      ...(credential ? { cert: credential.cert, key: credential.key } : {}),
-    });
-    socket.setTimeout(5000, () => done({ kind: 'refused', error: 'timeout' }));
-    socket.once('secureConnect', () => {
-      serial = normaliseSerial(socket.getPeerX509Certificate()?.serialNumber ?? '') ?? '';
-      socket.write('ping\n');
-    });
-    socket.on('data', (chunk: Buffer) => {
-      data += chunk.toString();
-      if (data.includes(expect)) done({ kind: 'ok', serial: serial ?? '', data });
-    });
-    socket.once('error', (error) =>
-      done({ kind: 'refused', ...(serial ? { serial } : {}), error: error.message }),
-    );
-    socket.once('close', () => done({ kind: 'refused', ...(serial ? { serial } : {}), error: 'closed' }));
-  });
-}
+const exchange = (servername: string, credential?: Credential, expect = 'ping') =>
+  tlsExchange({ port: tlsPort, servername, ...(credential ? { credential } : {}), expect });
 
 async function counters(route: string): Promise<Record<string, number>> {
   const text = await (await fetch(`${task.sidecar.url}/metrics`)).text();

@@ -5,8 +5,14 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import tls from 'node:tls';
 import type { FileSecretStore } from '../../lib/local/file-secret-store.ts';
-import { type CertificateAuthorityMaterial, generateKey, issueCertificate } from '../../lib/pki/index.ts';
+import {
+  type CertificateAuthorityMaterial,
+  generateKey,
+  issueCertificate,
+  normaliseSerial,
+} from '../../lib/pki/index.ts';
 import { type FleetTask, Stage } from '../../lib/ports.ts';
 import { type LocalTask, startLocalTask } from '../../proxy/sidecar/local-task.ts';
 
@@ -118,4 +124,56 @@ export function fleetTaskOf(taskId: string, task: LocalTask, tlsPort: number): F
     tlsPort,
     lastStatus: 'RUNNING',
   };
+}
+
+/** What {@link tlsExchange} saw: the served serial and the answer, or why it was refused. */
+export type TlsExchange =
+  | { kind: 'ok'; serial: string; data: string }
+  | { kind: 'refused'; serial?: string; error: string };
+
+/**
+ * One TLS connection to the gateway on loopback (the gateway's certificate is not verified; the
+ * serial it served is returned): handshake, `ping\n`, wait up to 5 s for `expect` in the answer,
+ * close. A refusal at any step (alert, close, timeout) is a result, not an error.
+ */
+export function tlsExchange(options: {
+  port: number;
+  servername: string;
+  credential?: { cert: string; key: string };
+  localAddress?: string;
+  /** Default `ping` (the echo upstream's answer). */
+  expect?: string;
+}): Promise<TlsExchange> {
+  const expected = options.expect ?? 'ping';
+  return new Promise((resolve) => {
+    let serial: string | undefined;
+    let data = '';
+    let settled = false;
+    const done = (outcome: TlsExchange) => {
+      if (settled) return;
+      settled = true;
+      socket.destroy();
+      resolve(outcome);
+    };
+    const refused = (error: string) => done({ kind: 'refused', ...(serial ? { serial } : {}), error });
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port: options.port,
+      servername: options.servername,
+      rejectUnauthorized: false,
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+      ...(options.credential ? { cert: options.credential.cert, key: options.credential.key } : {}),
+    });
+    socket.setTimeout(5000, () => refused('timeout'));
+    socket.once('secureConnect', () => {
+      serial = normaliseSerial(socket.getPeerX509Certificate()?.serialNumber ?? '') ?? '';
+      socket.write('ping\n');
+    });
+    socket.on('data', (chunk: Buffer) => {
+      data += chunk.toString();
+      if (data.includes(expected)) done({ kind: 'ok', serial: serial ?? '', data });
+    });
+    socket.once('error', (error) => refused(error.message));
+    socket.once('close', () => refused('closed'));
+  });
 }
