@@ -226,16 +226,16 @@ export async function startAwsWorkflow(options: {
   }
   options.print?.(`started ${executionArn}`);
   const events: StateProgressEvent[] = [];
-  if (!options.wait) {
-    return {
-      status: 'RUNNING',
-      executionName: options.executionName,
-      executionArn,
-      startedAt,
-      finishedAt: new Date(),
-      events,
-    };
-  }
+  // Not waited for, or still running at the deadline: the caller reports it as started.
+  const running = (): WorkflowOutcome => ({
+    status: 'RUNNING',
+    executionName: options.executionName,
+    executionArn,
+    startedAt,
+    finishedAt: new Date(),
+    events,
+  });
+  if (!options.wait) return running();
   const deadline = Date.now() + (options.waitMs ?? 30 * 60_000);
   let lastEventId = 0;
   for (let poll = 0; poll < 100_000; poll++) {
@@ -280,12 +280,5 @@ export async function startAwsWorkflow(options: {
     if (Date.now() > deadline) break;
     await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 2000));
   }
-  return {
-    status: 'RUNNING',
-    executionName: options.executionName,
-    executionArn,
-    startedAt,
-    finishedAt: new Date(),
-    events,
-  };
+  return running();
 }
