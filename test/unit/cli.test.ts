@@ -40,8 +40,8 @@ describe('parseCommandArgs', () => {
     expect(parseCommandArgs(['--nope'], options, 'HELP')).toBe(ExitCode.Usage);
     expect(parseCommandArgs(['extra'], options, 'HELP')).toBe(ExitCode.Usage);
     expect(error.mock.calls.map((c) => String(c[0]))).toEqual([
-      expect.stringMatching(/^portcullis: .*--nope[^]*\n\nHELP$/),
-      expect.stringMatching(/^portcullis: .*'extra'[^]*\n\nHELP$/),
+      expect.stringMatching(/^portcullis: .*--nope[\s\S]*\n\nHELP$/),
+      expect.stringMatching(/^portcullis: .*'extra'[\s\S]*\n\nHELP$/),
     ]);
   });
 });
