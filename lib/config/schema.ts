@@ -144,9 +144,16 @@ export const ProxyProtocolSchema = z
 export const ResolversSchema = z.object({
   /** `ip:port` of DNS servers; empty means the container's `/etc/resolv.conf` (the VPC resolver). */
   nameservers: z.array(nameserver).default([]),
+  /**
+   * Wait for an answer before asking again (`timeout retry`), and how often a name kept resolved
+   * is refreshed (`timeout resolve`; see proxy/haproxy/render-resolution.ts).
+   */
   timeoutMs: z.number().int().min(10).max(60_000).default(1000),
   retries: z.number().int().min(0).max(10).default(3),
-  /** How long a valid answer is reused (`hold valid`). */
+  /**
+   * How long a valid answer is reused (`hold valid`). Above `timeoutMs`, exact route names are
+   * kept resolved and queried once per `timeoutMs` instead of once per connection.
+   */
   holdValidMs: z.number().int().min(0).max(3_600_000).default(10_000),
   /** How long an NXDOMAIN is remembered (`hold nx`). */
   holdNxMs: z.number().int().min(0).max(3_600_000).default(1000),
@@ -291,6 +298,11 @@ export const LimitsSchema = z.object({
   httpRequestTimeoutMs: z.number().int().min(10).default(10_000),
   /** After a reload, how long the old worker may keep serving open connections (`hard-stop-after`). */
   hardStopAfterMs: z.number().int().min(1000).nullable().default(null),
+  /**
+   * HAProxy threads (`nbthread`); absent: HAProxy's own choice, one per CPU the task may use.
+   * Fewer threads than CPUs cost less per connection on a busy task but cap it at that many cores.
+   */
+  threads: z.number().int().min(1).max(64).optional(),
 });
 
 export const AccessLogSchema = z.object({

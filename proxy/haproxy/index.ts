@@ -26,4 +26,10 @@ export {
   SESSION_TABLE,
 } from './render.ts';
 export { CLIENT_HELLO_LUA_FILE } from './render-lua.ts';
+export {
+  type KeptResolution,
+  keepsResolutions,
+  keptResolutions,
+  RESOLUTION_KEEPALIVE_BACKEND,
+} from './render-resolution.ts';
 export { writeFileAtomic, writeGateway } from './render-write.ts';

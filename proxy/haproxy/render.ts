@@ -21,6 +21,7 @@ import {
 import { ValidationError } from '../../lib/errors.ts';
 import type { GatewayLayout } from './layout.ts';
 import { CLIENT_HELLO_LUA, CLIENT_HELLO_LUA_FILE } from './render-lua.ts';
+import { renderResolutionKeepAlive } from './render-resolution.ts';
 import {
   hasTerminateRoutes,
   renderTerminateFiles,
@@ -309,7 +310,9 @@ function routingRules(config: FleetConfig, p: Paths, rule: string, kind: 'tls' |
   // Terminate routes connect to a configured upstream: nothing resolved, nothing to guard.
   const passthrough = kind === 'tls' && hasTerminateRoutes(config) ? ' !terminate' : '';
   lines.push(
-    '  # one resolution per connection; the checked address is the one connected to',
+    // Exact names answer from the resolution render-resolution.ts keeps alive; every answer,
+    // cached or not, goes through the guard below.
+    '  # one resolved address per connection; the checked address is the one connected to',
     `  ${rule} set-var(txn.refusal) str(${REFUSAL.resolutionFailed}) if !refused${passthrough} !{ var(txn.dst) -m found }`,
     `  ${rule} set-var(txn.refusal) str(${REFUSAL.destinationDenied}) if !refused${passthrough} { var(txn.dst) -m ip -f ${p.denied} }`,
   );
@@ -464,6 +467,8 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
     `  stats socket ${layout.adminSocket} mode 600 level admin expose-fd listeners`,
     '  stats timeout 30s',
     `  pidfile ${layout.pidFile}`,
+    // Absent: HAProxy runs one thread per CPU it may use (limits.threads sizes it explicitly).
+    ...(limits.threads === undefined ? [] : [`  nbthread ${limits.threads}`]),
     `  lua-load-per-thread ${posix.join(layout.root, CLIENT_HELLO_LUA_FILE)}`,
     ...(limits.hardStopAfterMs === null ? [] : [`  hard-stop-after ${ms(limits.hardStopAfterMs)}`]),
     '',
@@ -497,6 +502,7 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
     // 0.0.0.0:0 connects to the stream's destination, which `set-dst` made the checked address.
     '  server upstream 0.0.0.0:0',
     '',
+    ...renderResolutionKeepAlive(config, RESOLVERS),
     ...renderTerminateSections(config, layout, { exact: p.exact, wildcard: p.wildcard }, terminate),
     ...(listeners.verify === null
       ? []

@@ -49,6 +49,8 @@ describe('parseFleetConfig', () => {
     });
     expect(config.allowlist).toEqual({ allowAll0: false, maxEntries: 100_000, cutRemovedSessions: true });
     expect(config.limits.inspectDelayMs).toBe(5000);
+    // HAProxy picks its thread count itself unless the fleet sizes it.
+    expect(config.limits.threads).toBeUndefined();
     expect(config.accessLog).toEqual({ enabled: true, format: 'json' });
     expect(config.allowLoopbackDestinations).toBe(false);
   });
@@ -159,6 +161,18 @@ describe('parseFleetConfig', () => {
     expect(
       issuesOf({ fleet: 'edge', routes: [{ serverName: 'a.example.test', upstream: { host: '127.1' } }] }),
     ).toEqual(['routes.0.upstream.host: must be a DNS name, got "127.1" (is an IP literal)']);
+  });
+
+  it("takes a thread count between 1 and HAProxy 2.6's maximum of 64", () => {
+    const threads = (value: number) =>
+      parseFleetConfig({ fleet: 'edge', limits: { threads: value } }).limits.threads;
+    expect(threads(1)).toBe(1);
+    expect(threads(64)).toBe(64);
+    for (const value of [0, 65, 1.5]) {
+      expect(issuesOf({ fleet: 'edge', limits: { threads: value } })[0], String(value)).toMatch(
+        /^limits\.threads: /,
+      );
+    }
   });
 
   it('carries the first issue path on the error', () => {

@@ -16,8 +16,10 @@ import {
   containerLayout,
   FRONTEND,
   gatewayLayout,
+  keptResolutions,
   parseSessionKey,
   REFUSAL,
+  RESOLUTION_KEEPALIVE_BACKEND,
   renderGateway,
   writeGateway,
 } from '../../proxy/haproxy/index.ts';
@@ -62,6 +64,7 @@ const terminate: FleetConfigInput = {
   proxyProtocol: { enabled: true, trustedPeers: ['10.0.0.0/24'] },
   verify: { trustedPeers: ['10.0.100.0/24', '10.0.101.0/24'] },
   resolvers: { nameservers: ['10.0.0.2:53'] },
+  limits: { threads: 1 },
   certificates: [
     {
       name: 'api',
@@ -248,6 +251,95 @@ describe('renderGateway', () => {
     expect(paths).toEqual([join(root, 'a/secret.pem'), join(root, 'b.txt')]);
     expect((await stat(join(root, 'a/secret.pem'))).mode & 0o777).toBe(0o600);
     expect((await stat(join(root, 'b.txt'))).mode & 0o777).toBe(0o644);
+  });
+});
+
+describe('resolution keep-alive', () => {
+  const routes: FleetConfigInput['routes'] = [
+    { serverName: 'api.example.test' },
+    { serverName: 'v6.example.test', addressFamily: 'ipv6', upstream: { port: 8443 } },
+    { serverName: '*.pool.example.test' },
+    { serverName: '*.fixed.example.test', upstream: { host: 'api.example.test' } },
+    { serverName: 'other.example.test', upstream: { host: 'api.example.test' }, addressFamily: 'ipv6' },
+    {
+      mode: 'terminate',
+      serverName: 'local.example.test',
+      certificate: 'api',
+      clientAuth: 'none',
+      upstream: { kind: 'local', port: 9000 },
+    },
+  ];
+  const fleet = (resolvers: FleetConfigInput['resolvers'] = {}): FleetConfig =>
+    parseFleetConfig({
+      fleet: 'keep',
+      resolvers: { nameservers: ['10.0.0.2:53'], ...resolvers },
+      certificates: [
+        {
+          name: 'api',
+          secretId: 'c/api',
+          commonName: 'local.example.test',
+          dns: ['local.example.test'],
+          usage: 'server',
+        },
+      ],
+      trust: { secretId: 't' },
+      routes,
+    });
+  const configOf = (config: FleetConfig) =>
+    renderGateway(config, { layout: gatewayLayout('/gw') }).files['haproxy.cfg']!.content;
+
+  it('keeps the names known in advance resolved, once per name and preferred family', () => {
+    expect(keptResolutions(fleet())).toEqual([
+      { server: 'route0', name: 'api.example.test', family: 'ipv4', port: 443 },
+      { server: 'route1', name: 'v6.example.test', family: 'ipv6', port: 8443 },
+      { server: 'route4', name: 'api.example.test', family: 'ipv6', port: 443 },
+    ]);
+  });
+
+  it('keeps nothing when an answer may not outlive one refresh period', () => {
+    for (const resolvers of [{ holdValidMs: 0 }, { holdValidMs: 1000, timeoutMs: 1000 }]) {
+      expect(keptResolutions(fleet(resolvers)), JSON.stringify(resolvers)).toEqual([]);
+      expect(configOf(fleet(resolvers))).not.toContain(RESOLUTION_KEEPALIVE_BACKEND);
+    }
+    expect(keptResolutions(fleet({ holdValidMs: 1001, timeoutMs: 1000 }))).toHaveLength(3);
+  });
+
+  it('renders servers nothing routes to, that never connect, check or log', () => {
+    const cfg = configOf(fleet());
+    const sections = cfg.split('\n\n');
+    const own = sections.filter((s) => s.includes(RESOLUTION_KEEPALIVE_BACKEND));
+    // Named only by its own section: no use_backend, default_backend, nbsrv() or be_* fetch.
+    expect(own).toHaveLength(1);
+    const section = own[0]!.split('\n');
+    expect(section[0]).toBe(`backend ${RESOLUTION_KEEPALIVE_BACKEND}`);
+    expect(section).toContain('  no log');
+    expect(section).toContain('  tcp-request content reject');
+    const servers = section.filter((l) => l.startsWith('  server '));
+    expect(servers).toEqual([
+      '  server route0 api.example.test:443 resolvers dns resolve-prefer ipv4 init-addr none',
+      '  server route1 v6.example.test:8443 resolvers dns resolve-prefer ipv6 init-addr none',
+      '  server route4 api.example.test:443 resolvers dns resolve-prefer ipv6 init-addr none',
+    ]);
+    for (const server of servers) expect(server).not.toMatch(/\b(check|track|agent-\w+|backup)\b/);
+    expect(cfg).not.toMatch(/^\s*default-server\b/m);
+    // The same resolution do-resolve asks for: the same name, resolvers and preferred family.
+    expect(cfg).toContain('do-resolve(txn.dst,dns,ipv4) var(txn.name) if !refused route_0');
+    expect(cfg).toContain('do-resolve(txn.dst,dns,ipv6) str(api.example.test) if !refused route_4');
+  });
+});
+
+describe('limits.threads', () => {
+  it('renders nbthread only when the fleet sets it', () => {
+    const base = { fleet: 'threads', resolvers: { nameservers: ['10.0.0.2:53'] } };
+    const global = (input: FleetConfigInput) => {
+      const cfg = renderGateway(parseFleetConfig(input), { layout: gatewayLayout('/gw') }).files[
+        'haproxy.cfg'
+      ]!.content;
+      return cfg.slice(cfg.indexOf('global\n'), cfg.indexOf('\n\n'));
+    };
+    expect(global(base)).not.toContain('nbthread');
+    expect(global({ ...base, limits: { threads: 1 } })).toContain('\n  nbthread 1\n');
+    expect(global({ ...base, limits: { threads: 4 } })).toContain('\n  nbthread 4\n');
   });
 });
 
