@@ -265,6 +265,7 @@ export class ProcessFleet implements Fleet {
   readonly #deployments = new Map<string, { state: RolloutState; error?: string; done: Promise<void> }>();
   #deploymentCounter = 0;
   #stopped = false;
+  #registryWrites: Promise<void> = Promise.resolve();
   readonly #onExit = () => this.killNow();
 
   private constructor(options: ProcessFleetOptions, mode: TaskMode) {
@@ -382,6 +383,8 @@ export class ProcessFleet implements Fleet {
     await Promise.all([...this.#deployments.values()].map((d) => d.done.catch(() => undefined)));
     await Promise.all([...this.#tasks.keys()].map((id) => this.#stopTask(id)));
     process.off('exit', this.#onExit);
+    // A write still queued must not put the file back after it is removed.
+    await this.#registryWrites.catch(() => undefined);
     await rm(join(this.dir, 'registry.json'), { force: true });
   }
 
@@ -399,7 +402,20 @@ export class ProcessFleet implements Fleet {
     }
   }
 
-  async #writeRegistry(): Promise<void> {
+  /**
+   * Queued: each write serialises the records when its turn comes. Tasks start concurrently, and
+   * two writes in flight could otherwise rename an older snapshot over a newer one (a task that
+   * is RUNNING missing from the file other processes read).
+   */
+  #writeRegistry(): Promise<void> {
+    const write = this.#registryWrites
+      .catch(() => undefined)
+      .then(() => (this.#stopped ? undefined : this.#writeRegistryNow()));
+    this.#registryWrites = write;
+    return write;
+  }
+
+  async #writeRegistryNow(): Promise<void> {
     const registry: FleetRegistry = {
       format: 1,
       fleet: this.#options.fleet,
