@@ -1,9 +1,15 @@
-/** Bundles the CLI (which includes the sidecar) into `dist/portcullis.mjs` for the `bin` entry and the sidecar image. */
+/**
+ * Bundles the CLI (which carries the sidecar) into one ESM file for the `bin` entry and the
+ * sidecar image: `node scripts/bundle.ts [--outfile dist/portcullis.mjs]`.
+ */
+import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
 
+const { values } = parseArgs({ options: { outfile: { type: 'string', default: 'dist/portcullis.mjs' } } });
+
 await build({
-  entryPoints: ['cli/main.ts'],
-  outfile: 'dist/portcullis.mjs',
+  entryPoints: [new URL('../cli/main.ts', import.meta.url).pathname],
+  outfile: values.outfile,
   bundle: true,
   platform: 'node',
   target: 'node22',
