@@ -19,8 +19,9 @@
  * The servers live in a backend no rule routes to, that rejects anything that would reach it
  * anyway, without health checks (no `check`) and without logs (`no log`: their address and
  * state changes stay out of the JSON access log on stdout; HAProxy still reports them on
- * stderr). Their state is what the gateway currently resolves each name to (`show servers state
- * be_resolution_keepalive`, `haproxy_server_*` metrics with `proxy="be_resolution_keepalive"`).
+ * stderr). They appear in `show stat`, `show servers state` and the `haproxy_server_*` metrics
+ * under `proxy="be_resolution_keepalive"` with no sessions ever; their address is informative
+ * only (HAProxy 2.6 was seen to leave it behind an answer `do-resolve` already used).
  */
 import type { FleetConfig } from '../../lib/config/index.ts';
 
