@@ -31,9 +31,9 @@ let records: Record<string, string[]>;
 
 beforeAll(async () => {
   const port = await freePort('127.0.0.2');
-  [first, second, decoy] = await Promise.all(
-    ['127.0.0.2', '127.0.0.3', '127.0.0.4'].map((host) => startTcpUpstream({ host, port })),
-  );
+  first = await startTcpUpstream({ host: '127.0.0.2', port });
+  second = await startTcpUpstream({ host: '127.0.0.3', port });
+  decoy = await startTcpUpstream({ host: '127.0.0.4', port });
   records = { [APP]: ['127.0.0.2'], [WILD]: ['127.0.0.2'] };
   dns = await startDnsServer({ records: (name) => records[name], ttl: 0 });
   gw = await startGateway({
