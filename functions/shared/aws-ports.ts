@@ -8,15 +8,8 @@ import { EventBridgeNotifier } from '../../lib/aws/eventbridge-notifier.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
 import { DEFAULT_VERIFY_PORT } from '../../lib/config/schema.ts';
 import { ValidationError } from '../../lib/errors.ts';
-import {
-  type CertificateAuthority,
-  type Fleet,
-  type Notifier,
-  type SecretStore,
-  Stage,
-  type TaskClient,
-} from '../../lib/ports.ts';
-import { NudgeKeySecret, parseSecret } from '../../lib/secrets/formats.ts';
+import type { CertificateAuthority, Fleet, Notifier, SecretStore, TaskClient } from '../../lib/ports.ts';
+import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
 import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
 import type { ControlPlanePorts } from '../../lib/workflows/ports.ts';
 
@@ -50,8 +43,7 @@ export function cachedNudgeKey(
   let cached: { key: Buffer; at: number } | undefined;
   return async () => {
     if (cached !== undefined && now() - cached.at < NUDGE_KEY_TTL_MS) return cached.key;
-    const secret = await store.get(secretId, { stage: Stage.Current });
-    const key = Buffer.from(parseSecret(NudgeKeySecret, secretId, secret.value).key, 'base64');
+    const key = await readNudgeKey(store, secretId);
     cached = { key, at: now() };
     return key;
   };
