@@ -3,10 +3,11 @@
  * secrets live, where the fleet config comes from, where HAProxy's files go, and the loop timings.
  */
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { dirname, extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { formatIssues } from '../../lib/config/index.ts';
+import { type FleetConfig, formatIssues } from '../../lib/config/index.ts';
 import { ValidationError } from '../../lib/errors.ts';
 
 const port = z.number().int().min(0).max(65535);
@@ -48,6 +49,16 @@ export const SidecarConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * The task's own address: every listener binds it instead of the fleet config's
+     * `listeners.bind`, and it is denied as a destination like the task's other addresses. For a
+     * task that binds its ENI address only, and for local tasks, which share one fleet config and
+     * one machine, each on its own loopback address (127.0.1.N). Absent: `listeners.bind`.
+     */
+    bindAddress: z
+      .string()
+      .refine((text) => isIP(text) !== 0, 'must be an IPv4 or IPv6 address')
+      .optional(),
     /** Addresses of this task (denied as destinations), on top of the non-loopback interface addresses. */
     ownAddresses: z.array(z.string()).default([]),
     /** Read the task's addresses from its network interfaces. */
@@ -70,6 +81,15 @@ export function parseSidecarConfig(input: unknown, source = 'sidecar config'): S
   throw new ValidationError(`invalid ${source}:\n  ${formatIssues(result.error.issues).join('\n  ')}`, {
     cause: result.error,
   });
+}
+
+/**
+ * The fleet config as this task renders it: with `bindAddress`, every listener binds that address
+ * only (the fleet's `listeners.bind` is for tasks that bind what their container has). Pure.
+ */
+export function taskFleetConfig(fleet: FleetConfig, bindAddress: string | undefined): FleetConfig {
+  if (bindAddress === undefined) return fleet;
+  return { ...fleet, listeners: { ...fleet.listeners, bind: [bindAddress] } };
 }
 
 /** Resolves the configuration's relative paths (store dir, gateway dir, fleet config file) against `base`. */

@@ -42,7 +42,7 @@ import {
   reconcile,
   writeTrustFiles,
 } from './apply.ts';
-import type { SidecarConfig } from './config.ts';
+import { type SidecarConfig, taskFleetConfig } from './config.ts';
 import { ApplyFailed, ContentRejected, NudgeUnauthorized, SidecarNotReady } from './errors.ts';
 import { jsonLogger, type Logger } from './log.ts';
 import { parseStickTable, renderMetrics, type TlsCounters, tlsCountersFrom } from './metrics.ts';
@@ -203,7 +203,11 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
     'secretId' in config.fleetConfig
       ? { key: 'fleet', kind: 'fleet', secretId: config.fleetConfig.secretId }
       : { key: 'fleet', kind: 'fleet', secretId: `${FILE_PREFIX}${config.fleetConfig.file}` };
-  const ownAddresses = [...(config.autoOwnAddresses ? interfaceAddresses() : []), ...config.ownAddresses];
+  const ownAddresses = [
+    ...(config.autoOwnAddresses ? interfaceAddresses() : []),
+    ...config.ownAddresses,
+    ...(config.bindAddress === undefined ? [] : [config.bindAddress]),
+  ];
 
   // A restarted sidecar container finds the files it rendered before (only validated state is
   // ever written there) and HAProxy serving them: a store outage at that moment must not turn
@@ -275,7 +279,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   const target = (): ApplyTarget => ({ layout, runtime: live() && !filesOnly ? runtime : undefined });
 
   const render = (fleet: FleetConfig, allowlist: readonly string[], crl: boolean): RenderedGateway => {
-    const rendered = renderGateway(fleet, {
+    const rendered = renderGateway(taskFleetConfig(fleet, config.bindAddress), {
       layout,
       ownAddresses,
       allowlistCidrs: allowlist,
