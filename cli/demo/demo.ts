@@ -47,7 +47,6 @@ export interface DemoOptions {
 
 export interface DemoReport {
   tasks: number;
-  mode: 'sidecar' | 'render';
   stateDir: string;
   /** What this tree lacks for the full demo; empty when everything ran. */
   missing: string[];
@@ -127,8 +126,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   const extra: { close(): void }[] = [];
   let traffic: TrafficGenerator | undefined;
   try {
-    const sidecar = env.fleet.mode === 'sidecar';
-    const canRotate = sidecar && env.routes.some((r) => r.name === 'mtls');
+    const canRotate = env.routes.some((r) => r.name === 'mtls');
 
     // --- traffic --------------------------------------------------------------------------
     checkAbort();
@@ -183,61 +181,50 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     print(
       `update-allowlist: remove ${DemoSources.trafficCidr} (${sessionsOfRemoved.length} long-lived sessions from ${DemoSources.traffic}, ${others.length} from ${DemoSources.other})`,
     );
-    let removal: WorkflowOutcome | undefined;
-    let restore: WorkflowOutcome | undefined;
-    let refused = false;
-    let cut = 0;
-    let otherUnaffected = false;
-    let restored = false;
-    if (sidecar) {
-      removal = await runLocalWorkflow(
-        'update-allowlist',
-        {
-          fleet: DEMO_FLEET,
-          remove: [DemoSources.trafficCidr],
-          reason: 'demo: block the traffic source',
-          updatedBy: 'portcullis demo',
-        },
-        env.ports,
-        { print: (line) => print(`  ${line}`) },
-      );
-      // The sidecar cuts removed sources' sessions as part of its apply; let the closes land.
-      await waitFor(() => sessionsOfRemoved.every((s) => s.droppedReason() !== undefined), 5000);
-      cut = sessionsOfRemoved.filter((s) => s.droppedReason() !== undefined).length;
-      const probes = await probeAll(env, env.routes, DemoSources.traffic);
-      refused = removal.status === 'SUCCEEDED' && probes.length > 0 && probes.every((p) => !p.ok);
-      const otherProbes = await probeAll(env, env.routes, DemoSources.other);
-      otherUnaffected =
-        otherProbes.every((p) => p.ok) && others.every((s) => s.droppedReason() === undefined);
-      print(
-        `  new connections from ${DemoSources.traffic}: ${probes.filter((p) => !p.ok).length}/${probes.length} refused; its long-lived sessions cut: ${cut}/${sessionsOfRemoved.length}; ${DemoSources.other}: ${otherUnaffected ? 'unaffected' : 'AFFECTED'}`,
-      );
-      checkAbort();
-      print(`update-allowlist: restore ${DemoSources.trafficCidr}`);
-      restore = await runLocalWorkflow(
-        'update-allowlist',
-        {
-          fleet: DEMO_FLEET,
-          add: [DemoSources.trafficCidr],
-          reason: 'demo: restore the traffic source',
-          updatedBy: 'portcullis demo',
-        },
-        env.ports,
-        { print: (line) => print(`  ${line}`) },
-      );
-      const again = await probeAll(env, env.routes, DemoSources.traffic);
-      restored = restore.status === 'SUCCEEDED' && again.every((p) => p.ok);
-      print(
-        `  new connections from ${DemoSources.traffic}: ${again.filter((p) => p.ok).length}/${again.length} accepted again`,
-      );
-    } else {
-      print('  skipped: see "missing"');
-    }
+    const removal = await runLocalWorkflow(
+      'update-allowlist',
+      {
+        fleet: DEMO_FLEET,
+        remove: [DemoSources.trafficCidr],
+        reason: 'demo: block the traffic source',
+        updatedBy: 'portcullis demo',
+      },
+      env.ports,
+      { print: (line) => print(`  ${line}`) },
+    );
+    // The sidecar cuts removed sources' sessions as part of its apply; let the closes land.
+    await waitFor(() => sessionsOfRemoved.every((s) => s.droppedReason() !== undefined), 5000);
+    const cut = sessionsOfRemoved.filter((s) => s.droppedReason() !== undefined).length;
+    const probes = await probeAll(env, env.routes, DemoSources.traffic);
+    const refused = removal.status === 'SUCCEEDED' && probes.length > 0 && probes.every((p) => !p.ok);
+    const otherProbes = await probeAll(env, env.routes, DemoSources.other);
+    const otherUnaffected =
+      otherProbes.every((p) => p.ok) && others.every((s) => s.droppedReason() === undefined);
+    print(
+      `  new connections from ${DemoSources.traffic}: ${probes.filter((p) => !p.ok).length}/${probes.length} refused; its long-lived sessions cut: ${cut}/${sessionsOfRemoved.length}; ${DemoSources.other}: ${otherUnaffected ? 'unaffected' : 'AFFECTED'}`,
+    );
+    checkAbort();
+    print(`update-allowlist: restore ${DemoSources.trafficCidr}`);
+    const restore = await runLocalWorkflow(
+      'update-allowlist',
+      {
+        fleet: DEMO_FLEET,
+        add: [DemoSources.trafficCidr],
+        reason: 'demo: restore the traffic source',
+        updatedBy: 'portcullis demo',
+      },
+      env.ports,
+      { print: (line) => print(`  ${line}`) },
+    );
+    const again = await probeAll(env, env.routes, DemoSources.traffic);
+    const restored = restore.status === 'SUCCEEDED' && again.every((p) => p.ok);
+    print(
+      `  new connections from ${DemoSources.traffic}: ${again.filter((p) => p.ok).length}/${again.length} accepted again`,
+    );
     for (const s of others) s.close();
 
     const report: DemoReport = {
       tasks: options.tasks,
-      mode: env.fleet.mode,
       stateDir: env.stateDir,
       missing: env.missing,
       rotation: {
@@ -260,16 +247,16 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
         failures: rotationTraffic.failures,
       },
       allowlist: {
-        status: removal?.status ?? 'SKIPPED',
+        status: removal.status,
         removed: DemoSources.trafficCidr,
         removedSourceRefused: refused,
         cutLongLived: cut,
         longLivedOfRemovedSource: sessionsOfRemoved.length,
         otherSourceUnaffected: otherUnaffected,
-        seconds: removal?.status === 'SUCCEEDED' ? round(untilLastVerify(removal)) : null,
-        restoreStatus: restore?.status ?? 'SKIPPED',
+        seconds: removal.status === 'SUCCEEDED' ? round(untilLastVerify(removal)) : null,
+        restoreStatus: restore.status,
         restored,
-        ...(removal?.error ? { error: `${removal.error}: ${removal.cause ?? ''}` } : {}),
+        ...(removal.error ? { error: `${removal.error}: ${removal.cause ?? ''}` } : {}),
       },
       events: [...env.events],
       totalSeconds: 0,

@@ -3,20 +3,25 @@
  * store, upstream services (an mTLS service behind the terminate route, an mTLS service behind
  * the passthrough route), a DNS responder for the route names, the fleet's secrets created
  * through `initFleet` (what `portcullis init` runs), N gateway tasks (`ProcessFleet`: real
- * HAProxy + real sidecar each) and the control-plane ports wired to all of it, with a task
- * client and a CA that note when each task served what and when each certificate was issued.
+ * HAProxy + real sidecar each, on its own loopback address, all reading the one fleet config)
+ * and the control-plane ports wired to all of it, with a task client and a CA that note when
+ * each task served what and when each certificate was issued.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseFleetConfig } from '../../lib/config/index.ts';
-import { ProxiedTaskClient } from '../../lib/local/demo-task-client.ts';
 import { startLocalDnsServer } from '../../lib/local/dns-server.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { LogNotifier } from '../../lib/local/log-notifier.ts';
-import { ProcessFleet, type ProcessFleetEvent } from '../../lib/local/process-fleet.ts';
+import {
+  freeTaskPorts,
+  ProcessFleet,
+  type ProcessFleetEvent,
+  taskAddresses,
+} from '../../lib/local/process-fleet.ts';
 import { TrafficGenerator, type TrafficRoute, type TrafficStats } from '../../lib/local/traffic.ts';
 import { startLocalUpstream } from '../../lib/local/upstream.ts';
 import { createCsr, generateKey } from '../../lib/pki/index.ts';
@@ -32,7 +37,6 @@ import type {
 import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
 import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
 import type { ControlPlanePorts } from '../../lib/workflows/ports.ts';
-import { writeFileAtomic } from '../../proxy/haproxy/render-write.ts';
 import { initFleet } from '../commands/init.ts';
 import { fleetSecretIds, waitIssued } from './secrets.ts';
 import { localPaths } from './target.ts';
@@ -55,16 +59,26 @@ export const DemoSources = {
   /** Another client that stays allowed throughout. */
   other: '198.51.100.10',
   otherCidr: '198.51.100.0/24',
-  /**
-   * The control plane's verification handshakes: they come through the NLB path like any client
-   * (the gateway routes nothing else), so the allowlist names the verifier's address too.
-   */
-  verifier: '192.0.2.10',
-  verifierCidr: '192.0.2.10/32',
 } as const;
 
-/** Upstreams listen on their own loopback address, apart from the gateways' 127.0.0.1. */
+/**
+ * Upstreams listen on their own loopback address, apart from the NLB stand-in and DNS on
+ * 127.0.0.1 and the tasks' 127.0.1.N.
+ */
 export const UPSTREAM_HOST = '127.0.0.3';
+
+/**
+ * Where the control plane runs in the demo: the source of its connections to the tasks (the
+ * kernel's source address for all of 127.0.0.0/8), admitted by the verification listener.
+ */
+export const CONTROL_PLANE_CIDR = '127.0.0.1/32';
+
+/** The listener ports every demo task uses, each on its own address. */
+export interface DemoListenerPorts {
+  tls: number;
+  health: number;
+  verify: number;
+}
 
 /** Thrown when the signal aborts a run. */
 export class DemoAborted extends Error {
@@ -104,6 +118,7 @@ export function demoFleetDocument(options: {
   mtlsUpstreamPort: number;
   passthroughUpstreamPort: number;
   terminate: boolean;
+  listeners: DemoListenerPorts;
 }): Record<string, unknown> {
   const ids = fleetSecretIds(DEMO_FLEET);
   const passthrough = {
@@ -127,10 +142,20 @@ export function demoFleetDocument(options: {
   };
   return {
     fleet: DEMO_FLEET,
-    // Listener ports are per task locally: the process fleet writes each task's own.
-    listeners: { bind: ['127.0.0.1'], http: null, metrics: null },
+    // One document for every task, as on AWS: each sidecar binds its task's own address
+    // (`bindAddress`, 127.0.1.N) instead of `bind`, on these ports.
+    listeners: {
+      bind: ['127.0.0.1'],
+      tls: options.listeners.tls,
+      health: options.listeners.health,
+      verify: options.listeners.verify,
+      http: null,
+      metrics: null,
+    },
     // 127.0.0.1 plays the NLB: its PROXY v2 header carries the client's address.
     proxyProtocol: { enabled: true, version: 'v2', trustedPeers: ['127.0.0.1/32'] },
+    // The control plane's verification handshakes, straight to each task's verify listener.
+    verify: { trustedPeers: [CONTROL_PLANE_CIDR] },
     resolvers: { nameservers: [options.dnsAddress], holdValidMs: 10_000 },
     allowLoopbackDestinations: true,
     routes: options.terminate ? [terminate, passthrough] : [passthrough],
@@ -236,7 +261,7 @@ export interface DemoEnvironment {
   observed: ObservedTaskClient;
   /** Certificate id → when the CA issued it (ms since the epoch). */
   issuedAt: Map<string, number>;
-  /** The routes traffic can use (the mTLS route only when the tree has terminate routes and the sidecar). */
+  /** The routes traffic can use (the mTLS route only when the tree has terminate routes). */
   routes: TrafficRoute[];
   /** What this tree lacks for the full scenario. */
   missing: string[];
@@ -286,15 +311,10 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
         print(`  event ${event.detailType}`);
       },
     });
-    const [client, verifier, backend, passthroughServer] = await Promise.all([
+    const [client, backend, passthroughServer] = await Promise.all([
       issueCredential(authority, {
         commonName: 'demo-client',
         uri: ['spiffe://demo/client'],
-        usage: 'client',
-      }),
-      issueCredential(authority, {
-        commonName: 'portcullis-verifier',
-        uri: ['spiffe://demo/verifier'],
         usage: 'client',
       }),
       issueCredential(authority, {
@@ -308,13 +328,6 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
         usage: 'server',
       }),
     ]);
-    const verifierCredential = { certificatePem: verifier.certificatePem, keyPem: verifier.keyPem };
-    // For `portcullis … --local DIR`: the CLI verifies the same way (0600: it holds a key).
-    await writeFileAtomic(
-      paths.verifier,
-      JSON.stringify({ ...verifierCredential, proxySource: DemoSources.verifier }),
-      0o600,
-    );
     const mtlsUpstream = await startLocalUpstream({
       host: UPSTREAM_HOST,
       tls: {
@@ -343,6 +356,10 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
       `CA, store, upstreams (${UPSTREAM_HOST}:${mtlsUpstream.port} mTLS, :${passthroughUpstream.port} passthrough) and DNS ${dns.address} up`,
     );
 
+    // Every task listens on these ports, each on its own address (ECS tasks each have an IP).
+    const [tlsPort, healthPort, verifyPort, adminPort] = await freeTaskPorts(taskAddresses(options.tasks), 4);
+    const listeners: DemoListenerPorts = { tls: tlsPort!, health: healthPort!, verify: verifyPort! };
+
     const missing: string[] = [];
     let terminate = true;
     const probe = {
@@ -350,6 +367,7 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
       mtlsUpstreamPort: 1,
       passthroughUpstreamPort: 1,
       terminate: true,
+      listeners,
     };
     try {
       parseFleetConfig(demoFleetDocument(probe));
@@ -362,6 +380,7 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
       mtlsUpstreamPort: mtlsUpstream.port,
       passthroughUpstreamPort: passthroughUpstream.port,
       terminate,
+      listeners,
     });
 
     // The same code path as `portcullis init`.
@@ -371,7 +390,7 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
       authority,
       fleet: DEMO_FLEET,
       fleetConfigText: JSON.stringify(document),
-      allowlist: [DemoSources.trafficCidr, DemoSources.otherCidr, DemoSources.verifierCidr],
+      allowlist: [DemoSources.trafficCidr, DemoSources.otherCidr],
       reason: 'demo bootstrap',
       onStep: (s) =>
         print(
@@ -400,6 +419,7 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
       store,
       storeDir: paths.store,
       fleetConfigSecretId: ids.fleetConfig,
+      adminPort: adminPort!,
       onEvent: onFleetEvent,
       ...(options.sidecarCommand === undefined ? {} : { sidecarCommand: options.sidecarCommand }),
       ...(options.readyTimeoutMs === undefined ? {} : { readyTimeoutMs: options.readyTimeoutMs }),
@@ -407,25 +427,16 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
     });
     const running = fleet;
     cleanups.push(() => running.stop());
-    if (fleet.mode === 'render') {
-      missing.push(
-        'the sidecar command (cli/commands/sidecar.ts): tasks were rendered once, nothing can nudge them',
-      );
-      // The fleet rendered passthrough routes only: no traffic to a route it does not serve.
-      terminate = false;
-    }
+    const first = fleet.records()[0];
     print(
-      `fleet of ${options.tasks} ready in ${((performance.now() - started) / 1000).toFixed(1)} s (${fleet.mode} mode)`,
+      `fleet of ${options.tasks} ready in ${((performance.now() - started) / 1000).toFixed(1)} s: ${first?.address ?? '-'}… (tls :${listeners.tls}, verify :${listeners.verify}, admin :${adminPort})`,
     );
 
     const perTask = options.perTaskProgress ?? true;
-    const http = new HttpTaskClient({ nudgeKey: () => readNudgeKey(store, ids.nudgeKey), timeoutMs: 10_000 });
+    // The control plane's own client, as on AWS: nudges to each sidecar, verification handshakes
+    // to each task's verify listener (no PROXY header, no allowlist entry, no client certificate).
     const observed = new ObservedTaskClient(
-      new ProxiedTaskClient({
-        http,
-        proxySource: DemoSources.verifier,
-        clientCertificate: verifierCredential,
-      }),
+      new HttpTaskClient({ nudgeKey: () => readNudgeKey(store, ids.nudgeKey), timeoutMs: 10_000 }),
       perTask ? print : () => {},
     );
     const issuedAt = new Map<string, number>();

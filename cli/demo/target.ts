@@ -10,23 +10,24 @@
  * DIR/ca/             LocalAuthority
  * DIR/fleet/          ProcessFleet (registry.json, one directory per task)
  * DIR/events.jsonl    LogNotifier
- * DIR/verifier.json   client certificate and PROXY source of verification handshakes (0600; optional)
  * ```
+ *
+ * Either way the task client is the control plane's `HttpTaskClient`: nudges to each task's
+ * sidecar, verification handshakes to each task's verification listener (`FleetTask.tlsPort`).
  */
-import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AcmPcaAuthority } from '../../lib/aws/acm-pca-authority.ts';
 import { EcsFleet } from '../../lib/aws/ecs-fleet.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
+import { DEFAULT_VERIFY_PORT } from '../../lib/config/schema.ts';
 import { ValidationError } from '../../lib/errors.ts';
-import { ProxiedTaskClient } from '../../lib/local/demo-task-client.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { type LoggedEvent, LogNotifier } from '../../lib/local/log-notifier.ts';
 import { RegistryFleet } from '../../lib/local/process-fleet.ts';
 import type { CertificateAuthority, Fleet, Notifier, SecretStore, TaskClient } from '../../lib/ports.ts';
 import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
-import { type ClientCertificate, HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
+import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
 import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import type { ControlPlanePorts } from '../../lib/workflows/ports.ts';
 import { checkFleetName, fleetSecretIds } from './secrets.ts';
@@ -49,7 +50,8 @@ export const targetHelp = `Target (AWS by default: SDK credentials and region):
   --region REGION       AWS region (default: the SDK's, e.g. AWS_REGION)
   --fleet-config-secret-id ID   default $FLEET_CONFIG_SECRET_ID or portcullis/<fleet>/fleet-config
   --ca-arn ARN          Private CA (default $CA_ARN); --template-arn ARN (default $CA_TEMPLATE_ARN)
-  --cluster NAME        ECS cluster (default $ECS_CLUSTER); --service NAME (default $ECS_SERVICE)`;
+  --cluster NAME        ECS cluster (default $ECS_CLUSTER); --service NAME (default $ECS_SERVICE)
+  Task ports: $SIDECAR_ADMIN_PORT (default 9901), $VERIFY_PORT (verification listener, default ${DEFAULT_VERIFY_PORT})`;
 
 /** The paths inside a local directory. */
 export function localPaths(dir: string) {
@@ -60,7 +62,6 @@ export function localPaths(dir: string) {
     ca: join(root, 'ca'),
     fleet: join(root, 'fleet'),
     events: join(root, 'events.jsonl'),
-    verifier: join(root, 'verifier.json'),
   };
 }
 
@@ -111,27 +112,6 @@ async function nudgeKeyLoader(
   };
 }
 
-/** The verifier of a local directory: client certificate and the address its PROXY header claims. */
-interface Verifier {
-  clientCertificate: ClientCertificate;
-  proxySource?: string;
-}
-
-async function readVerifier(path: string): Promise<Verifier | undefined> {
-  try {
-    const parsed = JSON.parse(await readFile(path, 'utf8')) as Partial<ClientCertificate> & {
-      proxySource?: unknown;
-    };
-    if (typeof parsed.certificatePem !== 'string' || typeof parsed.keyPem !== 'string') return undefined;
-    return {
-      clientCertificate: { certificatePem: parsed.certificatePem, keyPem: parsed.keyPem },
-      ...(typeof parsed.proxySource === 'string' ? { proxySource: parsed.proxySource } : {}),
-    };
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Opens the target the options name. Throws `ValidationError` for a missing fleet name or AWS
  * settings a command needs (when it needs them).
@@ -169,14 +149,9 @@ export async function openTarget(
       },
       fleetPort: () => fleetPort,
       async taskClient() {
-        if (taskClient === undefined) {
-          const verifier = await readVerifier(paths.verifier);
-          taskClient = new ProxiedTaskClient({
-            http: new HttpTaskClient({ nudgeKey: await nudgeKeyLoader(store, fleetConfigSecretId, fleet) }),
-            ...(verifier?.proxySource === undefined ? {} : { proxySource: verifier.proxySource }),
-            ...(verifier === undefined ? {} : { clientCertificate: verifier.clientCertificate }),
-          });
-        }
+        taskClient ??= new HttpTaskClient({
+          nudgeKey: await nudgeKeyLoader(store, fleetConfigSecretId, fleet),
+        });
         return taskClient;
       },
       notifier: () => notifier,
@@ -222,7 +197,8 @@ export async function openTarget(
         cluster: required(str(values, 'cluster') ?? env('ECS_CLUSTER'), '--cluster (or ECS_CLUSTER)'),
         service: required(str(values, 'service') ?? env('ECS_SERVICE'), '--service (or ECS_SERVICE)'),
         adminPort: Number(env('SIDECAR_ADMIN_PORT') ?? 9901),
-        tlsPort: Number(env('TLS_PORT') ?? 443),
+        // Verification handshakes go to each task's verify listener (the fleet's `listeners.verify`).
+        verifyPort: Number(env('VERIFY_PORT') ?? DEFAULT_VERIFY_PORT),
       });
       return fleetPort;
     },

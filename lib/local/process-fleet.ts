@@ -1,20 +1,19 @@
 /**
  * The embedded mode's `Fleet`: N gateway "tasks" on one machine, each a real HAProxy plus a real
- * sidecar on its own loopback ports, started the way ECS starts the two containers of a task —
- * the sidecar first (`portcullis sidecar --config FILE`, a child process), HAProxy once the
- * sidecar reports the files rendered (`dependsOn: HEALTHY`), with the image's exact arguments
- * (`haproxyArgs`). `roll()` replaces the tasks one at a time like an ECS deployment with
- * `minimumHealthyPercent` below 100, and `rolloutState()` reports it.
+ * sidecar, started the way ECS starts the two containers of a task — the sidecar first
+ * (`portcullis sidecar --config FILE`, a child process), HAProxy once the sidecar reports the
+ * files rendered (`dependsOn: HEALTHY`), with the image's exact arguments (`haproxyArgs`).
+ * `roll()` replaces the tasks one at a time like an ECS deployment with `minimumHealthyPercent`
+ * below 100, and `rolloutState()` reports it.
+ *
+ * Like ECS tasks, which each have an IP address of their own, every local task has its own
+ * loopback address ({@link taskAddress}: 127.0.1.N; Linux routes all of 127.0.0.0/8 to `lo`) and
+ * listens on the same ports as the others: the listener ports of the one fleet config every
+ * sidecar reads from the store (the sidecar binds its task's address, `bindAddress`), and one
+ * admin port. A route change in the fleet-config secret reaches every task as it does on AWS.
  *
  * A registry file (`registry.json` in the fleet directory) lists the running tasks, so other
  * processes (the CLI with `--local DIR`) can find them; {@link RegistryFleet} reads it.
- *
- * Two ways to prepare a task's files:
- * - `sidecar` (the real thing): the sidecar reads the store, validates, renders and applies.
- * - `render`: for a tree without the sidecar, the fleet renders `haproxy.cfg` itself from the
- *   fleet config and the allowlist in the store and flips `ready` through the runtime API. Such
- *   tasks serve passthrough routes and the allowlist they started with, but nothing can nudge
- *   them (their admin port answers nothing): a rotation or allowlist update fails on them.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
@@ -24,30 +23,47 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { gatewayLayout } from '../../proxy/haproxy/layout.ts';
-import { cliCommand, type RunningHaproxy, startHaproxy } from '../../proxy/haproxy/process.ts';
-import { renderGateway } from '../../proxy/haproxy/render.ts';
-import { writeFileAtomic, writeGateway } from '../../proxy/haproxy/render-write.ts';
+import { type RunningHaproxy, startHaproxy } from '../../proxy/haproxy/process.ts';
+import { writeFileAtomic } from '../../proxy/haproxy/render-write.ts';
 import { parseFleetConfig } from '../config/index.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import type { Fleet, FleetTask, RolloutState, SecretStore } from '../ports.ts';
 import { Stage } from '../ports.ts';
-import { AllowlistSecret, parseSecret } from '../secrets/formats.ts';
 
 const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** `node cli/main.ts`: the same entry point the sidecar image runs. */
 export const CLI_MAIN = join(repositoryRoot, 'cli', 'main.ts');
 
-/** How a task's gateway files are produced (see the module comment). */
-export type TaskMode = 'sidecar' | 'render';
+/** Most tasks a local fleet runs: one per address of 127.0.1.0/24 ({@link taskAddress}). */
+export const MAX_LOCAL_TASKS = 254;
 
-/** The ports one local task listens on (all on 127.0.0.1). */
+/**
+ * The loopback address of the `index`-th task (1-based): 127.0.1.`index`. Apart from what the
+ * demo and the tests use otherwise: 127.0.0.1 (the NLB stand-in, DNS, the control plane),
+ * 127.0.0.2–4 (upstreams), and from the documentation ranges PROXY headers carry.
+ */
+export function taskAddress(index: number): string {
+  if (!Number.isInteger(index) || index < 1 || index > MAX_LOCAL_TASKS) {
+    throw new ValidationError(`a local task index is 1 to ${MAX_LOCAL_TASKS}, got ${index}`, {
+      path: 'tasks',
+    });
+  }
+  return `127.0.1.${index}`;
+}
+
+/** The ports a local task listens on, on its own address: the same for every task. */
 export interface TaskPorts {
   /** The sidecar's admin API (nudge, status). */
   admin: number;
-  /** HAProxy's TLS listener (the NLB's target port). */
+  /** HAProxy's TLS listener (`listeners.tls`, the NLB's target port). */
   tls: number;
-  /** HAProxy's `/healthz` (ready once the sidecar applied valid state). */
+  /** HAProxy's `/healthz` (`listeners.health`; ready once the sidecar applied valid state). */
   health: number;
+  /**
+   * The verification listener (`listeners.verify`), where the control plane handshakes; null when
+   * the fleet config disables it.
+   */
+  verify: number | null;
 }
 
 /** One task as the registry records it. */
@@ -55,6 +71,8 @@ export interface LocalTaskRecord {
   taskId: string;
   /** 1 for the first start, +1 for every replacement by a roll. */
   generation: number;
+  /** The task's own loopback address ({@link taskAddress}); a replacement keeps it. */
+  address: string;
   ports: TaskPorts;
   dir: string;
   sidecarPid: number | null;
@@ -65,9 +83,9 @@ export interface LocalTaskRecord {
 
 /** The registry document (`<dir>/registry.json`). */
 export interface FleetRegistry {
-  format: 1;
+  /** 2: tasks have addresses of their own (format 1 had per-task ports on 127.0.0.1). */
+  format: 2;
   fleet: string;
-  mode: TaskMode;
   /** The process that owns the tasks (only it can roll them). */
   ownerPid: number;
   storeDir: string;
@@ -91,9 +109,14 @@ export interface ProcessFleetOptions {
   /** The store (a FileSecretStore) the sidecars read; its directory goes into their configs. */
   store: SecretStore;
   storeDir: string;
+  /**
+   * The fleet config every sidecar reads (`fleetConfig: { secretId }`). Its `listeners` give the
+   * ports every task listens on; its author picks ports free on every task address
+   * ({@link freeTaskPorts}).
+   */
   fleetConfigSecretId: string;
-  /** Default: `sidecar` when `cli/commands/sidecar.ts` exists, else `render`. */
-  mode?: TaskMode;
+  /** The sidecars' admin port (the same on every task). Default: one free on every task address. */
+  adminPort?: number;
   /** Sidecar poll backstop, ms. Default 30 000 (the nudge is what makes updates fast). */
   sidecarPollMs?: number;
   /**
@@ -119,84 +142,82 @@ interface RunningTask {
   haproxy: RunningHaproxy | undefined;
 }
 
-/** Picks a free TCP port on 127.0.0.1 by binding port 0 and releasing it. */
-export function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
+/** Binds `port` (0: any) on `host` and releases it; the port bound, or undefined when taken. */
+function probePort(host: string, port: number): Promise<number | undefined> {
+  return new Promise((resolvePort) => {
     const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.once('error', () => resolvePort(undefined));
+    server.listen({ port, host, exclusive: true }, () => {
       const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address === 'object') resolvePort(address.port);
-        else reject(new Error('no port'));
-      });
+      server.close(() =>
+        resolvePort(address !== null && typeof address === 'object' ? address.port : undefined),
+      );
     });
   });
 }
 
-/** Whether this tree has the sidecar command (the fleet falls back to `render` mode without it). */
-export async function sidecarAvailable(): Promise<boolean> {
-  try {
-    await readFile(join(repositoryRoot, 'cli', 'commands', 'sidecar.ts'));
-    return true;
-  } catch {
-    return false;
+/**
+ * `count` distinct TCP ports that are free on every one of `addresses` right now (bound and
+ * released on each: a listener on a wildcard address or on any of them makes a port unusable).
+ * Like any free-port pick it can race with another process binding one before the caller does.
+ * @throws Error when no such ports turn up within a bounded number of attempts.
+ */
+export async function freeTaskPorts(addresses: readonly string[], count: number): Promise<number[]> {
+  const [first, ...rest] = addresses;
+  if (first === undefined) throw new ValidationError('freeTaskPorts needs at least one address');
+  const ports: number[] = [];
+  for (let attempt = 0; ports.length < count && attempt < 20 * count; attempt++) {
+    const port = await probePort(first, 0);
+    if (port === undefined || ports.includes(port)) continue;
+    const elsewhere = await Promise.all(rest.map((address) => probePort(address, port)));
+    if (elsewhere.every((p) => p === port)) ports.push(port);
   }
+  if (ports.length < count) {
+    throw new Error(`found only ${ports.length} of ${count} ports free on ${addresses.join(', ')}`);
+  }
+  return ports;
 }
 
-/** A local task as the control plane sees it. */
+/** The addresses of a fleet of `tasks` tasks: task-1 is {@link taskAddress}(1), and so on. */
+export function taskAddresses(tasks: number): string[] {
+  return Array.from({ length: tasks }, (_, i) => taskAddress(i + 1));
+}
+
+/**
+ * A local task as the control plane sees it: its own address for the sidecar and for the
+ * verification handshake (`tlsPort` is the verify listener, as `EcsFleet` lists ECS tasks).
+ */
 export function toFleetTask(record: LocalTaskRecord): FleetTask {
   return {
     taskId: record.taskId,
-    address: '127.0.0.1',
+    address: record.address,
     adminPort: record.ports.admin,
-    tlsAddress: '127.0.0.1',
-    tlsPort: record.ports.tls,
+    tlsAddress: record.address,
+    // Disabled: nothing to handshake with; the port is the TLS listener's, which refuses the verifier.
+    tlsPort: record.ports.verify ?? record.ports.tls,
     lastStatus: record.lastStatus,
     startedAt: new Date(record.startedAt),
   };
 }
 
-/**
- * The per-task copy of the fleet config: the store's document with this task's listeners. Every
- * local task needs its own ports, while a real fleet shares one document (each task has its own
- * IP address there); routes, certificates and allowlist source are untouched.
- */
-export function taskFleetDocument(
-  document: Record<string, unknown>,
-  ports: TaskPorts,
-): Record<string, unknown> {
-  const listeners = (document.listeners ?? {}) as Record<string, unknown>;
-  return {
-    ...document,
-    listeners: {
-      ...listeners,
-      bind: ['127.0.0.1'],
-      tls: ports.tls,
-      health: ports.health,
-      http: null,
-      metrics: null,
-    },
-  };
-}
-
-/** The sidecar's configuration file for one local task. */
+/** The sidecar's configuration file for one local task: the shared fleet config, its own address. */
 export function sidecarConfig(options: {
   storeDir: string;
-  fleetConfigFile: string;
+  fleetConfigSecretId: string;
   gatewayDir: string;
+  address: string;
   adminPort: number;
   pollMs: number;
 }): Record<string, unknown> {
   return {
     store: { kind: 'file', dir: options.storeDir },
-    fleetConfig: { file: options.fleetConfigFile },
+    fleetConfig: { secretId: options.fleetConfigSecretId },
     gatewayDir: options.gatewayDir,
-    admin: { host: '127.0.0.1', port: options.adminPort },
+    admin: { host: options.address, port: options.adminPort },
+    bindAddress: options.address,
     pollIntervalMs: options.pollMs,
     // Local tasks share one machine: spread their backstop polls, but keep them within the poll.
     pollJitterMs: Math.floor(options.pollMs / 3),
-    ownAddresses: [],
   };
 }
 
@@ -204,9 +225,14 @@ async function readJson(path: string): Promise<unknown> {
   return JSON.parse(await readFile(path, 'utf8'));
 }
 
-async function httpStatus(port: number, path: string, timeoutMs = 1000): Promise<number | undefined> {
+async function httpStatus(
+  host: string,
+  port: number,
+  path: string,
+  timeoutMs = 1000,
+): Promise<number | undefined> {
   try {
-    const response = await fetch(`http://127.0.0.1:${port}${path}`, {
+    const response = await fetch(`http://${host}:${port}${path}`, {
       signal: AbortSignal.timeout(timeoutMs),
     });
     await response.arrayBuffer();
@@ -259,8 +285,8 @@ async function pool<T>(items: readonly T[], limit: number, work: (item: T) => Pr
  */
 export class ProcessFleet implements Fleet {
   readonly dir: string;
-  readonly mode: TaskMode;
   readonly #options: ProcessFleetOptions;
+  readonly #adminPort: number;
   readonly #tasks = new Map<string, RunningTask>();
   readonly #deployments = new Map<string, { state: RolloutState; error?: string; done: Promise<void> }>();
   #deploymentCounter = 0;
@@ -268,35 +294,34 @@ export class ProcessFleet implements Fleet {
   #registryWrites: Promise<void> = Promise.resolve();
   readonly #onExit = () => this.killNow();
 
-  private constructor(options: ProcessFleetOptions, mode: TaskMode) {
+  private constructor(options: ProcessFleetOptions, adminPort: number) {
     this.dir = resolve(options.dir);
-    this.mode = mode;
     this.#options = options;
+    this.#adminPort = adminPort;
   }
 
   /** Starts every task and resolves once all are ready (or rejects, after stopping what started). */
   static async start(options: ProcessFleetOptions): Promise<ProcessFleet> {
-    if (!Number.isInteger(options.tasks) || options.tasks < 1) {
-      throw new ValidationError(`tasks must be a positive integer, got ${options.tasks}`, { path: 'tasks' });
+    if (!Number.isInteger(options.tasks) || options.tasks < 1 || options.tasks > MAX_LOCAL_TASKS) {
+      throw new ValidationError(
+        `tasks must be an integer from 1 to ${MAX_LOCAL_TASKS}, got ${options.tasks}`,
+        {
+          path: 'tasks',
+        },
+      );
     }
-    const mode =
-      options.mode ??
-      (options.sidecarCommand !== undefined || (await sidecarAvailable()) ? 'sidecar' : 'render');
-    const fleet = new ProcessFleet(options, mode);
+    const addresses = taskAddresses(options.tasks);
+    const adminPort = options.adminPort ?? (await freeTaskPorts(addresses, 1))[0]!;
+    const fleet = new ProcessFleet(options, adminPort);
     process.on('exit', fleet.#onExit);
     const onAbort = () => fleet.killNow();
     options.signal?.addEventListener('abort', onAbort);
     await mkdir(join(fleet.dir, 'tasks'), { recursive: true, mode: 0o700 });
     try {
-      const ids = Array.from({ length: options.tasks }, (_, i) => `task-${i + 1}`);
-      await pool(ids, options.startConcurrency ?? 4, async (taskId) => {
-        const ports: TaskPorts = {
-          admin: await freeLoopbackPort(),
-          tls: await freeLoopbackPort(),
-          health: await freeLoopbackPort(),
-        };
-        await fleet.#startTask(taskId, 1, ports);
-      });
+      const tasks = addresses.map((address, i) => ({ taskId: `task-${i + 1}`, address }));
+      await pool(tasks, options.startConcurrency ?? 4, ({ taskId, address }) =>
+        fleet.#startTask(taskId, 1, address),
+      );
     } catch (error) {
       await fleet.stop();
       throw error;
@@ -313,11 +338,11 @@ export class ProcessFleet implements Fleet {
       .sort((a, b) => a.taskId.localeCompare(b.taskId, 'en', { numeric: true }));
   }
 
-  /** TLS listeners of the running tasks, for traffic. */
+  /** TLS listeners of the running tasks (each on its own address), for traffic. */
   endpoints(): { taskId: string; host: string; port: number }[] {
     return this.records()
       .filter((r) => r.lastStatus === 'RUNNING')
-      .map((r) => ({ taskId: r.taskId, host: '127.0.0.1', port: r.ports.tls }));
+      .map((r) => ({ taskId: r.taskId, host: r.address, port: r.ports.tls }));
   }
 
   /** Process ids per task (sidecar and HAProxy master), for CPU and memory figures. */
@@ -340,7 +365,7 @@ export class ProcessFleet implements Fleet {
       .map(toFleetTask);
   }
 
-  /** Starts replacing every task, one at a time (stop, start on the same ports, wait ready). */
+  /** Starts replacing every task, one at a time (stop, start on the same address, wait ready). */
   async roll(): Promise<{ deploymentId: string }> {
     const deploymentId = `local-deployment-${++this.#deploymentCounter}`;
     const entry: { state: RolloutState; error?: string; done: Promise<void> } = {
@@ -354,7 +379,7 @@ export class ProcessFleet implements Fleet {
         for (const record of this.records()) {
           if (this.#stopped) throw new Error('fleet stopped during the roll');
           await this.#stopTask(record.taskId);
-          await this.#startTask(record.taskId, record.generation + 1, record.ports);
+          await this.#startTask(record.taskId, record.generation + 1, record.address);
         }
         entry.state = 'COMPLETED';
       } catch (error) {
@@ -417,9 +442,8 @@ export class ProcessFleet implements Fleet {
 
   async #writeRegistryNow(): Promise<void> {
     const registry: FleetRegistry = {
-      format: 1,
+      format: 2,
       fleet: this.#options.fleet,
-      mode: this.mode,
       ownerPid: process.pid,
       storeDir: resolve(this.#options.storeDir),
       fleetConfigSecretId: this.#options.fleetConfigSecretId,
@@ -428,16 +452,15 @@ export class ProcessFleet implements Fleet {
     await writeFileAtomic(join(this.dir, 'registry.json'), `${JSON.stringify(registry, null, 2)}\n`, 0o600);
   }
 
-  async #fleetDocument(): Promise<Record<string, unknown>> {
-    const secret = await this.#options.store.get(this.#options.fleetConfigSecretId, { stage: Stage.Current });
-    const document = parseYaml(secret.value) as unknown;
-    if (document === null || typeof document !== 'object' || Array.isArray(document)) {
-      throw new ValidationError(`fleet config ${this.#options.fleetConfigSecretId} is not a document`);
-    }
-    return document as Record<string, unknown>;
+  /** The ports a task started now listens on: the current fleet config's listeners. */
+  async #taskPorts(): Promise<TaskPorts> {
+    const id = this.#options.fleetConfigSecretId;
+    const secret = await this.#options.store.get(id, { stage: Stage.Current });
+    const { listeners } = parseFleetConfig(parseYaml(secret.value) as unknown, `fleet config ${id}`);
+    return { admin: this.#adminPort, tls: listeners.tls, health: listeners.health, verify: listeners.verify };
   }
 
-  async #startTask(taskId: string, generation: number, ports: TaskPorts): Promise<void> {
+  async #startTask(taskId: string, generation: number, address: string): Promise<void> {
     if (this.#stopped) throw new Error('fleet stopped');
     const started = performance.now();
     this.#options.onEvent?.({ type: 'task-starting', taskId, generation });
@@ -446,9 +469,11 @@ export class ProcessFleet implements Fleet {
     // A replacement task starts from an empty volume, like a fresh ECS task.
     await rm(dir, { recursive: true, force: true });
     await mkdir(gatewayDir, { recursive: true, mode: 0o700 });
+    const ports = await this.#taskPorts();
     const record: LocalTaskRecord = {
       taskId,
       generation,
+      address,
       ports,
       dir,
       sidecarPid: null,
@@ -464,51 +489,40 @@ export class ProcessFleet implements Fleet {
     };
     this.#tasks.set(taskId, task);
     const deadline = Date.now() + (this.#options.readyTimeoutMs ?? 30_000);
-    const document = taskFleetDocument(await this.#fleetDocument(), ports);
     const layout = gatewayLayout(gatewayDir);
+    const sidecarLog = join(dir, 'sidecar.log');
 
-    if (this.mode === 'sidecar') {
-      const fleetConfigFile = join(dir, 'fleet-config.json');
-      await writeFileAtomic(fleetConfigFile, `${JSON.stringify(document, null, 2)}\n`, 0o600);
-      const configFile = join(dir, 'sidecar.json');
-      const config = sidecarConfig({
-        storeDir: resolve(this.#options.storeDir),
-        fleetConfigFile,
-        gatewayDir,
-        adminPort: ports.admin,
-        pollMs: this.#options.sidecarPollMs ?? 30_000,
-      });
-      await writeFileAtomic(configFile, `${JSON.stringify(config, null, 2)}\n`, 0o600);
-      const log = await open(join(dir, 'sidecar.log'), 'a', 0o600);
-      const [command, ...args] = this.#options.sidecarCommand ?? [process.execPath, CLI_MAIN, 'sidecar'];
-      const child = spawn(command!, [...args, '--config', configFile], {
-        stdio: ['ignore', log.fd, log.fd],
-        cwd: repositoryRoot,
-      });
-      await log.close();
-      task.sidecar = child;
-      task.sidecarExited = new Promise<void>((done) => child.once('exit', () => done()));
-      record.sidecarPid = child.pid ?? null;
-      // ECS `dependsOn: HEALTHY`: HAProxy starts once the sidecar has rendered its files.
-      for (let attempt = 0; ; attempt++) {
-        this.#checkAbort();
-        if (child.exitCode !== null || child.signalCode !== null) {
-          throw new Error(
-            `sidecar of ${taskId} exited during startup:\n${await logTail(join(dir, 'sidecar.log'))}`,
-          );
-        }
-        if ((await httpStatus(ports.admin, '/healthz')) === 200) break;
-        if (Date.now() > deadline || attempt > 10_000) {
-          throw new Error(
-            `sidecar of ${taskId} not healthy in time:\n${await logTail(join(dir, 'sidecar.log'))}`,
-          );
-        }
-        await sleep(50);
+    const configFile = join(dir, 'sidecar.json');
+    const config = sidecarConfig({
+      storeDir: resolve(this.#options.storeDir),
+      fleetConfigSecretId: this.#options.fleetConfigSecretId,
+      gatewayDir,
+      address,
+      adminPort: ports.admin,
+      pollMs: this.#options.sidecarPollMs ?? 30_000,
+    });
+    await writeFileAtomic(configFile, `${JSON.stringify(config, null, 2)}\n`, 0o600);
+    const log = await open(sidecarLog, 'a', 0o600);
+    const [command, ...args] = this.#options.sidecarCommand ?? [process.execPath, CLI_MAIN, 'sidecar'];
+    const child = spawn(command!, [...args, '--config', configFile], {
+      stdio: ['ignore', log.fd, log.fd],
+      cwd: repositoryRoot,
+    });
+    await log.close();
+    task.sidecar = child;
+    task.sidecarExited = new Promise<void>((done) => child.once('exit', () => done()));
+    record.sidecarPid = child.pid ?? null;
+    // ECS `dependsOn: HEALTHY`: HAProxy starts once the sidecar has rendered its files.
+    for (let attempt = 0; ; attempt++) {
+      this.#checkAbort();
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`sidecar of ${taskId} exited during startup:\n${await logTail(sidecarLog)}`);
       }
-    } else {
-      const config = parseFleetConfig(stripControlPlaneKeys(document), `fleet config of ${taskId}`);
-      const allowlist = await this.#allowlistCidrs(config.allowlist.source);
-      await writeGateway(gatewayDir, renderGateway(config, { layout, allowlistCidrs: allowlist }));
+      if ((await httpStatus(address, ports.admin, '/healthz')) === 200) break;
+      if (Date.now() > deadline || attempt > 10_000) {
+        throw new Error(`sidecar of ${taskId} not healthy in time:\n${await logTail(sidecarLog)}`);
+      }
+      await sleep(50);
     }
 
     const haproxy = await startHaproxy({
@@ -519,16 +533,14 @@ export class ProcessFleet implements Fleet {
     task.haproxy = haproxy;
     record.haproxyPid = haproxy.pid;
     await haproxy.waitReady();
-    if (this.mode === 'render') {
-      await cliCommand(layout.adminSocket, `set map ${layout.stateMap} ready 1`);
-    }
     // Ready: the health check the NLB would use answers 200 (the sidecar applied valid state).
     for (let attempt = 0; ; attempt++) {
       this.#checkAbort();
-      if ((await httpStatus(ports.health, '/healthz')) === 200) break;
+      if ((await httpStatus(address, ports.health, '/healthz')) === 200) break;
       if (Date.now() > deadline || attempt > 10_000) {
-        const sidecarLog = this.mode === 'sidecar' ? `\n${await logTail(join(dir, 'sidecar.log'))}` : '';
-        throw new Error(`${taskId} not ready in time:\n${haproxy.stderr().slice(-2000)}${sidecarLog}`);
+        throw new Error(
+          `${taskId} not ready in time:\n${haproxy.stderr().slice(-2000)}\n${await logTail(sidecarLog)}`,
+        );
       }
       await sleep(50);
     }
@@ -539,16 +551,6 @@ export class ProcessFleet implements Fleet {
 
   #checkAbort(): void {
     if (this.#options.signal?.aborted) throw new Error('fleet start aborted');
-  }
-
-  async #allowlistCidrs(source: { file: string } | { secretId: string } | undefined): Promise<string[]> {
-    if (source === undefined) return [];
-    if ('file' in source) {
-      const text = await readFile(source.file, 'utf8');
-      return parseSecret(AllowlistSecret, source.file, text).cidrs;
-    }
-    const secret = await this.#options.store.get(source.secretId, { stage: Stage.Current });
-    return parseSecret(AllowlistSecret, source.secretId, secret.value).cidrs;
   }
 
   async #stopTask(taskId: string): Promise<void> {
@@ -572,15 +574,6 @@ export class ProcessFleet implements Fleet {
   }
 }
 
-/** The fleet config without the control-plane sections, for a renderer that does not know them yet. */
-function stripControlPlaneKeys(document: Record<string, unknown>): Record<string, unknown> {
-  const { certificates: _c, trust: _t, nudgeKey: _n, ...rest } = document;
-  const routes = Array.isArray(rest.routes)
-    ? rest.routes.filter((r) => (r as { mode?: unknown }).mode !== 'terminate')
-    : rest.routes;
-  return { ...rest, routes };
-}
-
 /**
  * The `Fleet` of a local fleet run by another process, read from its registry: what the CLI uses
  * with `--local DIR`. Listing works from anywhere; rolling needs the owning process.
@@ -592,11 +585,11 @@ export class RegistryFleet implements Fleet {
     this.#path = join(fleetDir, 'registry.json');
   }
 
-  /** The registry, or `undefined` when no local fleet is running there. */
+  /** The registry, or `undefined` when no local fleet (of this format) is running there. */
   async registry(): Promise<FleetRegistry | undefined> {
     try {
       const registry = (await readJson(this.#path)) as FleetRegistry;
-      return alive(registry.ownerPid) ? registry : undefined;
+      return registry.format === 2 && alive(registry.ownerPid) ? registry : undefined;
     } catch {
       return undefined;
     }

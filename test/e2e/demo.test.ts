@@ -84,7 +84,6 @@ describe('npm run demo', () => {
     expect(report.missing, run.stderr.slice(-3000)).toEqual([]);
     expect(report).toMatchObject({
       tasks: 3,
-      mode: 'sidecar',
       rotation: { status: 'SUCCEEDED', tasksServingNew: 3 },
       traffic: { failedHandshakes: 0, droppedLongLived: 0 },
       allowlist: {

@@ -5,7 +5,7 @@ import { allowlistRequest, cidrProblems } from '../../cli/commands/allowlist.ts'
 import { formatReport } from '../../cli/commands/demo.ts';
 import { formatTable, taskRow } from '../../cli/commands/status.ts';
 import { type DemoReport, demoSucceeded } from '../../cli/demo/demo.ts';
-import { demoFleetDocument, measureRotation } from '../../cli/demo/environment.ts';
+import { CONTROL_PLANE_CIDR, demoFleetDocument, measureRotation } from '../../cli/demo/environment.ts';
 import { checkFleetName, fleetSecretIds } from '../../cli/demo/secrets.ts';
 import {
   executionName,
@@ -14,9 +14,11 @@ import {
   progressLine,
   type WorkflowOutcome,
 } from '../../cli/demo/workflow.ts';
+import { parseFleetConfig } from '../../lib/config/index.ts';
 import { TaskUnreachable } from '../../lib/errors.ts';
 import type { FleetTask, TaskStatus } from '../../lib/ports.ts';
 import { parseControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
+import { verifyListenerEnabled } from '../../proxy/haproxy/render-verify.ts';
 
 const plain = (_code: number, text: string) => text;
 
@@ -304,24 +306,32 @@ describe('measureRotation', () => {
 });
 
 describe('the demo fleet document', () => {
+  const document = demoFleetDocument({
+    dnsAddress: '127.0.0.1:5353',
+    mtlsUpstreamPort: 1,
+    passthroughUpstreamPort: 2,
+    terminate: true,
+    listeners: { tls: 41_001, health: 41_002, verify: 41_003 },
+  });
+
   it('is a fleet config the control plane reads, with a terminate and a passthrough route', () => {
-    const document = demoFleetDocument({
-      dnsAddress: '127.0.0.1:5353',
-      mtlsUpstreamPort: 1,
-      passthroughUpstreamPort: 2,
-      terminate: true,
-    });
     const config = parseControlPlaneFleet(JSON.stringify(document));
     expect(config.certificates.map((c) => c.name)).toEqual(['api', 'gateway-client']);
     expect(config.allowlist.source).toEqual({ secretId: 'portcullis/demo/allowlist' });
     expect((document.routes as { mode: string }[]).map((r) => r.mode)).toEqual(['terminate', 'passthrough']);
+  });
+
+  it('is one document for every task: shared listener ports, the verify listener open to the control plane', () => {
+    const config = parseFleetConfig(document);
+    expect(config.listeners).toMatchObject({ tls: 41_001, health: 41_002, verify: 41_003, http: null });
+    expect(config.verify.trustedPeers).toEqual([CONTROL_PLANE_CIDR]);
+    expect(verifyListenerEnabled(config)).toBe(true);
   });
 });
 
 function report(overrides: Partial<DemoReport> = {}): DemoReport {
   return {
     tasks: 2,
-    mode: 'sidecar',
     stateDir: '/tmp/x',
     missing: [],
     rotation: {
