@@ -37,12 +37,7 @@ export interface EcsFleetOptions {
    * The gateway's verification listener inside each task (the fleet config's `listeners.verify`,
    * default 8444): listed tasks carry it as `FleetTask.tlsPort`, where VerifyTask handshakes.
    */
-  verifyPort?: number;
-  /**
-   * @deprecated The name this port had while verification went to the TLS listener; use
-   * `verifyPort`. Accepted (it must then equal `verifyPort`) until its callers have moved.
-   */
-  tlsPort?: number;
+  verifyPort: number;
 }
 
 function tcpPort(key: string, port: number | undefined): number {
@@ -129,14 +124,8 @@ export class EcsFleet implements Fleet {
   constructor(options: EcsFleetOptions) {
     if (!options.cluster) throw new ValidationError('cluster is required', { path: 'cluster' });
     if (!options.service) throw new ValidationError('service is required', { path: 'service' });
-    const { verifyPort, tlsPort } = options;
-    if (verifyPort !== undefined && tlsPort !== undefined && verifyPort !== tlsPort) {
-      throw new ValidationError(`verifyPort ${verifyPort} and its old name tlsPort ${tlsPort} disagree`, {
-        path: 'verifyPort',
-      });
-    }
     this.#adminPort = tcpPort('adminPort', options.adminPort);
-    this.#verifyPort = tcpPort('verifyPort', verifyPort ?? tlsPort);
+    this.#verifyPort = tcpPort('verifyPort', options.verifyPort);
     this.#client = options.client ?? defaultEcsClient();
     this.#cluster = options.cluster;
     this.#service = options.service;

@@ -16,7 +16,12 @@ import {
   UpdateServiceCommand,
 } from '@aws-sdk/client-ecs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EcsFleet, rolloutStateOf, taskPrivateAddress } from '../../lib/aws/ecs-fleet.ts';
+import {
+  EcsFleet,
+  type EcsFleetOptions,
+  rolloutStateOf,
+  taskPrivateAddress,
+} from '../../lib/aws/ecs-fleet.ts';
 import { mockAwsClient, sdkError } from '../support/aws-mock.ts';
 
 const ecs = mockAwsClient(ECSClient);
@@ -260,21 +265,15 @@ describe('EcsFleet options', () => {
     expect(() => new EcsFleet({ client, cluster, service, adminPort: 9901, verifyPort: 65_536 })).toThrow(
       /verifyPort/,
     );
+    // What `Number(process.env.VERIFY_PORT)` gives for a garbled value.
+    expect(
+      () => new EcsFleet({ client, cluster, service, adminPort: 9901, verifyPort: Number('x') }),
+    ).toThrow(/verifyPort must be a TCP port, got NaN/);
   });
 
-  it('needs the verification port', () => {
-    expect(() => new EcsFleet({ client, cluster, service, adminPort: 9901 })).toThrow(
+  it('needs the verification port (a JavaScript caller may leave it out)', () => {
+    expect(() => new EcsFleet({ client, cluster, service, adminPort: 9901 } as EcsFleetOptions)).toThrow(
       /verifyPort must be a TCP port/,
     );
-  });
-
-  it('still takes the port under its old name tlsPort, and refuses two names that disagree', async () => {
-    ecs.on(ListTasksCommand).resolves({ taskArns: [taskArn('a')] });
-    ecs.on(DescribeTasksCommand).resolves({ tasks: [runningTask('a', '10.0.0.5')] });
-    const old = new EcsFleet({ client, cluster, service, adminPort: 9901, tlsPort: 9444 });
-    expect((await old.listTasks()).map((t) => t.tlsPort)).toEqual([9444]);
-    expect(
-      () => new EcsFleet({ client, cluster, service, adminPort: 9901, verifyPort: 8444, tlsPort: 443 }),
-    ).toThrow(/disagree/);
   });
 });
