@@ -10,10 +10,11 @@ export const summary = 'Run the whole loop on this machine: local fleet, rotatio
 const HELP = `Usage: portcullis demo [--tasks N] [--json] [--state-dir DIR] [--keep]
 
 Starts a local CA, a file-backed secret store, mTLS and passthrough upstreams, a DNS responder
-and N gateway tasks (each a real HAProxy and a real sidecar on loopback ports); creates the
-fleet's secrets as 'portcullis init' does; sends traffic (new mTLS and passthrough connections
-in a loop, long-lived streams); runs the rotate-certificates state machine, then
-update-allowlist removing the traffic's source and restoring it; prints what it measured.
+and N gateway tasks (each a real HAProxy and a real sidecar on its own loopback address,
+127.0.1.N, all reading the one fleet config); creates the fleet's secrets as 'portcullis init'
+does; sends traffic (new mTLS and passthrough connections in a loop, long-lived streams); runs
+the rotate-certificates state machine, then update-allowlist removing the traffic's source and
+restoring it; prints what it measured.
 
 Options:
   --tasks N         gateway tasks (default 3)
