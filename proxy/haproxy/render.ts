@@ -393,12 +393,13 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
     '  tcp-request content reject if refused',
     // req.ssl_* read only the first TLS record; a hello fragmented over several records is
     // reassembled in Lua, and `req.len` keeps the rule waiting until all of it arrived.
-    '  # the whole hello, across TLS records (lua/client-hello.lua)',
-    '  tcp-request content set-var(txn.hello_need) lua.portcullis_hello_need',
+    '  # the whole hello, across TLS records, strictly parsed (lua/client-hello.lua): "<need>/<name>"',
+    '  tcp-request content set-var(txn.hello) req.payload(0,0),hex,lua.portcullis_hello',
+    '  tcp-request content set-var(txn.hello_need) var(txn.hello),field(1,/)',
     `  tcp-request content set-var(txn.refusal) str(${REFUSAL.clientHelloIncomplete}) if !hello_full`,
     '  tcp-request content reject if refused',
     '  # server name: lower-cased, one trailing dot dropped',
-    '  tcp-request content set-var(txn.name) lua.portcullis_sni,lower,regsub([.]$,)',
+    '  tcp-request content set-var(txn.name) var(txn.hello),field(2,/),lower,regsub([.]$,)',
     ...nameRules('tcp-request content', REFUSAL.noServerName),
     ...routingRules(config, p, 'tcp-request content', 'tls'),
     '  tcp-request content reject if refused',
