@@ -19,6 +19,7 @@ import { type LocalUpstream, startLocalUpstream } from '../../lib/local/upstream
 import { createCsr, generateKey } from '../../lib/pki/index.ts';
 import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
 import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
+import { gatewayLayout } from '../../proxy/haproxy/layout.ts';
 
 const FLEET = 'fleettest';
 const FLEET_CONFIG = `portcullis/${FLEET}/fleet-config`;
@@ -174,6 +175,9 @@ describe('ProcessFleet: tasks on addresses of their own, one fleet config from t
       expect(binds.length).toBeGreaterThan(0);
       for (const bind of binds)
         expect(bind.trim(), record.taskId).toMatch(new RegExp(`^bind ${record.address}:\\d+$`));
+      // Loopback destinations are allowed in this fleet, but never the task's own address.
+      const denied = await readFile(gatewayLayout(join(record.dir, 'gateway')).deniedDestinations, 'utf8');
+      expect(denied.split('\n'), record.taskId).toContain(`${record.address}/32`);
     }
   });
 
