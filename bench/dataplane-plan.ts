@@ -1,6 +1,7 @@
 /**
  * What a dataplane run measures and for how long (pure), and the gateway variants `--explore`
- * tries: HAProxy settings the renderer does not set, applied to its output for measurement only.
+ * tries: fleet settings and HAProxy changes the renderer does not make by default, applied to its
+ * output for measurement only.
  */
 import { availableParallelism } from 'node:os';
 import type { FleetConfigInput } from '../lib/config/index.ts';
@@ -26,6 +27,8 @@ export interface DataplanePlan {
   resolverHoldMs: number;
   /** A `GATEWAY_VARIANTS` entry measured in the rounds next to the rendered gateway. */
   proposedVariant: string | null;
+  /** The `--explore` variants to run (all of `GATEWAY_VARIANTS` unless `--variants` names some). */
+  variants: string[];
 }
 
 /**
@@ -36,6 +39,8 @@ export interface DataplanePlan {
 export function dataplanePlan(options: {
   quick: boolean;
   explore?: boolean;
+  /** `--variants a,b`: only these `--explore` variants (implies `explore`). */
+  variants?: readonly string[];
   concurrency?: number;
   cores?: number;
 }): DataplanePlan {
@@ -44,14 +49,20 @@ export function dataplanePlan(options: {
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 4096) {
     throw new RangeError(`concurrency must be an integer 1…4096, got ${options.concurrency}`);
   }
+  const known = GATEWAY_VARIANTS.map((v) => v.name);
+  const unknown = (options.variants ?? []).filter((name) => !known.includes(name));
+  if (unknown.length > 0) {
+    throw new RangeError(`unknown variant(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
+  }
   const common = {
-    explore: options.explore ?? false,
+    explore: (options.explore ?? false) || (options.variants ?? []).length > 0,
+    variants: options.variants && options.variants.length > 0 ? [...options.variants] : known,
     concurrency,
     generatorWorkers: cores,
     upstreamWorkers: cores,
     proxyWorkers: cores,
     resolverHoldMs: 10_000,
-    proposedVariant: 'resolution-keepalive',
+    proposedVariant: 'threads-1',
   };
   return options.quick
     ? {
@@ -83,31 +94,43 @@ export interface GatewayVariant {
   why: string;
   /** Merged into the bench fleet config before rendering. */
   config?: Partial<FleetConfigInput>;
-  /** Applied to the rendered `haproxy.cfg`; `routes` are the exact route names and their upstream ports. */
+  /** Applied to the rendered `haproxy.cfg`. */
   patch?: (config: string, context: VariantContext) => string;
 }
 
 export interface VariantContext {
-  /** Names the gateway resolves per connection: exact route names (or their fixed upstream host). */
-  routes: readonly { name: string; port: number; family?: 'ipv4' | 'ipv6' }[];
+  /** HAProxy threads the rendered gateway runs (one per core unless the fleet sets `limits.threads`). */
   threads: number;
 }
 
+/** Removes the section that starts with the line `header` (up to the next blank line). */
+export function dropSection(config: string, header: string): string {
+  const rows = config.split('\n');
+  const start = rows.indexOf(header);
+  if (start < 0) throw new RangeError(`no "${header}" section in the configuration`);
+  let end = start;
+  while (end < rows.length && rows[end] !== '') end++;
+  rows.splice(start, end - start + 1);
+  return rows.join('\n');
+}
+
+/** Replaces `from` by `to` and refuses a configuration that lacks `from` (a variant must not silently measure nothing). */
+export function replaceOnce(config: string, from: string, to: string): string {
+  if (!config.includes(from)) throw new RangeError(`the configuration has no "${from}"`);
+  return config.replace(from, to);
+}
+
 /**
- * A backend nobody routes to, with one server per route name resolved through the same
- * `resolvers` section. HAProxy 2.6 frees a resolution when its last requester unlinks, and a
- * `do-resolve` unlinks as soon as it has its answer, so `hold valid` only helps connections that
- * overlap: every other new connection sends a DNS query. A server keeps the resolution linked
- * (refreshed every `hold valid`), and `do-resolve` for that name and record type then answers
- * from it. The destination guard still checks every answer; only the query per connection goes.
- * `no log` keeps the server's address-change messages out of the JSON access log.
+ * HAProxy's own `req.ssl_sni` instead of the Lua ClientHello parser: what the Lua layer costs at
+ * most. Unsafe (measurement only): it reads the first record only and is lenient (two names, two
+ * server_name extensions, trailing bytes and control characters pass; see render-lua.ts).
  */
-export function keepResolutionsAlive(config: string, context: VariantContext): string {
-  const servers = context.routes.map(
-    (route, index) =>
-      `  server keep${index} ${route.name}:${route.port} resolvers dns resolve-prefer ${route.family ?? 'ipv4'} init-addr none`,
+export function nativeSni(config: string): string {
+  return replaceOnce(
+    replaceOnce(config, 'req.payload(0,0),hex,lua.portcullis_hello', 'str(0/)'),
+    'var(txn.hello),field(2,/),lower',
+    'req.ssl_sni,lower',
   );
-  return `${config.trimEnd()}\n\nbackend be_resolution_keepalive\n  mode tcp\n  no log\n${servers.join('\n')}\n`;
 }
 
 /** Inserts `lines` right after the first line equal to `section` (e.g. `global`, `defaults`). */
@@ -157,14 +180,19 @@ export const GATEWAY_VARIANTS: readonly GatewayVariant[] = [
     why: 'the rendered configuration once more: how far two runs of the same thing differ here',
   },
   {
-    name: 'resolution-keepalive',
-    why: 'one DNS query per hold period instead of one per connection (see keepResolutionsAlive)',
-    patch: keepResolutionsAlive,
+    name: 'threads-1',
+    why: 'limits.threads: 1 (nbthread 1): no cross-thread wake-ups or locks, but one core for all traffic',
+    config: { limits: { threads: 1 } },
   },
   {
-    name: 'resolution-keepalive+nbthread-1',
-    why: 'both: no per-connection query, no cross-thread locking',
-    patch: (config, context) => addToSection(keepResolutionsAlive(config, context), 'global', ['nbthread 1']),
+    name: 'no-resolution-keepalive',
+    why: 'the gateway before the resolution keep-alive: one DNS query per connection (HAProxy 2.6 do-resolve)',
+    patch: (config) => dropSection(config, 'backend be_resolution_keepalive'),
+  },
+  {
+    name: 'native-sni-unsafe',
+    why: "HAProxy's req.ssl_sni instead of the strict Lua parser: the Lua layer's cost; fails the adversarial SNI checks (measured, never proposed)",
+    patch: nativeSni,
   },
   {
     name: 'no-access-log',
@@ -200,10 +228,5 @@ export const GATEWAY_VARIANTS: readonly GatewayVariant[] = [
     name: 'bind-per-thread',
     why: 'one SO_REUSEPORT listener per thread: the kernel balances, no cross-thread hand-off',
     patch: (config, context) => bindPerThread(config, FRONTEND_TLS, context.threads),
-  },
-  {
-    name: 'nbthread-1',
-    why: 'one thread: no cross-thread wake-ups or locks, but one core for all traffic',
-    patch: (config) => addToSection(config, 'global', ['nbthread 1']),
   },
 ];

@@ -181,7 +181,7 @@ function refused(target: TlsTarget, localAddress: string): Promise<boolean> {
 }
 
 /**
- * Runs the suite with command-line style arguments (`--quick`, `--explore`, `--concurrency N`,
+ * Runs the suite with command-line style arguments (`--quick`, `--explore`, `--variants a,b`, `--concurrency N`,
  * `--generator native|node`, `--out file.json`, `--help`) and returns the exit code. Writes the
  * JSON and a Markdown copy next to it; missed targets do not change the exit code.
  * @example await runDataplane(['--quick']) // ~30 s, bench/results/dataplane-quick.{json,md}
@@ -192,6 +192,7 @@ export async function runDataplane(argv: string[]): Promise<number> {
     options: {
       quick: { type: 'boolean', default: false },
       explore: { type: 'boolean', default: false },
+      variants: { type: 'string' },
       out: { type: 'string' },
       concurrency: { type: 'string' },
       generator: { type: 'string', default: 'native' },
@@ -203,9 +204,10 @@ export async function runDataplane(argv: string[]): Promise<number> {
   if (values.help) {
     console.log(
       [
-        'Usage: npm run bench -- --suite dataplane [--quick] [--explore] [--concurrency N] [--out file.json]',
+        'Usage: npm run bench -- --suite dataplane [--quick] [--explore | --variants a,b] [--concurrency N] [--out file.json]',
         '  --quick     ~30 s smoke run (shorter windows, allowlists 0 and 100 000, 64 MiB bulk)',
-        '  --explore   also measure gateway variants (HAProxy settings the renderer does not set)',
+        '  --explore   also measure gateway variants (settings the renderer does not make by default)',
+        `  --variants a,b  only these --explore variants (implies --explore): ${GATEWAY_VARIANTS.map((v) => v.name).join(', ')}`,
         '  --generator native (default: tlsload.c, built with cc; falls back to node) | node',
       ].join('\n'),
     );
@@ -214,6 +216,7 @@ export async function runDataplane(argv: string[]): Promise<number> {
   const plan = dataplanePlan({
     quick: values.quick,
     explore: values.explore,
+    ...(values.variants !== undefined ? { variants: values.variants.split(',').filter(Boolean) } : {}),
     ...(values.concurrency !== undefined ? { concurrency: Number(values.concurrency) } : {}),
   });
   const defaultOut = fileURLToPath(
@@ -443,8 +446,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
         const file = rendered.files['haproxy.cfg'];
         if (file === undefined) throw new BenchmarkError('rendered gateway has no haproxy.cfg');
         file.content = variant.patch(file.content, {
-          routes: [{ name: UPSTREAM_NAME, port }],
-          threads: plan.proxyWorkers,
+          threads: config.limits.threads ?? plan.proxyWorkers,
         });
       }
       await writeGateway(root, rendered);
@@ -515,7 +517,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
     const smallest = plan.allowlistSizes[0] ?? 0;
     const baseline = (path: PathName) =>
       legs.find((l) => l.path === path && l.entries === smallest && l.variant === undefined)!;
-    // The renderer change this benchmark proposes runs in the rounds too, so that the ratio
+    // The sizing alternative (one HAProxy thread) runs in the rounds too, so that the ratio
     // table can show where it lands next to the rendered gateway (see README).
     const proposed = GATEWAY_VARIANTS.find((v) => v.name === plan.proposedVariant);
     const largest = plan.allowlistSizes[plan.allowlistSizes.length - 1] ?? 0;
@@ -566,7 +568,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
     const variants: VariantResult[] = [];
     if (plan.explore) {
       const rendered = baseline('gateway');
-      for (const variant of GATEWAY_VARIANTS) {
+      for (const variant of GATEWAY_VARIANTS.filter((v) => plan.variants.includes(v.name))) {
         const gateway = await startGateway(smallest, variant);
         try {
           const tried = await connectionsRun(

@@ -112,19 +112,19 @@ export function computeRatios(
             name: `gateway + ${proposed.name} / NGINX CPU per connection (${smallest} entries)`,
             value: div(proposed.cpuMicrosPerConnection, n0?.cpuMicrosPerConnection),
             target: { op: '<=', value: 0.9 } as const,
-            note: 'proposed renderer change',
+            note: 'alternative fleet setting',
           },
           {
             name: `gateway + ${proposed.name} / direct new connections per second (${smallest} entries)`,
             value: div(proposed.connectionsPerSecond, summary.direct.connectionsPerSecond),
             target: { op: '>=', value: 0.97 } as const,
-            note: 'proposed renderer change',
+            note: 'alternative fleet setting',
           },
           {
             name: `gateway + ${proposed.name} CPU per connection, ${largest} / ${smallest} entries`,
             value: div(proposed.cpuMicrosPerConnectionLargest, proposed.cpuMicrosPerConnection),
             target: { op: '<=', value: 1.1 } as const,
-            note: 'proposed renderer change',
+            note: 'alternative fleet setting',
           },
         ]),
   ];

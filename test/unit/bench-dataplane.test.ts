@@ -11,8 +11,10 @@ import {
   bindPerThread,
   dataplanePlan,
   dropLines,
+  dropSection,
   GATEWAY_VARIANTS,
-  keepResolutionsAlive,
+  nativeSni,
+  replaceOnce,
 } from '../../bench/dataplane-plan.ts';
 import { benchAllowlist, seededRandom } from '../../bench/lib/allowlist.ts';
 import { perfStatus } from '../../bench/lib/env.ts';
@@ -444,6 +446,16 @@ describe('dataplanePlan', () => {
     expect(full.generatorWorkers).toBe(2);
   });
 
+  it('runs every variant with --explore, only the named ones with --variants, and refuses unknown names', () => {
+    const all = GATEWAY_VARIANTS.map((v) => v.name);
+    expect(dataplanePlan({ quick: true }).explore).toBe(false);
+    expect(dataplanePlan({ quick: true, explore: true }).variants).toEqual(all);
+    const some = dataplanePlan({ quick: true, variants: ['threads-1', 'native-sni-unsafe'] });
+    expect(some).toMatchObject({ explore: true, variants: ['threads-1', 'native-sni-unsafe'] });
+    expect(() => dataplanePlan({ quick: true, variants: ['threads-1', 'nope'] })).toThrow(/nope/);
+    expect(all).toContain(dataplanePlan({ quick: false }).proposedVariant);
+  });
+
   it('refuses a concurrency that is not a positive integer', () => {
     expect(() => dataplanePlan({ quick: true, concurrency: 0 })).toThrow(RangeError);
     expect(() => dataplanePlan({ quick: true, concurrency: 1.5 })).toThrow(RangeError);
@@ -492,7 +504,7 @@ describe('NGINX configurations', () => {
 describe('gateway variants', () => {
   let dir: string;
   let config: string;
-  const context = { routes: [{ name: 'bench.upstream.test', port: 4443 }], threads: 2 };
+  const context = { threads: 2 };
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'portcullis-bench-test-'));
@@ -535,21 +547,22 @@ describe('gateway variants', () => {
     expect(patched).toContain('  bind 127.0.0.1:18081\n');
   });
 
-  it('keeps a resolution alive with one server per route in a backend nobody uses', () => {
-    const patched = keepResolutionsAlive(config, context);
-    expect(patched).toContain('backend be_resolution_keepalive');
-    expect(patched).toContain(
-      'server keep0 bench.upstream.test:4443 resolvers dns resolve-prefer ipv4 init-addr none',
-    );
-    expect(patched).toContain('backend be_resolution_keepalive\n  mode tcp\n  no log\n');
-    expect(patched).not.toMatch(/use_backend\s+be_resolution_keepalive/);
-    const v6 = keepResolutionsAlive(config, {
-      ...context,
-      routes: [{ name: 'a.test', port: 443, family: 'ipv6' }],
-    });
-    expect(v6).toContain('server keep0 a.test:443 resolvers dns resolve-prefer ipv6 init-addr none');
+  it('drops one whole section, here the resolution keep-alive the renderer adds', () => {
+    expect(config).toContain('backend be_resolution_keepalive\n');
+    const patched = dropSection(config, 'backend be_resolution_keepalive');
+    expect(patched).not.toContain('be_resolution_keepalive');
+    expect(patched).not.toContain('resolvers dns resolve-prefer');
+    expect(patched).toContain('backend be_tls_passthrough\n');
+    expect(patched.split('\n').length).toBeLessThan(config.split('\n').length - 5);
+    expect(() => dropSection(config, 'backend nope')).toThrow(RangeError);
   });
 
+  it("swaps the Lua ClientHello parser for HAProxy's req.ssl_sni, and says so when it cannot", () => {
+    const patched = nativeSni(config);
+    expect(patched).not.toContain('lua.portcullis_hello');
+    expect(patched).toContain('set-var(txn.name) req.ssl_sni,lower');
+    expect(() => replaceOnce('a', 'b', 'c')).toThrow(RangeError);
+  });
   it('produces configurations HAProxy 2.6 accepts', async () => {
     for (const variant of GATEWAY_VARIANTS) {
       if (variant.patch === undefined) continue;
