@@ -11,7 +11,7 @@ import { buildClientHello } from '../support/client-hello.ts';
 import { type DnsServer, startDnsServer } from '../support/dns.ts';
 import { type AccessLog, freePort, type GatewayHarness, startGateway } from '../support/gateway.ts';
 import { sendRaw } from '../support/net.ts';
-import { startTcpUpstream, type Upstream } from '../support/tls.ts';
+import { type HttpUpstream, startHttpUpstream, startTcpUpstream, type Upstream } from '../support/tls.ts';
 
 const APP = 'app.example.test';
 /** Under a wildcard route: resolved per connection (the contrast, and proof the count counts). */
@@ -26,6 +26,7 @@ let dns: DnsServer;
 let first: Upstream;
 let second: Upstream;
 let decoy: Upstream;
+let httpUpstream: HttpUpstream;
 let gw: GatewayHarness;
 let records: Record<string, string[]>;
 
@@ -34,6 +35,8 @@ beforeAll(async () => {
   first = await startTcpUpstream({ host: '127.0.0.2', port });
   second = await startTcpUpstream({ host: '127.0.0.3', port });
   decoy = await startTcpUpstream({ host: '127.0.0.4', port });
+  const httpPort = await freePort('127.0.0.2');
+  httpUpstream = await startHttpUpstream({ host: '127.0.0.2', port: httpPort, name: 'app' });
   records = { [APP]: ['127.0.0.2'], [WILD]: ['127.0.0.2'] };
   dns = await startDnsServer({ records: (name) => records[name], ttl: 0 });
   gw = await startGateway({
@@ -49,7 +52,7 @@ beforeAll(async () => {
       },
       limits: { inspectDelayMs: 3000 },
       routes: [
-        { serverName: APP, upstream: { port }, allowedDestinations: ['127.0.0.0/8'] },
+        { serverName: APP, upstream: { port, httpPort }, allowedDestinations: ['127.0.0.0/8'] },
         { serverName: '*.pool.example.test', upstream: { port }, allowedDestinations: ['127.0.0.0/8'] },
       ],
     },
@@ -61,7 +64,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await gw?.close();
   await dns?.close();
-  await Promise.all([first, second, decoy].map((upstream) => upstream?.close()));
+  await Promise.all([first, second, decoy, httpUpstream].map((upstream) => upstream?.close()));
 });
 
 /** One connection with a ClientHello for `name`; its access-log line. Accepted ones are echoed back and closed. */
@@ -108,6 +111,26 @@ describe('resolution keep-alive', () => {
     const queries = dns.queries(APP) - before.app;
     expect(queries).toBeLessThanOrEqual(Math.ceil(elapsed / REFRESH_MS) + 1);
     expect(queries).toBeLessThan(CONNECTIONS / 2);
+  });
+
+  it('answers the HTTP listener from the same kept resolution', async () => {
+    const before = { app: dns.queries(APP), requests: httpUpstream.requests.length };
+    const started = Date.now();
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const result = await sendRaw({
+        host: '127.0.0.1',
+        port: gw.ports.http,
+        bytes: Buffer.from(`GET / HTTP/1.1\r\nHost: ${APP}\r\nConnection: close\r\n\r\n`),
+        timeoutMs: 3000,
+      });
+      statuses.push(Number(/^HTTP\/1\.1 (\d{3})/.exec(result.received.toString('latin1'))?.[1] ?? 0));
+    }
+    expect(statuses).toEqual(Array(10).fill(200));
+    expect(httpUpstream.requests.length - before.requests).toBe(10);
+    const queries = dns.queries(APP) - before.app;
+    expect(queries).toBeLessThanOrEqual(Math.ceil((Date.now() - started) / REFRESH_MS) + 1);
+    expect(queries).toBeLessThan(5);
   });
 
   it('still resolves a wildcard route once per connection (its names are not known in advance)', async () => {
@@ -190,6 +213,6 @@ describe('resolution keep-alive', () => {
     expect(stat[0]?.[36]).toBe('');
     // stdout carries the JSON access log only: address changes went elsewhere (`no log`).
     expect(gw.haproxy.lines.filter((l) => l.trim() !== '' && !l.startsWith('{'))).toEqual([]);
-    expect(gw.logs().every((l) => l.frontend === 'fe_tls')).toBe(true);
+    expect(new Set(gw.logs().map((l) => l.frontend))).toEqual(new Set(['fe_tls', 'fe_http']));
   });
 });
