@@ -479,6 +479,7 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
       : r.nameservers.map((ns, i) => `  nameserver ns${i} ${ns}`)),
     `  accepted_payload_size ${r.acceptedPayloadSize}`,
     `  resolve_retries ${r.retries}`,
+    // Also the refresh period of the resolutions render-resolution.ts keeps alive.
     `  timeout resolve ${ms(r.timeoutMs)}`,
     `  timeout retry ${ms(r.timeoutMs)}`,
     `  hold valid ${ms(r.holdValidMs)}`,

@@ -16,6 +16,8 @@ import { type HttpUpstream, startHttpUpstream, startTcpUpstream, type Upstream }
 const APP = 'app.example.test';
 /** Under a wildcard route: resolved per connection (the contrast, and proof the count counts). */
 const WILD = 'one.pool.example.test';
+/** Answers two addresses, one of them denied. */
+const TWO = 'two.example.test';
 /** Refresh period of kept resolutions (`timeout resolve`) and `hold valid`. */
 const REFRESH_MS = 400;
 const HOLD_VALID_MS = 1500;
@@ -37,7 +39,7 @@ beforeAll(async () => {
   decoy = await startTcpUpstream({ host: '127.0.0.4', port });
   const httpPort = await freePort('127.0.0.2');
   httpUpstream = await startHttpUpstream({ host: '127.0.0.2', port: httpPort, name: 'app' });
-  records = { [APP]: ['127.0.0.2'], [WILD]: ['127.0.0.2'] };
+  records = { [APP]: ['127.0.0.2'], [WILD]: ['127.0.0.2'], [TWO]: ['127.0.0.4', '127.0.0.2'] };
   dns = await startDnsServer({ records: (name) => records[name], ttl: 0 });
   gw = await startGateway({
     config: {
@@ -54,6 +56,7 @@ beforeAll(async () => {
       routes: [
         { serverName: APP, upstream: { port, httpPort }, allowedDestinations: ['127.0.0.0/8'] },
         { serverName: '*.pool.example.test', upstream: { port }, allowedDestinations: ['127.0.0.0/8'] },
+        { serverName: TWO, upstream: { port }, allowedDestinations: ['127.0.0.0/8'] },
       ],
     },
     allowlist: ['127.0.0.0/8'],
@@ -172,6 +175,20 @@ describe('resolution keep-alive', () => {
     expect(back).toMatchObject({ upstream: '127.0.0.2' });
   });
 
+  it('checks the one cached address each connection goes to when the name has several', async () => {
+    const before = { first: first.connections.length, queries: dns.queries(TWO) };
+    const logs: AccessLog[] = [];
+    for (let i = 0; i < 8; i++) logs.push(await connect(TWO));
+    for (const log of logs) {
+      expect([`127.0.0.2 -`, `127.0.0.4 ${REFUSAL.destinationDenied}`]).toContain(
+        `${log.upstream} ${log.refusal}`,
+      );
+    }
+    await first.waitForConnections(before.first + accepted(logs));
+    expect(decoy.connections).toHaveLength(0);
+    expect(dns.queries(TWO) - before.queries).toBeLessThan(8);
+  });
+
   it('refuses while the resolver fails and recovers at the next refresh', async () => {
     const before = first.connections.length;
     dns.setFailure('servfail');
@@ -207,10 +224,11 @@ describe('resolution keep-alive', () => {
       .split('\n')
       .filter((l) => l.startsWith(`${RESOLUTION_KEEPALIVE_BACKEND},`))
       .map((l) => l.split(','));
-    expect(stat.map((row) => row[1])).toEqual(['route0', 'BACKEND']);
+    expect(stat.map((row) => row[1])).toEqual(['route0', 'route2', 'BACKEND']);
     // stot (column 7, sessions ever) stays 0; check_status (column 36) is empty: no health check.
     for (const row of stat) expect(row[7], row[1]).toBe('0');
     expect(stat[0]?.[36]).toBe('');
+    expect(stat[1]?.[36]).toBe('');
     // stdout carries the JSON access log only: address changes went elsewhere (`no log`).
     expect(gw.haproxy.lines.filter((l) => l.trim() !== '' && !l.startsWith('{'))).toEqual([]);
     expect(new Set(gw.logs().map((l) => l.frontend))).toEqual(new Set(['fe_tls', 'fe_http']));
