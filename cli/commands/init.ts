@@ -58,6 +58,11 @@ export interface InitFleetOptions {
   reason?: string;
   /** Called after each secret, for progress. */
   onStep?: (step: InitStep) => void;
+  /**
+   * How long to wait for the CA to issue each certificate (polling with backoff while it says
+   * "not ready yet"). Default 60 000 ms.
+   */
+  issueTimeoutMs?: number;
 }
 
 export interface InitFleetResult {
@@ -102,6 +107,7 @@ async function issueFirst(
   authority: CertificateAuthority,
   fleet: string,
   spec: CertificateSpec,
+  timeoutMs: number | undefined,
 ): Promise<CertificateSecret> {
   const key = await generateKey(spec.key);
   const sans = { dns: spec.dns, ...(spec.uri === undefined ? {} : { uri: spec.uri }) };
@@ -114,7 +120,7 @@ async function issueFirst(
     idempotencyToken: deriveToken(`init:${fleet}`, `${spec.name}:${key.publicKeyPem}`, TokenStep.Issue),
     usage: spec.usage,
   });
-  const issued = await waitIssued(authority, certificateId);
+  const issued = await waitIssued(authority, certificateId, timeoutMs);
   if (!keyMatchesCertificate(key.privateKeyPem, issued.certificatePem)) {
     throw new CertificateValidationError(
       'key-mismatch',
@@ -260,7 +266,7 @@ export async function initFleet(options: InitFleetOptions): Promise<InitFleetRes
       step({ secretId: spec.secretId, kind: 'certificate', action: 'kept', serial: current.serial });
       continue;
     }
-    const bundle = await issueFirst(authority, fleet, spec);
+    const bundle = await issueFirst(authority, fleet, spec, options.issueTimeoutMs);
     const value = JSON.stringify(bundle);
     const token = initToken(fleet, spec.secretId, value);
     if (await exists(store, spec.secretId)) {

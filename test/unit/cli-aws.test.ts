@@ -1,0 +1,926 @@
+/**
+ * `portcullis init` and `portcullis status` on their AWS path: the real command functions and
+ * `openTarget`, with Secrets Manager, Private CA and ECS answered by `aws-sdk-client-mock`
+ * (class mocks, so the module-scope clients the CLI builds are caught too). The mocks keep just
+ * enough state to behave like the services: secrets with versions and staging labels, a CA
+ * that signs the CSR it receives with a test CA generated at run time, an ECS service whose
+ * tasks have ENI addresses on loopback, where real HTTP servers stand in for the sidecars.
+ */
+
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  ACMPCAClient,
+  ACMPCAServiceException,
+  GetCertificateAuthorityCertificateCommand,
+  type GetCertificateAuthorityCertificateCommandOutput,
+  GetCertificateCommand,
+  type GetCertificateCommandInput,
+  type GetCertificateCommandOutput,
+  IssueCertificateCommand,
+  type IssueCertificateCommandInput,
+  type IssueCertificateCommandOutput,
+  ResourceNotFoundException as PcaResourceNotFoundException,
+  RequestInProgressException,
+} from '@aws-sdk/client-acm-pca';
+import { DescribeTasksCommand, ECSClient, ListTasksCommand, type Task } from '@aws-sdk/client-ecs';
+import {
+  CreateSecretCommand,
+  type CreateSecretCommandInput,
+  DescribeSecretCommand,
+  type DescribeSecretCommandInput,
+  GetSecretValueCommand,
+  type GetSecretValueCommandInput,
+  ListSecretVersionIdsCommand,
+  type ListSecretVersionIdsCommandInput,
+  PutSecretValueCommand,
+  type PutSecretValueCommandInput,
+  ResourceExistsException,
+  ResourceNotFoundException,
+  SecretsManagerClient,
+  SecretsManagerServiceException,
+  UpdateSecretVersionStageCommand,
+  type UpdateSecretVersionStageCommandInput,
+} from '@aws-sdk/client-secrets-manager';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { run as initCommand, initFleet } from '../../cli/commands/init.ts';
+import { run as statusCommand, type TaskRow } from '../../cli/commands/status.ts';
+import { openTarget } from '../../cli/demo/target.ts';
+import { pcaIdempotencyToken } from '../../lib/aws/acm-pca-authority.ts';
+import { CertificateNotReady } from '../../lib/errors.ts';
+import {
+  type CertificateAuthorityMaterial,
+  certificateInfo,
+  createCertificateAuthority,
+  issueCertificate,
+  keyMatchesCertificate,
+  keyPairFromPrivateKey,
+} from '../../lib/pki/index.ts';
+import type { TaskStatus } from '../../lib/ports.ts';
+import { deriveToken, TokenStep } from '../../lib/rotation/tokens.ts';
+import type { AwsClientMock, CommandStub } from '../support/aws-mock.ts';
+import { mockAwsClient, sdkError } from '../support/aws-mock.ts';
+
+const FLEET = 'edge';
+const PREFIX = `portcullis/${FLEET}`;
+const CA_ARN =
+  'arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/12345678-1234-1234-1234-123456789012';
+const TEMPLATE_ARN = 'arn:aws:acm-pca:::template/BlankEndEntityCertificate_APIPassthrough/V1';
+const CLUSTER = 'portcullis';
+const SERVICE = 'gateway';
+
+const fleetConfig = {
+  fleet: FLEET,
+  routes: [],
+  certificates: [
+    {
+      name: 'api',
+      secretId: `${PREFIX}/cert/api`,
+      commonName: 'api.edge.test',
+      dns: ['api.edge.test', 'www.edge.test'],
+      usage: 'server',
+      validityDays: 30,
+    },
+    {
+      name: 'gateway-client',
+      secretId: `${PREFIX}/cert/gateway-client`,
+      commonName: 'portcullis-edge-gateway',
+      uri: ['spiffe://edge/gateway'],
+      usage: 'client',
+      validityDays: 7,
+    },
+  ],
+  trust: { secretId: `${PREFIX}/trust` },
+  nudgeKey: { secretId: `${PREFIX}/nudge-key` },
+  allowlist: { source: { secretId: `${PREFIX}/allowlist` } },
+};
+
+const sm = mockAwsClient(SecretsManagerClient);
+const pca = mockAwsClient(ACMPCAClient);
+const ecs = mockAwsClient(ECSClient);
+
+/** An SDK service exception the client has no class for (AccessDenied, throttling). */
+function serviceError(
+  Base: typeof SecretsManagerServiceException | typeof ACMPCAServiceException,
+  name: string,
+  message: string,
+): Error {
+  return new Base({
+    name,
+    $fault: 'client',
+    message,
+    $metadata: { httpStatusCode: 400, requestId: 'req-7' },
+    ...(name === 'ThrottlingException' ? { $retryable: { throttling: true } } : {}),
+  });
+}
+
+/** `callsFake` with an async fake: the library awaits what the fake returns. */
+function callsAsync<I, O>(stub: CommandStub<O>, fake: (input: I) => Promise<Partial<O>>): void {
+  stub.callsFake(fake as unknown as (input: never) => Partial<O>);
+}
+
+interface StoredVersion {
+  value: string;
+  stages: string[];
+  created: Date;
+}
+
+/** Secrets Manager as far as the store adapter uses it: versions, staging labels, tokens. */
+class FakeSecretsManager {
+  readonly secrets = new Map<string, Map<string, StoredVersion>>();
+  /** Refusals to answer with, by operation and (optionally) secret name. */
+  readonly refusals: { operation: string; secretId?: string; error: Error }[] = [];
+
+  install(mock: AwsClientMock): void {
+    mock.on(CreateSecretCommand).callsFake((input: CreateSecretCommandInput) => this.create(input));
+    mock.on(GetSecretValueCommand).callsFake((input: GetSecretValueCommandInput) => this.get(input));
+    mock.on(PutSecretValueCommand).callsFake((input: PutSecretValueCommandInput) => this.put(input));
+    mock.on(DescribeSecretCommand).callsFake((input: DescribeSecretCommandInput) => this.describe(input));
+    mock
+      .on(UpdateSecretVersionStageCommand)
+      .callsFake((input: UpdateSecretVersionStageCommandInput) => this.updateStage(input));
+    mock
+      .on(ListSecretVersionIdsCommand)
+      .callsFake((input: ListSecretVersionIdsCommandInput) => this.listVersions(input));
+  }
+
+  /** The `AWSCURRENT` value of a secret, for assertions (never printed). */
+  current(secretId: string): { versionId: string; value: string } {
+    for (const [versionId, version] of this.#secret(secretId)) {
+      if (version.stages.includes('AWSCURRENT')) return { versionId, value: version.value };
+    }
+    throw new Error(`${secretId} has no AWSCURRENT`);
+  }
+
+  #check(operation: string, secretId: string | undefined): void {
+    const refusal = this.refusals.find(
+      (r) => r.operation === operation && (r.secretId === undefined || r.secretId === secretId),
+    );
+    if (refusal) throw refusal.error;
+  }
+
+  #secret(secretId: string | undefined): Map<string, StoredVersion> {
+    const secret = secretId === undefined ? undefined : this.secrets.get(secretId);
+    if (!secret) {
+      throw sdkError(ResourceNotFoundException, "Secrets Manager can't find the specified secret.");
+    }
+    return secret;
+  }
+
+  /** Puts `stage` on `versionId` alone; AWSCURRENT leaving a version labels it AWSPREVIOUS. */
+  #label(secret: Map<string, StoredVersion>, stage: string, versionId: string): void {
+    for (const [id, version] of secret) {
+      if (id === versionId || !version.stages.includes(stage)) continue;
+      version.stages = version.stages.filter((s) => s !== stage);
+      if (stage === 'AWSCURRENT') {
+        for (const other of secret.values()) other.stages = other.stages.filter((s) => s !== 'AWSPREVIOUS');
+        version.stages.push('AWSPREVIOUS');
+      }
+    }
+    const target = secret.get(versionId)!;
+    if (!target.stages.includes(stage)) target.stages.push(stage);
+  }
+
+  create(input: CreateSecretCommandInput) {
+    this.#check('CreateSecret', input.Name);
+    if (!input.Name || !input.ClientRequestToken || input.SecretString === undefined) {
+      throw new Error('CreateSecret without Name, ClientRequestToken or SecretString');
+    }
+    if (this.secrets.has(input.Name)) {
+      throw sdkError(ResourceExistsException, `the secret ${input.Name} already exists.`);
+    }
+    const version = { value: input.SecretString, stages: ['AWSCURRENT'], created: new Date() };
+    this.secrets.set(input.Name, new Map([[input.ClientRequestToken, version]]));
+    return {
+      ARN: `arn:aws:secretsmanager:eu-west-1:111122223333:secret:${input.Name}-AbCdEf`,
+      Name: input.Name,
+      VersionId: input.ClientRequestToken,
+    };
+  }
+
+  get(input: GetSecretValueCommandInput) {
+    this.#check('GetSecretValue', input.SecretId);
+    const secret = this.#secret(input.SecretId);
+    const stage = input.VersionStage ?? (input.VersionId === undefined ? 'AWSCURRENT' : undefined);
+    for (const [versionId, version] of secret) {
+      if (input.VersionId !== undefined && versionId !== input.VersionId) continue;
+      if (stage !== undefined && !version.stages.includes(stage)) continue;
+      return {
+        Name: input.SecretId,
+        VersionId: versionId,
+        SecretString: version.value,
+        VersionStages: [...version.stages],
+        CreatedDate: version.created,
+      };
+    }
+    throw sdkError(ResourceNotFoundException, "Secrets Manager can't find the specified secret value.");
+  }
+
+  put(input: PutSecretValueCommandInput) {
+    this.#check('PutSecretValue', input.SecretId);
+    const secret = this.#secret(input.SecretId);
+    const token = input.ClientRequestToken!;
+    const existing = secret.get(token);
+    if (existing) {
+      if (existing.value !== input.SecretString) {
+        throw sdkError(ResourceExistsException, 'a version with this token holds another value');
+      }
+      return { Name: input.SecretId, VersionId: token, VersionStages: [...existing.stages] };
+    }
+    secret.set(token, { value: input.SecretString ?? '', stages: [], created: new Date() });
+    for (const stage of input.VersionStages ?? ['AWSCURRENT']) this.#label(secret, stage, token);
+    return { Name: input.SecretId, VersionId: token, VersionStages: [...secret.get(token)!.stages] };
+  }
+
+  describe(input: DescribeSecretCommandInput) {
+    this.#check('DescribeSecret', input.SecretId);
+    const secret = this.#secret(input.SecretId);
+    const stages: Record<string, string[]> = {};
+    for (const [versionId, version] of secret) {
+      if (version.stages.length > 0) stages[versionId] = [...version.stages];
+    }
+    return { Name: input.SecretId, VersionIdsToStages: stages };
+  }
+
+  updateStage(input: UpdateSecretVersionStageCommandInput) {
+    this.#check('UpdateSecretVersionStage', input.SecretId);
+    const secret = this.#secret(input.SecretId);
+    const stage = input.VersionStage!;
+    if (input.RemoveFromVersionId !== undefined) {
+      const from = secret.get(input.RemoveFromVersionId);
+      if (!from?.stages.includes(stage)) {
+        throw serviceError(SecretsManagerServiceException, 'InvalidParameterException', 'stage not there');
+      }
+      from.stages = from.stages.filter((s) => s !== stage);
+    }
+    if (input.MoveToVersionId !== undefined) this.#label(secret, stage, input.MoveToVersionId);
+    return { Name: input.SecretId };
+  }
+
+  listVersions(input: ListSecretVersionIdsCommandInput) {
+    this.#check('ListSecretVersionIds', input.SecretId);
+    const secret = this.#secret(input.SecretId);
+    return {
+      Name: input.SecretId,
+      Versions: [...secret].map(([VersionId, v]) => ({ VersionId, VersionStages: [...v.stages] })),
+    };
+  }
+}
+
+/**
+ * Private CA as far as the authority adapter uses it: `IssueCertificate` signs the CSR it gets
+ * with the test issuing CA (names and usage from `ApiPassthrough`, as the APIPassthrough
+ * templates do), `GetCertificate` answers `RequestInProgressException` a configurable number
+ * of times first, an idempotency token gives back the same certificate.
+ */
+class FakePrivateCa {
+  readonly issued = new Map<string, { certificatePem: string; pendingAnswers: number }>();
+  readonly #tokens = new Map<string, string>();
+  readonly refusals: { operation: string; error: Error }[] = [];
+  /** How many `GetCertificate` calls answer "in progress" before each certificate is ready. */
+  inProgressAnswers = 0;
+  readonly #root: CertificateAuthorityMaterial;
+  readonly #issuing: CertificateAuthorityMaterial;
+
+  constructor(root: CertificateAuthorityMaterial, issuing: CertificateAuthorityMaterial) {
+    this.#root = root;
+    this.#issuing = issuing;
+  }
+
+  install(mock: AwsClientMock): void {
+    callsAsync(mock.on(IssueCertificateCommand), (input: IssueCertificateCommandInput) => this.issue(input));
+    mock.on(GetCertificateCommand).callsFake((input: GetCertificateCommandInput) => this.get(input));
+    mock
+      .on(GetCertificateAuthorityCertificateCommand)
+      .callsFake(() => this.caCertificate() as Partial<GetCertificateAuthorityCertificateCommandOutput>);
+  }
+
+  #check(operation: string): void {
+    const refusal = this.refusals.find((r) => r.operation === operation);
+    if (refusal) throw refusal.error;
+  }
+
+  async issue(input: IssueCertificateCommandInput): Promise<Partial<IssueCertificateCommandOutput>> {
+    this.#check('IssueCertificate');
+    if (input.CertificateAuthorityArn !== CA_ARN) {
+      throw sdkError(PcaResourceNotFoundException, `no CA ${input.CertificateAuthorityArn}`);
+    }
+    const known = input.IdempotencyToken === undefined ? undefined : this.#tokens.get(input.IdempotencyToken);
+    if (known !== undefined) return { CertificateArn: known };
+    const extensions = input.ApiPassthrough?.Extensions;
+    const names = extensions?.SubjectAlternativeNames ?? [];
+    const eku = extensions?.ExtendedKeyUsage?.map((e) => e.ExtendedKeyUsageType) ?? [];
+    const leaf = await issueCertificate(this.#issuing, {
+      csrPem: Buffer.from(input.Csr!).toString('utf8'),
+      commonName: input.ApiPassthrough?.Subject?.CommonName ?? 'unnamed',
+      dns: names.flatMap((n) => (n.DnsName ? [n.DnsName] : [])),
+      uri: names.flatMap((n) => (n.UniformResourceIdentifier ? [n.UniformResourceIdentifier] : [])),
+      usage: eku.includes('CLIENT_AUTH') ? 'client' : 'server',
+      validityDays: input.Validity?.Value ?? 30,
+    });
+    const arn = `${CA_ARN}/certificate/${leaf.serial}`;
+    this.issued.set(arn, { certificatePem: leaf.certificatePem, pendingAnswers: this.inProgressAnswers });
+    if (input.IdempotencyToken !== undefined) this.#tokens.set(input.IdempotencyToken, arn);
+    return { CertificateArn: arn };
+  }
+
+  get(input: GetCertificateCommandInput): Partial<GetCertificateCommandOutput> {
+    this.#check('GetCertificate');
+    const certificate = this.issued.get(input.CertificateArn ?? '');
+    if (input.CertificateAuthorityArn !== CA_ARN || !certificate) {
+      throw sdkError(PcaResourceNotFoundException, `no certificate ${input.CertificateArn}`);
+    }
+    if (certificate.pendingAnswers > 0) {
+      certificate.pendingAnswers -= 1;
+      throw sdkError(RequestInProgressException, 'The request is still in progress.');
+    }
+    // PCA's chain runs from the issuing CA up to and including the root.
+    return {
+      Certificate: certificate.certificatePem.trim(),
+      CertificateChain: `${this.#issuing.certificatePem.trim()}\n${this.#root.certificatePem.trim()}`,
+    };
+  }
+
+  caCertificate() {
+    this.#check('GetCertificateAuthorityCertificate');
+    return {
+      Certificate: this.#issuing.certificatePem.trim(),
+      CertificateChain: this.#root.certificatePem.trim(),
+    };
+  }
+}
+
+interface Captured {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command function in-process, catching what it prints. */
+async function capture(command: () => Promise<number>): Promise<Captured> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const log = vi.spyOn(console, 'log').mockImplementation((...args: unknown[]) => {
+    out.push(args.map(String).join(' '));
+  });
+  const error = vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
+    err.push(`${args.map(String).join(' ')}\n`);
+  });
+  const write = vi.spyOn(process.stderr, 'write').mockImplementation(((chunk: string | Uint8Array) => {
+    err.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write);
+  try {
+    const code = await command();
+    return { code, stdout: out.join('\n'), stderr: err.join('') };
+  } finally {
+    log.mockRestore();
+    error.mockRestore();
+    write.mockRestore();
+  }
+}
+
+function lastJson<T>(text: string): T {
+  const lines = text.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as T;
+}
+
+/** Settings the CLI reads from the environment; cleared so the flags under test decide. */
+const TARGET_ENV = [
+  'FLEET_CONFIG_SECRET_ID',
+  'CA_ARN',
+  'CA_TEMPLATE_ARN',
+  'ECS_CLUSTER',
+  'ECS_SERVICE',
+  'SIDECAR_ADMIN_PORT',
+  'VERIFY_PORT',
+];
+const savedEnv = new Map<string, string | undefined>();
+let dir: string;
+let configFile: string;
+let root: CertificateAuthorityMaterial;
+let issuing: CertificateAuthorityMaterial;
+let secrets: FakeSecretsManager;
+let ca: FakePrivateCa;
+
+beforeAll(async () => {
+  for (const name of TARGET_ENV) {
+    savedEnv.set(name, process.env[name]);
+    delete process.env[name];
+  }
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-cli-aws-'));
+  configFile = join(dir, 'fleet.yaml');
+  await writeFile(configFile, JSON.stringify(fleetConfig));
+  root = await createCertificateAuthority({ commonName: 'Portcullis Test Root' });
+  issuing = await createCertificateAuthority({ commonName: 'Portcullis Test Issuing CA', issuer: root });
+});
+
+afterAll(async () => {
+  for (const [name, value] of savedEnv) {
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
+  }
+  await rm(dir, { recursive: true, force: true });
+});
+
+beforeEach(() => {
+  sm.reset();
+  pca.reset();
+  ecs.reset();
+  secrets = new FakeSecretsManager();
+  ca = new FakePrivateCa(root, issuing);
+  secrets.install(sm);
+  ca.install(pca);
+});
+
+afterEach(() => {
+  sm.reset();
+  pca.reset();
+  ecs.reset();
+});
+
+const initArgs = [
+  '--fleet',
+  FLEET,
+  '--config',
+  '<config>',
+  '--allowlist',
+  '203.0.113.0/24',
+  '--ca-arn',
+  CA_ARN,
+  '--template-arn',
+  TEMPLATE_ARN,
+];
+
+function init(...extra: string[]): Promise<Captured> {
+  return capture(() => initCommand([...initArgs.map((a) => (a === '<config>' ? configFile : a)), ...extra]));
+}
+
+const expectedSecrets = [
+  `${PREFIX}/allowlist`,
+  `${PREFIX}/cert/api`,
+  `${PREFIX}/cert/gateway-client`,
+  `${PREFIX}/fleet-config`,
+  `${PREFIX}/nudge-key`,
+  `${PREFIX}/trust`,
+];
+
+function writes() {
+  return {
+    created: sm.commandCalls(CreateSecretCommand).length,
+    put: sm.commandCalls(PutSecretValueCommand).length,
+    staged: sm.commandCalls(UpdateSecretVersionStageCommand).length,
+    issued: pca.commandCalls(IssueCertificateCommand).length,
+  };
+}
+
+describe('portcullis init against AWS', () => {
+  it('creates exactly the fleet secrets under portcullis/<fleet>/ and issues one certificate per fleet-config certificate', async () => {
+    const run = await init();
+
+    expect(run.code, run.stderr).toBe(0);
+    const created = sm.commandCalls(CreateSecretCommand).map((c) => c.args[0].input.Name);
+    expect([...created].sort()).toEqual(expectedSecrets);
+    expect(created[0]).toBe(`${PREFIX}/fleet-config`);
+    for (const call of sm.commandCalls(CreateSecretCommand)) {
+      expect(call.args[0].input.ClientRequestToken).toMatch(/^[0-9a-f-]{36}$/);
+    }
+    expect(sm.commandCalls(PutSecretValueCommand)).toHaveLength(0);
+
+    const issues = pca.commandCalls(IssueCertificateCommand).map((c) => c.args[0].input);
+    expect(issues).toHaveLength(fleetConfig.certificates.length);
+    expect(issues.map((i) => i.ApiPassthrough?.Subject?.CommonName)).toEqual([
+      'api.edge.test',
+      'portcullis-edge-gateway',
+    ]);
+    for (const input of issues) {
+      expect(input.CertificateAuthorityArn).toBe(CA_ARN);
+      expect(input.TemplateArn).toBe(TEMPLATE_ARN);
+      expect(input.IdempotencyToken).toMatch(/^[0-9a-f]{36}$/);
+    }
+    expect(new Set(issues.map((i) => i.IdempotencyToken)).size).toBe(issues.length);
+    expect(issues.map((i) => i.Validity)).toEqual([
+      { Type: 'DAYS', Value: 30 },
+      { Type: 'DAYS', Value: 7 },
+    ]);
+
+    fleetConfig.certificates.forEach((spec, index) => {
+      const bundle = JSON.parse(secrets.current(spec.secretId).value) as Record<string, string>;
+      // The PCA token is bound to this certificate's key: a retry of the same request reuses it.
+      const { publicKeyPem } = keyPairFromPrivateKey(bundle.privateKeyPem!);
+      expect(issues[index]!.IdempotencyToken).toBe(
+        pcaIdempotencyToken(deriveToken(`init:${FLEET}`, `${spec.name}:${publicKeyPem}`, TokenStep.Issue)),
+      );
+      const issued = ca.issued.get(bundle.certificateId!);
+      expect(issued, spec.name).toBeDefined();
+      expect(bundle.certificatePem!.trim()).toBe(issued!.certificatePem.trim());
+      expect(keyMatchesCertificate(bundle.privateKeyPem!, bundle.certificatePem!), spec.name).toBe(true);
+      expect(bundle.serial).toBe(certificateInfo(bundle.certificatePem!).serial);
+      // The chain stops below the root PCA sends along.
+      expect(bundle.chainPem!.trim()).toBe(issuing.certificatePem.trim());
+      expect(run.stdout).toMatch(new RegExp(`issued +certificate +${spec.secretId} serial ${bundle.serial}`));
+    });
+    const trust = JSON.parse(secrets.current(`${PREFIX}/trust`).value) as { caBundlePem: string };
+    expect(trust.caBundlePem).toBe(`${issuing.certificatePem.trim()}\n${root.certificatePem.trim()}\n`);
+    const allowlist = JSON.parse(secrets.current(`${PREFIX}/allowlist`).value) as { cidrs: string[] };
+    expect(allowlist.cidrs).toEqual(['203.0.113.0/24']);
+    const nudge = JSON.parse(secrets.current(`${PREFIX}/nudge-key`).value) as { key: string };
+    expect(Buffer.from(nudge.key, 'base64')).toHaveLength(32);
+    expect(JSON.parse(secrets.current(`${PREFIX}/fleet-config`).value)).toEqual(fleetConfig);
+
+    // Nothing secret reaches the terminal.
+    const printed = run.stdout + run.stderr;
+    expect(printed).not.toMatch(/PRIVATE KEY/);
+    expect(printed).not.toContain(nudge.key);
+  });
+
+  it('changes nothing on a second run, with or without the config file', async () => {
+    const first = await init();
+    expect(first.code, first.stderr).toBe(0);
+    const before = writes();
+    const serials = fleetConfig.certificates.map(
+      (spec) => (JSON.parse(secrets.current(spec.secretId).value) as { serial: string }).serial,
+    );
+
+    const second = await init('--json');
+    const bare = await capture(() =>
+      initCommand(['--fleet', FLEET, '--ca-arn', CA_ARN, '--template-arn', TEMPLATE_ARN, '--json']),
+    );
+
+    for (const run of [second, bare]) {
+      expect(run.code, run.stderr).toBe(0);
+      const steps = lastJson<{ steps: { action: string; kind: string; serial?: string }[] }>(
+        run.stdout,
+      ).steps;
+      expect(steps.map((s) => s.action)).toEqual(Array(6).fill('kept'));
+      expect(steps.filter((s) => s.kind === 'certificate').map((s) => s.serial)).toEqual(serials);
+    }
+    expect(writes()).toEqual(before);
+  });
+
+  it('issues over the placeholder an interrupted first rotation left as AWSCURRENT', async () => {
+    const secretId = `${PREFIX}/cert/api`;
+    secrets.secrets.set(
+      secretId,
+      new Map([
+        [
+          'placeholder-0000-4000-8000-000000000000',
+          {
+            value: JSON.stringify({ kind: 'portcullis/placeholder' }),
+            stages: ['AWSCURRENT'],
+            created: new Date(),
+          },
+        ],
+      ]),
+    );
+
+    const run = await init();
+
+    expect(run.code, run.stderr).toBe(0);
+    expect(sm.commandCalls(CreateSecretCommand).map((c) => c.args[0].input.Name)).not.toContain(secretId);
+    const puts = sm.commandCalls(PutSecretValueCommand).map((c) => c.args[0].input);
+    expect(puts.map((p) => [p.SecretId, p.VersionStages])).toEqual([[secretId, ['AWSCURRENT']]]);
+    const bundle = JSON.parse(secrets.current(secretId).value) as Record<string, string>;
+    expect(keyMatchesCertificate(bundle.privateKeyPem!, bundle.certificatePem!)).toBe(true);
+    expect(secrets.secrets.get(secretId)!.get('placeholder-0000-4000-8000-000000000000')!.stages).toEqual([
+      'AWSPREVIOUS',
+    ]);
+  });
+
+  it('polls again when Private CA answers RequestInProgressException, without issuing twice', async () => {
+    ca.inProgressAnswers = 2;
+
+    const run = await init();
+
+    expect(run.code, run.stderr).toBe(0);
+    const arns = [...ca.issued.keys()];
+    expect(arns).toHaveLength(2);
+    const polls = pca.commandCalls(GetCertificateCommand).map((c) => c.args[0].input.CertificateArn);
+    for (const arn of arns) expect(polls.filter((p) => p === arn)).toHaveLength(3);
+    expect(pca.commandCalls(IssueCertificateCommand)).toHaveLength(2);
+    for (const spec of fleetConfig.certificates) {
+      const bundle = JSON.parse(secrets.current(spec.secretId).value) as { certificateId: string };
+      expect(arns).toContain(bundle.certificateId);
+    }
+  });
+
+  it('gives up with CertificateNotReady once its bounded wait for the CA is over, writing no certificate', async () => {
+    ca.inProgressAnswers = Number.MAX_SAFE_INTEGER;
+    const target = await openTarget({ fleet: FLEET, 'ca-arn': CA_ARN }, { needAuthority: true });
+
+    const attempt = initFleet({
+      store: target.store,
+      authority: target.authority(),
+      fleet: FLEET,
+      fleetConfigText: JSON.stringify(fleetConfig),
+      issueTimeoutMs: 500,
+    });
+
+    await expect(attempt).rejects.toThrow(CertificateNotReady);
+    await expect(attempt).rejects.toThrow(/GetCertificate on 'arn:aws:acm-pca:.*\/certificate\//);
+    const polls = pca.commandCalls(GetCertificateCommand).length;
+    expect(polls).toBeGreaterThan(1);
+    expect(polls).toBeLessThan(10);
+    expect(secrets.secrets.has(`${PREFIX}/cert/api`)).toBe(false);
+    expect(pca.commandCalls(IssueCertificateCommand)[0]!.args[0].input.IdempotencyToken).toMatch(
+      /^[0-9a-f]{36}$/,
+    );
+  });
+
+  const accessDenied = (what: string) =>
+    `User: arn:aws:iam::111122223333:user/ops is not authorized to perform: ${what}`;
+
+  it.each([
+    {
+      what: 'Secrets Manager denying DescribeSecret on the fleet config',
+      refuse: () =>
+        secrets.refusals.push({
+          operation: 'DescribeSecret',
+          secretId: `${PREFIX}/fleet-config`,
+          error: serviceError(
+            SecretsManagerServiceException,
+            'AccessDeniedException',
+            accessDenied('secretsmanager:DescribeSecret'),
+          ),
+        }),
+      message: `AccessDenied: SecretsManager DescribeSecret on '${PREFIX}/fleet-config' failed: AccessDeniedException`,
+    },
+    {
+      what: 'Secrets Manager denying CreateSecret on a certificate secret',
+      refuse: () =>
+        secrets.refusals.push({
+          operation: 'CreateSecret',
+          secretId: `${PREFIX}/cert/api`,
+          error: serviceError(
+            SecretsManagerServiceException,
+            'AccessDeniedException',
+            accessDenied('secretsmanager:CreateSecret'),
+          ),
+        }),
+      message: `AccessDenied: SecretsManager CreateSecret on '${PREFIX}/cert/api' failed: AccessDeniedException`,
+    },
+    {
+      what: 'Secrets Manager throttling CreateSecret',
+      refuse: () =>
+        secrets.refusals.push({
+          operation: 'CreateSecret',
+          secretId: `${PREFIX}/nudge-key`,
+          error: serviceError(SecretsManagerServiceException, 'ThrottlingException', 'Rate exceeded'),
+        }),
+      message: `Throttled: SecretsManager CreateSecret on '${PREFIX}/nudge-key' failed: ThrottlingException`,
+    },
+    {
+      what: 'Private CA denying GetCertificateAuthorityCertificate',
+      refuse: () =>
+        ca.refusals.push({
+          operation: 'GetCertificateAuthorityCertificate',
+          error: serviceError(
+            ACMPCAServiceException,
+            'AccessDeniedException',
+            accessDenied('acm-pca:GetCertificateAuthorityCertificate'),
+          ),
+        }),
+      message: `AccessDenied: ACMPCA GetCertificateAuthorityCertificate on '${CA_ARN}' failed: AccessDeniedException`,
+    },
+    {
+      what: 'Private CA throttling IssueCertificate',
+      refuse: () =>
+        ca.refusals.push({
+          operation: 'IssueCertificate',
+          error: serviceError(ACMPCAServiceException, 'ThrottlingException', 'Rate exceeded'),
+        }),
+      message: `Throttled: ACMPCA IssueCertificate on '${CA_ARN}' failed: ThrottlingException`,
+    },
+  ])('exits 1 with one line naming the secret or the CA on $what', async ({ refuse, message }) => {
+    refuse();
+
+    const run = await init();
+
+    expect(run.code).toBe(1);
+    expect(run.stdout).not.toMatch(/PRIVATE KEY/);
+    const lines = run.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toBe(lines[0]!.trim());
+    expect(lines[0]!.startsWith(`portcullis init: ${message}`), lines[0]).toBe(true);
+    expect(run.stderr).not.toMatch(/^\s+at /m);
+    expect(run.stderr).not.toMatch(/PRIVATE KEY/);
+  });
+
+  it('refuses a missing --ca-arn before calling AWS', async () => {
+    const run = await capture(() => initCommand(['--fleet', FLEET, '--config', configFile]));
+
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^portcullis init: ValidationError: --ca-arn \(or CA_ARN\) is required\n$/);
+    expect(sm.calls()).toHaveLength(0);
+    expect(pca.calls()).toHaveLength(0);
+  });
+});
+
+/** Binds one HTTP server per address, all on the same (ephemeral) port, as ECS tasks share theirs. */
+async function listenAll(
+  addresses: readonly string[],
+  handler: (address: string, request: IncomingMessage) => { status: number; body: unknown },
+): Promise<{ servers: Server[]; port: number }> {
+  const listen = (server: Server, host: string, port: number) =>
+    new Promise<number>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+    });
+  for (let attempt = 1; ; attempt++) {
+    const servers: Server[] = [];
+    try {
+      let port = 0;
+      for (const address of addresses) {
+        const server = createServer((request, response) => {
+          const answer = handler(address, request);
+          response.writeHead(answer.status, { 'content-type': 'application/json' });
+          response.end(JSON.stringify(answer.body));
+        });
+        servers.push(server);
+        port = await listen(server, address, port);
+      }
+      return { servers, port };
+    } catch (error) {
+      await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+      if (attempt >= 5) throw error;
+    }
+  }
+}
+
+function ecsTask(id: string, ip: string | undefined, lastStatus = 'RUNNING'): Task {
+  return {
+    taskArn: `arn:aws:ecs:eu-west-1:111122223333:task/${CLUSTER}/${id}`,
+    lastStatus,
+    attachments: [
+      {
+        type: 'ElasticNetworkInterface',
+        status: ip ? 'ATTACHED' : 'PRECREATED',
+        details: [
+          { name: 'networkInterfaceId', value: `eni-${id}` },
+          ...(ip ? [{ name: 'privateIPv4Address', value: ip }] : []),
+        ],
+      },
+    ],
+  };
+}
+
+describe('portcullis status --json against AWS', () => {
+  const ready = '127.0.0.41';
+  const stale = '127.0.0.42';
+  const statuses = new Map<string, TaskStatus>();
+  const requests: { address: string; method: string; url: string }[] = [];
+  let servers: Server[] = [];
+  let port: number;
+
+  beforeAll(async () => {
+    ({ servers, port } = await listenAll([ready, stale], (address, request) => {
+      requests.push({ address, method: request.method ?? '', url: request.url ?? '' });
+      const status = statuses.get(address);
+      return request.method === 'GET' && request.url === '/v1/status' && status
+        ? { status: 200, body: status }
+        : { status: 404, body: { error: { message: 'no such thing' } } };
+    }));
+    process.env.SIDECAR_ADMIN_PORT = String(port);
+  });
+
+  afterAll(async () => {
+    delete process.env.SIDECAR_ADMIN_PORT;
+    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  });
+
+  /** Initialises the fleet in the mocked store and returns what a sidecar in sync would report. */
+  async function initialised(): Promise<{
+    inSync: TaskStatus;
+    serials: Record<string, string>;
+    allowlist: string;
+  }> {
+    const run = await init();
+    expect(run.code, run.stderr).toBe(0);
+    const certificates: TaskStatus['certificates'] = {};
+    const serials: Record<string, string> = {};
+    for (const spec of fleetConfig.certificates) {
+      const current = secrets.current(spec.secretId);
+      const bundle = JSON.parse(current.value) as { serial: string; notAfter: string };
+      certificates[spec.name] = {
+        versionId: current.versionId,
+        serial: bundle.serial,
+        notAfter: bundle.notAfter,
+      };
+      serials[spec.name] = bundle.serial;
+    }
+    const allowlist = secrets.current(`${PREFIX}/allowlist`).versionId;
+    const inSync: TaskStatus = {
+      ready: true,
+      certificates,
+      allowlist: { versionId: allowlist, size: 1 },
+      lastApply: { at: '2026-11-23T17:00:00.000Z', ok: true },
+    };
+    return { inSync, serials, allowlist };
+  }
+
+  function status(): Promise<Captured> {
+    return capture(() =>
+      statusCommand(['--fleet', FLEET, '--cluster', CLUSTER, '--service', SERVICE, '--json']),
+    );
+  }
+
+  it("prints every task's serials, allowlist version and readiness from its sidecar and exits 0 when all are in sync", async () => {
+    const { inSync, serials, allowlist } = await initialised();
+    statuses.set(ready, inSync);
+    statuses.set(stale, inSync);
+    ecs.on(ListTasksCommand).resolves({
+      taskArns: [
+        `arn:aws:ecs:eu-west-1:111122223333:task/${CLUSTER}/t1`,
+        `arn:aws:ecs:eu-west-1:111122223333:task/${CLUSTER}/t2`,
+      ],
+    });
+    ecs.on(DescribeTasksCommand).resolves({ tasks: [ecsTask('t1', ready), ecsTask('t2', stale)] });
+    requests.length = 0;
+
+    const run = await status();
+
+    expect(run.code, run.stderr).toBe(0);
+    const report = lastJson<{ fleet: string; current: unknown; tasks: TaskRow[] }>(run.stdout);
+    expect(report.fleet).toBe(FLEET);
+    expect(report.current).toEqual({ certificates: serials, allowlistVersionId: allowlist });
+    expect(report.tasks.map((t) => [t.taskId, t.address, t.health, t.inSync])).toEqual([
+      ['t1', `${ready}:${port}`, 'ready', true],
+      ['t2', `${stale}:${port}`, 'ready', true],
+    ]);
+    for (const task of report.tasks) {
+      expect(task.certificates.api?.serial).toBe(serials.api);
+      expect(task.certificates['gateway-client']?.serial).toBe(serials['gateway-client']);
+      expect(task.allowlist).toEqual({ versionId: allowlist, size: 1 });
+    }
+    expect(ecs.commandCalls(ListTasksCommand)[0]!.args[0].input).toEqual({
+      cluster: CLUSTER,
+      serviceName: SERVICE,
+      desiredStatus: 'RUNNING',
+    });
+    expect(requests.map((r) => `${r.method} ${r.address}${r.url}`).sort()).toEqual([
+      `GET ${ready}/v1/status`,
+      `GET ${stale}/v1/status`,
+    ]);
+    expect(run.stdout).not.toMatch(/PRIVATE KEY/);
+  });
+
+  it('shows a stale, a not-ready and an unreachable task as such and exits 1', async () => {
+    const { inSync, serials } = await initialised();
+    statuses.set(ready, { ...inSync, ready: false });
+    statuses.set(stale, {
+      ...inSync,
+      certificates: { ...inSync.certificates, api: { ...inSync.certificates.api!, serial: 'abc123' } },
+    });
+    // 127.0.0.43 has no sidecar on the port; t4 has no ENI address yet and is left out.
+    ecs.on(ListTasksCommand).resolves({
+      taskArns: ['t1', 't2', 't3', 't4'].map(
+        (id) => `arn:aws:ecs:eu-west-1:111122223333:task/${CLUSTER}/${id}`,
+      ),
+    });
+    ecs.on(DescribeTasksCommand).resolves({
+      tasks: [
+        ecsTask('t1', ready),
+        ecsTask('t2', stale),
+        ecsTask('t3', '127.0.0.43'),
+        ecsTask('t4', undefined, 'PROVISIONING'),
+      ],
+    });
+
+    const run = await status();
+
+    expect(run.code).toBe(1);
+    const rows = lastJson<{ tasks: TaskRow[] }>(run.stdout).tasks;
+    expect(rows.map((t) => [t.taskId, t.health, t.inSync])).toEqual([
+      ['t1', 'not-ready', true],
+      ['t2', 'ready', false],
+      ['t3', 'unreachable', false],
+    ]);
+    expect(rows[1]!.certificates.api?.serial).toBe('abc123');
+    expect(rows[1]!.certificates['gateway-client']?.serial).toBe(serials['gateway-client']);
+    expect(rows[2]!.error).toMatch(
+      new RegExp(`^TaskUnreachable: GET /v1/status to 127\\.0\\.0\\.43:${port} `),
+    );
+  });
+
+  it('exits 1 naming the fleet config secret when Secrets Manager denies reading it', async () => {
+    secrets.refusals.push({
+      operation: 'GetSecretValue',
+      secretId: `${PREFIX}/fleet-config`,
+      error: serviceError(SecretsManagerServiceException, 'AccessDeniedException', 'not authorized'),
+    });
+
+    const run = await status();
+
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(
+      new RegExp(
+        `^portcullis status: AccessDenied: SecretsManager GetSecretValue on '${PREFIX}/fleet-config' failed: AccessDeniedException: not authorized \\(request req-7\\)\\n$`,
+      ),
+    );
+    expect(ecs.calls()).toHaveLength(0);
+  });
+});
