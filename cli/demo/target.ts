@@ -98,6 +98,19 @@ function required(value: string | undefined, what: string): string {
   return value;
 }
 
+/** A task port from the environment; the message names the variable, which the operator set. */
+function envPort(name: string, fallback: number): number {
+  const text = env(name);
+  if (text === undefined) return fallback;
+  const port = /^\d{1,5}$/.test(text.trim()) ? Number(text) : Number.NaN;
+  if (!(port >= 1 && port <= 65_535)) {
+    throw new ValidationError(`${name} must be a TCP port (1-65535), got ${JSON.stringify(text)}`, {
+      path: name,
+    });
+  }
+  return port;
+}
+
 async function nudgeKeyLoader(
   store: SecretStore,
   fleetConfigSecretId: string,
@@ -196,9 +209,9 @@ export async function openTarget(
       fleetPort ??= new EcsFleet({
         cluster: required(str(values, 'cluster') ?? env('ECS_CLUSTER'), '--cluster (or ECS_CLUSTER)'),
         service: required(str(values, 'service') ?? env('ECS_SERVICE'), '--service (or ECS_SERVICE)'),
-        adminPort: Number(env('SIDECAR_ADMIN_PORT') ?? 9901),
+        adminPort: envPort('SIDECAR_ADMIN_PORT', 9901),
         // Verification handshakes go to each task's verify listener (the fleet's `listeners.verify`).
-        verifyPort: Number(env('VERIFY_PORT') ?? DEFAULT_VERIFY_PORT),
+        verifyPort: envPort('VERIFY_PORT', DEFAULT_VERIFY_PORT),
       });
       return fleetPort;
     },

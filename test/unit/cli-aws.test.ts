@@ -561,6 +561,37 @@ describe('portcullis init against AWS', () => {
     expect(writes()).toEqual(before);
   });
 
+  it('completes a first run that failed part-way, keeping what it had created', async () => {
+    secrets.refusals.push({
+      operation: 'CreateSecret',
+      secretId: `${PREFIX}/allowlist`,
+      error: serviceError(SecretsManagerServiceException, 'ThrottlingException', 'Rate exceeded'),
+    });
+    const failed = await init();
+    expect(failed.code).toBe(1);
+    const partial = [...secrets.secrets.keys()].sort();
+    expect(partial).toEqual([`${PREFIX}/fleet-config`, `${PREFIX}/nudge-key`, `${PREFIX}/trust`]);
+    const nudgeKey = secrets.current(`${PREFIX}/nudge-key`);
+    expect(pca.commandCalls(IssueCertificateCommand)).toHaveLength(0);
+
+    secrets.refusals.length = 0;
+    const again = await init('--json');
+
+    expect(again.code, again.stderr).toBe(0);
+    const steps = lastJson<{ steps: { secretId: string; action: string }[] }>(again.stdout).steps;
+    expect(Object.fromEntries(steps.map((s) => [s.secretId, s.action]))).toEqual({
+      [`${PREFIX}/fleet-config`]: 'kept',
+      [`${PREFIX}/trust`]: 'kept',
+      [`${PREFIX}/nudge-key`]: 'kept',
+      [`${PREFIX}/allowlist`]: 'created',
+      [`${PREFIX}/cert/api`]: 'issued',
+      [`${PREFIX}/cert/gateway-client`]: 'issued',
+    });
+    expect(secrets.current(`${PREFIX}/nudge-key`)).toEqual(nudgeKey);
+    expect([...secrets.secrets.keys()].sort()).toEqual(expectedSecrets);
+    expect(pca.commandCalls(IssueCertificateCommand)).toHaveLength(2);
+  });
+
   it('issues over the placeholder an interrupted first rotation left as AWSCURRENT', async () => {
     const secretId = `${PREFIX}/cert/api`;
     secrets.secrets.set(
@@ -903,6 +934,22 @@ describe('portcullis status --json against AWS', () => {
     expect(rows[2]!.error).toMatch(
       new RegExp(`^TaskUnreachable: GET /v1/status to 127\\.0\\.0\\.43:${port} `),
     );
+  });
+
+  it('exits 1 naming SIDECAR_ADMIN_PORT when it is not a port, before asking ECS', async () => {
+    await initialised();
+    process.env.SIDECAR_ADMIN_PORT = 'admin';
+    try {
+      const run = await status();
+
+      expect(run.code).toBe(1);
+      expect(run.stderr).toBe(
+        'portcullis status: ValidationError: SIDECAR_ADMIN_PORT must be a TCP port (1-65535), got "admin"\n',
+      );
+      expect(ecs.calls()).toHaveLength(0);
+    } finally {
+      process.env.SIDECAR_ADMIN_PORT = String(port);
+    }
   });
 
   it('exits 1 naming the fleet config secret when Secrets Manager denies reading it', async () => {
