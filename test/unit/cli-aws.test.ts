@@ -49,7 +49,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { run as initCommand, initFleet } from '../../cli/commands/init.ts';
 import { run as statusCommand, type TaskRow } from '../../cli/commands/status.ts';
 import { openTarget } from '../../cli/demo/target.ts';
-import { pcaIdempotencyToken } from '../../lib/aws/acm-pca-authority.ts';
+import { defaultAcmPcaClient, pcaIdempotencyToken } from '../../lib/aws/acm-pca-authority.ts';
+import { defaultSecretsManagerClient } from '../../lib/aws/secrets-manager-store.ts';
 import { CertificateNotReady } from '../../lib/errors.ts';
 import {
   type CertificateAuthorityMaterial,
@@ -738,6 +739,16 @@ describe('portcullis init against AWS', () => {
     expect(lines[0]!.startsWith(`portcullis init: ${message}`), lines[0]).toBe(true);
     expect(run.stderr).not.toMatch(/^\s+at /m);
     expect(run.stderr).not.toMatch(/PRIVATE KEY/);
+  });
+
+  it("goes through the adapters' module-scope SDK clients, which the class mocks catch", async () => {
+    const run = await init();
+
+    expect(run.code, run.stderr).toBe(0);
+    const clients = (mock: AwsClientMock) =>
+      new Set(mock.calls().map((c) => (c as { thisValue: unknown }).thisValue));
+    expect(clients(sm)).toEqual(new Set([defaultSecretsManagerClient()]));
+    expect(clients(pca)).toEqual(new Set([defaultAcmPcaClient()]));
   });
 
   it('refuses a missing --ca-arn before calling AWS', async () => {
