@@ -39,6 +39,11 @@ export interface RotationRun {
   seconds: number | null;
   executionSeconds: number;
   tasksServingNew: number;
+  /**
+   * Per task, in the fleet's order (task-1, task-2, …): seconds from issuance to the task first
+   * serving the new serial; null when it was never seen serving it.
+   */
+  perTask: { taskId: string; seconds: number | null }[];
   handshakes: number;
   failedHandshakes: number;
   longLived: number;
@@ -160,6 +165,7 @@ export async function rotationRun(
       seconds: measured.seconds,
       executionSeconds: round((outcome.finishedAt.getTime() - outcome.startedAt.getTime()) / 1000),
       tasksServingNew: measured.tasksServingNew,
+      perTask: measured.perTask.map((p) => ({ taskId: p.taskId, seconds: p.servingNewAfterSeconds })),
       handshakes: stats.handshakes,
       failedHandshakes: stats.failedHandshakes,
       longLived: stats.longLived,
@@ -230,6 +236,7 @@ export async function runRotationBench(argv: string[]): Promise<number> {
         seconds: null,
         executionSeconds: 0,
         tasksServingNew: 0,
+        perTask: [],
         handshakes: 0,
         failedHandshakes: 0,
         longLived: 0,
