@@ -16,6 +16,9 @@
  * sidecar, verification handshakes to each task's verification listener (`FleetTask.tlsPort`).
  */
 import { join, resolve } from 'node:path';
+import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
+import { ECSClient } from '@aws-sdk/client-ecs';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { AcmPcaAuthority } from '../../lib/aws/acm-pca-authority.ts';
 import { EcsFleet } from '../../lib/aws/ecs-fleet.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
@@ -185,9 +188,20 @@ export async function openTarget(
     return target;
   }
 
+  // --region goes to this target's own clients; without it the adapters share their
+  // module-scope clients (SDK default region). The process environment is left alone, so
+  // nothing else in the process (another target, a test) changes region behind its back.
   const region = str(values, 'region');
-  if (region !== undefined) process.env.AWS_REGION = region;
-  const store = new SecretsManagerStore();
+  const owned: { destroy(): void }[] = [];
+  function regional<C extends { destroy(): void }>(
+    Client: new (config: { region: string }) => C,
+  ): { client: C } | Record<string, never> {
+    if (region === undefined) return {};
+    const client = new Client({ region });
+    owned.push(client);
+    return { client };
+  }
+  const store = new SecretsManagerStore(regional(SecretsManagerClient));
   let authority: CertificateAuthority | undefined;
   let fleetPort: Fleet | undefined;
   let taskClient: TaskClient | undefined;
@@ -199,6 +213,7 @@ export async function openTarget(
     authority() {
       authority ??= new AcmPcaAuthority({
         certificateAuthorityArn: required(str(values, 'ca-arn') ?? env('CA_ARN'), '--ca-arn (or CA_ARN)'),
+        ...regional(ACMPCAClient),
         ...((str(values, 'template-arn') ?? env('CA_TEMPLATE_ARN'))
           ? { templateArn: (str(values, 'template-arn') ?? env('CA_TEMPLATE_ARN'))! }
           : {}),
@@ -212,6 +227,7 @@ export async function openTarget(
         adminPort: envPort('SIDECAR_ADMIN_PORT', 9901),
         // Verification handshakes go to each task's verify listener (the fleet's `listeners.verify`).
         verifyPort: envPort('VERIFY_PORT', DEFAULT_VERIFY_PORT),
+        ...regional(ECSClient),
       });
       return fleetPort;
     },
@@ -227,7 +243,10 @@ export async function openTarget(
     async ports() {
       throw new ValidationError('on AWS workflows run in Step Functions; use --local DIR to run them here');
     },
-    async close() {},
+    async close() {
+      // Only the clients this target made: the module-scope ones outlive it.
+      for (const client of owned.splice(0)) client.destroy();
+    },
   };
   if (options.needAuthority === true) target.authority();
   return target;

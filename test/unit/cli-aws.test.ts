@@ -47,9 +47,10 @@ import {
 } from '@aws-sdk/client-secrets-manager';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { run as initCommand, initFleet } from '../../cli/commands/init.ts';
-import { run as statusCommand, type TaskRow } from '../../cli/commands/status.ts';
+import { type CurrentState, run as statusCommand, type TaskRow } from '../../cli/commands/status.ts';
 import { openTarget } from '../../cli/demo/target.ts';
 import { defaultAcmPcaClient, pcaIdempotencyToken } from '../../lib/aws/acm-pca-authority.ts';
+import { defaultEcsClient } from '../../lib/aws/ecs-fleet.ts';
 import { defaultSecretsManagerClient } from '../../lib/aws/secrets-manager-store.ts';
 import { CertificateNotReady } from '../../lib/errors.ts';
 import {
@@ -818,7 +819,7 @@ function ecsTask(id: string, ip: string | undefined, lastStatus = 'RUNNING'): Ta
   };
 }
 
-describe('portcullis status --json against AWS', () => {
+describe('portcullis status against AWS', () => {
   const ready = '127.0.0.41';
   const stale = '127.0.0.42';
   const statuses = new Map<string, TaskStatus>();
@@ -866,16 +867,33 @@ describe('portcullis status --json against AWS', () => {
     const inSync: TaskStatus = {
       ready: true,
       certificates,
+      trust: { versionId: secrets.current(`${PREFIX}/trust`).versionId },
       allowlist: { versionId: allowlist, size: 1 },
       lastApply: { at: '2026-11-23T17:00:00.000Z', ok: true },
     };
     return { inSync, serials, allowlist };
   }
 
-  function status(): Promise<Captured> {
+  function status(...flags: string[]): Promise<Captured> {
     return capture(() =>
-      statusCommand(['--fleet', FLEET, '--cluster', CLUSTER, '--service', SERVICE, '--json']),
+      statusCommand([
+        '--fleet',
+        FLEET,
+        '--cluster',
+        CLUSTER,
+        '--service',
+        SERVICE,
+        ...(flags.length ? flags : ['--json']),
+      ]),
     );
+  }
+
+  /** ECS lists t1 (on `ready`) and t2 (on `stale`), each answering with `statuses`. */
+  function twoTasks(): void {
+    ecs.on(ListTasksCommand).resolves({
+      taskArns: ['t1', 't2'].map((id) => `arn:aws:ecs:eu-west-1:111122223333:task/${CLUSTER}/${id}`),
+    });
+    ecs.on(DescribeTasksCommand).resolves({ tasks: [ecsTask('t1', ready), ecsTask('t2', stale)] });
   }
 
   it("prints every task's serials, allowlist version and readiness from its sidecar and exits 0 when all are in sync", async () => {
@@ -896,7 +914,12 @@ describe('portcullis status --json against AWS', () => {
     expect(run.code, run.stderr).toBe(0);
     const report = lastJson<{ fleet: string; current: unknown; tasks: TaskRow[] }>(run.stdout);
     expect(report.fleet).toBe(FLEET);
-    expect(report.current).toEqual({ certificates: serials, allowlistVersionId: allowlist });
+    expect(report.current).toEqual({
+      certificates: serials,
+      allowlistVersionId: allowlist,
+      trustVersionId: secrets.current(`${PREFIX}/trust`).versionId,
+      missing: [],
+    });
     expect(report.tasks.map((t) => [t.taskId, t.address, t.health, t.inSync])).toEqual([
       ['t1', `${ready}:${port}`, 'ready', true],
       ['t2', `${stale}:${port}`, 'ready', true],
@@ -918,7 +941,7 @@ describe('portcullis status --json against AWS', () => {
     expect(printsKey(run.stdout), 'a private key was printed').toBe(false);
   });
 
-  it('shows a stale, a not-ready and an unreachable task as such and exits 1', async () => {
+  it('shows a stale, a not-ready and an unreachable task as such, none in sync, and exits 1', async () => {
     const { inSync, serials } = await initialised();
     statuses.set(ready, { ...inSync, ready: false });
     statuses.set(stale, {
@@ -945,7 +968,7 @@ describe('portcullis status --json against AWS', () => {
     expect(run.code).toBe(1);
     const rows = lastJson<{ tasks: TaskRow[] }>(run.stdout).tasks;
     expect(rows.map((t) => [t.taskId, t.health, t.inSync])).toEqual([
-      ['t1', 'not-ready', true],
+      ['t1', 'not-ready', false],
       ['t2', 'ready', false],
       ['t3', 'unreachable', false],
     ]);
@@ -989,5 +1012,202 @@ describe('portcullis status --json against AWS', () => {
       ),
     );
     expect(ecs.calls()).toHaveLength(0);
+  });
+
+  it('counts a task serving another trust version as out of sync', async () => {
+    const { inSync } = await initialised();
+    statuses.set(ready, inSync);
+    statuses.set(stale, { ...inSync, trust: { versionId: 'trust-before-the-last-update' } });
+    twoTasks();
+
+    const run = await status();
+
+    expect(run.code, run.stderr).toBe(1);
+    const rows = lastJson<{ tasks: TaskRow[] }>(run.stdout).tasks;
+    expect(rows.map((t) => [t.taskId, t.health, t.inSync, t.trust?.versionId])).toEqual([
+      ['t1', 'ready', true, inSync.trust!.versionId],
+      ['t2', 'ready', false, 'trust-before-the-last-update'],
+    ]);
+  });
+
+  describe('with part of the fleet missing from the store', () => {
+    it('still lists every task with what it serves when the allowlist secret is gone, reports the secret once and exits 1', async () => {
+      const { inSync, serials, allowlist } = await initialised();
+      statuses.set(ready, inSync);
+      statuses.set(stale, inSync);
+      twoTasks();
+      secrets.secrets.delete(`${PREFIX}/allowlist`);
+
+      const run = await status();
+
+      expect(run.code).toBe(1);
+      expect(run.stderr).toBe('');
+      const report = lastJson<{ current: CurrentState; tasks: TaskRow[] }>(run.stdout);
+      expect(report.current).toEqual({
+        certificates: serials,
+        allowlistVersionId: null,
+        trustVersionId: inSync.trust!.versionId,
+        missing: [
+          { role: 'allowlist', secretId: `${PREFIX}/allowlist`, state: 'missing', error: 'NotFoundError' },
+        ],
+      });
+      expect(report.tasks.map((t) => [t.taskId, t.health, t.inSync])).toEqual([
+        ['t1', 'ready', false],
+        ['t2', 'ready', false],
+      ]);
+      for (const task of report.tasks) {
+        expect(task.allowlist).toEqual({ versionId: allowlist, size: 1 });
+        expect(task.certificates.api?.serial).toBe(serials.api);
+      }
+    });
+
+    it('prints one "expected:" line per missing or unreadable secret above the task table, with error names only', async () => {
+      const { inSync, serials } = await initialised();
+      statuses.set(ready, inSync);
+      statuses.set(stale, { ...inSync, ready: false });
+      twoTasks();
+      secrets.secrets.delete(`${PREFIX}/trust`);
+      secrets.refusals.push({
+        operation: 'GetSecretValue',
+        secretId: `${PREFIX}/cert/api`,
+        error: serviceError(SecretsManagerServiceException, 'AccessDeniedException', 'not authorized'),
+      });
+
+      const run = await status('--region', 'eu-west-1');
+
+      expect(run.code).toBe(1);
+      expect(run.stderr).toBe('');
+      const lines = run.stdout.split('\n');
+      expect(lines.filter((l) => l.includes('expected:'))).toEqual([
+        expect.stringMatching(
+          /^certificate api {2}portcullis\/edge\/cert\/api {2}expected: unreadable \(AccessDenied\)$/,
+        ),
+        expect.stringMatching(/^trust {12}portcullis\/edge\/trust {5}expected: missing \(NotFoundError\)$/),
+      ]);
+      const header = lines.findIndex((l) => l.startsWith('TASK'));
+      expect(header).toBe(2);
+      expect(lines.slice(header + 1)).toEqual([
+        expect.stringMatching(
+          new RegExp(`^t1 +ready +.*gateway-client=${serials['gateway-client']!.slice(0, 12)}.* no$`),
+        ),
+        expect.stringMatching(/^t2 +not-ready +.* no$/),
+      ]);
+      expect(run.stdout).not.toMatch(/not authorized/);
+      expect(printsKey(run.stdout), 'a private key was printed').toBe(false);
+    });
+
+    it('reports the certificate an interrupted first init never wrote as missing, next to the tasks that came up without it', async () => {
+      secrets.refusals.push({
+        operation: 'CreateSecret',
+        secretId: `${PREFIX}/cert/gateway-client`,
+        error: serviceError(SecretsManagerServiceException, 'AccessDeniedException', 'not authorized'),
+      });
+      expect((await init()).code).toBe(1);
+      secrets.refusals.length = 0;
+      statuses.set(ready, {
+        ready: false,
+        certificates: {},
+        lastApply: { at: '2026-11-23T17:00:00.000Z', ok: false, error: 'NotFoundError' },
+      });
+      statuses.set(stale, { ready: false, certificates: {} });
+      twoTasks();
+
+      const run = await status();
+
+      expect(run.code).toBe(1);
+      const report = lastJson<{ current: Required<CurrentState>; tasks: TaskRow[] }>(run.stdout);
+      expect(report.current.missing).toContainEqual({
+        role: 'certificate gateway-client',
+        secretId: `${PREFIX}/cert/gateway-client`,
+        state: 'missing',
+        error: 'NotFoundError',
+      });
+      // Exactly the served secrets the store lacks, each once.
+      const served = [
+        `${PREFIX}/cert/api`,
+        `${PREFIX}/cert/gateway-client`,
+        `${PREFIX}/allowlist`,
+        `${PREFIX}/trust`,
+      ];
+      expect(report.current.missing.map((m) => m.secretId).sort()).toEqual(
+        served.filter((id) => !secrets.secrets.has(id)).sort(),
+      );
+      expect(report.tasks.map((t) => [t.taskId, t.health, t.inSync])).toEqual([
+        ['t1', 'not-ready', false],
+        ['t2', 'not-ready', false],
+      ]);
+      expect(report.tasks[0]!.lastApply).toEqual({
+        at: '2026-11-23T17:00:00.000Z',
+        ok: false,
+        error: 'NotFoundError',
+      });
+    });
+  });
+});
+
+describe('openTarget on AWS', () => {
+  let savedRegion: string | undefined;
+
+  beforeEach(() => {
+    savedRegion = process.env.AWS_REGION;
+  });
+
+  afterEach(() => {
+    if (savedRegion === undefined) delete process.env.AWS_REGION;
+    else process.env.AWS_REGION = savedRegion;
+  });
+
+  /** Calls each adapter once and returns the SDK client instances the calls went through. */
+  async function clientsUsed(values: Record<string, string>) {
+    ecs.on(ListTasksCommand).resolves({ taskArns: [] });
+    const target = await openTarget(
+      { fleet: FLEET, 'ca-arn': CA_ARN, cluster: CLUSTER, service: SERVICE, ...values },
+      { needAuthority: true },
+    );
+    try {
+      await expect(target.store.describe(`${PREFIX}/fleet-config`)).rejects.toThrow(/fleet-config/);
+      await target.authority().caCertificates();
+      await expect(target.fleetPort().listTasks()).resolves.toEqual([]);
+    } finally {
+      await target.close();
+    }
+    const used = (mock: AwsClientMock) => [
+      ...new Set(
+        mock.calls().map((c) => (c as { thisValue: { config: { region(): Promise<string> } } }).thisValue),
+      ),
+    ];
+    return { sm: used(sm), pca: used(pca), ecs: used(ecs) };
+  }
+
+  it.each([{ before: undefined }, { before: 'eu-west-1' }])(
+    'gives --region to its own clients and leaves AWS_REGION as it was ($before)',
+    async ({ before }) => {
+      if (before === undefined) delete process.env.AWS_REGION;
+      else process.env.AWS_REGION = before;
+
+      const used = await clientsUsed({ region: 'ap-southeast-2' });
+
+      expect(process.env.AWS_REGION).toBe(before);
+      for (const [service, clients] of Object.entries(used)) {
+        expect(clients, service).toHaveLength(1);
+        expect(await clients[0]!.config.region(), service).toBe('ap-southeast-2');
+      }
+      expect(used.sm[0]).not.toBe(defaultSecretsManagerClient());
+      expect(used.pca[0]).not.toBe(defaultAcmPcaClient());
+      expect(used.ecs[0]).not.toBe(defaultEcsClient());
+    },
+  );
+
+  it('uses the module-scope clients without --region', async () => {
+    process.env.AWS_REGION = 'eu-west-1';
+
+    const used = await clientsUsed({});
+
+    expect(used).toEqual({
+      sm: [defaultSecretsManagerClient()],
+      pca: [defaultAcmPcaClient()],
+      ecs: [defaultEcsClient()],
+    });
+    expect(process.env.AWS_REGION).toBe('eu-west-1');
   });
 });
