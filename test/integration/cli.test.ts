@@ -1,8 +1,55 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CurrentState, TaskRow } from '../../cli/commands/status.ts';
+import { encodePathSegment } from '../../lib/local/file-secret-store.ts';
+import type { FleetRegistry } from '../../lib/local/process-fleet.ts';
+import type { TaskStatus } from '../../lib/ports.ts';
 import { lastJson, portcullis } from '../support/cli.ts';
+
+/** A stand-in sidecar on loopback (ephemeral port) answering `GET /v1/status` with `status`. */
+async function fakeSidecar(status: TaskStatus): Promise<{ server: Server; port: number }> {
+  const server = createServer((request, response) => {
+    const found = request.method === 'GET' && request.url === '/v1/status';
+    response.writeHead(found ? 200 : 404, { 'content-type': 'application/json' });
+    response.end(JSON.stringify(found ? status : { error: { message: 'no such thing' } }));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+/**
+ * A local fleet registry listing one running task whose sidecar is `adminPort`, owned by this
+ * (live) process, so `status --local` asks it as it would a task of `portcullis demo`.
+ */
+function registry(local: string, adminPort: number): FleetRegistry {
+  return {
+    format: 2,
+    fleet: 'clitest',
+    ownerPid: process.pid,
+    storeDir: join(local, 'store'),
+    fleetConfigSecretId: 'portcullis/clitest/fleet-config',
+    tasks: [
+      {
+        taskId: 'task-1',
+        generation: 1,
+        address: '127.0.0.1',
+        ports: { admin: adminPort, tls: adminPort, health: adminPort, verify: null },
+        dir: join(local, 'fleet', 'task-1'),
+        sidecarPid: null,
+        haproxyPid: null,
+        startedAt: new Date().toISOString(),
+        lastStatus: 'RUNNING',
+      },
+    ],
+  };
+}
 
 const fleetConfig = {
   fleet: 'clitest',
@@ -142,6 +189,66 @@ describe('the portcullis CLI against a local directory', () => {
     const run = await portcullis('status', '--fleet', 'clitest', '--local', local, '--json');
     expect(run.code, run.stderr).toBe(0);
     expect(lastJson(run.stdout)).toMatchObject({ fleet: 'clitest', tasks: [] });
+  });
+
+  it('status still lists the tasks when the allowlist secret is gone, reports it once as missing and exits 1', async () => {
+    // A copy of the store without the allowlist secret, as an interrupted init or a deletion leaves it.
+    const broken = join(dir, 'broken');
+    const allowlistId = 'portcullis/clitest/allowlist';
+    await cp(join(local, 'store'), join(broken, 'store'), { recursive: true });
+    const allowlistDir = join(broken, 'store', 'secrets', encodePathSegment(allowlistId));
+    expect((await stat(allowlistDir)).isDirectory()).toBe(true);
+    await rm(allowlistDir, { recursive: true });
+    const served: TaskStatus = {
+      ready: true,
+      certificates: {
+        api: { versionId: 'v-api', serial: '0a1b2c3d4e5f60718293', notAfter: '2027-01-01T00:00:00.000Z' },
+      },
+      allowlist: { versionId: 'allow-before-the-deletion', size: 1 },
+      lastApply: { at: '2026-11-23T17:00:00.000Z', ok: true },
+    };
+    const { server, port } = await fakeSidecar(served);
+    try {
+      await mkdir(join(broken, 'fleet'), { recursive: true });
+      await writeFile(join(broken, 'fleet', 'registry.json'), JSON.stringify(registry(broken, port)));
+
+      const [json, table] = await Promise.all([
+        portcullis('status', '--fleet', 'clitest', '--local', broken, '--json'),
+        portcullis('status', '--fleet', 'clitest', '--local', broken),
+      ]);
+
+      expect(json.code, json.stderr).toBe(1);
+      expect(json.stderr).toBe('');
+      const report = lastJson<{ current: Required<CurrentState>; tasks: TaskRow[] }>(json.stdout);
+      expect(report.current.missing).toEqual([
+        { role: 'allowlist', secretId: allowlistId, state: 'missing', error: 'NotFoundError' },
+      ]);
+      expect(report.current.allowlistVersionId).toBeNull();
+      expect(report.current.certificates.api).toMatch(/^[0-9a-f]+$/);
+      expect(report.tasks).toEqual([
+        {
+          taskId: 'task-1',
+          address: `127.0.0.1:${port}`,
+          health: 'ready',
+          certificates: { api: served.certificates.api },
+          allowlist: served.allowlist,
+          trust: null,
+          lastApply: served.lastApply,
+          inSync: false,
+        },
+      ]);
+
+      expect(table.code, table.stderr).toBe(1);
+      const lines = table.stdout.trimEnd().split('\n');
+      expect(lines).toHaveLength(3);
+      expect(lines[0]).toBe(`allowlist  ${allowlistId}  expected: missing (NotFoundError)`);
+      expect(lines[1]).toMatch(/^TASK\s+HEALTH/);
+      expect(lines[2]).toMatch(
+        /^task-1\s+ready\s+api=0a1b2c3d4e5f… 2027-01-01\s+allow-be… \(1\)\s+17:00:00 ok\s+no$/,
+      );
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('allowlist add runs update-allowlist locally and the store serves the new list', async () => {
