@@ -8,11 +8,14 @@
  * - sidecar CPU (utime+stime from /proc/<pid>/stat over the rotation window) and memory (VmRSS)
  *   per task.
  * Targets (reported, never asserted): 50 tasks under 10 s, 0 failures.
+ * Next to the JSON it draws a PNG dot chart of each task's seconds to serving, one series per
+ * fleet size (`--chart-only` redraws it from an existing JSON).
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { z } from 'zod';
 import {
   demoTraffic,
   firstServed,
@@ -24,7 +27,9 @@ import {
   startDemoEnvironment,
 } from '../cli/demo/environment.ts';
 import type { TrafficGenerator } from '../lib/local/traffic.ts';
-import { describeEnvironment } from './lib/env.ts';
+import { type DotChartSpec, dotChartPng } from './lib/chart.ts';
+import { describeEnvironment, type Environment } from './lib/env.ts';
+import { BenchmarkError } from './lib/errors.ts';
 import { clockTicks, parseProcStat } from './lib/proc.ts';
 
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), 'results', 'rotation.json');
@@ -57,6 +62,15 @@ export interface RotationRun {
     rssMiB: Summary;
   };
   windowSeconds: number;
+}
+
+/** The JSON file the suite writes. */
+export interface RotationResults {
+  suite: 'rotation';
+  /** When the run ended (ISO 8601). */
+  at: string;
+  environment: Environment;
+  runs: RotationRun[];
 }
 
 export interface Summary {
@@ -184,25 +198,109 @@ export async function rotationRun(
   }
 }
 
-const HELP = `Usage: npm run bench -- --suite rotation [--tasks 10,50] [--out FILE]
+/** The PNG drawn next to a results JSON: `x.json` → `x.png`. */
+export function chartPathFor(jsonPath: string): string {
+  return jsonPath.endsWith('.json') ? `${jsonPath.slice(0, -'.json'.length)}.png` : `${jsonPath}.png`;
+}
+
+/** What the chart reads of a run: results written before `perTask` existed lack it. */
+type ChartRun = Pick<RotationRun, 'tasks' | 'status' | 'seconds'> & { perTask?: RotationRun['perTask'] };
+
+function legendLabel(run: ChartRun): string {
+  const size = `${run.tasks} task${run.tasks === 1 ? '' : 's'}`;
+  if (run.perTask === undefined) return `${size}: no per-task figures`;
+  if (run.status !== 'SUCCEEDED') return `${size}: ${run.status.toLowerCase()}`;
+  if (run.seconds !== null) return `${size}: all serving by ${run.seconds.toFixed(2)} s`;
+  const seen = run.perTask.filter((p) => p.seconds !== null).length;
+  return `${size}: ${seen}/${run.perTask.length} seen serving`;
+}
+
+/**
+ * The dot chart of a results file: x the task's place in the fleet (task-1 first), y the seconds
+ * from issuance to that task first serving the new certificate, one series per fleet size, the
+ * machine and its load in the note. Pure.
+ */
+export function rotationChartSpec(results: {
+  at: string;
+  environment: Pick<Environment, 'cores' | 'loadAverage1m'>;
+  runs: readonly ChartRun[];
+}): DotChartSpec {
+  const when = `${results.at.slice(0, 10)} ${results.at.slice(11, 16)} utc`;
+  return {
+    title: 'Certificate rotation: seconds from issuance to serving, per task',
+    xLabel: 'task (fleet order)',
+    yLabel: 'seconds from issuance',
+    yUnit: 's',
+    series: results.runs.map((run) => ({
+      label: legendLabel(run),
+      values: (run.perTask ?? []).map((p) => p.seconds),
+    })),
+    note: `local fleets under traffic, ${when}, ${results.environment.cores} cores, load ${results.environment.loadAverage1m}`,
+  };
+}
+
+const ChartResultsSchema = z.object({
+  at: z.string(),
+  environment: z.object({ cores: z.number(), loadAverage1m: z.number() }),
+  runs: z.array(
+    z.object({
+      tasks: z.number(),
+      status: z.string(),
+      seconds: z.number().nullable(),
+      perTask: z.array(z.object({ taskId: z.string(), seconds: z.number().nullable() })).optional(),
+    }),
+  ),
+});
+
+/** Draws the chart of the results JSON at `jsonPath` next to it; returns the PNG's path. */
+export async function redrawRotationChart(jsonPath: string): Promise<string> {
+  const parsed = ChartResultsSchema.safeParse(JSON.parse(await readFile(jsonPath, 'utf8')));
+  if (!parsed.success) {
+    throw new BenchmarkError(`${jsonPath} is not a rotation results file: ${parsed.error.message}`);
+  }
+  if (!parsed.data.runs.some((r) => r.perTask !== undefined && r.perTask.length > 0)) {
+    throw new BenchmarkError(
+      `${jsonPath} has no per-task figures (written before they were stored): run the suite again`,
+    );
+  }
+  return writeRotationChart(jsonPath, parsed.data);
+}
+
+async function writeRotationChart(
+  jsonPath: string,
+  results: Parameters<typeof rotationChartSpec>[0],
+): Promise<string> {
+  const path = chartPathFor(jsonPath);
+  await writeFile(path, dotChartPng(rotationChartSpec(results)));
+  return path;
+}
+
+const HELP = `Usage: npm run bench -- --suite rotation [--tasks 10,50] [--out FILE] [--chart-only]
 
 Runs certificate rotation (the real rotate-certificates state machine) on local fleets of each
 size under traffic and reports: seconds from issuance to every task serving the new serial,
 failed handshakes, dropped long-lived connections, sidecar CPU and RSS per task.
-Writes ${RESULTS} (or --out) and prints a Markdown table.
+Writes ${RESULTS} (or --out), a PNG chart of each task's seconds to serving next
+to it (rotation.png; generated, not committed) and prints a Markdown table.
 
 Options:
   --tasks LIST   comma-separated fleet sizes (default 10,50)
-  --out FILE     where to write the JSON results
+  --out FILE     where to write the JSON results (the chart goes next to it, .png)
+  --chart-only   run nothing: redraw the PNG from the existing JSON (--out or the default)
   -h, --help     show this help`;
 
 /** Entry point of the rotation suite. */
 export async function runRotationBench(argv: string[]): Promise<number> {
-  let values: { tasks?: string; out?: string; help?: boolean };
+  let values: { tasks?: string; out?: string; 'chart-only'?: boolean; help?: boolean };
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: { tasks: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        tasks: { type: 'string' },
+        out: { type: 'string' },
+        'chart-only': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
       strict: true,
       allowPositionals: false,
     }));
@@ -213,6 +311,15 @@ export async function runRotationBench(argv: string[]): Promise<number> {
   if (values.help === true) {
     console.log(HELP);
     return 0;
+  }
+  if (values['chart-only'] === true) {
+    try {
+      console.error(`chart written to ${await redrawRotationChart(values.out ?? RESULTS)}`);
+      return 0;
+    } catch (error) {
+      console.error(`bench rotation: ${error instanceof Error ? error.message : String(error)}`);
+      return 1;
+    }
   }
   const sizes = (values.tasks ?? '10,50').split(',').map((s) => Number(s.trim()));
   if (sizes.some((n) => !Number.isInteger(n) || n < 1 || n > 200)) {
@@ -253,11 +360,15 @@ export async function runRotationBench(argv: string[]): Promise<number> {
   }
   const out = values.out ?? RESULTS;
   await mkdir(dirname(out), { recursive: true });
-  await writeFile(
-    out,
-    `${JSON.stringify({ suite: 'rotation', at: new Date().toISOString(), environment, runs }, null, 2)}\n`,
-  );
+  const results: RotationResults = { suite: 'rotation', at: new Date().toISOString(), environment, runs };
+  await writeFile(out, `${JSON.stringify(results, null, 2)}\n`);
   console.log(renderRotationMarkdown(runs));
   console.error(`results written to ${out}`);
+  try {
+    console.error(`chart written to ${await writeRotationChart(out, results)}`);
+  } catch (error) {
+    // The figures are on disk already; a chart that cannot be drawn must not hide them.
+    console.error(`chart not written: ${error instanceof Error ? error.message : String(error)}`);
+  }
   return runs.every((r) => r.status === 'SUCCEEDED') ? 0 : 1;
 }
