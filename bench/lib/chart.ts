@@ -360,8 +360,8 @@ function yTickLabel(value: number, decimals: number, unit: string): string {
 
 /**
  * Lays out a dot chart: title, legend (a marker and the label per series), y grid and ticks from
- * 0, x ticks by index (1-based), one marker per non-null value, and per series a dashed line at
- * its largest value across the indices it covers. Pure.
+ * 0, x ticks by index (1-based), one marker per value (a cross on the top edge for null), and
+ * per series a dashed line at its largest value across the indices it covers. Pure.
  */
 export function layoutDotChart(spec: DotChartSpec): Drawing {
   const width = spec.width ?? 900;
@@ -427,7 +427,16 @@ export function layoutDotChart(spec: DotChartSpec): Drawing {
   });
   spec.series.forEach((s, i) => {
     s.values.forEach((v, index) => {
-      if (v === null) return;
+      if (v === null) {
+        // No figure: a cross at the top edge, so a gap is not mistaken for a missing task.
+        const { x, y } = g.at(i, index, g.yTop);
+        const r = g.markerRadius;
+        for (const dx of [0, 1]) {
+          ops.push({ kind: 'line', x0: x - r + dx, y0: y - r, x1: x + r + dx, y1: y + r, color: color(i) });
+          ops.push({ kind: 'line', x0: x - r + dx, y0: y + r, x1: x + r + dx, y1: y - r, color: color(i) });
+        }
+        return;
+      }
       const p = g.at(i, index, v);
       // A white rim keeps neighbouring markers of the other series apart where they overlap.
       ops.push({ kind: 'disc', cx: p.x, cy: p.y, r: g.markerRadius + 1, color: WHITE });
