@@ -12,7 +12,8 @@
  * - promotion makes the nudged version `AWSCURRENT`: the poll sees it already served;
  * - rollback drops `AWSPENDING` from it (no label left): the poll brings `AWSCURRENT` back,
  *   and so does the control plane's rollback nudge (a nudge without a version means `AWSCURRENT`);
- * - a version refused by validation is not retried by the poll (a nudge naming it retries it).
+ * - a version refused by validation is not retried by the poll (a nudge naming it retries it),
+ *   unless it was refused against another object that has changed since (see `DEPENDENT_CODES`).
  */
 import type { TaskStatus } from '../../lib/ports.ts';
 
@@ -176,6 +177,14 @@ export function nudgeTarget(
   return view.current === undefined ? undefined : { versionId: view.current, origin: 'current' };
 }
 
+/**
+ * Refusals that judge a version against other objects, not on its content alone: a fleet config
+ * against the certificates in service (`san-mismatch`), a trust bundle against the leaves it
+ * would strand and a certificate against the bundle (`untrusted-chain`). Once another object
+ * changes, the same version may pass, so the refusal is forgotten and the poll tries it again.
+ */
+const DEPENDENT_CODES: ReadonlySet<string> = new Set(['san-mismatch', 'untrusted-chain']);
+
 function count(state: SidecarState, label: string): Record<string, number> {
   return { ...state.applyCounts, [label]: (state.applyCounts[label] ?? 0) + 1 };
 }
@@ -250,7 +259,16 @@ export function reduce(
     case 'applied': {
       const object = state.objects[event.key];
       if (object === undefined) return { state, effects: [] };
-      const next = withObject(state, event.key, (o) => {
+      const objects: Record<string, ObjectState> = {};
+      for (const [key, other] of Object.entries(state.objects)) {
+        if (key !== event.key && other.rejected !== undefined && DEPENDENT_CODES.has(other.rejected.code)) {
+          const { rejected: _retry, ...rest } = other;
+          objects[key] = rest;
+        } else {
+          objects[key] = other;
+        }
+      }
+      const next = withObject({ ...state, objects }, event.key, (o) => {
         const { rejected: _dropped, ...rest } = o;
         return {
           ...rest,

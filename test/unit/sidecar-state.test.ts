@@ -207,6 +207,38 @@ describe('reduce', () => {
     expect(state.applyCounts).toEqual({ 'certificate|ok|': 1, 'certificate|failed|key-mismatch': 1 });
   });
 
+  it('retries on the next poll a fleet config refused for a certificate that has since been updated', () => {
+    // A route change and the certificate covering its new name become AWSCURRENT together; the
+    // poll reaches the fleet config first and refuses it against the certificate still served.
+    const fleet: ObjectRef = { key: 'fleet', kind: 'fleet', secretId: 'fleet' };
+    const { state } = run([
+      { type: 'configured', refs: [fleet, cert] },
+      { type: 'rejected', key: fleet.key, versionId: 'F2', code: 'san-mismatch', message: 'no', at: AT },
+      applied('C2', 'current', 'C2'),
+    ]);
+    expect(pollTarget(state.objects[fleet.key]!, view('F2'))).toBe('F2');
+  });
+
+  it('retries a trust bundle refused for stranding a certificate once that certificate is replaced', () => {
+    const trust: ObjectRef = { key: 'trust', kind: 'trust', secretId: 'trust' };
+    const { state } = run([
+      { type: 'configured', refs: [trust, cert] },
+      { type: 'rejected', key: trust.key, versionId: 'T2', code: 'untrusted-chain', message: 'no', at: AT },
+      applied('C2', 'current', 'C2'),
+    ]);
+    expect(pollTarget(state.objects[trust.key]!, view('T2'))).toBe('T2');
+  });
+
+  it('keeps a refusal of bad content when another object is applied', () => {
+    const { state } = run([
+      configured,
+      { type: 'rejected', key: allowlist.key, versionId: 'A2', code: 'cidr-invalid', message: 'no', at: AT },
+      applied('C2', 'current', 'C2'),
+    ]);
+    expect(pollTarget(state.objects[allowlist.key]!, view('A2'))).toBeUndefined();
+    expect(toTaskStatus(state).objects).toMatchObject({ allowlist: { rejected: { versionId: 'A2' } } });
+  });
+
   it('does not remember an apply failure as a refusal (the next poll retries)', () => {
     const { state } = run([
       configured,
