@@ -16,6 +16,7 @@ export const ValidationCode = {
   UntrustedChain: 'untrusted-chain',
   SanMismatch: 'san-mismatch',
   WeakKey: 'weak-key',
+  WrongUsage: 'wrong-usage',
   NotCa: 'not-ca',
   PrivateKeyPresent: 'private-key-present',
   UntrustedCrl: 'untrusted-crl',

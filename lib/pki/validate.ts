@@ -371,6 +371,12 @@ export interface ServingBundleInput {
   trustBundlePem: string;
   /** Names the certificate must cover (the route's server names). */
   hostnames: string[];
+  /**
+   * What the leaf is for: `server` (a terminate route's certificate) or `client` (origination's
+   * client certificate). When given, the leaf's extendedKeyUsage and keyUsage must allow it, as
+   * the TLS peer checks ("unsuitable certificate purpose"). Default: not checked.
+   */
+  usage?: 'server' | 'client';
   at?: Date;
   skewSeconds?: number;
 }
@@ -383,7 +389,8 @@ export type ServingBundleCode =
   | 'not-yet-valid'
   | 'untrusted-chain'
   | 'san-mismatch'
-  | 'weak-key';
+  | 'weak-key'
+  | 'wrong-usage';
 
 export type ServingBundleResult =
   | {
@@ -398,7 +405,7 @@ export type ServingBundleResult =
 
 /**
  * The sidecar's pre-apply check for a certificate it is about to serve: PEM parses, the key
- * matches the leaf, the key meets the policy, the leaf is inside its validity, the chain leads
+ * matches the leaf, the key meets the policy, the leaf is for `usage` (when given), the leaf is inside its validity, the chain leads
  * to the trust bundle, and the leaf covers every hostname. Checks run in that order and the
  * first failure is reported.
  */
@@ -431,6 +438,10 @@ export function validateServingBundle(input: ServingBundleInput): ServingBundleR
   }
   const policy = checkKeyPolicy(leaf.x509);
   if (policy.kind === 'invalid') return invalid(policy.code, policy.reason);
+  if (input.usage !== undefined) {
+    const purpose = checkLeafUsage(leaf.x509, input.usage);
+    if (purpose !== undefined) return invalid('wrong-usage', purpose);
+  }
   const validity = checkValidity(leaf.x509, { at: input.at, skewSeconds: input.skewSeconds });
   if (validity.kind === 'invalid') return validity;
   const verified = verifyChain(
@@ -453,6 +464,39 @@ export function validateServingBundle(input: ServingBundleInput): ServingBundleR
     certificatesPem: chain.certificates.map((c: ParsedCertificate) => c.pem).join(''),
     keyPem: key.pem,
   };
+}
+
+const EKU_ANY = '2.5.29.37.0';
+const EKU_FOR = { server: '1.3.6.1.5.5.7.3.1', client: '1.3.6.1.5.5.7.3.2' } as const;
+
+/**
+ * Why the leaf may not be used as a TLS `usage` certificate, or `undefined` when it may. Mirrors
+ * OpenSSL's purpose check: an extendedKeyUsage must list the purpose (or anyExtendedKeyUsage),
+ * and a keyUsage must allow a TLS key (digitalSignature, keyEncipherment or keyAgreement).
+ */
+function checkLeafUsage(cert: X509Certificate, usage: 'server' | 'client'): string | undefined {
+  let parsed: x509.X509Certificate;
+  try {
+    parsed = new x509.X509Certificate(cert.raw);
+  } catch {
+    return `${describeCertificate(cert)} has unreadable extensions`;
+  }
+  const eku = parsed.getExtension(x509.ExtendedKeyUsageExtension);
+  if (eku !== null) {
+    const oids = eku.usages.map(String);
+    if (!oids.includes(EKU_FOR[usage]) && !oids.includes(EKU_ANY)) {
+      return `${describeCertificate(cert)} is not for TLS ${usage} authentication (extendedKeyUsage)`;
+    }
+  }
+  const keyUsage = parsed.getExtension(x509.KeyUsagesExtension);
+  const tlsKey =
+    x509.KeyUsageFlags.digitalSignature |
+    x509.KeyUsageFlags.keyEncipherment |
+    x509.KeyUsageFlags.keyAgreement;
+  if (keyUsage !== null && (keyUsage.usages & tlsKey) === 0) {
+    return `${describeCertificate(cert)} has no keyUsage a TLS key needs`;
+  }
+  return undefined;
 }
 
 function invalid<C extends ValidationCode>(code: C, reason: string): Invalid<C> {

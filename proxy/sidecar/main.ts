@@ -331,6 +331,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
     const checked = checkCertificateDocument(text, {
       hostnames: spec?.usage === 'client' ? [] : hostnamesFor(fleet, name),
       trustPem: trust.caPem,
+      usage: spec?.usage === 'client' ? 'client' : 'server',
       at: now(),
       skewSeconds: config.clockSkewSeconds,
     });

@@ -6,7 +6,7 @@
  * Codes (also the `reason` label of the `portcullis_sidecar_applies_total` metric):
  * `json-invalid`, `document-invalid`, `placeholder` (no certificate issued yet), the PKI core's
  * `pem-invalid`, `key-mismatch`, `expired`, `not-yet-valid`, `untrusted-chain`, `san-mismatch`,
- * `weak-key`, `not-ca`, `private-key-present`, `untrusted-crl`, `stale-crl`, `crl-missing`, and for
+ * `weak-key`, `wrong-usage`, `not-ca`, `private-key-present`, `untrusted-crl`, `stale-crl`, `crl-missing`, and for
  * allowlists `cidr-invalid`, `cidr-too-broad`, `too-many-entries`; `config-invalid` for the fleet config.
  */
 import { parse as parseYaml } from 'yaml';
@@ -73,13 +73,15 @@ export interface CertificateCheckOptions {
   hostnames: string[];
   /** CA certificates the chain must lead to (the trust secret's bundle). */
   trustPem: string;
+  /** `server` for a terminate route's certificate, `client` for origination's (fleet config `usage`). */
+  usage: 'server' | 'client';
   at: Date;
   skewSeconds?: number;
 }
 
 /**
  * A certificate secret (`CertificateSecret`): JSON, schema, then the PKI core's serving-bundle
- * checks (key ↔ leaf, key policy, validity, chain to the trust bundle, names).
+ * checks (key ↔ leaf, key policy, usage, validity, chain to the trust bundle, names).
  */
 export function checkCertificateDocument(
   text: string,
@@ -102,6 +104,7 @@ export function checkCertificateDocument(
     keyPem: doc.value.privateKeyPem,
     trustBundlePem: options.trustPem,
     hostnames: options.hostnames,
+    usage: options.usage,
     at: options.at,
     ...(options.skewSeconds === undefined ? {} : { skewSeconds: options.skewSeconds }),
   });

@@ -147,6 +147,21 @@ describe('validateServingBundle', () => {
     expect(result).toMatchObject({ kind: 'invalid', code });
   });
 
+  it('refuses a client-only leaf for serving and a server-only leaf for origination (TLS peers refuse the purpose)', async () => {
+    const clientOnly = await leaf({ usage: 'client' });
+    expect(validateServingBundle({ ...(await base(clientOnly)), usage: 'server' })).toMatchObject({
+      kind: 'invalid',
+      code: 'wrong-usage',
+    });
+    const serverOnly = await leaf();
+    expect(
+      validateServingBundle({ ...(await base(serverOnly)), hostnames: [], usage: 'client' }),
+    ).toMatchObject({ kind: 'invalid', code: 'wrong-usage' });
+    const both = await leaf({ usage: 'both' });
+    expect(validateServingBundle({ ...(await base(both)), usage: 'server' }).kind).toBe('ok');
+    expect(validateServingBundle({ ...(await base(both)), hostnames: [], usage: 'client' }).kind).toBe('ok');
+  });
+
   it('never puts key material in a reason', async () => {
     const issued = await leaf();
     const broken = key.privateKeyPem.replace(/\n[A-Za-z0-9+/]{8}/, '\nAAAAAAAA');

@@ -58,7 +58,22 @@ beforeAll(async () => {
 
 describe('checkCertificateDocument', () => {
   const check = (text: string) =>
-    checkCertificateDocument(text, { hostnames: [NAME], trustPem: ca.certificatePem, at: NOW });
+    checkCertificateDocument(text, {
+      hostnames: [NAME],
+      trustPem: ca.certificatePem,
+      at: NOW,
+      usage: 'server',
+    });
+
+  it('refuses a serving certificate as the client certificate of origination (wrong-usage)', () => {
+    const result = checkCertificateDocument(doc(good), {
+      hostnames: [],
+      trustPem: ca.certificatePem,
+      at: NOW,
+      usage: 'client',
+    });
+    expect(result).toMatchObject({ kind: 'invalid', code: 'wrong-usage' });
+  });
 
   it('accepts a valid bundle and returns chain plus key for HAProxy with the serial', () => {
     const result = check(doc(good));
