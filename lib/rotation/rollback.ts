@@ -23,6 +23,11 @@ export interface RotationRollbackInput {
   previousVersionId: string | null;
   /** The certificate this execution obtained from the CA, when it got that far. */
   newCertificate: { certificateId: string; serial: string | null } | null;
+  /**
+   * The superseded certificate may be revoked already (its revocation was attempted and
+   * failed, possibly after it went through): `AWSCURRENT` must not go back to it.
+   */
+  previousMayBeRevoked?: boolean;
 }
 
 export interface RotationRollbackPlan {
@@ -43,7 +48,8 @@ export interface RotationRollbackPlan {
 /**
  * What undoing a failed rotation takes, from what the secret looks like now. Invariant: the
  * certificate left under `AWSCURRENT` is never revoked — if `AWSCURRENT` cannot be moved back
- * (no previous version), the new certificate stays valid and the plan says so.
+ * (no previous version, or the previous certificate may be revoked already), the new
+ * certificate stays valid and the plan says so.
  */
 export function decideRotationRollback(input: RotationRollbackInput): RotationRollbackPlan {
   const notes: string[] = [];
@@ -54,7 +60,10 @@ export function decideRotationRollback(input: RotationRollbackInput): RotationRo
   let newStaysCurrent = false;
   if (current !== undefined && current === input.newVersionId) {
     const target = input.previousVersionId ?? holder(input.secret, Stage.Previous);
-    if (target !== undefined && target !== input.newVersionId) restoreCurrentTo = target;
+    if (input.previousMayBeRevoked === true) {
+      newStaysCurrent = true;
+      notes.push('the previous certificate may already be revoked; the new certificate stays current');
+    } else if (target !== undefined && target !== input.newVersionId) restoreCurrentTo = target;
     else {
       newStaysCurrent = true;
       notes.push('AWSCURRENT has no previous version to return to; the new certificate stays current');

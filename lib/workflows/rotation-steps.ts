@@ -420,6 +420,7 @@ export function makeRollbackRotation(ports: ControlPlanePorts) {
       newVersionId,
       previousVersionId: event.staged?.previousVersionId ?? null,
       newCertificate,
+      previousMayBeRevoked: event.previousRevocationAttempted === true,
     });
     notes.push(...plan.notes);
     await undoStaging(store, spec.secretId, newVersionId, plan);

@@ -104,6 +104,8 @@ export const RollbackRotationInput = z.looseObject({
   error: ErrorInfoSchema.optional(),
   issued: z.looseObject({ certificateId: z.string().min(1) }).optional(),
   staged: z.looseObject({ previousVersionId: nullableString }).optional(),
+  /** Set when RevokeCertificate failed: the superseded certificate may already be revoked. */
+  previousRevocationAttempted: z.boolean().optional(),
 });
 
 /** Every event the control plane publishes. */

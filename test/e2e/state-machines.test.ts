@@ -238,6 +238,21 @@ describe('rotate-certificates', () => {
     });
   });
 
+  it('keeps the new certificate current when revoking the superseded one fails after it went through', async () => {
+    await setUp();
+    const old = await bootstrap();
+    fx.authority.faults = { revokeErrorAfterRevoking: new ServiceUnavailable('the answer was lost') };
+    const result = await run('rotate-certificates', rotateApi({ force: true }));
+    expect(result).toMatchObject({ status: 'FAILED', error: 'ServiceUnavailable' });
+    const now = await currentBundle();
+    const revoked = (await fx.ca.list()).filter((r) => r.revocation !== undefined).map((r) => r.serial);
+    expect(revoked).toEqual([old.serial]);
+    expect(now.serial).not.toBe(old.serial);
+    expect(servedSerials()).toEqual([now.serial, now.serial]);
+    const failed = fx.notifier.events.find((e) => e.detailType === 'CertificateRotationFailed');
+    expect(failed?.detail).toMatchObject({ error: 'ServiceUnavailable', rollback: { revokedSerial: null } });
+  });
+
   it('issues one certificate when the same execution runs twice', async () => {
     await setUp();
     await bootstrap();

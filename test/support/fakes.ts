@@ -231,6 +231,8 @@ export interface AuthorityFaults {
   /** The next `n` calls to `get` throw `getError` (default a `CertificateNotReady`). */
   failGets?: number;
   getError?: Error;
+  /** `revoke` revokes, then throws this: a call that went through but whose answer was lost. */
+  revokeErrorAfterRevoking?: Error;
 }
 
 /** Wraps a `CertificateAuthority` to count calls and inject failures. */
@@ -261,7 +263,8 @@ export class InstrumentedAuthority implements CertificateAuthority {
 
   async revoke(certificateId: string, serial: string, reason: RevocationReason): Promise<void> {
     this.revoked.push({ certificateId, serial, reason });
-    return this.#inner.revoke(certificateId, serial, reason);
+    await this.#inner.revoke(certificateId, serial, reason);
+    if (this.faults.revokeErrorAfterRevoking) throw this.faults.revokeErrorAfterRevoking;
   }
 
   caCertificates(): Promise<string> {

@@ -222,6 +222,20 @@ describe('decideRotationRollback', () => {
     expect(plan).toMatchObject({ restoreCurrentTo: null, dropPending: true, dropLabels: [IssuingStage] });
   });
 
+  it('keeps the new certificate current and unrevoked when the previous one may be revoked already', () => {
+    const plan = decideRotationRollback({
+      secret: { versions: [v('old', 'AWSPREVIOUS'), v('new', 'AWSCURRENT')] },
+      newVersionId: 'new',
+      previousVersionId: 'old',
+      newCertificate: { certificateId: 'c1', serial: 'aa' },
+      previousMayBeRevoked: true,
+    });
+    expect(plan).toMatchObject({ restoreCurrentTo: null, revoke: null });
+    expect(plan.notes).toContain(
+      'the previous certificate may already be revoked; the new certificate stays current',
+    );
+  });
+
   it('has nothing to restore or nudge when the CA failed before anything was staged', () => {
     const plan = decideRotationRollback({
       secret: { versions: [v('old', 'AWSCURRENT')] },
