@@ -31,4 +31,4 @@ export {
   type TaskOutcome,
   type TaskSummary,
 } from './tasks.ts';
-export { deriveToken, TokenStep } from './tokens.ts';
+export { certificateTokenSubject, deriveToken, TokenStep } from './tokens.ts';

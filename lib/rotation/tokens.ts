@@ -28,3 +28,13 @@ export function deriveToken(execution: string, subject: string, step: TokenStep)
   const variant = ((Number.parseInt(hex[16]!, 16) & 0x3) | 0x8).toString(16);
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-8${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
 }
+
+/**
+ * The token subject of one certificate of one fleet. Execution names are unique only per state
+ * machine, and fleets may share a CA whose idempotency tokens know nothing of fleets: with the
+ * certificate name alone, two fleets' executions of the same name would be handed one
+ * certificate.
+ */
+export function certificateTokenSubject(fleet: string, secretId: string, name: string): string {
+  return JSON.stringify([fleet, secretId, name]);
+}

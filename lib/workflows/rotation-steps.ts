@@ -14,7 +14,7 @@ import type { CertificateSpec } from '../rotation/certificate-spec.ts';
 import type { CurrentCertificate } from '../rotation/due.ts';
 import { type PlannedCertificate, planRotation } from '../rotation/plan.ts';
 import { decideRotationRollback, IssuedStage, IssuingStage } from '../rotation/rollback.ts';
-import { deriveToken, TokenStep } from '../rotation/tokens.ts';
+import { certificateTokenSubject, deriveToken, TokenStep } from '../rotation/tokens.ts';
 import { CertificateSecret, parseSecret, TrustSecret } from '../secrets/formats.ts';
 import {
   assertFleet,
@@ -126,7 +126,8 @@ async function certificateStep(
   assertFleet(ports, event.fleet);
   const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
   const spec = findSpec(config, event.certificate);
-  return { config, spec, token: (step) => deriveToken(event.executionName, spec.name, step) };
+  const subject = certificateTokenSubject(ports.fleetName, spec.secretId, spec.name);
+  return { config, spec, token: (step) => deriveToken(event.executionName, subject, step) };
 }
 
 export interface IssueCertificateResult {

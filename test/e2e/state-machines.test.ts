@@ -269,6 +269,23 @@ describe('rotate-certificates', () => {
     expect(fx.authority.issued).toHaveLength(2);
   });
 
+  it('issues each fleet its own certificate when two fleets of one CA run executions of the same name', async () => {
+    await setUp();
+    const other = await createControlPlaneFixture(join(dir, 'other'), { fleet: 'edge', ca: fx.ca });
+    const executionName = 'rotate-api-now';
+    const mine = succeeded(await run('rotate-certificates', rotateApi(), { executionName }));
+    const theirs = succeeded(
+      await runStateMachine('rotate-certificates', rotateApi(), other.ports, {
+        instant: true,
+        executionName,
+      }),
+    );
+    const serialOf = (output: Record<string, unknown>) => (output.rotated as { serial: string }[])[0]?.serial;
+    expect(serialOf(theirs)).not.toBe(serialOf(mine));
+    expect(other.authority.issued[0]?.idempotencyToken).not.toBe(fx.authority.issued[0]?.idempotencyToken);
+    expect((await fx.ca.list()).filter((r) => r.revocation !== undefined)).toEqual([]);
+  });
+
   it('changes nothing on a dry run and answers with the plan', async () => {
     await setUp();
     const before = await fx.store.listVersions(fixtureSecrets.api).catch(() => []);

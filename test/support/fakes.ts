@@ -294,13 +294,22 @@ export const fixtureSecrets = {
 
 export async function createControlPlaneFixture(
   dir: string,
-  options: { tasks?: number; authority?: LocalAuthorityOptions; allowAll0?: boolean } = {},
+  options: {
+    tasks?: number;
+    authority?: LocalAuthorityOptions;
+    allowAll0?: boolean;
+    /** Fleet name (default `demo`); the secret ids stay those of {@link fixtureSecrets}. */
+    fleet?: string;
+    /** A CA shared with another fixture (two fleets of one CA), instead of one in `dir`. */
+    ca?: LocalAuthority;
+  } = {},
 ): Promise<ControlPlaneFixture> {
+  const fleetName = options.fleet ?? 'demo';
   const store = await FileSecretStore.open(join(dir, 'store'));
-  const ca = await LocalAuthority.open(join(dir, 'ca'), options.authority);
+  const ca = options.ca ?? (await LocalAuthority.open(join(dir, 'ca'), options.authority));
   const authority = new InstrumentedAuthority(ca);
   const fleetConfig = {
-    fleet: 'demo',
+    fleet: fleetName,
     certificates: [
       {
         name: 'api',
@@ -338,7 +347,7 @@ export async function createControlPlaneFixture(
   for (let i = 0; i < (options.tasks ?? 2); i++) await gateway.startTask();
   const notifier = new RecordingNotifier();
   const ports: ControlPlanePorts = {
-    fleetName: 'demo',
+    fleetName,
     fleetConfigSecretId: fixtureSecrets.fleetConfig,
     store,
     authority,

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { type Fleet, Stage } from '../../lib/ports.ts';
-import { deriveToken, IssuingStage, TokenStep } from '../../lib/rotation/index.ts';
+import { certificateTokenSubject, deriveToken, IssuingStage, TokenStep } from '../../lib/rotation/index.ts';
 import {
   makeCheckRollout,
   makeConvergeTask,
@@ -21,6 +21,8 @@ import {
   schemas,
 } from '../../lib/workflows/index.ts';
 import { type ControlPlaneFixture, createControlPlaneFixture, fixtureSecrets } from '../support/fakes.ts';
+
+const apiSubject = certificateTokenSubject('demo', fixtureSecrets.api, 'api');
 
 const execution = 'exec-handlers';
 
@@ -72,7 +74,7 @@ describe('IssueCertificate', () => {
     expect(result.reused).toBe('none');
     expect(fx.authority.issued).toHaveLength(1);
     const keyVersion = await fx.store.get(fixtureSecrets.api, {
-      versionId: deriveToken(execution, 'api', TokenStep.Key),
+      versionId: deriveToken(execution, apiSubject, TokenStep.Key),
     });
     expect(keyVersion.stages).toEqual([IssuingStage]);
     const current = await fx.store.get(fixtureSecrets.api);
@@ -118,7 +120,7 @@ describe('StageCertificate', () => {
   it('stages the validated bundle as AWSPENDING, keeps AWSCURRENT and drops the working labels', async () => {
     const { certificateId } = await issue();
     const staged = await stage(certificateId);
-    expect(staged.versionId).toBe(deriveToken(execution, 'api', TokenStep.Bundle));
+    expect(staged.versionId).toBe(deriveToken(execution, apiSubject, TokenStep.Bundle));
     const pending = await fx.store.get(fixtureSecrets.api, { stage: Stage.Pending });
     expect(pending.versionId).toBe(staged.versionId);
     expect(JSON.parse(pending.value)).toMatchObject({ serial: staged.serial, certificateId });

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   applyAllowlistChange,
   CertificateSpec,
+  certificateTokenSubject,
   decideAllowlistRollback,
   decideRotationRollback,
   deriveToken,
@@ -140,6 +141,21 @@ describe('deriveToken', () => {
         const token = deriveToken(execution, subject, TokenStep.Key);
         return token.length === 36;
       }),
+    );
+  });
+});
+
+describe('certificateTokenSubject', () => {
+  it('differs between fleets and secrets holding a certificate of the same name', () => {
+    fc.assert(
+      fc.property(
+        fc.tuple(fc.string(), fc.string(), fc.string()),
+        fc.tuple(fc.string(), fc.string(), fc.string()),
+        (a, b) => {
+          fc.pre(a[0] !== b[0] || a[1] !== b[1] || a[2] !== b[2]);
+          return certificateTokenSubject(...a) !== certificateTokenSubject(...b);
+        },
+      ),
     );
   });
 });
