@@ -30,7 +30,7 @@ import {
   renderGateway,
   writeFileAtomic,
 } from '../haproxy/index.ts';
-import { TERMINATE, terminateRoutes, trustReferenced } from '../haproxy/render-terminate.ts';
+import { TERMINATE, terminatePaths, terminateRoutes, trustReferenced } from '../haproxy/render-terminate.ts';
 import { type HaproxyRuntime, runtimeClientFor } from '../haproxy/runtime.ts';
 import { command } from '../haproxy/runtime-protocol.ts';
 import {
@@ -227,6 +227,17 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   const waiters = new Set<() => void>();
   let haproxyWaitSince: number | undefined;
   let warnedHaproxyWait = false;
+  /** Whether a HAProxy has answered this sidecar (it may then hold files older than the disk). */
+  let haproxySeen = false;
+  /**
+   * Set when files only a reload brings in (config, trust bundle, CRL) changed while HAProxy was
+   * not confirmed serving — a sidecar restart that found new versions, an apply while HAProxy's
+   * socket did not answer: the runtime API cannot apply them and the reconciliation compares
+   * certificates and ACLs only, so the next verification reloads first.
+   */
+  let reloadPending = false;
+  /** A running HAProxy may have loaded earlier files: a restarted sidecar, or HAProxy seen. */
+  const mayServeOldFiles = (): boolean => haproxySeen || previouslyRendered;
 
   const dispatch = (event: SidecarEvent): SidecarEffect[] => {
     const before = state.phase;
@@ -365,7 +376,16 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
         if (checked.kind === 'invalid') throw new Rejection(checked.code, checked.reason);
         const crl = checked.value.crlPem !== undefined;
         if (fleet === undefined || !trustReferenced(fleet) || filesOnly || !live()) {
+          const paths = terminatePaths(layout);
+          const before = await Promise.all(
+            [paths.trust, paths.crl].map((path) => readFile(path, 'utf8').catch(() => undefined)),
+          );
           await writeTrustFiles(layout, checked.value);
+          const trustChanged =
+            before[0] !== checked.value.caPem ||
+            (checked.value.crlPem !== undefined && before[1] !== checked.value.crlPem);
+          if (trustChanged && fleet !== undefined && trustReferenced(fleet) && mayServeOldFiles())
+            reloadPending = true;
           material.trust = checked.value;
           const crlNow = crl && fleet !== undefined && trustReferenced(fleet);
           if (crlNow !== renderedCrl && fleet !== undefined && !filesOnly && state.phase !== Phase.Starting) {
@@ -500,16 +520,28 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
 
   // ---- fleet config changes ------------------------------------------------------------
 
-  /** Writes what changed; reloads HAProxy seamlessly when something did (or when asked to). */
-  const rerender = async (fleet: FleetConfig, options: { reload?: boolean } = {}): Promise<void> => {
-    const written = await writeChanged(render(fleet, material.allowlist ?? [], renderedCrl));
-    if ((written.length === 0 && !options.reload) || state.phase === Phase.Starting) return;
-    if (written.length > 0) log.info('rendered', { files: written });
-    if (!live()) return; // HAProxy not serving yet: it reads the new files when it starts
+  /** Seamless reload through the master CLI; resolves once a new worker serves. */
+  const reloadHaproxy = async (): Promise<void> => {
     const before = await runtime.showProc();
     await runtime.reload();
     const after = await runtime.waitForReload(before, { timeoutMs: 15_000 });
+    reloadPending = false;
     log.info('haproxy reloaded', { workers: after.workers.map((w) => String(w.pid)) });
+  };
+
+  /** Writes what changed; reloads HAProxy seamlessly when something did (or when asked to). */
+  const rerender = async (fleet: FleetConfig, options: { reload?: boolean } = {}): Promise<void> => {
+    const written = await writeChanged(render(fleet, material.allowlist ?? [], renderedCrl));
+    const changed = written.length > 0 || options.reload === true;
+    if ((!changed && !reloadPending) || state.phase === Phase.Starting) return;
+    if (written.length > 0) log.info('rendered', { files: written });
+    if (!live()) {
+      // A HAProxy that is not running reads the new files when it starts; one that is (its
+      // socket did not answer) must reload once it is reachable again.
+      if (changed && mayServeOldFiles()) reloadPending = true;
+      return;
+    }
+    await reloadHaproxy();
     const info = await runtime.showInfo();
     await verifyHaproxy(info.pid);
   };
@@ -646,6 +678,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
     try {
       const written = await writeChanged(render(fleet, material.allowlist ?? [], renderedCrl));
       log.info('rendered', { files: written, unchanged: written.length === 0 });
+      if (written.length > 0 && mayServeOldFiles()) reloadPending = true;
     } catch (error) {
       fail('render-failed', message(error));
       return;
@@ -675,13 +708,19 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
 
   // ---- HAProxy watch and reconciliation ----------------------------------------------------
 
-  const verifyHaproxy = async (pid: number): Promise<void> => {
+  const verifyHaproxy = async (seenPid: number): Promise<void> => {
     try {
+      let pid = seenPid;
+      if (reloadPending) {
+        log.info('haproxy holds files older than the applied state: reloading', { pid });
+        await reloadHaproxy();
+        pid = (await runtime.showInfo()).pid;
+      }
       const reapplied = await reconcile(runtime, layout, expected());
       dispatch({ type: 'haproxyReady', pid });
       log.info('haproxy serving applied state', { pid, reapplied });
     } catch (error) {
-      log.warn('haproxy reconciliation failed', { pid, error: message(error) });
+      log.warn('haproxy reconciliation failed', { pid: seenPid, error: message(error) });
     }
   };
 
@@ -704,6 +743,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
       return;
     }
     haproxyWaitSince = undefined;
+    haproxySeen = true;
     await runEffects(dispatch({ type: 'haproxyUp', pid }));
   };
 

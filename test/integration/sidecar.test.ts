@@ -523,6 +523,30 @@ describe('restarts', () => {
   });
 });
 
+describe('restart after a trust change', () => {
+  it('reloads HAProxy onto a trust bundle that changed while the sidecar was down', async () => {
+    const extraCa = await createCertificateAuthority({ commonName: 'Sidecar Test Third CA' });
+    const extraClient = await issueFrom(extraCa, {
+      commonName: 'third.sidecar.test',
+      dns: ['third.sidecar.test'],
+      usage: 'client',
+    });
+    expect((await handshake({ cert: extraClient.cert, key: extraClient.key })).kind).toBe('refused');
+    // Made AWSCURRENT without a nudge (the sidecar was restarting): the new sidecar reads it at start.
+    await put(
+      'trust',
+      JSON.stringify({
+        caBundlePem: (await authority.caCertificates()) + trustedCa.certificatePem + extraCa.certificatePem,
+      }),
+    );
+    await task.restartSidecar();
+    await task.sidecar.whenReady(15_000);
+    const result = await handshake({ cert: extraClient.cert, key: extraClient.key });
+    expect(result.kind).toBe('ok');
+    expect(await servedSerial()).toBe((await client.status(fleetTask)).certificates.api?.serial);
+  });
+});
+
 describe('metrics', () => {
   it('exposes readiness, applies, certificate expiry, allowlist size and the TLS counters', async () => {
     await handshake(); // no client certificate: refused and counted
