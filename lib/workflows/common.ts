@@ -137,6 +137,9 @@ export async function undoStaging(
   }
 }
 
+/** Tasks a rollback nudges back at once (the task Map's `MaxConcurrency`). */
+const NUDGE_BACK_CONCURRENCY = 10;
+
 /**
  * Nudges every running task to `AWSCURRENT` of `secretId`, as a rollback does. It never throws:
  * a rollback keeps undoing what it can, so failures become `notes`, and the sidecars' poll
@@ -155,14 +158,30 @@ export async function nudgeTasksBack(
   } catch (error) {
     notes.push(`tasks not listed, none nudged back: ${errorName(error)}: ${errorMessage(error)}`);
   }
-  for (const task of tasks) {
-    try {
-      await ports.taskClient.nudge(task, { secretId });
-      nudged.push(task.taskId);
-    } catch (error) {
-      unreachable.push(task.taskId);
-      notes.push(`task ${task.taskId} not nudged back: ${errorName(error)}: ${errorMessage(error)}`);
+  // Side by side (as many at a time as the machines' task Map): one at a time, a few tasks
+  // that never answer (each waits out the client's timeout) would use up the rollback's time
+  // limit, and the revocation that follows the nudges would never happen.
+  const failures = new Map<string, unknown>();
+  let next = 0;
+  const worker = async () => {
+    while (next < tasks.length) {
+      const task = tasks[next++]!;
+      try {
+        await ports.taskClient.nudge(task, { secretId });
+      } catch (error) {
+        failures.set(task.taskId, error);
+      }
     }
+  };
+  await Promise.all(Array.from({ length: Math.min(NUDGE_BACK_CONCURRENCY, tasks.length) }, worker));
+  for (const task of tasks) {
+    if (!failures.has(task.taskId)) {
+      nudged.push(task.taskId);
+      continue;
+    }
+    const error = failures.get(task.taskId);
+    unreachable.push(task.taskId);
+    notes.push(`task ${task.taskId} not nudged back: ${errorName(error)}: ${errorMessage(error)}`);
   }
   return { nudged, unreachable };
 }

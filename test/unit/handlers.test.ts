@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
-import { type Fleet, Stage } from '../../lib/ports.ts';
+import { type Fleet, Stage, type TaskClient } from '../../lib/ports.ts';
 import { certificateTokenSubject, deriveToken, IssuingStage, TokenStep } from '../../lib/rotation/index.ts';
 import {
   makeCheckRollout,
@@ -306,6 +306,33 @@ describe('RollbackRotation', () => {
       nudged: [],
     });
     expect(result.notes.join('\n')).toContain('AccessDenied');
+  });
+
+  it('nudges the tasks back side by side, so tasks that do not answer cannot add up past its time limit', async () => {
+    for (let i = 0; i < 3; i++) await fx.gateway.startTask();
+    const { certificateId } = await issue();
+    const s = await stage(certificateId);
+    await makePromoteSecret(fx.ports)({ secretId: s.secretId, versionId: s.versionId, tasks: [] });
+    let inFlight = 0;
+    let most = 0;
+    const taskClient: TaskClient = {
+      status: (task) => fx.gateway.status(task),
+      servedCertificate: (task, serverName) => fx.gateway.servedCertificate(task, serverName),
+      nudge: async (task, request) => {
+        inFlight++;
+        most = Math.max(most, inFlight);
+        await new Promise((resolve) => setImmediate(resolve));
+        inFlight--;
+        return fx.gateway.nudge(task, request);
+      },
+    };
+    const result = await makeRollbackRotation({ ...fx.ports, taskClient })({
+      executionName: execution,
+      certificate: 'api',
+      staged: { previousVersionId: s.previousVersionId },
+    });
+    expect(result.nudged).toEqual(['task-1', 'task-2', 'task-3', 'task-4', 'task-5']);
+    expect(most).toBe(5);
   });
 });
 
