@@ -380,6 +380,34 @@ describe('serverless.yml packaged offline', () => {
       }
     });
 
+    it('gives each function the time limit of the states that invoke it', async () => {
+      // A function that stops sooner than its state cuts the step's budget (a rollback killed
+      // before it revokes); one that runs longer goes on after the machine has moved on.
+      type State = { Type: string; TimeoutSeconds?: number; Parameters?: unknown; ItemProcessor?: Machine };
+      type Machine = { States: Record<string, State> };
+      const limits: string[] = [];
+      const walk = (machine: Machine, file: string) => {
+        for (const [name, state] of Object.entries(machine.States)) {
+          if (state.ItemProcessor) walk(state.ItemProcessor, file);
+          if (state.Type !== 'Task') continue;
+          const fn = (state.Parameters as { FunctionName: { 'Fn::GetAtt': [string, string] } }).FunctionName[
+            'Fn::GetAtt'
+          ][0];
+          const timeout = props<{ Timeout: number }>(template, fn).Timeout;
+          limits.push(`${file}/${name}: state ${state.TimeoutSeconds} s, ${fn} ${timeout} s`);
+          expect(timeout, limits.at(-1)).toBe(state.TimeoutSeconds);
+        }
+      };
+      for (const file of ['rotate-certificates', 'update-allowlist', 'converge-task']) {
+        const text = await readFile(
+          join(import.meta.dirname, '..', '..', 'statemachines', `${file}.asl.json`),
+          'utf8',
+        );
+        walk(JSON.parse(text) as Machine, file);
+      }
+      expect(limits.length).toBeGreaterThan(20);
+    });
+
     it('logs to a log group with retention and traces with X-Ray', () => {
       for (const id of STATE_MACHINES) {
         const sm = props<{
