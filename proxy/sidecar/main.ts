@@ -367,7 +367,12 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
         return {};
       }
       case 'trust': {
-        const serving = [...material.certificates.entries()].map(([name, c]) => ({ name, chainPem: c.pem }));
+        // Only certificates the fleet config still declares: one whose route and entry were
+        // removed stays in memory but is served by nobody, and must not hold back a CA rollover.
+        const declared = new Set(fleet?.certificates.map((c) => c.name) ?? []);
+        const serving = [...material.certificates.entries()]
+          .filter(([name]) => declared.has(name))
+          .map(([name, c]) => ({ name, chainPem: c.pem }));
         const checked = await checkTrustDocument(text, {
           at: now(),
           skewSeconds: config.clockSkewSeconds,

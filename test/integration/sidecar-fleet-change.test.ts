@@ -1,0 +1,105 @@
+/**
+ * The sidecar on its own (no HAProxy: it renders files and stays `rendered`) across fleet config
+ * changes: what a route removal leaves behind must not block later trust changes.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FleetConfigInput } from '../../lib/config/index.ts';
+import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
+import { type CertificateAuthorityMaterial, createCertificateAuthority } from '../../lib/pki/index.ts';
+import { parseSidecarConfig } from '../../proxy/sidecar/config.ts';
+import { type RunningSidecar, startSidecar } from '../../proxy/sidecar/main.ts';
+import { certificateDocument, issueCredential, putSecret } from '../support/sidecar.ts';
+
+const A = 'a.fleet-change.test';
+const B = 'b.fleet-change.test';
+
+let dir: string;
+let store: FileSecretStore;
+let oldCa: CertificateAuthorityMaterial;
+let newCa: CertificateAuthorityMaterial;
+let sidecar: RunningSidecar | undefined;
+
+function fleet(names: string[]): string {
+  const config: FleetConfigInput = {
+    fleet: 'fleet-change-test',
+    // Rendered only: no HAProxy starts in this file, so nothing binds these ports.
+    listeners: { bind: ['127.0.0.1'], tls: 18443, http: null, health: 18080, metrics: null },
+    certificates: names.map((name) => ({
+      name: name.split('.')[0]!,
+      secretId: `cert/${name}`,
+      commonName: name,
+      dns: [name],
+      usage: 'server' as const,
+    })),
+    trust: { secretId: 'trust' },
+    nudgeKey: { secretId: 'nudge-key' },
+    allowlist: { source: { secretId: 'allowlist' }, maxEntries: 10 },
+    routes: names.map((name) => ({
+      mode: 'terminate' as const,
+      serverName: name,
+      certificate: name.split('.')[0]!,
+      clientAuth: 'none' as const,
+      upstream: { kind: 'local' as const, port: 18081 },
+    })),
+  };
+  return JSON.stringify(config);
+}
+
+const leafFrom = async (ca: CertificateAuthorityMaterial, name: string) =>
+  certificateDocument(await issueCredential(ca, { commonName: name, dns: [name] }));
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-scf-'));
+  store = await FileSecretStore.open(join(dir, 'store'));
+  oldCa = await createCertificateAuthority({ commonName: 'Fleet Change Old CA' });
+  newCa = await createCertificateAuthority({ commonName: 'Fleet Change New CA' });
+  await putSecret(store, 'fleet', fleet([A, B]));
+  await putSecret(store, 'nudge-key', JSON.stringify({ key: randomBytes(32).toString('base64') }));
+  await putSecret(
+    store,
+    'trust',
+    JSON.stringify({ caBundlePem: oldCa.certificatePem + newCa.certificatePem }),
+  );
+  await putSecret(store, `cert/${A}`, await leafFrom(oldCa, A));
+  await putSecret(store, `cert/${B}`, await leafFrom(oldCa, B));
+  await putSecret(store, 'allowlist', JSON.stringify({ cidrs: ['127.0.0.1/32'] }));
+  sidecar = await startSidecar(
+    parseSidecarConfig({
+      store: { kind: 'file', dir: join(dir, 'store') },
+      fleetConfig: { secretId: 'fleet' },
+      gatewayDir: join(dir, 'gw'),
+      admin: { host: '127.0.0.1', port: 0 },
+      pollIntervalMs: 3_600_000,
+      pollJitterMs: 0,
+      watchIntervalMs: 3_600_000,
+      autoOwnAddresses: false,
+    }),
+    { store, write: () => {} },
+  );
+  await sidecar.whenRendered();
+});
+
+afterAll(async () => {
+  await sidecar?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('sidecar fleet config change', () => {
+  it('accepts a trust bundle without the old CA once the route and certificate that needed it are gone', async () => {
+    // Route B goes, certificate A is rotated onto the new CA: nothing in service needs the old CA.
+    await putSecret(store, 'fleet', fleet([A]));
+    await putSecret(store, `cert/${A}`, await leafFrom(newCa, A));
+    await sidecar!.pollNow();
+    expect(Object.keys(sidecar!.status().certificates)).toEqual(['a']);
+
+    const trust = await putSecret(store, 'trust', JSON.stringify({ caBundlePem: newCa.certificatePem }));
+    await sidecar!.pollNow();
+    const status = sidecar!.status();
+    expect(status.lastApply).toMatchObject({ ok: true, object: 'trust' });
+    expect(status.trust).toEqual({ versionId: trust });
+  });
+});
