@@ -114,6 +114,19 @@ export async function writeTrustFiles(
   if (trust.crlPem !== undefined) await writeFileAtomic(paths.crl, trust.crlPem, PUBLIC_FILE_MODE);
 }
 
+const MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+
+/** The address in both forms HAProxy matches it in: IPv4 and its IPv4-mapped IPv6 (`::ffff:a.b.c.d`). */
+function addressForms(bytes: Uint8Array): Uint8Array[] {
+  if (bytes.length === 4) return [bytes, Buffer.concat([MAPPED_PREFIX, bytes])];
+  if (Buffer.from(bytes.subarray(0, 12)).equals(MAPPED_PREFIX)) return [bytes, bytes.subarray(12)];
+  return [bytes];
+}
+
+/**
+ * Whether an allowlist admits a client the way HAProxy's `src` ACL does: an IPv4 client matches
+ * IPv4-mapped IPv6 entries too (and a mapped client IPv4 entries).
+ */
 function covered(cidrs: readonly string[]): (address: string) => boolean {
   const parsed = cidrs.flatMap((text) => {
     const result = parseCidr(text);
@@ -121,7 +134,9 @@ function covered(cidrs: readonly string[]): (address: string) => boolean {
   });
   return (address) => {
     const bytes = parseIp(address);
-    return bytes !== undefined && parsed.some((cidr) => cidrContainsAddress(cidr, bytes));
+    if (bytes === undefined) return false;
+    const forms = addressForms(bytes);
+    return parsed.some((cidr) => forms.some((form) => cidrContainsAddress(cidr, form)));
   };
 }
 
