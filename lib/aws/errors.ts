@@ -28,7 +28,10 @@ export class EncryptionKeyError extends PortcullisError {
   }
 }
 
-/** A transient server-side or network failure (HTTP 5xx, timeouts, resets). Retry with backoff. */
+/**
+ * A server-side or network failure (HTTP 5xx, timeouts, resets) that outlasted the SDK's own
+ * retries. The state machines do not retry it again: they roll back (statemachines/README.md).
+ */
 export class ServiceUnavailable extends PortcullisError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
