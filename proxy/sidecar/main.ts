@@ -559,10 +559,12 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
       dispatch({ type: 'configured', refs: objectRefs(next, fleetRef) });
       return;
     }
-    // Certificates already in service must still cover the (possibly changed) route names.
+    // Certificates already in service must still cover the (possibly changed) route names. One
+    // the new config reads from another secret is fetched and checked against them below instead.
     for (const [name, certificate] of material.certificates) {
-      if (!next.certificates.some((c) => c.name === name)) continue;
       const spec = next.certificates.find((c) => c.name === name);
+      if (spec === undefined) continue;
+      if (state.objects[`certificate:${name}`]?.ref.secretId !== spec.secretId) continue;
       const hostnames = spec?.usage === 'client' ? [] : hostnamesFor(next, name);
       const coverage = coversHostnames(certificate.pem, hostnames);
       if (!coverage.covered) {

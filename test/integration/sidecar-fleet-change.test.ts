@@ -49,6 +49,20 @@ function fleet(names: string[]): string {
   return JSON.stringify(config);
 }
 
+/** One certificate `a` from `secretId` serving a terminate route for each of `names`. */
+function sharedCertificateFleet(secretId: string, names: string[]): string {
+  const config = JSON.parse(fleet([A])) as FleetConfigInput & { routes: unknown[] };
+  config.certificates = [{ name: 'a', secretId, commonName: A, dns: names, usage: 'server' }];
+  config.routes = names.map((name) => ({
+    mode: 'terminate',
+    serverName: name,
+    certificate: 'a',
+    clientAuth: 'none',
+    upstream: { kind: 'local', port: 18081 },
+  }));
+  return JSON.stringify(config);
+}
+
 const leafFrom = async (ca: CertificateAuthorityMaterial, name: string) =>
   certificateDocument(await issueCredential(ca, { commonName: name, dns: [name] }));
 
@@ -101,5 +115,19 @@ describe('sidecar fleet config change', () => {
     const status = sidecar!.status();
     expect(status.lastApply).toMatchObject({ ok: true, object: 'trust' });
     expect(status.trust).toEqual({ versionId: trust });
+  });
+
+  it('accepts a route change that moves a certificate to a new secret covering the new names', async () => {
+    // The new secret's certificate covers A and C; the one served from the old secret covers A only.
+    const C = 'c.fleet-change.test';
+    const names = [A, C];
+    const key = await issueCredential(newCa, { commonName: A, dns: names });
+    await putSecret(store, 'cert/a-v2', certificateDocument(key));
+    const version = await putSecret(store, 'fleet', sharedCertificateFleet('cert/a-v2', names));
+    await sidecar!.pollNow();
+    const status = sidecar!.status();
+    expect(status.lastApply).toMatchObject({ ok: true });
+    expect(status.fleetConfig).toEqual({ versionId: version });
+    expect(status.certificates.a).toMatchObject({ secretId: 'cert/a-v2', serial: key.serial });
   });
 });
