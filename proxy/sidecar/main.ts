@@ -575,10 +575,17 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
       }
     }
     const refs = objectRefs(next, fleetRef);
-    const added = refs.filter((ref) => state.objects[ref.key]?.applied === undefined && ref.kind !== 'fleet');
+    // New objects, and objects the new config reads from another secret (what was applied came
+    // from the old one): both are fetched and validated before the config is accepted.
+    const added = refs.filter((ref) => {
+      if (ref.kind === 'fleet') return false;
+      const known = state.objects[ref.key];
+      return known?.applied === undefined || known.ref.secretId !== ref.secretId;
+    });
     material.fleet = next;
     dispatch({ type: 'configured', refs });
     const loaded = loadedCertificates(next);
+    let installed = 0;
     try {
       for (const ref of added) {
         let view: StoreView;
@@ -601,6 +608,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
         filesOnly = true;
         try {
           const facts = await install(ref, view.current, text);
+          installed++;
           dispatch({
             type: 'applied',
             key: ref.key,
@@ -614,7 +622,9 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
           filesOnly = false;
         }
       }
-      await rerender(next);
+      // Objects installed as files only are loaded by a reload, even when the rendered files did
+      // not change (a certificate moved to another secret keeps its path and its crt-list line).
+      await rerender(next, { reload: installed > 0 });
     } catch (error) {
       // Back to the routes that were serving: files, HAProxy and the objects tracked.
       material.fleet = previous;

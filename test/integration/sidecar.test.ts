@@ -481,6 +481,20 @@ describe('fleet config change', () => {
     expect(echoed).toBe('after\n');
     open.destroy();
   });
+
+  it('serves the new secret at once when a fleet config moves a certificate to another secret', async () => {
+    const moved = await issueFromAuthority(SECOND, [SECOND], 'server');
+    await put('cert/second-moved', certificateDocument(moved));
+    const config = JSON.parse((await store.get('fleet')).value) as {
+      certificates: { name: string; secretId: string }[];
+    };
+    for (const certificate of config.certificates)
+      if (certificate.name === 'second') certificate.secretId = 'cert/second-moved';
+    const versionId = await put('fleet', JSON.stringify(config));
+    const status = await client.nudge(fleetTask, { secretId: 'fleet', versionId });
+    expect(status.certificates.second).toMatchObject({ secretId: 'cert/second-moved', serial: moved.serial });
+    expect(await handshake({ servername: SECOND })).toMatchObject({ kind: 'ok', serial: moved.serial });
+  });
 });
 
 describe('restarts', () => {
