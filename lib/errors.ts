@@ -77,3 +77,14 @@ export class RolloutFailed extends PortcullisError {
     this.name = 'RolloutFailed';
   }
 }
+
+/**
+ * Another execution is rotating the same certificate (its working labels or `AWSPENDING` are
+ * on the secret and younger than the lease bound). Nothing was written; not retried.
+ */
+export class RotationInProgress extends PortcullisError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'RotationInProgress';
+  }
+}

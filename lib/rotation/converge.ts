@@ -2,7 +2,17 @@ import type { TaskStatus } from '../ports.ts';
 
 /** A fleet secret and the version every task should serve (its `AWSCURRENT`). */
 export type DesiredSecret =
-  | { kind: 'certificate'; name: string; secretId: string; versionId: string }
+  | {
+      kind: 'certificate';
+      name: string;
+      secretId: string;
+      versionId: string;
+      /**
+       * The `AWSPENDING` version of a rotation in flight (its lease is live), if any. A task
+       * already serving it was nudged there by the rotation, whose VerifyTask expects it.
+       */
+      rotatingTo?: string | undefined;
+    }
   | { kind: 'allowlist'; secretId: string; versionId: string }
   | { kind: 'trust'; secretId: string; versionId: string };
 
@@ -18,7 +28,31 @@ export function servedVersion(status: TaskStatus, secret: DesiredSecret): string
   }
 }
 
-/** The secrets a task serves in another version than desired (or not at all). */
+/**
+ * The versions a task may serve for `secret` without being nudged. Rule for a rotation in
+ * flight: a task serving the certificate's live `AWSPENDING` is left there — nudging it back
+ * to `AWSCURRENT` would make the rotation's VerifyTask see a mismatch and roll everything back.
+ * A task serving the old `AWSCURRENT` is left too: either the rotation's task Map listed it
+ * and nudges it itself, or it started after ListTasks and the sidecar's poll backstop brings it
+ * to the new `AWSCURRENT` once the rotation promotes it (a failed rotation's rollback lists
+ * tasks again and nudges it back). Only a task serving neither (or nothing) is nudged, to
+ * `AWSCURRENT`. A stale (abandoned) `AWSPENDING` is never passed as `rotatingTo`.
+ */
+export function acceptedVersions(secret: DesiredSecret): string[] {
+  if (
+    secret.kind === 'certificate' &&
+    secret.rotatingTo !== undefined &&
+    secret.rotatingTo !== secret.versionId
+  ) {
+    return [secret.versionId, secret.rotatingTo];
+  }
+  return [secret.versionId];
+}
+
+/** The secrets a task serves in a version it should not (or not at all); each is nudged to `versionId`. */
 export function staleSecrets(status: TaskStatus, desired: readonly DesiredSecret[]): DesiredSecret[] {
-  return desired.filter((secret) => servedVersion(status, secret) !== secret.versionId);
+  return desired.filter((secret) => {
+    const served = servedVersion(status, secret);
+    return served === undefined || !acceptedVersions(secret).includes(served);
+  });
 }

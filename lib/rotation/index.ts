@@ -4,7 +4,7 @@ export {
   applyAllowlistChange,
 } from './allowlist-change.ts';
 export { CertificateSpec, type CertificateSpecInput, KeySpecSchema } from './certificate-spec.ts';
-export { type DesiredSecret, servedVersion, staleSecrets } from './converge.ts';
+export { acceptedVersions, type DesiredSecret, servedVersion, staleSecrets } from './converge.ts';
 export {
   type CurrentCertificate,
   type DueReason,
@@ -12,7 +12,23 @@ export {
   renewalDecision,
   renewalTime,
 } from './due.ts';
-export { type PlanInput, type PlannedCertificate, planRotation, type RotationPlan } from './plan.ts';
+export {
+  describeLease,
+  type LeaseMark,
+  LeaseStages,
+  type LeaseVersion,
+  ROTATION_LEASE_STALE_AFTER_MS,
+  ROTATION_MACHINE_TIMEOUT_SECONDS,
+  type RotationLease,
+  rotationLease,
+} from './lease.ts';
+export {
+  deferLeased,
+  type PlanInput,
+  type PlannedCertificate,
+  planRotation,
+  type RotationPlan,
+} from './plan.ts';
 export {
   type AllowlistRollbackInput,
   type AllowlistRollbackPlan,

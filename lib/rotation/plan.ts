@@ -1,4 +1,4 @@
-import { ValidationError } from '../errors.ts';
+import { RotationInProgress, ValidationError } from '../errors.ts';
 import type { CertificateSpec } from './certificate-spec.ts';
 import { type CurrentCertificate, type DueReason, renewalDecision } from './due.ts';
 
@@ -6,7 +6,10 @@ import { type CurrentCertificate, type DueReason, renewalDecision } from './due.
 export interface PlannedCertificate {
   name: string;
   secretId: string;
-  reason: DueReason;
+  /** Why it is rotated or skipped; `rotation-in-progress`: another execution holds its lease. */
+  reason: DueReason | 'rotation-in-progress';
+  /** For `rotation-in-progress`: the other execution's marks (version ids and labels). */
+  lease?: string;
   currentSerial: string | null;
   renewAt: string | null;
 }
@@ -56,4 +59,39 @@ export function planRotation(input: PlanInput): RotationPlan {
     (decision.due ? plan.rotate : plan.skip).push(entry);
   }
   return plan;
+}
+
+/**
+ * Takes the certificates another execution is rotating out of the plan. The hourly schedule
+ * (`due`) skips them with reason `rotation-in-progress` and still succeeds: the next run picks
+ * them up if they are still due. A manual run fails before writing anything: the operator asked
+ * for these certificates and must learn they were not rotated.
+ * @param leased certificate name → the other execution's marks ({@link describeLease})
+ * @throws RotationInProgress in `manual` mode when a planned certificate is leased.
+ */
+export function deferLeased(
+  plan: RotationPlan,
+  leased: ReadonlyMap<string, string>,
+  mode: 'due' | 'manual',
+): RotationPlan {
+  const busy = plan.rotate.filter((entry) => leased.has(entry.name));
+  if (busy.length === 0) return plan;
+  if (mode === 'manual') {
+    throw new RotationInProgress(
+      busy
+        .map((entry) => `certificate '${entry.name}' is being rotated (${leased.get(entry.name)})`)
+        .join('; '),
+    );
+  }
+  return {
+    rotate: plan.rotate.filter((entry) => !leased.has(entry.name)),
+    skip: [
+      ...plan.skip,
+      ...busy.map((entry) => ({
+        ...entry,
+        reason: 'rotation-in-progress' as const,
+        lease: leased.get(entry.name)!,
+      })),
+    ],
+  };
 }

@@ -56,6 +56,27 @@ export function decideRotationRollback(input: RotationRollbackInput): RotationRo
   const current = holder(input.secret, Stage.Current);
   const pending = holder(input.secret, Stage.Pending);
   const staged = input.secret?.versions.some((v) => v.versionId === input.newVersionId) ?? false;
+  // Promoted, then replaced by another execution's rotation (possible once promotion released
+  // the lease): the new certificate is that execution's way back, its tasks are being nudged to
+  // its own version. Undoing anything here would revoke its fallback or pull its tasks away.
+  const superseded =
+    staged &&
+    current !== undefined &&
+    current !== input.newVersionId &&
+    (holder(input.secret, Stage.Previous) === input.newVersionId ||
+      (input.previousVersionId !== null && current !== input.previousVersionId));
+  if (superseded) {
+    return {
+      restoreCurrentTo: null,
+      dropPending: false,
+      dropLabels: [],
+      revoke: null,
+      nudgeTasks: false,
+      notes: [
+        `AWSCURRENT moved on to ${current} (another rotation) after this one was promoted; nothing is undone`,
+      ],
+    };
+  }
   let restoreCurrentTo: string | null = null;
   let newStaysCurrent = false;
   if (current !== undefined && current === input.newVersionId) {

@@ -3,7 +3,8 @@ import type { z } from 'zod';
 import { ServedVersionMismatch, TaskUnreachable } from '../errors.ts';
 import { type SecretStore, type SecretValue, Stage } from '../ports.ts';
 import { type DesiredSecret, staleSecrets } from '../rotation/converge.ts';
-import { assertFleet, readDocument, requireStageHolder } from './common.ts';
+import { rotationLease } from '../rotation/lease.ts';
+import { assertFleet, nowOf, readDocument, requireStageHolder, tryGetVersion } from './common.ts';
 import { PlaceholderDocument } from './documents.ts';
 import { allowlistSecretId, loadControlPlaneFleet } from './fleet-config.ts';
 import type { ControlPlanePorts } from './ports.ts';
@@ -56,6 +57,7 @@ export function makeConvergeTask(ports: ControlPlanePorts) {
         name: spec.name,
         secretId: spec.secretId,
         versionId: current.versionId,
+        rotatingTo: await livePending(ports, spec.secretId),
       });
     }
     const allowlist = allowlistSecretId(config);
@@ -82,6 +84,25 @@ export function makeConvergeTask(ports: ControlPlanePorts) {
     }
     return { taskId: task.taskId, outcome: 'converged', nudged: stale.map((s) => s.secretId) };
   };
+}
+
+/**
+ * The certificate's `AWSPENDING` while a rotation holds it (lease live), so converge leaves a
+ * task the rotation nudged there alone; an abandoned (stale) one is not returned.
+ */
+async function livePending(ports: ControlPlanePorts, secretId: string): Promise<string | undefined> {
+  const description = await ports.store.describe(secretId);
+  const version = description.versions.find((v) => v.stages.includes(Stage.Pending));
+  if (version === undefined) return undefined;
+  const createdAt =
+    version.createdAt ?? (await tryGetVersion(ports.store, secretId, version.versionId))?.createdAt;
+  if (createdAt === undefined) return undefined;
+  const lease = rotationLease({
+    versions: [{ versionId: version.versionId, stages: [Stage.Pending], createdAt }],
+    ownVersionIds: new Set(),
+    now: nowOf(ports),
+  });
+  return lease.held.length > 0 ? version.versionId : undefined;
 }
 
 async function tryGetCurrent(store: SecretStore, secretId: string): Promise<SecretValue | undefined> {

@@ -5,14 +5,21 @@
  * attempt may already have written.
  */
 import type { z } from 'zod';
-import { ConflictError } from '../errors.ts';
+import { ConflictError, RotationInProgress } from '../errors.ts';
 import { CertificateValidationError } from '../pki/errors.ts';
 import { createCsr, generateKey, keyPairFromPrivateKey } from '../pki/index.ts';
 import { certificateInfo, coversHostnames, keyMatchesCertificate, verifyChain } from '../pki/validate.ts';
 import { RevocationReason, type SecretStore, Stage } from '../ports.ts';
 import type { CertificateSpec } from '../rotation/certificate-spec.ts';
 import type { CurrentCertificate } from '../rotation/due.ts';
-import { type PlannedCertificate, planRotation } from '../rotation/plan.ts';
+import {
+  describeLease,
+  LeaseStages,
+  type LeaseVersion,
+  type RotationLease,
+  rotationLease,
+} from '../rotation/lease.ts';
+import { deferLeased, type PlannedCertificate, planRotation } from '../rotation/plan.ts';
 import { decideRotationRollback, IssuedStage, IssuingStage } from '../rotation/rollback.ts';
 import { certificateTokenSubject, deriveToken, TokenStep } from '../rotation/tokens.ts';
 import { CertificateSecret, parseSecret, TrustSecret } from '../secrets/formats.ts';
@@ -88,13 +95,21 @@ export function makePlanRotation(ports: ControlPlanePorts) {
       if (selected !== undefined && !selected.has(spec.name)) continue;
       current.set(spec.name, await readCurrentCertificate(ports.store, spec.secretId));
     }
-    const plan = planRotation({
+    const planned = planRotation({
       specs: config.certificates,
       selected: request.certificates,
       force: request.force,
       now: nowOf(ports),
       current,
     });
+    // A dry run reports the leases too (as skips) but never fails on one: it writes nothing.
+    const leased = new Map<string, string>();
+    for (const entry of planned.rotate) {
+      const own = ownVersionIds(ports, entry.secretId, entry.name, event.executionName);
+      const lease = await readLease(ports, entry.secretId, own);
+      if (lease.held.length > 0) leased.set(entry.name, describeLease(lease.held));
+    }
+    const plan = deferLeased(planned, leased, request.dryRun ? 'due' : request.mode);
     return {
       fleet,
       executionName: event.executionName,
@@ -109,6 +124,46 @@ export function makePlanRotation(ports: ControlPlanePorts) {
       skip: plan.skip,
     };
   };
+}
+
+const LeaseStageSet = new Set<string>(LeaseStages);
+/** The writes whose versions carry lease marks (the CA request and the placeholder carry none). */
+const LeaseTokenSteps = [TokenStep.Key, TokenStep.Issued, TokenStep.Bundle] as const;
+
+/** The versions this execution's derived tokens name for one certificate: its own lease marks. */
+function ownVersionIds(
+  ports: ControlPlanePorts,
+  secretId: string,
+  name: string,
+  executionName: string,
+): Set<string> {
+  const subject = certificateTokenSubject(ports.fleetName, secretId, name);
+  return new Set(LeaseTokenSteps.map((step) => deriveToken(executionName, subject, step)));
+}
+
+/**
+ * The certificate's rotation lease as the store shows it now. `describe` does not give version
+ * ages on AWS (DescribeSecret has none), so the age of each foreign mark is read from the
+ * version itself (its value is read, never kept or logged).
+ */
+async function readLease(
+  ports: ControlPlanePorts,
+  secretId: string,
+  own: ReadonlySet<string>,
+): Promise<RotationLease> {
+  const secret = await tryDescribe(ports.store, secretId);
+  if (secret === undefined) return { held: [], stale: [] };
+  const versions: LeaseVersion[] = [];
+  for (const version of secret.versions) {
+    const marked = version.stages.some((stage) => LeaseStageSet.has(stage));
+    if (!marked || own.has(version.versionId) || version.createdAt !== undefined) {
+      versions.push(version);
+      continue;
+    }
+    const value = await tryGetVersion(ports.store, secretId, version.versionId);
+    if (value !== undefined) versions.push({ ...version, createdAt: value.createdAt });
+  }
+  return rotationLease({ versions, ownVersionIds: own, now: nowOf(ports) });
 }
 
 /** What every per-certificate step starts from: the fleet config, the spec and its token deriver. */
@@ -130,8 +185,33 @@ async function certificateStep(
   return { config, spec, token: (step) => deriveToken(event.executionName, subject, step) };
 }
 
+/**
+ * Refuses when another execution holds this certificate's lease. Marks of an execution that
+ * stopped (older than the bound) are taken over: their labels are removed from their versions
+ * (only from those: a label another execution moved since is left alone).
+ * @returns the version ids taken over.
+ */
+async function acquireLease(
+  ports: ControlPlanePorts,
+  spec: CertificateSpec,
+  own: Set<string>,
+): Promise<string[]> {
+  const lease = await readLease(ports, spec.secretId, own);
+  if (lease.held.length > 0) {
+    throw new RotationInProgress(
+      `certificate '${spec.name}' is being rotated by another execution (${describeLease(lease.held)})`,
+    );
+  }
+  for (const mark of lease.stale) {
+    await ports.store.moveStage(spec.secretId, mark.stage, undefined, { fromVersionId: mark.versionId });
+  }
+  return lease.stale.map((mark) => mark.versionId);
+}
+
 export interface IssueCertificateResult {
   certificateId: string;
+  /** Versions of a stopped execution whose lease marks were removed (stale lease taken over). */
+  tookOver: string[];
   /** What an earlier attempt had already done: `none`, the `key` only, the `issue` request, or the whole `bundle`. */
   reused: 'none' | 'key' | 'issue' | 'bundle';
 }
@@ -174,13 +254,16 @@ export function makeIssueCertificate(ports: ControlPlanePorts) {
     const { spec, token } = await certificateStep(ports, event);
     const { store } = ports;
 
+    // Before anything is written: this execution's own marks (a re-run) do not count.
+    const tookOver = await acquireLease(ports, spec, new Set(LeaseTokenSteps.map(token)));
     await ensureSecret(store, spec.secretId, event.executionName);
     const bundle = await tryGetVersion(store, spec.secretId, token(TokenStep.Bundle));
     const staged = bundle && readDocument(CertificateSecret, bundle.value);
-    if (staged?.certificateId !== undefined) return { certificateId: staged.certificateId, reused: 'bundle' };
+    if (staged?.certificateId !== undefined)
+      return { certificateId: staged.certificateId, reused: 'bundle', tookOver };
     const issuedVersion = await tryGetVersion(store, spec.secretId, token(TokenStep.Issued));
     const issued = issuedVersion && readDocument(IssuedDocument, issuedVersion.value);
-    if (issued !== undefined) return { certificateId: issued.certificateId, reused: 'issue' };
+    if (issued !== undefined) return { certificateId: issued.certificateId, reused: 'issue', tookOver };
 
     let reused: IssueCertificateResult['reused'] = 'key';
     let keyVersion = await tryGetVersion(store, spec.secretId, token(TokenStep.Key));
@@ -210,7 +293,7 @@ export function makeIssueCertificate(ports: ControlPlanePorts) {
     });
     const record: IssuedDocument = { kind: 'portcullis/issued', certificateId };
     await putOnce(store, spec.secretId, JSON.stringify(record), token(TokenStep.Issued), [IssuedStage]);
-    return { certificateId, reused };
+    return { certificateId, reused, tookOver };
   };
 }
 
@@ -302,6 +385,17 @@ export function makeStageCertificate(ports: ControlPlanePorts) {
     const { config, spec, token } = await certificateStep(ports, event);
     const { store } = ports;
     const versionId = token(TokenStep.Bundle);
+
+    // Checked again before AWSPENDING is written: two executions that both passed
+    // IssueCertificate's check at the same moment each find the other's working labels here
+    // (a label is on one version at a time), so at most one of them stages; the other rolls
+    // back only what it wrote itself.
+    const lease = await readLease(ports, spec.secretId, new Set(LeaseTokenSteps.map(token)));
+    if (lease.held.length > 0) {
+      throw new RotationInProgress(
+        `certificate '${spec.name}' is being rotated by another execution (${describeLease(lease.held)})`,
+      );
+    }
 
     const existing = await tryGetVersion(store, spec.secretId, versionId);
     const bundle = existing

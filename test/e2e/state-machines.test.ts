@@ -16,6 +16,8 @@ import {
   type StateProgressEvent,
 } from '../../lib/local/state-machine-runner.ts';
 import { Stage } from '../../lib/ports.ts';
+import { ROTATION_LEASE_STALE_AFTER_MS, ROTATION_MACHINE_TIMEOUT_SECONDS } from '../../lib/rotation/lease.ts';
+import { IssuingStage } from '../../lib/rotation/rollback.ts';
 import { functionKeys } from '../../lib/workflows/registry.ts';
 import { type ControlPlaneFixture, createControlPlaneFixture, fixtureSecrets } from '../support/fakes.ts';
 
@@ -107,6 +109,16 @@ describe('statemachines', () => {
       }
     }
     expect([...used].sort()).toEqual([...functionKeys].sort());
+  });
+  it('give rotate-certificates the time limit the rotation lease is bounded by', async () => {
+    const definition = JSON.parse(
+      await readFile(
+        join(import.meta.dirname, '..', '..', 'statemachines', 'rotate-certificates.asl.json'),
+        'utf8',
+      ),
+    ) as { TimeoutSeconds?: number };
+    expect(definition.TimeoutSeconds).toBe(ROTATION_MACHINE_TIMEOUT_SECONDS);
+    expect(ROTATION_LEASE_STALE_AFTER_MS).toBe(2 * ROTATION_MACHINE_TIMEOUT_SECONDS * 1000);
   });
 });
 
@@ -396,5 +408,177 @@ describe('converge-task', () => {
     });
     expect(fake.served.get(fixtureSecrets.allowlist)?.versionId).toBe(versionId);
     expect(events.filter((e) => e.type === 'StateRetried')).toHaveLength(2);
+  });
+});
+
+describe('rotation lease', () => {
+  /** Runs `during` once, when the first task has been nudged to the staged version of `secretId`. */
+  function whileStaged(secretId: string, during: () => Promise<void>) {
+    let done = false;
+    fx.gateway.afterNudge = async (_task, request) => {
+      if (done || request.secretId !== secretId || request.versionId === undefined) return;
+      done = true;
+      await during();
+    };
+    return () => done;
+  }
+
+  /** Another execution's working label, as a crashed or running one leaves it. */
+  async function foreignMark(secretId: string, stages: string[]) {
+    await fx.store
+      .create(secretId, JSON.stringify({ kind: 'portcullis/placeholder' }), {
+        clientRequestToken: randomUUID(),
+      })
+      .catch(() => undefined);
+    const versionId = randomUUID();
+    await fx.store.put(secretId, JSON.stringify({ kind: 'portcullis/issued', certificateId: 'elsewhere' }), {
+      clientRequestToken: versionId,
+      stages,
+    });
+    return versionId;
+  }
+
+  const failure = (result: RunStateMachineResult) =>
+    result.status === 'FAILED' ? { status: result.status, error: result.error } : { status: result.status };
+
+  async function stagesOf(secretId: string, versionId: string) {
+    return (await fx.store.describe(secretId)).versions.find((v) => v.versionId === versionId)?.stages ?? [];
+  }
+
+  it('refuses a manual run and skips the certificate in a scheduled run while another execution rotates it, leaving that rotation undisturbed', async () => {
+    await setUp();
+    const old = await bootstrap();
+    const outcomes: Record<string, unknown>[] = [];
+    const ran = whileStaged(fixtureSecrets.api, async () => {
+      const manual = await run('rotate-certificates', rotateApi({ force: true }));
+      outcomes.push(failure(manual));
+      const scheduled = succeeded(await run('rotate-certificates', rotateApi({ force: true, mode: 'due' })));
+      outcomes.push({ rotated: scheduled.rotated, skipped: scheduled.skipped });
+    });
+    const result = succeeded(await run('rotate-certificates', rotateApi({ force: true })));
+    expect(ran()).toBe(true);
+    expect(outcomes).toEqual([
+      { status: 'FAILED', error: 'RotationInProgress' },
+      {
+        rotated: [],
+        skipped: [expect.objectContaining({ name: 'api', reason: 'rotation-in-progress' })],
+      },
+    ]);
+    const now = await currentBundle();
+    expect((result.rotated as { serial: string }[])[0]?.serial).toBe(now.serial);
+    expect(servedSerials()).toEqual([now.serial, now.serial]);
+    // Only the bootstrap's and the first execution's certificates were issued; only the old one revoked.
+    expect(fx.authority.issued).toHaveLength(2);
+    expect(fx.authority.revoked.map((r) => r.serial)).toEqual([old.serial]);
+    expect(fx.notifier.events.map((e) => e.detailType)).toEqual(['CertificateRotated']);
+  });
+
+  it('lets a re-run of the same execution through its own lease', async () => {
+    await setUp();
+    await bootstrap();
+    const outcomes: string[] = [];
+    whileStaged(fixtureSecrets.api, async () => {
+      const again = await run('rotate-certificates', rotateApi({ force: true }), { executionName: 'rerun' });
+      outcomes.push(again.status);
+    });
+    const result = succeeded(
+      await run('rotate-certificates', rotateApi({ force: true }), { executionName: 'rerun' }),
+    );
+    expect(outcomes).toEqual(['SUCCEEDED']);
+    expect((result.rotated as { serial: string }[])[0]?.serial).toBe((await currentBundle()).serial);
+    expect(fx.authority.issued).toHaveLength(2);
+  });
+
+  it('fails a certificate whose lease was taken after the plan without rolling back anything of the other execution', async () => {
+    await setUp();
+    let foreign = '';
+    whileStaged(fixtureSecrets.api, async () => {
+      foreign = await foreignMark(fixtureSecrets.client, [IssuingStage]);
+    });
+    const result = await run('rotate-certificates', { graceSeconds: 0, rolloutPollSeconds: 0 });
+    expect(failure(result)).toEqual({
+      status: 'FAILED',
+      error: 'RotationInProgress',
+    });
+    expect(await stagesOf(fixtureSecrets.client, foreign)).toEqual([IssuingStage]);
+    expect(await pendingHolder(fixtureSecrets.client)).toBeUndefined();
+    // The first certificate of the run stands; the second was never asked of the CA.
+    expect(fx.authority.issued).toHaveLength(1);
+    expect(fx.authority.revoked).toEqual([]);
+    expect(fx.notifier.events.map((e) => [e.detailType, e.detail.certificate])).toEqual([
+      ['CertificateRotated', 'api'],
+      ['CertificateRotationFailed', 'client'],
+    ]);
+    expect(fx.notifier.events[1]?.detail).toMatchObject({
+      error: 'RotationInProgress',
+      rollback: { revokedSerial: null, nudged: [] },
+    });
+  });
+
+  it('takes over the lease of an execution that stopped longer ago than the bound', async () => {
+    await setUp();
+    await bootstrap();
+    const foreign = await foreignMark(fixtureSecrets.api, [IssuingStage, Stage.Pending]);
+    const refused = await run('rotate-certificates', rotateApi({ force: true }));
+    expect(failure(refused)).toEqual({ status: 'FAILED', error: 'RotationInProgress' });
+    expect(fx.authority.issued).toHaveLength(1);
+
+    const later = new Date(Date.now() + ROTATION_LEASE_STALE_AFTER_MS + 60_000);
+    const result = await runStateMachine(
+      'rotate-certificates',
+      rotateApi({ force: true }),
+      { ...fx.ports, now: () => later },
+      { instant: true, executionName: 'takeover' },
+    );
+    if (result.status !== 'SUCCEEDED')
+      throw new Error(`expected success, got ${result.error}: ${result.cause}`);
+    expect(await stagesOf(fixtureSecrets.api, foreign)).toEqual([]);
+    const now = await currentBundle();
+    expect((result.output as { rotated: { serial: string }[] }).rotated[0]?.serial).toBe(now.serial);
+    expect(servedSerials()).toEqual([now.serial, now.serial]);
+  });
+
+  it('leaves a task on the staged version when converge-task runs during the rotation', async () => {
+    await setUp();
+    await bootstrap();
+    let converged: unknown;
+    let served: string | undefined;
+    whileStaged(fixtureSecrets.api, async () => {
+      const task = fx.gateway.tasks[0]!;
+      converged = succeeded(await run('converge-task', { taskId: task.task.taskId }));
+      served = task.served.get(fixtureSecrets.api)?.versionId;
+    });
+    const result = succeeded(await run('rotate-certificates', rotateApi({ force: true })));
+    const now = await currentBundle();
+    expect(converged).toEqual({ taskId: 'task-1', outcome: 'converged', nudged: [] });
+    expect(served).toBe(now.versionId);
+    expect((result.rotated as { serial: string }[])[0]?.serial).toBe(now.serial);
+    expect(servedSerials()).toEqual([now.serial, now.serial]);
+  });
+
+  it('nudges a task back from a pending version an execution left behind longer ago than the bound', async () => {
+    await setUp();
+    const current = await bootstrap();
+    const task = fx.gateway.tasks[0]!;
+    const before = (await fx.store.get(fixtureSecrets.api, { stage: Stage.Current })).value;
+    const abandoned = randomUUID();
+    await fx.store.put(fixtureSecrets.api, before, {
+      clientRequestToken: abandoned,
+      stages: [Stage.Pending],
+    });
+    await fx.gateway.nudge(task.task, { secretId: fixtureSecrets.api, versionId: abandoned });
+    const later = new Date(Date.now() + ROTATION_LEASE_STALE_AFTER_MS + 60_000);
+    const result = await runStateMachine(
+      'converge-task',
+      { taskId: task.task.taskId },
+      { ...fx.ports, now: () => later },
+      { instant: true },
+    );
+    expect(result.status === 'SUCCEEDED' && result.output).toEqual({
+      taskId: 'task-1',
+      outcome: 'converged',
+      nudged: [fixtureSecrets.api],
+    });
+    expect(task.served.get(fixtureSecrets.api)?.versionId).toBe(current.versionId);
   });
 });

@@ -77,6 +77,11 @@ export class FakeTask {
 export class FakeGateway implements Fleet, TaskClient {
   readonly tasks: FakeTask[] = [];
   readonly rolls: string[] = [];
+  /**
+   * Called after every nudge was applied (before its answer): a test runs another execution
+   * here, while the one nudging is between its NudgeTask and VerifyTask.
+   */
+  afterNudge: ((task: FleetTask, request: NudgeRequest) => Promise<void>) | undefined;
   /** Rollout states returned in turn by `rolloutState` (the last repeats). Default: completed at once. */
   rolloutStates: RolloutState[] = ['COMPLETED'];
   readonly #store: SecretStore;
@@ -141,6 +146,7 @@ export class FakeGateway implements Fleet, TaskClient {
     if (fake.behaviour.rejectNudges)
       throw new ValidationError(`task ${task.taskId} rejected ${request.secretId}`);
     if (!fake.behaviour.ignoreNudges) await this.#apply(fake, request.secretId, request.versionId);
+    await this.afterNudge?.(task, request);
     return this.#status(fake);
   }
 

@@ -5,7 +5,13 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { type Fleet, Stage, type TaskClient } from '../../lib/ports.ts';
-import { certificateTokenSubject, deriveToken, IssuingStage, TokenStep } from '../../lib/rotation/index.ts';
+import {
+  certificateTokenSubject,
+  deriveToken,
+  IssuedStage,
+  IssuingStage,
+  TokenStep,
+} from '../../lib/rotation/index.ts';
 import {
   makeCheckRollout,
   makeConvergeTask,
@@ -84,7 +90,7 @@ describe('IssueCertificate', () => {
   it('re-run with the same execution returns the same certificate without asking the CA again', async () => {
     const first = await issue();
     const second = await issue();
-    expect(second).toEqual({ certificateId: first.certificateId, reused: 'issue' });
+    expect(second).toEqual({ certificateId: first.certificateId, reused: 'issue', tookOver: [] });
     expect(fx.authority.issued).toHaveLength(1);
     expect(await fx.ca.list()).toHaveLength(1);
   });
@@ -100,6 +106,13 @@ describe('IssueCertificate', () => {
 
   it('refuses an unknown certificate with ValidationError', async () => {
     await expect(issue('nope')).rejects.toMatchObject({ name: 'ValidationError' });
+  });
+  it('refuses with RotationInProgress while another execution holds the key label, writing nothing', async () => {
+    await issue('api', 'other-execution');
+    const before = await versionsOf(fixtureSecrets.api);
+    await expect(issue()).rejects.toMatchObject({ name: 'RotationInProgress' });
+    expect(await versionsOf(fixtureSecrets.api)).toEqual(before);
+    expect(fx.authority.issued).toHaveLength(1);
   });
 });
 
@@ -127,6 +140,28 @@ describe('StageCertificate', () => {
     const labelled = (await fx.store.describe(fixtureSecrets.api)).versions.flatMap((v) => v.stages);
     expect(labelled.sort()).toEqual([Stage.Current, Stage.Pending]);
     expect(staged.previousSerial).toBeNull();
+  });
+
+  it('refuses with RotationInProgress when another execution wrote its working labels after this one issued', async () => {
+    const { certificateId } = await issue();
+    // The other execution passed its own check at the same moment and has issued since.
+    const foreign = randomUUID();
+    await fx.store.put(
+      fixtureSecrets.api,
+      JSON.stringify({ kind: 'portcullis/issued', certificateId: 'x' }),
+      {
+        clientRequestToken: foreign,
+        stages: [IssuedStage],
+      },
+    );
+    await expect(stage(certificateId)).rejects.toMatchObject({ name: 'RotationInProgress' });
+    const labelled = (await fx.store.describe(fixtureSecrets.api)).versions;
+    expect(labelled.find((v) => v.stages.includes(Stage.Pending))).toBeUndefined();
+    const rollback = await makeRollbackRotation(fx.ports)({ executionName: execution, certificate: 'api' });
+    expect(rollback.nudged).toEqual([]);
+    expect(
+      (await fx.store.describe(fixtureSecrets.api)).versions.find((v) => v.versionId === foreign)?.stages,
+    ).toEqual([IssuedStage]);
   });
 
   it('is a no-op when re-run: no second version, the same answer', async () => {

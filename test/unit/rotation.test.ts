@@ -1,17 +1,25 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import type { TaskStatus } from '../../lib/ports.ts';
 import {
+  acceptedVersions,
   applyAllowlistChange,
   CertificateSpec,
   certificateTokenSubject,
   decideAllowlistRollback,
   decideRotationRollback,
+  deferLeased,
   deriveToken,
+  describeLease,
+  IssuedStage,
   IssuingStage,
+  type PlannedCertificate,
   planRotation,
+  ROTATION_LEASE_STALE_AFTER_MS,
   renewalDecision,
   renewalTime,
   rolloutStep,
+  rotationLease,
   staleSecrets,
   summariseTasks,
   TokenStep,
@@ -228,6 +236,29 @@ describe('decideRotationRollback', () => {
     });
   });
 
+  it('undoes nothing once another rotation promoted a successor of the new version', () => {
+    for (const secret of [
+      { versions: [v('new', 'AWSPREVIOUS'), v('next', 'AWSCURRENT')] },
+      { versions: [v('old'), v('new'), v('next', 'AWSCURRENT'), v('after', 'AWSPENDING')] },
+    ]) {
+      const plan = decideRotationRollback({
+        secret,
+        newVersionId: 'new',
+        previousVersionId: 'old',
+        newCertificate: { certificateId: 'c1', serial: 'aa' },
+        previousMayBeRevoked: true,
+      });
+      expect(plan).toMatchObject({
+        restoreCurrentTo: null,
+        dropPending: false,
+        dropLabels: [],
+        revoke: null,
+        nudgeTasks: false,
+      });
+      expect(plan.notes.join()).toContain('next');
+    }
+  });
+
   it('only drops AWSPENDING and the issuing label when the new version was staged but not promoted', () => {
     const plan = decideRotationRollback({
       secret: { versions: [v('old', 'AWSCURRENT'), v('new', 'AWSPENDING'), v('key', IssuingStage)] },
@@ -427,5 +458,127 @@ describe('staleSecrets', () => {
       { kind: 'trust', secretId: 's/trust', versionId: 't1' },
     ]);
     expect(stale.map((s) => s.secretId)).toEqual(['s/allow', 's/trust']);
+  });
+});
+
+describe('staleSecrets during a rotation', () => {
+  const status = (versionId: string | undefined): TaskStatus => ({
+    ready: true,
+    certificates:
+      versionId === undefined ? {} : { api: { versionId, serial: 'aa', notAfter: '2026-01-01T00:00:00Z' } },
+  });
+  const api = { kind: 'certificate' as const, name: 'api', secretId: 's/api', versionId: 'cur' };
+
+  it('leaves a task serving the pending version of a rotation in flight', () => {
+    expect(staleSecrets(status('pend'), [{ ...api, rotatingTo: 'pend' }])).toEqual([]);
+    expect(staleSecrets(status('cur'), [{ ...api, rotatingTo: 'pend' }])).toEqual([]);
+  });
+
+  it('nudges a task serving any other version, or none, to AWSCURRENT', () => {
+    expect(staleSecrets(status('older'), [{ ...api, rotatingTo: 'pend' }])).toEqual([
+      { ...api, rotatingTo: 'pend' },
+    ]);
+    expect(staleSecrets(status(undefined), [{ ...api, rotatingTo: 'pend' }])).toHaveLength(1);
+    expect(staleSecrets(status('pend'), [api])).toEqual([api]);
+  });
+
+  it('accepts only AWSCURRENT when no rotation is in flight, for every kind of secret', () => {
+    expect(acceptedVersions(api)).toEqual(['cur']);
+    expect(acceptedVersions({ ...api, rotatingTo: 'cur' })).toEqual(['cur']);
+    expect(acceptedVersions({ ...api, rotatingTo: 'pend' })).toEqual(['cur', 'pend']);
+    expect(acceptedVersions({ kind: 'allowlist', secretId: 's/a', versionId: 'a1' })).toEqual(['a1']);
+  });
+});
+
+describe('rotationLease', () => {
+  const now = at('2026-06-01T12:00:00Z');
+  const young = new Date(now.getTime() - 60_000);
+  const old = new Date(now.getTime() - ROTATION_LEASE_STALE_AFTER_MS - 1);
+
+  it('is held by another execution working labels or AWSPENDING younger than the bound', () => {
+    const lease = rotationLease({
+      versions: [
+        { versionId: 'cur', stages: ['AWSCURRENT'], createdAt: old },
+        { versionId: 'k', stages: [IssuingStage], createdAt: young },
+        { versionId: 'r', stages: [IssuedStage], createdAt: young },
+        { versionId: 'p', stages: ['AWSPENDING'], createdAt: young },
+      ],
+      ownVersionIds: new Set(),
+      now,
+    });
+    expect(lease.held.map((m) => [m.versionId, m.stage])).toEqual([
+      ['k', IssuingStage],
+      ['r', IssuedStage],
+      ['p', 'AWSPENDING'],
+    ]);
+    expect(lease.stale).toEqual([]);
+  });
+
+  it('ignores the marks of this execution, so a re-run passes', () => {
+    const lease = rotationLease({
+      versions: [
+        { versionId: 'mine-key', stages: [IssuingStage], createdAt: young },
+        { versionId: 'mine-bundle', stages: ['AWSPENDING'], createdAt: young },
+      ],
+      ownVersionIds: new Set(['mine-key', 'mine-bundle']),
+      now,
+    });
+    expect(lease).toEqual({ held: [], stale: [] });
+  });
+
+  it('counts marks older than the bound as stale and marks of unknown age as held', () => {
+    const lease = rotationLease({
+      versions: [
+        { versionId: 'gone', stages: [IssuingStage, 'AWSPENDING'], createdAt: old },
+        { versionId: 'unknown', stages: [IssuedStage] },
+      ],
+      ownVersionIds: new Set(),
+      now,
+    });
+    expect(lease.stale.map((m) => [m.versionId, m.stage])).toEqual([
+      ['gone', IssuingStage],
+      ['gone', 'AWSPENDING'],
+    ]);
+    expect(lease.held.map((m) => m.versionId)).toEqual(['unknown']);
+    expect(describeLease(lease.held)).toBe(`${IssuedStage} on unknown`);
+  });
+
+  it('holds exactly up to the bound', () => {
+    const versions = (age: number) => [
+      { versionId: 'p', stages: ['AWSPENDING'], createdAt: new Date(now.getTime() - age) },
+    ];
+    const at = (age: number) =>
+      rotationLease({ versions: versions(age), ownVersionIds: new Set(), now, staleAfterMs: 1000 });
+    expect(at(1000).held).toHaveLength(1);
+    expect(at(1001).stale).toHaveLength(1);
+  });
+});
+
+describe('deferLeased', () => {
+  const entry = (name: string): PlannedCertificate => ({
+    name,
+    secretId: `s/${name}`,
+    reason: 'forced',
+    currentSerial: null,
+    renewAt: null,
+  });
+  const plan = { rotate: [entry('api'), entry('client')], skip: [] };
+  const leased = new Map([['api', 'AWSPENDING on v9']]);
+
+  it('skips a leased certificate with reason rotation-in-progress in a scheduled run', () => {
+    expect(deferLeased(plan, leased, 'due')).toEqual({
+      rotate: [entry('client')],
+      skip: [{ ...entry('api'), reason: 'rotation-in-progress', lease: 'AWSPENDING on v9' }],
+    });
+  });
+
+  it('refuses a manual run with RotationInProgress naming the certificate', () => {
+    expect(() => deferLeased(plan, leased, 'manual')).toThrow(
+      expect.objectContaining({ name: 'RotationInProgress', message: expect.stringContaining("'api'") }),
+    );
+  });
+
+  it('returns the plan unchanged when nothing is leased', () => {
+    expect(deferLeased(plan, new Map(), 'manual')).toBe(plan);
   });
 });
