@@ -4,7 +4,7 @@
  * default is applied here so the renderer never guesses.
  */
 import { z } from 'zod';
-import { parseCidr } from '../allowlist/cidr.ts';
+import { isWholeFamily, parseCidr } from '../allowlist/cidr.ts';
 import { CertificateSpec } from '../rotation/certificate-spec.ts';
 import { canonicalName, dnsNameProblem, parseServerName } from './names.ts';
 
@@ -182,6 +182,12 @@ const routeCommon = {
    * family when the preferred one has no answer. Lattice names answer both; IPv4 is the default.
    */
   addressFamily: z.enum(['ipv4', 'ipv6']).default('ipv4'),
+  /**
+   * Lets `allowedDestinations` span a whole address family (`0.0.0.0/0`, `::/0`, the IPv4-mapped
+   * block). Off by default: such a route forwards to any address the resolver answers, and only
+   * the denied destinations stand between it and the rest of the VPC.
+   */
+  allowAnyDestination: z.boolean().default(false),
 };
 
 /** Forward the TLS bytes untouched to the resolved upstream (the client sees the upstream's certificate). */
@@ -403,6 +409,19 @@ export const FleetConfigSchema = z
       }
     });
     checkCertificateReferences(config, ctx);
+    config.routes.forEach((route, index) => {
+      if (route.mode !== 'passthrough' || route.allowAnyDestination) return;
+      route.allowedDestinations.forEach((text, at) => {
+        const parsed = parseCidr(text);
+        if (parsed.kind === 'ok' && isWholeFamily(parsed.cidr)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['routes', index, 'allowedDestinations', at],
+            message: `${text} allows every address of a family: list the upstreams' ranges (or set allowAnyDestination)`,
+          });
+        }
+      });
+    });
     const listeners = config.listeners;
     // The verification port counts only once it may be bound: a fleet without verification
     // peers keeps whatever it uses 8444 for.

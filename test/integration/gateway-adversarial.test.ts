@@ -74,12 +74,18 @@ function routes(tlsPort: number, httpPort: number) {
     { serverName: OTHER, upstream: { port: tlsPort, httpPort }, allowedDestinations: ['127.0.0.0/8'] },
     { serverName: META, upstream: { port: tlsPort, httpPort }, allowedDestinations: ['127.0.0.0/8'] },
     // Deliberately wide: only the denied destinations stand between these and the decoy.
-    { serverName: '*.svc.example.test', upstream: { port: tlsPort, httpPort }, allowedDestinations: wide },
+    {
+      serverName: '*.svc.example.test',
+      upstream: { port: tlsPort, httpPort },
+      allowedDestinations: wide,
+      allowAnyDestination: true,
+    },
     {
       serverName: '*.v6.example.test',
       upstream: { port: tlsPort, httpPort },
       addressFamily: 'ipv6' as const,
       allowedDestinations: ['::/0', '0.0.0.0/0'],
+      allowAnyDestination: true,
     },
     // IPv4-only destinations, asked for AAAA first: embedded-IPv4 answers must not pass as IPv4.
     {

@@ -85,6 +85,7 @@ beforeAll(async () => {
           upstream: { port },
           addressFamily: 'ipv6',
           allowedDestinations: ['::/0', '0.0.0.0/0'],
+          allowAnyDestination: true,
         },
       ],
     },

@@ -42,6 +42,7 @@ describe('parseFleetConfig', () => {
     expect(config.verify).toEqual({ trustedPeers: [] });
     expect(config.routes[0]).toEqual({
       mode: 'passthrough',
+      allowAnyDestination: false,
       serverName: 'api.example.test',
       upstream: { port: 443, httpPort: 80 },
       allowedDestinations: [...LATTICE_DESTINATIONS],
@@ -161,6 +162,32 @@ describe('parseFleetConfig', () => {
     expect(
       issuesOf({ fleet: 'edge', routes: [{ serverName: 'a.example.test', upstream: { host: '127.1' } }] }),
     ).toEqual(['routes.0.upstream.host: must be a DNS name, got "127.1" (is an IP literal)']);
+  });
+
+  it('refuses allowed destinations that span a whole address family unless the route opts in', () => {
+    const route = (allowedDestinations: string[], allowAnyDestination?: boolean) => ({
+      fleet: 'edge',
+      routes: [{ serverName: 'a.example.test', allowedDestinations, allowAnyDestination }],
+    });
+    const canonical = {
+      '0.0.0.0/0': '0.0.0.0/0',
+      '::/0': '::/0',
+      '::ffff:0:0/96': '::ffff:0.0.0.0/96',
+      '::/80': '::/80',
+    };
+    for (const [wide, text] of Object.entries(canonical)) {
+      expect(issuesOf(route(['169.254.171.0/24', wide])), wide).toEqual([
+        `routes.0.allowedDestinations.1: ${text} allows every address of a family: list the upstreams' ranges (or set allowAnyDestination)`,
+      ]);
+    }
+    const destinations = (config: ReturnType<typeof parseFleetConfig>) =>
+      config.routes.map((r) => (r.mode === 'passthrough' ? r.allowedDestinations : []));
+    expect(destinations(parseFleetConfig(route(['10.0.0.0/8', 'fd00::/8'])))).toEqual([
+      ['10.0.0.0/8', 'fd00::/8'],
+    ]);
+    expect(destinations(parseFleetConfig(route(['0.0.0.0/0', '::/0'], true)))).toEqual([
+      ['0.0.0.0/0', '::/0'],
+    ]);
   });
 
   it("takes a thread count between 1 and HAProxy 2.6's maximum of 64", () => {
