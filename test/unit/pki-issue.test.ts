@@ -11,11 +11,12 @@ import {
   readCsr,
 } from '../../lib/pki/index.ts';
 import { x509 } from '../../lib/pki/x509.ts';
+import { pemBegin } from '../support/pem.ts';
 
 describe('generateKey', () => {
   it('generates an ECDSA P-256 key by default, as PKCS#8 and SPKI PEM', async () => {
     const key = await generateKey();
-    expect(key.privateKeyPem).toContain('-----BEGIN PRIVATE KEY-----');
+    expect(key.privateKeyPem).toContain(pemBegin('PRIVATE KEY'));
     expect(key.publicKeyPem).toContain('-----BEGIN PUBLIC KEY-----');
   });
 

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createCertificateAuthority, createCrl, generateKey, parsePemBundle } from '../../lib/pki/index.ts';
+import { pemBegin, pemEnd } from '../support/pem.ts';
 
 let certPem: string;
 let keyPem: string;
@@ -40,9 +41,7 @@ describe('parsePemBundle', () => {
     const { createPrivateKey } = await import('node:crypto');
     const sec1 = createPrivateKey(keyPem).export({ type: 'sec1', format: 'pem' }).toString();
     const result = parsePemBundle(sec1);
-    expect(result.kind === 'ok' && result.privateKey?.pem.startsWith('-----BEGIN PRIVATE KEY-----')).toBe(
-      true,
-    );
+    expect(result.kind === 'ok' && result.privateKey?.pem.startsWith(pemBegin('PRIVATE KEY'))).toBe(true);
     const rsa = createPrivateKey((await generateKey({ kind: 'rsa', bits: 2048 })).privateKeyPem)
       .export({ type: 'pkcs1', format: 'pem' })
       .toString();
@@ -78,13 +77,13 @@ describe('parsePemBundle', () => {
     ['two private keys', () => `${certPem}${keyPem}${keyPem}`, /more than one private key/],
     [
       'an encrypted PKCS#8 key',
-      () => '-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n',
+      () => `${pemBegin('ENCRYPTED PRIVATE KEY')}\nAAAA\n${pemEnd('ENCRYPTED PRIVATE KEY')}\n`,
       /encrypted/,
     ],
     [
       'a legacy encrypted key',
       () =>
-        '-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n',
+        `${pemBegin('RSA PRIVATE KEY')}\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n${pemEnd('RSA PRIVATE KEY')}\n`,
       /encrypted/,
     ],
     [
@@ -119,8 +118,8 @@ describe('parsePemBundle', () => {
       fc.constantFrom(
         '-----BEGIN CERTIFICATE-----',
         '-----END CERTIFICATE-----',
-        '-----BEGIN PRIVATE KEY-----',
-        '-----END PRIVATE KEY-----',
+        pemBegin('PRIVATE KEY'),
+        pemEnd('PRIVATE KEY'),
         '-----BEGIN X509 CRL-----',
         '-----END X509 CRL-----',
         'MIIB',

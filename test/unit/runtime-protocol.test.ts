@@ -17,6 +17,7 @@ import {
   splitAnswers,
   withPayload,
 } from '../../proxy/haproxy/runtime-protocol.ts';
+import { pemBegin, pemEnd } from '../support/pem.ts';
 
 /**
  * A model of how HAProxy 2.6's CLI reads one request line: `;` ends a command unless escaped,
@@ -296,7 +297,7 @@ describe('errorMessage and expectEmpty', () => {
   });
   it('strips anything PEM-shaped and bounds the length', () => {
     const msg = errorMessage(
-      `oops -----BEGIN PRIVATE KEY-----\nMIIEvQ\n-----END PRIVATE KEY----- ${'x'.repeat(1000)}`,
+      `oops ${pemBegin('PRIVATE KEY')}\nMIIEvQ\n${pemEnd('PRIVATE KEY')} ${'x'.repeat(1000)}`,
     );
     expect(msg).not.toContain('MIIEvQ');
     expect(msg.length).toBeLessThanOrEqual(401);

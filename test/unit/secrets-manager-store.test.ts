@@ -17,11 +17,12 @@ import { EncryptionKeyError } from '../../lib/aws/errors.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
 import { ConflictError, NotFoundError, Throttled, ValidationError } from '../../lib/errors.ts';
 import { mockAwsClient } from '../support/aws-mock.ts';
+import { pemBegin, pemEnd } from '../support/pem.ts';
 
 const SECRET = 'portcullis/test/cert/api.example.com';
 const TOKEN = 'a1b2c3d4-0000-4000-8000-000000000001';
 const OTHER = 'a1b2c3d4-0000-4000-8000-000000000002';
-const VALUE = '-----BEGIN PRIVATE KEY-----\nnot-really-a-key\n-----END PRIVATE KEY-----';
+const VALUE = `${pemBegin('PRIVATE KEY')}\nnot-really-a-key\n${pemEnd('PRIVATE KEY')}`;
 const meta = { $metadata: { httpStatusCode: 400, requestId: 'req-1' } };
 
 function throttling(): Error {

@@ -17,6 +17,7 @@ import {
   checkNudgeKeyDocument,
   checkTrustDocument,
 } from '../../proxy/sidecar/validate.ts';
+import { pemBegin } from '../support/pem.ts';
 
 const NAME = 'api.validate.test';
 const NOW = new Date();
@@ -80,7 +81,9 @@ describe('checkCertificateDocument', () => {
     expect(result.kind).toBe('ok');
     if (result.kind !== 'ok') return;
     expect(result.value.serial).toBe(good.serial);
-    expect(result.value.pem).toMatch(/^-----BEGIN CERTIFICATE-----[\s\S]+-----BEGIN PRIVATE KEY-----/);
+    expect(result.value.pem).toMatch(
+      new RegExp(`^-----BEGIN CERTIFICATE-----[\\s\\S]+${pemBegin('PRIVATE KEY')}`),
+    );
   });
 
   const cases: { name: string; code: string; text: () => Promise<string> }[] = [
