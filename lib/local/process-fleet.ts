@@ -124,7 +124,7 @@ export interface ProcessFleetOptions {
    * `[node, cli/main.ts, 'sidecar']`, what the sidecar image runs.
    */
   sidecarCommand?: readonly string[];
-  /** HAProxy binary. Default `haproxy` from PATH. */
+  /** HAProxy binary. Default `HAPROXY_BIN`, else `haproxy` from PATH. */
   haproxyBinary?: string;
   /** Per task, from spawn to ready. Default 30 000 ms. */
   readyTimeoutMs?: number;

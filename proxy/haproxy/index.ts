@@ -1,3 +1,15 @@
+export {
+  binaryVersion,
+  type ConfigCheck,
+  capabilitiesOf,
+  checkConfig,
+  HAPROXY_MINIMUM,
+  HAPROXY_RELEASE,
+  type HaproxyCapabilities,
+  type HaproxyVersion,
+  haproxyBinary,
+  parseHaproxyVersion,
+} from './capabilities.ts';
 export { type GatewayLayout, gatewayLayout } from './layout.ts';
 export {
   CONTAINER_ROOT,

@@ -8,6 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { haproxyBinary } from './capabilities.ts';
 import { type GatewayLayout, gatewayLayout } from './layout.ts';
 
 /** Where the shared volume is mounted in both containers of a gateway task. */
@@ -28,7 +29,7 @@ export function haproxyArgs(layout: GatewayLayout): string[] {
 
 export interface StartOptions {
   layout: GatewayLayout;
-  /** HAProxy binary; default `haproxy` from PATH (`/usr/sbin/haproxy` on Debian). */
+  /** HAProxy binary; default `HAPROXY_BIN`, else `haproxy` from PATH (`/usr/sbin/haproxy` on Debian). */
   binary?: string;
   /** Max time for `waitReady`. Default 10 s. */
   readyTimeoutMs?: number;
@@ -76,7 +77,7 @@ export function cliCommand(socketPath: string, command: string, timeoutMs = 5000
 export async function startHaproxy(options: StartOptions): Promise<RunningHaproxy> {
   const { layout } = options;
   await mkdir(`${layout.root}/run`, { recursive: true, mode: 0o700 });
-  const child: ChildProcess = spawn(options.binary ?? 'haproxy', haproxyArgs(layout), {
+  const child: ChildProcess = spawn(options.binary ?? haproxyBinary(), haproxyArgs(layout), {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];

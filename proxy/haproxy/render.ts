@@ -470,6 +470,11 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
     `  pidfile ${layout.pidFile}`,
     // Absent: HAProxy runs one thread per CPU it may use (limits.threads sizes it explicitly).
     ...(limits.threads === undefined ? [] : [`  nbthread ${limits.threads}`]),
+    // 3.1 added this tunable (2.6 and 3.0 refuse it) and 3.2 warns on every config without it.
+    // "normal": the converter returns strings only, so the pre-3.1 boolean quirk never applies.
+    '.if version_atleast(3.1)',
+    '  tune.lua.bool-sample-conversion normal',
+    '.endif',
     `  lua-load-per-thread ${posix.join(layout.root, CLIENT_HELLO_LUA_FILE)}`,
     ...(limits.hardStopAfterMs === null ? [] : [`  hard-stop-after ${ms(limits.hardStopAfterMs)}`]),
     '',

@@ -1,9 +1,10 @@
 /**
- * Parsers for HAProxy 2.6 runtime-API answers. Pure functions over the text of one answer
- * (final empty line already removed); each throws `RuntimeProtocolError` on a shape it does
- * not know rather than guessing. Formats were captured from 2.6.12 (see the unit tests).
+ * Parsers for HAProxy runtime-API answers. Pure functions over the text of one answer (final
+ * empty line already removed); each throws `RuntimeProtocolError` on a shape it does not know
+ * rather than guessing. Formats were captured from 2.6.12 and 3.2.0 (see the unit tests).
  */
-import { RuntimeProtocolError } from './errors.ts';
+import { RuntimeApiError, RuntimeErrorReason, RuntimeProtocolError } from './errors.ts';
+import { errorMessage } from './runtime-protocol.ts';
 
 /** `show info`: every `Key: value` line, plus the fields callers use typed. */
 export interface HaproxyInfo {
@@ -351,4 +352,32 @@ export function parseShowProc(text: string): ProcessList {
   }
   if (!master) throw new RuntimeProtocolError(command, 'no master line');
   return { master, ...sections };
+}
+
+/** What the master CLI's `reload` answered. */
+export type ReloadAnswer =
+  /** 2.6: the master re-executes and closes the connection; `show proc` tells the outcome. */
+  | { kind: 'pending' }
+  /** 2.7+: the new worker is up. */
+  | { kind: 'loaded' };
+
+/**
+ * `reload` on the master CLI. 2.6 answers nothing. 2.7+ answers `Success=1` or `Success=0`, a
+ * `--` line and the startup log of the new worker; `Success=0` throws `RuntimeApiError`
+ * (`reload-failed`) with the log's `[ALERT]` lines, which name the configuration line at fault.
+ */
+export function parseReloadAnswer(text: string): ReloadAnswer {
+  const answer = text.replace(/\n+$/, '');
+  if (answer === '') return { kind: 'pending' };
+  const [status, ...rest] = answer.split('\n');
+  if (status === 'Success=1') return { kind: 'loaded' };
+  if (status === 'Success=0') {
+    const log = rest[0] === '--' ? rest.slice(1) : rest;
+    const alerts = log
+      .filter((line) => line.startsWith('[ALERT]'))
+      .map((line) => line.replace(/^\[ALERT\]\s+\(\d+\)\s*:\s*/, ''));
+    const message = alerts.length > 0 ? alerts.join('\n') : 'the new worker failed to load';
+    throw new RuntimeApiError('reload', errorMessage(message), RuntimeErrorReason.ReloadFailed);
+  }
+  throw new RuntimeApiError('reload', errorMessage(answer), RuntimeErrorReason.Unexpected);
 }

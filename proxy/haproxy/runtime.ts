@@ -54,12 +54,14 @@ import {
   parseMapEntries,
   parsePreparedVersion,
   parseReferenceList,
+  parseReloadAnswer,
   parseSessionDetail,
   parseShowInfo,
   parseShowProc,
   parseShowSessions,
   parseSslCertificate,
   parseSslFileList,
+  type ReloadAnswer,
   type SessionInfo,
   type SslCertificateInfo,
   type SslFileList,
@@ -90,6 +92,7 @@ export type {
   PatternReference,
   ProcessEntry,
   ProcessList,
+  ReloadAnswer,
   SessionDetail,
   SessionInfo,
   SslCertificateInfo,
@@ -738,13 +741,14 @@ export class HaproxyRuntime {
 
   /**
    * Asks the master to reload (re-read the configuration, start new workers, let old ones
-   * finish their connections). HAProxy closes the connection instead of answering; use
-   * `waitForReload` to know the outcome.
+   * finish their connections). 2.7+ waits for the new worker and answers `Success=1|0` with the
+   * startup log: `Success=0` throws `RuntimeApiError` (reason `reload-failed`) carrying the
+   * alerts. 2.6 closes the connection without answering (`pending`). Either way
+   * `waitForReload` then tells when the new worker serves.
    */
-  async reload(): Promise<void> {
+  async reload(): Promise<ReloadAnswer> {
     const socket = this.#master();
-    const raw = await this.#send(socket, renderRequest(command('reload')));
-    if (raw !== '') throw failure('reload', raw.replace(/\n+$/, ''));
+    return parseReloadAnswer(await this.#send(socket, renderRequest(command('reload'))));
   }
 
   /**
@@ -757,8 +761,11 @@ export class HaproxyRuntime {
     previous: ProcessList | readonly number[],
     options: { timeoutMs?: number; intervalMs?: number } = {},
   ): Promise<ProcessList> {
+    // 3.2 lists the serving worker under old workers after a failed reload: neither list is new.
     const oldPids = new Set(
-      Array.isArray(previous) ? previous : (previous as ProcessList).workers.map((w) => w.pid),
+      Array.isArray(previous)
+        ? previous
+        : [...(previous as ProcessList).workers, ...(previous as ProcessList).oldWorkers].map((w) => w.pid),
     );
     const failedBefore = Array.isArray(previous) ? undefined : (previous as ProcessList).master.failedReloads;
     const timeoutMs = options.timeoutMs ?? 10_000;

@@ -194,7 +194,13 @@ export async function cutRemovedSourcesEverywhere(
 ): Promise<number> {
   let cut = await cutRemovedSources(runtime, previous, next);
   const processes = await runtime.showProc().catch(() => undefined);
+  // After a failed reload 3.2 lists the serving worker, already cut above, under old workers.
+  const serving = await runtime.showInfo().then(
+    (info) => info.pid,
+    () => undefined,
+  );
   for (const old of processes?.oldWorkers ?? []) {
+    if (old.pid === serving) continue;
     cut += await cutRemovedSources(workerRuntime(layout, old.pid), previous, next).catch(() => 0);
   }
   return cut;

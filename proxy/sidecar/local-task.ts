@@ -13,7 +13,7 @@ export interface LocalTaskOptions {
   store?: SecretStore;
   /** Sidecar log lines (default stdout). */
   write?: (line: string) => void;
-  /** HAProxy binary (default `haproxy` from PATH). */
+  /** HAProxy binary (default `HAPROXY_BIN`, else `haproxy` from PATH). */
   haproxyBinary?: string;
   /** Bound for each wait (rendered, HAProxy up, ready). Default 15 000 ms. */
   timeoutMs?: number;

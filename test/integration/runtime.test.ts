@@ -5,6 +5,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RuntimeApiError } from '../../proxy/haproxy/errors.ts';
 import { HaproxyRuntime, sameSerial } from '../../proxy/haproxy/runtime.ts';
+import { HAPROXY } from '../support/haproxy.ts';
 import {
   createTestCa,
   createTestCrl,
@@ -111,7 +112,7 @@ async function handshake(
   });
 }
 
-describe('HaproxyRuntime against HAProxy 2.6', () => {
+describe(`HaproxyRuntime against ${HAPROXY.label}`, () => {
   let haproxy: MinimalHaproxy;
   let rt: HaproxyRuntime;
   let echo: Awaited<ReturnType<typeof startEcho>>;
@@ -184,7 +185,7 @@ backend echo
 
   it('reads show info', async () => {
     const info = await rt.showInfo();
-    expect(info.version).toMatch(/^2\.6\./);
+    expect(info.version).toBe(HAPROXY.capabilities.version.text);
     expect(info.pid).toBeGreaterThan(0);
   });
 
@@ -387,7 +388,7 @@ backend echo
   });
 });
 
-describe('HaproxyRuntime master CLI against HAProxy 2.6', () => {
+describe(`HaproxyRuntime master CLI against ${HAPROXY.label}`, () => {
   let haproxy: MinimalHaproxy;
   let echo: Awaited<ReturnType<typeof startEcho>>;
   let port = 0;
@@ -418,7 +419,10 @@ backend echo
     expect(before.workers).toHaveLength(1);
     const socket = await openConnection(port);
     try {
-      await rt.reload();
+      // 2.7+ answers once the new worker is up; 2.6 closes without a word.
+      expect(await rt.reload()).toEqual({
+        kind: HAPROXY.capabilities.reloadAnswersStatus ? 'loaded' : 'pending',
+      });
       const after = await rt.waitForReload(before, { timeoutMs: 10_000 });
 
       expect(after.workers.map((w) => w.pid)).not.toContain(before.workers[0]!.pid);
@@ -436,11 +440,27 @@ backend echo
     const rt = haproxy.runtime;
     const before = await rt.showProc();
     await haproxy.writeConfig('frontend fe\n  bind 127.0.0.1:1 nonsense-keyword\n');
-    await rt.reload();
-    await expect(rt.waitForReload(before, { timeoutMs: 10_000 })).rejects.toMatchObject({
-      reason: 'reload-failed',
-    });
-    expect((await rt.showProc()).workers.map((w) => w.pid)).toEqual(before.workers.map((w) => w.pid));
+    const serving = before.workers.map((w) => w.pid);
+    if (HAPROXY.capabilities.reloadAnswersStatus) {
+      // The answer itself says so, with the alert that names the line at fault.
+      await expect(rt.reload()).rejects.toMatchObject({
+        name: 'RuntimeApiError',
+        reason: 'reload-failed',
+        haproxyMessage: expect.stringContaining('nonsense-keyword'),
+      });
+    } else {
+      expect(await rt.reload()).toEqual({ kind: 'pending' });
+      await expect(rt.waitForReload(before, { timeoutMs: 10_000 })).rejects.toMatchObject({
+        reason: 'reload-failed',
+      });
+    }
+    const after = await rt.showProc();
+    expect(after.master.failedReloads).toBe(before.master.failedReloads + 1);
+    const listed = HAPROXY.capabilities.failedReloadListsServingWorkerAsOld
+      ? after.oldWorkers
+      : after.workers;
+    expect(listed.map((w) => w.pid)).toEqual(serving);
+    expect((await rt.showInfo()).pid).toBe(serving[0]);
     expect(await reaches(port, '127.0.0.1')).toBe(true);
   });
 });

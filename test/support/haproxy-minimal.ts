@@ -17,7 +17,9 @@ import {
 } from '../../lib/pki/index.ts';
 import { HaproxyRuntime } from '../../proxy/haproxy/runtime.ts';
 
-export const HAPROXY_BIN = process.env.HAPROXY_BIN ?? '/usr/sbin/haproxy';
+import { HAPROXY_BIN } from './haproxy.ts';
+
+export { HAPROXY_BIN };
 
 export interface MinimalHaproxy {
   dir: string;

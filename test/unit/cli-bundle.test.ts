@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expectValidConfig } from '../support/haproxy.ts';
 
 const run = promisify(execFile);
 const repo = new URL('../..', import.meta.url).pathname;
@@ -49,7 +50,6 @@ describe('the bundled portcullis CLI', () => {
         cwd: dir,
       },
     );
-    const { stdout, stderr } = await run('haproxy', ['-c', '-f', join(out, 'haproxy.cfg')]);
-    expect(`${stdout}${stderr}`).toMatch(/Configuration file is valid/);
+    await expectValidConfig(join(out, 'haproxy.cfg'));
   });
 });

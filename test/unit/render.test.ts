@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type FleetConfig,
@@ -24,8 +22,8 @@ import {
   writeGateway,
 } from '../../proxy/haproxy/index.ts';
 import { terminatePaths } from '../../proxy/haproxy/render-terminate.ts';
+import { expectValidConfig } from '../support/haproxy.ts';
 
-const run = promisify(execFile);
 const golden = (name: string) => new URL(`../golden/${name}.haproxy.cfg`, import.meta.url).pathname;
 
 const minimal: FleetConfigInput = {
@@ -159,8 +157,7 @@ describe('renderGateway', () => {
       );
       expect(written).toContain(join(root, 'haproxy.cfg'));
       await writeTerminateMaterial(config, root);
-      const { stdout } = await run('haproxy', ['-c', '-f', join(root, 'haproxy.cfg')]);
-      expect(stdout, name).toContain('Configuration file is valid');
+      await expectValidConfig(join(root, 'haproxy.cfg'), name);
     }
   });
 

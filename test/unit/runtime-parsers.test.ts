@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { RuntimeProtocolError } from '../../proxy/haproxy/errors.ts';
+import { RuntimeApiError, RuntimeProtocolError } from '../../proxy/haproxy/errors.ts';
 import {
   parseAclEntries,
   parseAsn1Time,
@@ -9,6 +9,7 @@ import {
   parsePreparedVersion,
   parseProcUptime,
   parseReferenceList,
+  parseReloadAnswer,
   parseSessionDetail,
   parseShowInfo,
   parseShowProc,
@@ -332,5 +333,36 @@ describe('parseShowProc', () => {
   it('reads proc uptimes', () => {
     expect(parseProcUptime('1d02h03m04s')).toBe(93784);
     expect(parseProcUptime('x')).toBeUndefined();
+  });
+});
+
+// Captured from 3.2.0-e134140d2 (the master CLI's answer to `reload`).
+const RELOAD_OK =
+  'Success=1\n--\n[NOTICE]   (8364) : Initializing new worker (8379)\n[NOTICE]   (8364) : Loading success.\n[WARNING]  (8364) : Former worker (8367) exited with code 0 (Exit)\n\n';
+const RELOAD_FAILED =
+  "Success=0\n--\n[NOTICE]   (8364) : Initializing new worker (8397)\n[ALERT]    (8397) : config : parsing [/tmp/h.cfg:10] : unknown keyword 'bogus' in 'frontend' section\n[ALERT]    (8397) : config : Fatal errors found in configuration.\n[WARNING]  (8364) : Failed to load worker!\n\n";
+
+describe('parseReloadAnswer', () => {
+  it('reads 2.6 closing without a word as pending, and 2.7+ Success=1 as loaded', () => {
+    expect(parseReloadAnswer('')).toEqual({ kind: 'pending' });
+    expect(parseReloadAnswer(RELOAD_OK)).toEqual({ kind: 'loaded' });
+  });
+  it('throws reload-failed with the alerts, without their pid prefix, on Success=0', () => {
+    let error: unknown;
+    try {
+      parseReloadAnswer(RELOAD_FAILED);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(RuntimeApiError);
+    expect(error).toMatchObject({ command: 'reload', reason: 'reload-failed' });
+    const message = (error as RuntimeApiError).haproxyMessage;
+    expect(message).toContain("parsing [/tmp/h.cfg:10] : unknown keyword 'bogus'");
+    expect(message).not.toContain('(8397)');
+    expect(message).not.toContain('Initializing');
+    expect(() => parseReloadAnswer('Success=0\n--\n')).toThrow(/the new worker failed to load/);
+  });
+  it('refuses an answer it does not know as unexpected', () => {
+    expect(() => parseReloadAnswer('Unknown command')).toThrow(expect.objectContaining({ reason: 'unexpected' }));
   });
 });

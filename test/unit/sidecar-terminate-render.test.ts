@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,8 +12,7 @@ import {
   terminatePaths,
   trustReferenced,
 } from '../../proxy/haproxy/render-terminate.ts';
-
-const HAPROXY = process.env.HAPROXY_BIN ?? '/usr/sbin/haproxy';
+import { expectValidConfig } from '../support/haproxy.ts';
 
 const base = (routes: unknown[]): FleetConfigInput =>
   ({
@@ -107,7 +105,7 @@ describe('renderGateway with terminate routes', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('renders a configuration HAProxy 2.6 accepts, with passthrough and terminate on one TLS port', async () => {
+  it('renders a configuration HAProxy accepts, with passthrough and terminate on one TLS port', async () => {
     const config = parseFleetConfig(base([strict, open, passthrough]));
     const layout = gatewayLayout(dir);
     const rendered = renderGateway(config, {
@@ -141,9 +139,7 @@ describe('renderGateway with terminate routes', () => {
     await writeFile(paths.certificate('api'), leaf.certificatePem + key.privateKeyPem, { mode: 0o600 });
     await writeFile(paths.certificate('gw-client'), leaf.certificatePem + key.privateKeyPem, { mode: 0o600 });
     await writeFile(paths.trust, ca.certificatePem);
-    const check = spawnSync(HAPROXY, ['-c', '-f', layout.config], { encoding: 'utf8' });
-    expect(check.stderr + check.stdout).toContain('Configuration file is valid');
-    expect(check.status).toBe(0);
+    await expectValidConfig(layout.config);
   });
 
   it('refuses terminate routes that name undeclared or wrong-usage certificates, or come without trust', () => {

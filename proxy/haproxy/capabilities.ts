@@ -1,0 +1,141 @@
+/**
+ * What differs between the HAProxy releases the gateway runs on: 3.2 LTS (the image, pinned in
+ * `HAPROXY_RELEASE`) and Debian 12's 2.6 LTS. Every version-dependent behaviour the product or its
+ * tests rely on is one field here, named after what changed and the release that changed it, so
+ * a new release is one place to check. Answers that tell their own shape (the master CLI's
+ * `reload`) are parsed by shape instead, and the field only documents them.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ValidationError } from '../../lib/errors.ts';
+
+/**
+ * The HAProxy release the image runs and CI builds (`scripts/build-haproxy.sh`). `proxy/Dockerfile`,
+ * the `haproxyImage` default in `serverless.yml` and `docs/deploy.md` name the same one; a unit
+ * test keeps them equal.
+ */
+export const HAPROXY_RELEASE = '3.2.0';
+
+/** The oldest release the rendered configuration and the runtime client support. */
+export const HAPROXY_MINIMUM = '2.6.0';
+
+export interface HaproxyVersion {
+  readonly major: number;
+  readonly minor: number;
+  readonly patch: number;
+  /** As HAProxy prints it, e.g. `3.2.0-e134140d2` or `2.6.12-1+deb12u4`. */
+  readonly text: string;
+}
+
+/** Reads `3.2.0-e134140d2`, `2.6.12-1+deb12u4`, `HAProxy version 3.2.0 2025/05/28 …`. */
+export function parseHaproxyVersion(text: string): HaproxyVersion {
+  const m = /(?:^|version )(\d+)\.(\d+)(?:\.(\d+))?(\S*)/.exec(text.trim());
+  if (!m) throw new ValidationError(`not an HAProxy version: ${JSON.stringify(text.slice(0, 80))}`);
+  return {
+    major: Number(m[1]),
+    minor: Number(m[2]),
+    patch: Number(m[3] ?? 0),
+    text: `${m[1]}.${m[2]}${m[3] === undefined ? '' : `.${m[3]}`}${m[4] ?? ''}`,
+  };
+}
+
+function atLeast(v: HaproxyVersion, major: number, minor: number, patch = 0): boolean {
+  if (v.major !== major) return v.major > major;
+  if (v.minor !== minor) return v.minor > minor;
+  return v.patch >= patch;
+}
+
+export interface HaproxyCapabilities {
+  readonly version: HaproxyVersion;
+  /**
+   * 2.7: the master CLI's `reload` waits for the new worker and answers `Success=1` or
+   * `Success=0`, then `--` and the startup log. 2.6 re-executes the master and closes the
+   * connection without a word; the outcome is read from `show proc`.
+   */
+  readonly reloadAnswersStatus: boolean;
+  /** 3.0: `haproxy -c` prints "Configuration file is valid" only with `-V` (2.6 prints it always). */
+  readonly checkIsQuiet: boolean;
+  /**
+   * 3.1: `tune.lua.bool-sample-conversion` exists, and 3.2 warns on every config that loads Lua
+   * without it; 2.6 and 3.0 refuse the keyword. The renderer wraps it in `.if version_atleast(3.1)`.
+   */
+  readonly luaBoolSampleConversion: boolean;
+  /**
+   * 3.2: after a failed reload `show proc` lists the worker that goes on serving under "old
+   * workers" (the workers list is empty); 2.6 keeps it under workers.
+   */
+  readonly failedReloadListsServingWorkerAsOld: boolean;
+  /**
+   * 3.2: the HTTP parser answers 400 itself to a `Host` carrying userinfo (`a@b`), before any
+   * `http-request` rule runs, so the gateway's own refusal rule (and its log line) never sees it.
+   */
+  readonly rejectsUserinfoInHost: boolean;
+  /**
+   * `set/commit ssl ca-file` is safe to use on a live worker. False on every release checked:
+   * 2.6.12, 3.0.11 and 3.2.0 serve a stale certificate after a later `commit ssl cert`, and a
+   * second `commit ssl ca-file` kills the worker. Upstream fixed it in commit 7482b6ebf (haproxy
+   * issue 3165, backported to the stable branches); until a pinned release that carries it has
+   * been checked here, trust bundles are applied by a seamless reload (proxy/sidecar/apply.ts).
+   */
+  readonly caFileCommitSafe: boolean;
+}
+
+export function capabilitiesOf(version: HaproxyVersion | string): HaproxyCapabilities {
+  const v = typeof version === 'string' ? parseHaproxyVersion(version) : version;
+  return {
+    version: v,
+    reloadAnswersStatus: atLeast(v, 2, 7),
+    checkIsQuiet: atLeast(v, 3, 0),
+    luaBoolSampleConversion: atLeast(v, 3, 1),
+    failedReloadListsServingWorkerAsOld: atLeast(v, 3, 2),
+    rejectsUserinfoInHost: atLeast(v, 3, 2),
+    caFileCommitSafe: false,
+  };
+}
+
+const run = promisify(execFile);
+
+/** The binary the product starts: `HAPROXY_BIN` when set, else `haproxy` from PATH. */
+export function haproxyBinary(env: NodeJS.ProcessEnv = process.env): string {
+  return env['HAPROXY_BIN'] || 'haproxy';
+}
+
+/** Asks a binary for its version (`haproxy -v`). */
+export async function binaryVersion(binary = haproxyBinary()): Promise<HaproxyVersion> {
+  const { stdout } = await run(binary, ['-v'], { timeout: 10_000 });
+  return parseHaproxyVersion(stdout.split('\n')[0] ?? '');
+}
+
+export interface ConfigCheck {
+  readonly valid: boolean;
+  /** `[WARNING]` lines, without HAProxy's pid prefix. */
+  readonly warnings: string[];
+  /** `[ALERT]` lines, without HAProxy's pid prefix. */
+  readonly alerts: string[];
+  readonly output: string;
+}
+
+/**
+ * `haproxy -c -V -f FILE`: `-V` makes every release say "Configuration file is valid" (3.x is quiet
+ * without it), and the exit status is the verdict. Warnings are returned so callers can refuse them.
+ */
+export async function checkConfig(file: string, binary = haproxyBinary()): Promise<ConfigCheck> {
+  const result = await run(binary, ['-c', '-V', '-f', file], { timeout: 30_000 }).then(
+    ({ stdout, stderr }) => ({ ok: true, output: `${stdout}${stderr}` }),
+    (error: { stdout?: string; stderr?: string; code?: unknown }) => {
+      if (typeof error.code !== 'number') throw error;
+      return { ok: false, output: `${error.stdout ?? ''}${error.stderr ?? ''}` };
+    },
+  );
+  const lines = (tag: string) =>
+    result.output
+      .split('\n')
+      .filter((line) => line.startsWith(`[${tag}]`))
+      .map((line) => line.replace(/^\[\w+\]\s+\(\d+\)\s*:\s*/, ''));
+  return {
+    valid: result.ok && /Configuration file is valid/.test(result.output),
+    warnings: lines('WARNING'),
+    alerts: lines('ALERT'),
+    output: result.output,
+  };
+}
