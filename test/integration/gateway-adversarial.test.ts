@@ -41,6 +41,7 @@ import { HaproxyRuntime } from '../../proxy/haproxy/runtime.ts';
 import { buildClientHello } from '../support/client-hello.ts';
 import { type DnsServer, startDnsServer } from '../support/dns.ts';
 import { type AccessLog, freePort, type GatewayHarness, startGateway } from '../support/gateway.ts';
+import { HAPROXY } from '../support/haproxy.ts';
 import { type SendRawResult, sendRaw } from '../support/net.ts';
 import { encodeProxyV2, proxyV1, proxyV1Unknown, proxyV2, proxyV2Local } from '../support/proxy-protocol.ts';
 import { type HttpUpstream, startHttpUpstream, startTcpUpstream, type Upstream } from '../support/tls.ts';
@@ -515,9 +516,19 @@ describe('HTTP listener', () => {
   it.each(refused)('refuses a Host with %s', async (_what, host, status, reason) => {
     const before = counts();
     const since = gw.logs().length;
+    const badBefore = gw.haproxy.lines.filter((l) => l.includes('"method":"<BADREQ>"')).length;
     const result = await http(gw, `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
-    expect(statuses(result.received)).toEqual([status]);
-    await gw.waitForLog((l) => l.frontend === FRONTEND.http && l.refusal === reason, { since });
+    if (host.includes('@') && HAPROXY.capabilities.rejectsUserinfoInHost) {
+      // HAProxy's own parser refuses it (400) before any rule of the gateway runs, so the line
+      // carries no refusal reason and its variables print as `-` (not JSON yet: issue 14).
+      expect(statuses(result.received)).toEqual([400]);
+      const badRequests = () => gw.haproxy.lines.filter((l) => l.includes('"method":"<BADREQ>"'));
+      await expect.poll(() => badRequests().length).toBe(badBefore + 1);
+      expect(badRequests().at(-1)).toContain('"status":400');
+    } else {
+      expect(statuses(result.received)).toEqual([status]);
+      await gw.waitForLog((l) => l.frontend === FRONTEND.http && l.refusal === reason, { since });
+    }
     expect(counts()).toEqual(before);
   });
 
