@@ -127,13 +127,27 @@ export interface FleetTask {
   tlsPort: number;
   lastStatus: string;
   startedAt?: Date;
+  /** ECS `desiredStatus` (`RUNNING`, or `STOPPED` once the task is being stopped), where known. */
+  desiredStatus?: string;
+  /**
+   * ECS task `version`: raised on every state change of the task, and carried by each
+   * `ECS Task State Change` event as `detail.version`. An event older than the task is stale.
+   */
+  version?: number;
 }
 
 export type RolloutState = 'IN_PROGRESS' | 'COMPLETED' | 'FAILED';
 
 /** The set of gateway tasks of one fleet (an ECS service, or local processes). */
 export interface Fleet {
+  /** The tasks that run now (ECS `lastStatus` RUNNING): those a nudge can reach. */
   listTasks(): Promise<FleetTask[]>;
+  /**
+   * One task of the fleet by id or ARN, whatever its status; `undefined` when it is not (or no
+   * longer) one of the fleet's. Optional: a fleet without a cheap look-up is searched through
+   * `listTasks` instead (which sees running tasks only).
+   */
+  describeTask?(taskId: string): Promise<FleetTask | undefined>;
   /** Starts a fresh deployment of the service (ECS `forceNewDeployment`). */
   roll(): Promise<{ deploymentId: string }>;
   rolloutState(deploymentId: string): Promise<RolloutState>;

@@ -47,6 +47,13 @@ function tcpPort(key: string, port: number | undefined): number {
   return port;
 }
 
+/**
+ * An ECS task id (32 hex digits; older tasks: a UUID) or a task ARN
+ * (`arn:<partition>:ecs:<region>:<account>:task/<cluster>/<id>`, or the old `task/<id>` form).
+ */
+const TASK_REF =
+  /^(?:arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task\/(?:[A-Za-z0-9_-]{1,255}\/)?)?[0-9a-f-]{32,36}$/;
+
 /** `DescribeTasks` takes at most 100 task ARNs per call. */
 const DESCRIBE_BATCH = 100;
 /** A service has at most a few thousand tasks; this bounds the pagination loop, not the fleet. */
@@ -105,9 +112,12 @@ export function rolloutStateOf(deployments: Deployment[], deploymentId: string):
  * `DescribeServices`. IAM: `ecs:ListTasks`, `ecs:DescribeTasks` (condition on the cluster),
  * `ecs:UpdateService` and `ecs:DescribeServices` on the service.
  *
- * Tasks without a private address yet (ENI still attaching) are left out of `listTasks`: they
- * cannot be nudged, they read the current secrets when they start, and the converge-task state
- * machine checks each of them once it is RUNNING.
+ * `listTasks` keeps only tasks whose `lastStatus` is RUNNING. `ListTasks` with
+ * `desiredStatus: RUNNING` also returns tasks still PROVISIONING, PENDING or ACTIVATING (their
+ * ENI often has an address already): their sidecar is not up, so a nudge would fail and mark
+ * the task for a roll of the whole service. They read the current secrets when they start, and
+ * the converge-task state machine checks each of them once it is RUNNING. Tasks without a
+ * private address yet are left out too.
  *
  * @example
  * const fleet = new EcsFleet({ cluster: 'portcullis', service: 'gateway', adminPort: 9901, verifyPort: 8444 });
@@ -118,6 +128,8 @@ export class EcsFleet implements Fleet {
   readonly #client: ECSClient;
   readonly #cluster: string;
   readonly #service: string;
+  /** The service's name (the last segment when configured by ARN), as in a task's `group`. */
+  readonly #serviceName: string;
   readonly #adminPort: number;
   readonly #verifyPort: number;
 
@@ -129,6 +141,7 @@ export class EcsFleet implements Fleet {
     this.#client = options.client ?? defaultEcsClient();
     this.#cluster = options.cluster;
     this.#service = options.service;
+    this.#serviceName = options.service.slice(options.service.lastIndexOf('/') + 1);
   }
 
   async listTasks(): Promise<FleetTask[]> {
@@ -168,11 +181,39 @@ export class EcsFleet implements Fleet {
         throw this.#map(error, 'DescribeTasks', this.#cluster);
       }
       for (const task of described) {
+        if (task.lastStatus !== 'RUNNING') continue;
         const fleetTask = this.#toFleetTask(task);
         if (fleetTask) tasks.push(fleetTask);
       }
     }
     return tasks;
+  }
+
+  /**
+   * One task by id or ARN (`DescribeTasks` of that task only), whatever its `lastStatus`, with
+   * its `desiredStatus` and `version`. `undefined` when ECS no longer knows it (stopped tasks
+   * are described for about an hour), when it belongs to another service or a standalone run
+   * of the task definition (`group` is not `service:<service>`), or when its ENI has no address.
+   *
+   * Errors: `ValidationError` for an id that cannot name a task; AWS errors as for the rest.
+   */
+  async describeTask(taskId: string): Promise<FleetTask | undefined> {
+    if (!TASK_REF.test(taskId)) {
+      throw new ValidationError(`'${taskId.slice(0, 200)}' is not an ECS task id or task ARN`, {
+        path: 'taskId',
+      });
+    }
+    let task: Task | undefined;
+    try {
+      const output = await this.#client.send(
+        new DescribeTasksCommand({ cluster: this.#cluster, tasks: [taskId] }),
+      );
+      task = output.tasks?.[0];
+    } catch (error) {
+      throw this.#map(error, 'DescribeTasks', taskId);
+    }
+    if (task === undefined || task.group !== `service:${this.#serviceName}`) return undefined;
+    return this.#toFleetTask(task);
   }
 
   async roll(): Promise<{ deploymentId: string }> {
@@ -242,6 +283,8 @@ export class EcsFleet implements Fleet {
       tlsPort: this.#verifyPort,
       lastStatus: task.lastStatus ?? 'UNKNOWN',
       ...(task.startedAt ? { startedAt: task.startedAt } : {}),
+      ...(task.desiredStatus ? { desiredStatus: task.desiredStatus } : {}),
+      ...(task.version === undefined ? {} : { version: task.version }),
     };
   }
 

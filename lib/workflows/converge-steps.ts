@@ -1,7 +1,7 @@
 /** The converge-task step: bring one (new) task to the fleet's current versions. */
 import type { z } from 'zod';
 import { ServedVersionMismatch, TaskUnreachable } from '../errors.ts';
-import { type SecretStore, type SecretValue, Stage } from '../ports.ts';
+import { type FleetTask, type SecretStore, type SecretValue, Stage } from '../ports.ts';
 import { type DesiredSecret, staleSecrets } from '../rotation/converge.ts';
 import { rotationLease } from '../rotation/lease.ts';
 import { assertFleet, nowOf, readDocument, requireStageHolder, tryGetVersion } from './common.ts';
@@ -12,8 +12,13 @@ import type { ConvergeTaskInput } from './schemas.ts';
 
 export interface ConvergeTaskResult {
   taskId: string;
-  /** `converged`: the task serves every current version; `not-in-fleet`: the event is about another task. */
-  outcome: 'converged' | 'not-in-fleet';
+  /**
+   * `converged`: the task serves every current version; `not-in-fleet`: the event is about a
+   * task of another service (or one ECS no longer knows); `not-running`: the task is not (or no
+   * longer) RUNNING, or is being stopped; `superseded`: the task changed again after the event
+   * (its `version` is higher), and the event of that change runs its own convergence.
+   */
+  outcome: 'converged' | 'not-in-fleet' | 'not-running' | 'superseded';
   nudged: string[];
 }
 
@@ -24,24 +29,64 @@ export function sameTask(taskId: string, wanted: string): boolean {
 }
 
 /**
+ * What to do with a task an event (or an operator) names, from what the fleet says about it
+ * now (pure). An `ECS Task State Change` carries the task's `version` at that change; ECS
+ * raises it on every later change (container health, stop), and EventBridge delivers at least
+ * once and not necessarily in order. When the task has moved past the event, the later event
+ * (which the rule matches too while the task stays RUNNING) does the work: two executions for
+ * one task at once would only nudge it twice.
+ */
+export function convergeDecision(
+  task: FleetTask | undefined,
+  eventVersion: number | undefined,
+): 'converge' | Exclude<ConvergeTaskResult['outcome'], 'converged'> {
+  if (task === undefined) return 'not-in-fleet';
+  if (
+    task.lastStatus !== 'RUNNING' ||
+    (task.desiredStatus !== undefined && task.desiredStatus !== 'RUNNING')
+  ) {
+    return 'not-running';
+  }
+  if (eventVersion !== undefined && task.version !== undefined && task.version > eventVersion) {
+    return 'superseded';
+  }
+  return 'converge';
+}
+
+/**
  * ConvergeTask: compares the task's status with `AWSCURRENT` of every fleet secret, nudges
- * the stale ones and checks again. A sidecar that does not answer yet or is not ready is
- * `TaskUnreachable` (the machine retries with backoff); one that still serves something else
- * after its nudge is `ServedVersionMismatch`.
+ * the stale ones and checks again. Only the event's task is described (one `DescribeTasks`,
+ * not the whole service); a stale or duplicate event ends without touching the task
+ * ({@link convergeDecision}), and so does a retry after the task changed again. A sidecar that
+ * does not answer yet or is not ready is `TaskUnreachable` (the machine retries with backoff);
+ * one that still serves something else after its nudge is `ServedVersionMismatch`.
  */
 export function makeConvergeTask(ports: ControlPlanePorts) {
   return async function convergeTaskStep(
     event: z.output<typeof ConvergeTaskInput>,
   ): Promise<ConvergeTaskResult> {
     let wanted: string;
-    if ('detail' in event && event['detail-type'] === 'ECS Task State Change') wanted = event.detail.taskArn;
-    else {
+    let eventVersion: number | undefined;
+    if ('detail' in event && event['detail-type'] === 'ECS Task State Change') {
+      wanted = event.detail.taskArn;
+      eventVersion = event.detail.version;
+    } else {
       const manual = event as { fleet?: string; taskId: string };
       assertFleet(ports, manual.fleet);
       wanted = manual.taskId;
     }
-    const task = (await ports.fleet.listTasks()).find((t) => sameTask(t.taskId, wanted));
-    if (task === undefined) return { taskId: wanted, outcome: 'not-in-fleet', nudged: [] };
+    const fleet = ports.fleet;
+    const task = fleet.describeTask
+      ? await fleet.describeTask(wanted)
+      : (await fleet.listTasks()).find((t) => sameTask(t.taskId, wanted));
+    const decision = convergeDecision(task, eventVersion);
+    if (task === undefined || decision !== 'converge') {
+      return {
+        taskId: task?.taskId ?? wanted,
+        outcome: decision as ConvergeTaskResult['outcome'],
+        nudged: [],
+      };
+    }
 
     const status = await ports.taskClient.status(task);
     if (!status.ready) throw new TaskUnreachable(`task ${task.taskId}: sidecar not ready yet`);

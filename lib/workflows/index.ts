@@ -5,7 +5,7 @@ export {
   type RollbackAllowlistResult,
   sameSecret,
 } from './allowlist-steps.ts';
-export { type ConvergeTaskResult, makeConvergeTask, sameTask } from './converge-steps.ts';
+export { type ConvergeTaskResult, convergeDecision, makeConvergeTask, sameTask } from './converge-steps.ts';
 export {
   allowlistSecretId,
   type ControlPlaneFleet,

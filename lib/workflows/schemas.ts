@@ -183,7 +183,12 @@ export const RollbackAllowlistInput = z.looseObject({
 export const ConvergeTaskInput = z.union([
   z.looseObject({
     'detail-type': z.literal('ECS Task State Change'),
-    detail: z.looseObject({ taskArn: z.string().min(1), lastStatus: z.string().optional() }),
+    detail: z.looseObject({
+      taskArn: z.string().min(1),
+      lastStatus: z.string().optional(),
+      // ECS raises a task's version on every change; EventBridge may deliver an event twice.
+      version: z.number().int().nonnegative().optional(),
+    }),
   }),
   z.object({ fleet, taskId: z.string().min(1) }),
 ]);

@@ -143,6 +143,100 @@ describe('EcsFleet.listTasks', () => {
   });
 });
 
+describe('EcsFleet.listTasks and task status', () => {
+  it('keeps only tasks whose lastStatus is RUNNING, though ListTasks(desiredStatus RUNNING) returns starting ones', async () => {
+    const statuses = ['PROVISIONING', 'PENDING', 'ACTIVATING', 'RUNNING', 'DEACTIVATING', 'STOPPING'];
+    ecs.on(ListTasksCommand).resolves({ taskArns: statuses.map((_, i) => taskArn(`s${i}`)) });
+    ecs.on(DescribeTasksCommand).resolves({
+      // Every one of them has its ENI address already: the address alone says nothing.
+      tasks: statuses.map((lastStatus, i) => ({ ...runningTask(`s${i}`, `10.0.1.${i + 1}`), lastStatus })),
+    });
+
+    const tasks = await fleet().listTasks();
+
+    expect(tasks.map((t) => [t.taskId, t.lastStatus])).toEqual([['s3', 'RUNNING']]);
+  });
+});
+
+describe('EcsFleet.describeTask', () => {
+  const id = '0123456789abcdef0123456789abcdef';
+
+  it('describes only that task, with its desired status and version', async () => {
+    ecs.on(DescribeTasksCommand).resolves({
+      tasks: [
+        { ...runningTask(id, '10.0.2.7'), group: `service:${service}`, desiredStatus: 'RUNNING', version: 4 },
+      ],
+    });
+
+    const task = await fleet().describeTask(taskArn(id));
+
+    expect(ecs.commandCalls(DescribeTasksCommand).map((c) => c.args[0].input)).toEqual([
+      { cluster, tasks: [taskArn(id)] },
+    ]);
+    expect(ecs.commandCalls(ListTasksCommand)).toHaveLength(0);
+    expect(task).toMatchObject({
+      taskId: id,
+      address: '10.0.2.7',
+      lastStatus: 'RUNNING',
+      desiredStatus: 'RUNNING',
+      version: 4,
+    });
+  });
+
+  it('reports a task that is not RUNNING as it is, for the caller to decide', async () => {
+    ecs.on(DescribeTasksCommand).resolves({
+      tasks: [
+        {
+          ...runningTask(id, '10.0.2.7'),
+          group: `service:${service}`,
+          lastStatus: 'DEACTIVATING',
+          desiredStatus: 'STOPPED',
+        },
+      ],
+    });
+    await expect(fleet().describeTask(id)).resolves.toMatchObject({
+      lastStatus: 'DEACTIVATING',
+      desiredStatus: 'STOPPED',
+    });
+  });
+
+  it('says undefined for a task of another service, a standalone task, or one ECS no longer knows', async () => {
+    ecs
+      .on(DescribeTasksCommand)
+      .resolvesOnce({ tasks: [{ ...runningTask(id, '10.0.2.7'), group: 'service:other' }] })
+      .resolvesOnce({ tasks: [{ ...runningTask(id, '10.0.2.7'), group: 'family:portcullis-gateway' }] })
+      .resolvesOnce({ tasks: [], failures: [{ arn: taskArn(id), reason: 'MISSING' }] });
+    for (let i = 0; i < 3; i++) await expect(fleet().describeTask(id)).resolves.toBeUndefined();
+  });
+
+  it('matches the group on the service name when the fleet is configured with the service ARN', async () => {
+    const byArn = new EcsFleet({
+      client: new ECSClient({}),
+      cluster,
+      service: `arn:aws:ecs:eu-west-1:111122223333:service/${cluster}/${service}`,
+      adminPort: 9901,
+      verifyPort: 8444,
+    });
+    ecs
+      .on(DescribeTasksCommand)
+      .resolves({ tasks: [{ ...runningTask(id, '10.0.2.7'), group: `service:${service}` }] });
+    await expect(byArn.describeTask(id)).resolves.toMatchObject({ taskId: id });
+  });
+
+  it.each([[''], ['not a task'], ['arn:aws:ecs:eu-west-1:111122223333:service/x/y'], [`${id}/../x`]])(
+    'refuses %j with ValidationError before calling ECS',
+    async (bad) => {
+      await expect(fleet().describeTask(bad)).rejects.toMatchObject({ name: 'ValidationError' });
+      expect(ecs.commandCalls(DescribeTasksCommand)).toHaveLength(0);
+    },
+  );
+
+  it('maps ECS errors as every other call does', async () => {
+    ecs.on(DescribeTasksCommand).rejects(sdkError(AccessDeniedException));
+    await expect(fleet().describeTask(id)).rejects.toMatchObject({ name: 'AccessDenied' });
+  });
+});
+
 describe('taskPrivateAddress', () => {
   it('falls back to the container network interface when the task has no ENI attachment details', () => {
     expect(

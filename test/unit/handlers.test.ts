@@ -13,6 +13,7 @@ import {
   TokenStep,
 } from '../../lib/rotation/index.ts';
 import {
+  convergeDecision,
   makeCheckRollout,
   makeConvergeTask,
   makeGetCertificate,
@@ -420,5 +421,63 @@ describe('ConvergeTask', () => {
       detail: { taskArn: 'arn:aws:ecs:eu-west-1:123456789012:task/other/abc', lastStatus: 'RUNNING' },
     };
     expect(await makeConvergeTask(fx.ports)(event)).toMatchObject({ outcome: 'not-in-fleet' });
+  });
+
+  it('describes only the event task, and leaves it alone when the event is older than the task', async () => {
+    const fake = fx.gateway.tasks[0]!;
+    const described: string[] = [];
+    const fleet: Fleet = {
+      listTasks: () => Promise.reject(new Error('converge-task must not list the whole service')),
+      describeTask: async (taskId) => {
+        described.push(taskId);
+        return { ...fake.task, lastStatus: 'RUNNING', desiredStatus: 'RUNNING', version: 5 };
+      },
+      roll: () => fx.gateway.roll(),
+      rolloutState: (id) => fx.gateway.rolloutState(id),
+    };
+    const event = (version: number) => ({
+      'detail-type': 'ECS Task State Change' as const,
+      detail: { taskArn: `arn:aws:ecs:eu-west-1:123456789012:task/demo/${fake.task.taskId}`, version },
+    });
+    const nudged: string[] = [];
+    const taskClient: TaskClient = {
+      status: (task) => fx.gateway.status(task),
+      servedCertificate: (task, name) => fx.gateway.servedCertificate(task, name),
+      nudge: (task, request) => {
+        nudged.push(request.secretId);
+        return fx.gateway.nudge(task, request);
+      },
+    };
+    const converge = makeConvergeTask({ ...fx.ports, fleet, taskClient });
+
+    expect(await converge(event(4))).toEqual({ taskId: fake.task.taskId, outcome: 'superseded', nudged: [] });
+    expect(nudged).toEqual([]);
+    expect(await converge(event(5))).toMatchObject({ taskId: fake.task.taskId, outcome: 'converged' });
+    expect(described).toEqual([event(4).detail.taskArn, event(5).detail.taskArn]);
+  });
+});
+
+describe('convergeDecision', () => {
+  const task = {
+    taskId: 't1',
+    address: '10.0.0.1',
+    adminPort: 9901,
+    tlsAddress: '10.0.0.1',
+    tlsPort: 8444,
+    lastStatus: 'RUNNING',
+    desiredStatus: 'RUNNING',
+    version: 3,
+  };
+  it.each([
+    ['an unknown task', undefined, 3, 'not-in-fleet'],
+    ['a task not running yet', { ...task, lastStatus: 'PENDING' }, 3, 'not-running'],
+    ['a task being stopped', { ...task, desiredStatus: 'STOPPED' }, 3, 'not-running'],
+    ['a task that changed after the event', task, 2, 'superseded'],
+    ['the event of the current version (or its duplicate)', task, 3, 'converge'],
+    ['an event newer than what DescribeTasks read', task, 4, 'converge'],
+    ['a manual run (no event version)', task, undefined, 'converge'],
+    ['a fleet that reports no version', { ...task, version: undefined }, 1, 'converge'],
+  ] as const)('decides for %s', (_, fleetTask, version, expected) => {
+    expect(convergeDecision(fleetTask, version)).toBe(expected);
   });
 });
