@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConnectionResult, renderMarkdown, roundOrder, summarise } from '../../bench/dataplane.ts';
@@ -35,8 +33,7 @@ import { median, percentile } from '../../bench/lib/stats.ts';
 import { normaliseAllowlist, parseCidr } from '../../lib/allowlist/index.ts';
 import { parseFleetConfig } from '../../lib/config/index.ts';
 import { gatewayLayout, renderGateway, writeGateway } from '../../proxy/haproxy/index.ts';
-
-const run = promisify(execFile);
+import { expectValidConfig } from '../support/haproxy.ts';
 
 describe('parseProcStat', () => {
   it('reads pid, parent and CPU ticks from a /proc/<pid>/stat line', () => {
@@ -563,16 +560,12 @@ describe('gateway variants', () => {
     expect(patched).toContain('set-var(txn.name) req.ssl_sni,lower');
     expect(() => replaceOnce('a', 'b', 'c')).toThrow(RangeError);
   });
-  it('produces configurations HAProxy 2.6 accepts', async () => {
+  it('produces configurations HAProxy accepts', async () => {
     for (const variant of GATEWAY_VARIANTS) {
       if (variant.patch === undefined) continue;
       const file = join(dir, `variant-${variant.name}.cfg`);
       await writeFile(file, variant.patch(config, context));
-      const result = await run('haproxy', ['-c', '-f', file]).catch((error: { stderr?: string }) => ({
-        stdout: '',
-        stderr: error.stderr ?? String(error),
-      }));
-      expect(result.stderr, variant.name).not.toMatch(/ALERT/);
+      await expectValidConfig(file, variant.name);
     }
   });
 });

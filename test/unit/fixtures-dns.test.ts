@@ -14,6 +14,7 @@ import {
   readDnsTcpFrame,
 } from '../../lib/net/dns.ts';
 import { type DnsServer, dnsQuery, QUERY_EDNS, startDnsServer } from '../support/dns.ts';
+import { HAPROXY, HAPROXY_BIN } from '../support/haproxy.ts';
 
 let server: DnsServer | undefined;
 afterEach(async () => {
@@ -168,7 +169,7 @@ function haproxyCommand(socketPath: string, command: string): Promise<string> {
   });
 }
 
-describe('startDnsServer as an HAProxy 2.6 nameserver', () => {
+describe(`startDnsServer as an ${HAPROXY.label} nameserver`, () => {
   let dir: string | undefined;
   let haproxy: ChildProcess | undefined;
   afterEach(async () => {
@@ -209,7 +210,7 @@ describe('startDnsServer as an HAProxy 2.6 nameserver', () => {
       ].join('\n'),
     );
     const output: string[] = [];
-    haproxy = spawn('/usr/sbin/haproxy', ['-db', '-f', join(dir, 'haproxy.cfg')], {
+    haproxy = spawn(HAPROXY_BIN, ['-db', '-f', join(dir, 'haproxy.cfg')], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     haproxy.stdout?.on('data', (d) => output.push(String(d)));

@@ -11,6 +11,7 @@ import {
   splitIntoRecords,
   splitWrites,
 } from '../support/client-hello.ts';
+import { HAPROXY, HAPROXY_BIN } from '../support/haproxy.ts';
 import { freePort, sendRaw } from '../support/net.ts';
 import { proxyV1, proxyV2, proxyV2Local } from '../support/proxy-protocol.ts';
 import { startTcpUpstream, type Upstream } from '../support/tls.ts';
@@ -61,7 +62,7 @@ beforeAll(async () => {
         '',
       ].join('\n'),
     );
-    haproxy = spawn('/usr/sbin/haproxy', ['-db', '-f', join(dir, 'haproxy.cfg')], {
+    haproxy = spawn(HAPROXY_BIN, ['-db', '-f', join(dir, 'haproxy.cfg')], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     haproxy.stdout?.on('data', (d) => log.push(String(d)));
@@ -97,7 +98,7 @@ const send = (header: Buffer, hello: Buffer, chunks: number) =>
     timeoutMs: 3000,
   });
 
-describe('fixtures through HAProxy 2.6', () => {
+describe(`fixtures through ${HAPROXY.label}`, () => {
   it('routes a v2-proxied hello split into many writes, and HAProxy passes the client address on', async () => {
     const before = upstream.connections.length;
     const header = proxyV2({ source: '203.0.113.7:5555', destination: '127.0.0.1:443' });

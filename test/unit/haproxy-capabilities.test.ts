@@ -79,11 +79,12 @@ describe('the HAProxy release', () => {
     const build = await readFile(`${repo}scripts/haproxy-release`, 'utf8');
     expect(build.trim()).toBe(HAPROXY_RELEASE);
     // Every other HAProxy tag the repository names is this one.
-    for (const [name, text] of [
+    const named: Array<[string, string]> = [
       ['Dockerfile', dockerfile],
       ['serverless.yml', serverless],
       ['deploy.md', deploy],
-    ]) {
+    ];
+    for (const [name, text] of named) {
       for (const tag of text.matchAll(/haproxy:(\d+\.\d+(?:\.\d+)?)/g))
         expect(tag[1], name).toBe(HAPROXY_RELEASE);
     }
