@@ -234,14 +234,37 @@ export async function sendRaw(options: SendRawOptions): Promise<SendRawResult> {
   return { closedAfterMs, received: Buffer.concat(received), closedBy, ...(error ? { error } : {}) };
 }
 
-/** A port nothing listens on right now (bind 0, read, close). Racy by nature: prefer binding 0 directly. */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, resolve);
+/**
+ * Test ports come from a range below the kernel's ephemeral ports (32768–60999 on Linux), so an
+ * outgoing connection never takes one, split per Vitest worker (`VITEST_POOL_ID`) so two files
+ * running at once never pick the same one, and handed out once per process. Within its range a
+ * worker starts at a random offset (the files it runs one after another do not all start at the
+ * same port) and probes each candidate by binding it: a port still held by an earlier file's
+ * process is skipped.
+ */
+const PORT_BASE = 20_000;
+const PORTS_PER_WORKER = 2_400;
+const slot = Number(process.env['VITEST_POOL_ID'] ?? 0) % 5;
+const handedOut = new Set<number>();
+let cursor = Math.floor(Math.random() * PORTS_PER_WORKER);
+
+function bindable(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen({ port, host, exclusive: true }, () => server.close(() => resolve(true)));
   });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+}
+
+/** A port nothing listens on now and that no other caller in this test run was given. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let tries = 0; tries < PORTS_PER_WORKER; tries++) {
+    const port = PORT_BASE + slot * PORTS_PER_WORKER + (cursor++ % PORTS_PER_WORKER);
+    if (handedOut.has(port)) continue;
+    if (await bindable(host, port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free test port left on ${host} for worker ${slot}`);
 }
