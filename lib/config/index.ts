@@ -16,6 +16,8 @@ export {
   type FleetConfig,
   type FleetConfigInput,
   FleetConfigSchema,
+  type HealthCheckConfig,
+  HealthCheckSchema,
   LATTICE_DESTINATIONS,
   type Limits,
   type Listeners,

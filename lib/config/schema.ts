@@ -97,7 +97,7 @@ export const ListenersSchema = z.object({
   tls: port.default(8443),
   /** Plain HTTP by Host header; `null` disables it. */
   http: port.nullable().default(8080),
-  /** `GET /healthz` for the NLB health check (no PROXY header). */
+  /** `GET /healthz` for the NLB health check (who may ask, and with what header: `healthCheck`). */
   health: port.default(8081),
   /** Prometheus exporter (`GET /metrics`); `null` disables it. */
   metrics: port.nullable().default(9101),
@@ -140,6 +140,31 @@ export const ProxyProtocolSchema = z
     message: 'must list at least one CIDR when PROXY protocol is enabled',
     path: ['trustedPeers'],
   });
+
+/**
+ * Who may ask the health listener (`listeners.health`, `GET /healthz`), and with what header. An
+ * NLB target group with `proxy_protocol_v2.enabled` opens its health checks with a PROXY v2
+ * header too (a `LOCAL` one, no client address): the listener must read it, or every target is
+ * unhealthy.
+ */
+export const HealthCheckSchema = z
+  .object({
+    /**
+     * `true`: peers in `proxyProtocol.trustedPeers` must open with a PROXY header (v1 or v2, as
+     * on the TLS listener), peers in `headerlessPeers` ask without one, anyone else is refused
+     * at connection. `false`: no header is read, from anyone (health checks that do not pass
+     * through the NLB's PROXY protocol). Default: `proxyProtocol.enabled`.
+     */
+    proxyProtocol: z.boolean().optional(),
+    /**
+     * Peers outside `trustedPeers` that may ask without a header while `proxyProtocol` is
+     * `true`: probes from inside the task (a container health check, the sidecar), which reach
+     * HAProxy over the task's loopback. A peer that is also trusted must send a header. Empty:
+     * only the trusted peers, with a header. Default: loopback.
+     */
+    headerlessPeers: z.array(cidr).default([...LOOPBACK_DESTINATIONS]),
+  })
+  .strict();
 
 export const ResolversSchema = z.object({
   /** `ip:port` of DNS servers; empty means the container's `/etc/resolv.conf` (the VPC resolver). */
@@ -369,6 +394,8 @@ export const FleetConfigSchema = z
     fleet: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a lower-case DNS label'),
     listeners: ListenersSchema.prefault({}),
     proxyProtocol: ProxyProtocolSchema.prefault({}),
+    /** Who may ask the health listener (`listeners.health`), and whether with a PROXY header. */
+    healthCheck: HealthCheckSchema.prefault({}),
     /** Peers allowed on the verification listener (`listeners.verify`). */
     verify: VerifySchema.prefault({}),
     resolvers: ResolversSchema.prefault({}),
@@ -432,7 +459,22 @@ export const FleetConfigSchema = z
     if (new Set(ports).size !== ports.length) {
       ctx.addIssue({ code: 'custom', path: ['listeners'], message: 'listener ports must differ' });
     }
-  });
+    if (config.healthCheck.proxyProtocol === true && !config.proxyProtocol.enabled) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['healthCheck', 'proxyProtocol'],
+        message: 'needs proxyProtocol.enabled: its trustedPeers are the peers whose header is read',
+      });
+    }
+  })
+  // The health listener reads PROXY headers exactly when the fleet does, unless it says otherwise.
+  .transform((config) => ({
+    ...config,
+    healthCheck: {
+      ...config.healthCheck,
+      proxyProtocol: config.healthCheck.proxyProtocol ?? config.proxyProtocol.enabled,
+    },
+  }));
 
 /** A validated fleet configuration with every default applied. */
 export type FleetConfig = z.output<typeof FleetConfigSchema>;
@@ -445,6 +487,7 @@ export type TerminateUpstream = TerminateRoute['upstream'];
 export type ClientAuth = TerminateRoute['clientAuth'];
 export type Listeners = FleetConfig['listeners'];
 export type ProxyProtocolConfig = FleetConfig['proxyProtocol'];
+export type HealthCheckConfig = FleetConfig['healthCheck'];
 export type VerifyConfig = FleetConfig['verify'];
 export type ResolversConfig = FleetConfig['resolvers'];
 export type AllowlistConfig = FleetConfig['allowlist'];

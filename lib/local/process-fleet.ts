@@ -17,7 +17,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +27,7 @@ import { type RunningHaproxy, startHaproxy } from '../../proxy/haproxy/process.t
 import { writeFileAtomic } from '../../proxy/haproxy/render-write.ts';
 import { parseFleetConfig } from '../config/index.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
+import { encodeProxyV2 } from '../net/proxy-protocol.ts';
 import type { Fleet, FleetTask, RolloutState, SecretStore } from '../ports.ts';
 import { Stage } from '../ports.ts';
 
@@ -242,6 +243,35 @@ async function httpStatus(
   }
 }
 
+/** Where the demo's NLB stand-in connects from (the fleet config's trusted PROXY peer). */
+const NLB_ADDRESS = '127.0.0.1';
+
+/**
+ * The status HAProxy's health listener answers the NLB's health check with: from the NLB's
+ * address, a PROXY v2 `LOCAL` header (no client, as an NLB target group with proxy protocol
+ * sends), then `GET /healthz`. Undefined: no answer.
+ */
+function nlbHealthStatus(host: string, port: number, timeoutMs = 1000): Promise<number | undefined> {
+  return new Promise((done) => {
+    const chunks: Buffer[] = [];
+    const socket = connect({ host, port, localAddress: NLB_ADDRESS });
+    const finish = () => {
+      socket.destroy();
+      const text = Buffer.concat(chunks).toString('latin1');
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1];
+      done(status === undefined ? undefined : Number(status));
+    };
+    socket.setTimeout(timeoutMs, finish);
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', finish);
+    socket.on('close', finish);
+    socket.once('connect', () => {
+      const request = `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
+      socket.end(Buffer.concat([encodeProxyV2({ command: 'local' }), Buffer.from(request)]));
+    });
+  });
+}
+
 function alive(pid: number | null | undefined): boolean {
   if (pid === null || pid === undefined) return false;
   try {
@@ -452,12 +482,26 @@ export class ProcessFleet implements Fleet {
     await writeFileAtomic(join(this.dir, 'registry.json'), `${JSON.stringify(registry, null, 2)}\n`, 0o600);
   }
 
-  /** The ports a task started now listens on: the current fleet config's listeners. */
-  async #taskPorts(): Promise<TaskPorts> {
+  /**
+   * The ports a task started now listens on: the current fleet config's listeners; and whether
+   * its health listener expects the NLB's PROXY header (`healthCheck.proxyProtocol`).
+   */
+  async #taskPorts(): Promise<{ ports: TaskPorts; healthProxy: boolean }> {
     const id = this.#options.fleetConfigSecretId;
     const secret = await this.#options.store.get(id, { stage: Stage.Current });
-    const { listeners } = parseFleetConfig(parseYaml(secret.value) as unknown, `fleet config ${id}`);
-    return { admin: this.#adminPort, tls: listeners.tls, health: listeners.health, verify: listeners.verify };
+    const { listeners, healthCheck } = parseFleetConfig(
+      parseYaml(secret.value) as unknown,
+      `fleet config ${id}`,
+    );
+    return {
+      ports: {
+        admin: this.#adminPort,
+        tls: listeners.tls,
+        health: listeners.health,
+        verify: listeners.verify,
+      },
+      healthProxy: healthCheck.proxyProtocol,
+    };
   }
 
   async #startTask(taskId: string, generation: number, address: string): Promise<void> {
@@ -469,7 +513,7 @@ export class ProcessFleet implements Fleet {
     // A replacement task starts from an empty volume, like a fresh ECS task.
     await rm(dir, { recursive: true, force: true });
     await mkdir(gatewayDir, { recursive: true, mode: 0o700 });
-    const ports = await this.#taskPorts();
+    const { ports, healthProxy } = await this.#taskPorts();
     const record: LocalTaskRecord = {
       taskId,
       generation,
@@ -533,10 +577,13 @@ export class ProcessFleet implements Fleet {
     task.haproxy = haproxy;
     record.haproxyPid = haproxy.pid;
     await haproxy.waitReady();
-    // Ready: the health check the NLB would use answers 200 (the sidecar applied valid state).
+    // Ready: the health check the NLB would use answers 200 (the sidecar applied valid state);
+    // behind PROXY protocol it opens with the NLB's LOCAL header, as on AWS.
+    const healthStatus = () =>
+      healthProxy ? nlbHealthStatus(address, ports.health) : httpStatus(address, ports.health, '/healthz');
     for (let attempt = 0; ; attempt++) {
       this.#checkAbort();
-      if ((await httpStatus(address, ports.health, '/healthz')) === 200) break;
+      if ((await healthStatus()) === 200) break;
       if (Date.now() > deadline || attempt > 10_000) {
         throw new Error(
           `${taskId} not ready in time:\n${haproxy.stderr().slice(-2000)}\n${await logTail(sidecarLog)}`,

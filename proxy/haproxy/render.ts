@@ -454,6 +454,25 @@ function httpFrontend(config: FleetConfig, p: Paths, port: number): string[] {
   ];
 }
 
+/**
+ * PROXY trust on the health listener (`healthCheck.proxyProtocol`): the NLB opens its health
+ * checks with a v2 `LOCAL` header, so its subnets must send one (as on the TLS listener, the
+ * decision depends on the peer, hence `expect-proxy` instead of `accept-proxy` on the bind).
+ * After a `LOCAL` header `src` stays the peer. `healthCheck.headerlessPeers` (the task's own
+ * loopback by default: container health checks, the sidecar) ask without a header; anyone else
+ * is closed before a byte is read. `tcp-request connection` rules see the direct peer.
+ */
+function healthProxyLines(config: FleetConfig, p: Paths): string[] {
+  if (!config.healthCheck.proxyProtocol) return [];
+  const headerless = config.healthCheck.headerlessPeers;
+  const others = headerless.length === 0 ? '' : ` !{ src ${headerless.join(' ')} }`;
+  return [
+    '  # PROXY header from trusted peers (NLB health checks: v2 LOCAL), none from in-task probes',
+    `  tcp-request connection reject if !{ src -f ${p.trusted} }${others}`,
+    `  tcp-request connection expect-proxy layer4 if { src -f ${p.trusted} }`,
+  ];
+}
+
 function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: TerminateRenderOptions): string {
   const p = paths(layout);
   const limits = config.limits;
@@ -540,7 +559,10 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
     '  mode http',
     ...bindLines(config, listeners.health),
     '  maxconn 100',
+    // Health checks are not logged (each NLB node asks every few seconds); `no log` also keeps
+    // out the lines of refused connections and of broken PROXY headers.
     '  no log',
+    ...healthProxyLines(config, p),
     `  http-request return status 200 content-type text/plain string ready if { path /healthz } { str(${READY_KEY}),map_str(${p.state},0) -m str 1 }`,
     '  http-request return status 503 content-type text/plain string not-ready if { path /healthz }',
     '  http-request deny deny_status 404',

@@ -27,6 +27,8 @@ const APP = 'app.example.test';
 const NEW = 'new.example.test';
 const ALLOWED_V4 = '203.0.113.0/24';
 const ALLOWED_V6 = '2001:db8:1::/48';
+/** Plays a probe from inside the task (healthCheck.headerlessPeers): asks /healthz without a header. */
+const IN_TASK = '127.0.0.6';
 
 let pki: TestPki;
 let dns: DnsServer;
@@ -41,6 +43,8 @@ function fleet(extraRoutes: Array<Record<string, unknown>> = []) {
     fleet: 'proxy-test',
     allowLoopbackDestinations: true,
     proxyProtocol: { enabled: true, trustedPeers: ['127.0.0.1/32'] },
+    // Not the loopback default: other loopback addresses here play peers outside the task.
+    healthCheck: { headerlessPeers: [`${IN_TASK}/32`] },
     resolvers: { nameservers: [dns.address], holdValidMs: 0, timeoutMs: 300, retries: 1 },
     limits: { inspectDelayMs: 1000, maxconn: 200 },
     routes: [...routes, ...extraRoutes],
@@ -339,23 +343,94 @@ describe('HTTP listener', () => {
 });
 
 describe('health and metrics', () => {
-  it('answers /healthz 503 until the sidecar sets ready, then 200, without PROXY and without logging', async () => {
-    const since = gw.logs().length;
-    const get = 'GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n';
-    expect((await httpRequest(undefined, gw.ports.health, get)).status).toBe(503);
+  const get = 'GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n';
+  /**
+   * What an NLB health check sends to a target group with proxy_protocol_v2 enabled: the v2
+   * signature, version 2 / command LOCAL (0x20), family and transport UNSPEC (0x00), no address
+   * block (length 0), then its HTTP request, in one write.
+   */
+  const nlbHealthCheck = () => Buffer.concat([proxyV2Local(), Buffer.from(get)]);
+  /**
+   * The status a health listener answers `bytes` with, sent in one write from `localAddress`; 0:
+   * closed unanswered (a `tcp-request connection reject` may reset it before the connect completes).
+   */
+  const healthStatus = async (port: number, bytes: Buffer, localAddress = '127.0.0.1') => {
+    const result = await sendRaw({
+      host: '127.0.0.1',
+      port,
+      bytes: [bytes],
+      timeoutMs: 3000,
+      localAddress,
+    }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ECONNRESET') return undefined;
+      throw error;
+    });
+    return Number(/^HTTP\/1\.[01] (\d{3})/.exec(result?.received.toString('utf8') ?? '')?.[1] ?? 0);
+  };
+  const ask = (bytes: Buffer, localAddress?: string) => healthStatus(gw.ports.health, bytes, localAddress);
+  const healthLines = (since: number) =>
+    gw.haproxy.lines.slice(since).filter((l) => l.includes(FRONTEND.health));
+
+  it('answers the NLB health check (PROXY v2 LOCAL) 503 until the sidecar sets ready, then 200, unlogged', async () => {
+    // signature, version/command, family/transport, length
+    expect(proxyV2Local().toString('hex')).toBe(['0d0a0d0a000d0a515549540a', '20', '00', '0000'].join(''));
+    const since = gw.haproxy.lines.length;
+    const logsSince = gw.logs().length;
+    expect(await ask(nlbHealthCheck())).toBe(503);
     await runtime.setMap(gw.layout.stateMap, 'ready', '1');
-    expect((await httpRequest(undefined, gw.ports.health, get)).status).toBe(200);
-    await runtime.setMap(gw.layout.stateMap, 'ready', '0');
-    expect((await httpRequest(undefined, gw.ports.health, get)).status).toBe(503);
-    // A logged request afterwards proves the log is flowing; health checks left no line.
+    try {
+      expect(await ask(nlbHealthCheck())).toBe(200);
+      // A PROXY (not LOCAL) header from the trusted peer is read the same way.
+      expect(await ask(Buffer.concat([v2('203.0.113.70:40000'), Buffer.from(get)]))).toBe(200);
+    } finally {
+      await runtime.setMap(gw.layout.stateMap, 'ready', '0');
+    }
+    expect(await ask(nlbHealthCheck())).toBe(503);
+    // A logged connection afterwards proves the log is flowing; health checks left no line.
     await admitted(v2('203.0.113.50:40000'));
-    await gw.waitForLog((l) => l.client === '203.0.113.50', { since });
-    expect(
-      gw
-        .logs()
-        .slice(since)
-        .filter((l) => l.frontend === FRONTEND.health),
-    ).toEqual([]);
+    await gw.waitForLog((l) => l.client === '203.0.113.50', { since: logsSince });
+    expect(healthLines(since)).toEqual([]);
+  });
+
+  it('refuses the trusted peer without a header, and any other peer but in-task probes, unlogged', async () => {
+    const since = gw.haproxy.lines.length;
+    // The trusted peer (the NLB) must send its header: the request alone is not one.
+    expect(await ask(Buffer.from(get))).toBe(0);
+    // A peer outside trustedPeers is closed at connection, header or not.
+    expect(await ask(nlbHealthCheck(), '127.0.0.5')).toBe(0);
+    expect(await ask(Buffer.from(get), '127.0.0.5')).toBe(0);
+    // The listener still answers, and none of the refusals was logged.
+    expect(await ask(nlbHealthCheck())).toBe(503);
+    expect(healthLines(since)).toEqual([]);
+  });
+
+  it('answers in-task probes (healthCheck.headerlessPeers) without a header', async () => {
+    expect(await ask(Buffer.from(get), IN_TASK)).toBe(503);
+    await runtime.setMap(gw.layout.stateMap, 'ready', '1');
+    try {
+      expect(await ask(Buffer.from(get), IN_TASK)).toBe(200);
+    } finally {
+      await runtime.setMap(gw.layout.stateMap, 'ready', '0');
+    }
+    // They are not read for a header: one is a malformed request.
+    expect(await ask(nlbHealthCheck(), IN_TASK)).toBe(400);
+  });
+
+  it('answers without a header, from anyone, where the fleet config says healthCheck.proxyProtocol: false', async () => {
+    const headerless = await startGateway({
+      config: { ...fleet(), healthCheck: { proxyProtocol: false } },
+      allowlist: [ALLOWED_V4],
+    });
+    try {
+      const status = (bytes: Buffer, localAddress: string) =>
+        healthStatus(headerless.ports.health, bytes, localAddress);
+      expect(await status(Buffer.from(get), '127.0.0.1')).toBe(503);
+      expect(await status(Buffer.from(get), '127.0.0.5')).toBe(503);
+      // No header is read there: behind an NLB with PROXY protocol every check would fail.
+      expect(await status(nlbHealthCheck(), '127.0.0.1')).toBe(400);
+    } finally {
+      await headerless.close();
+    }
   });
 
   it('serves Prometheus metrics', async () => {

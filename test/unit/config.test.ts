@@ -40,6 +40,8 @@ describe('parseFleetConfig', () => {
     expect(config.proxyProtocol).toEqual({ enabled: false, version: 'v2', trustedPeers: [] });
     // Nobody may verify until the control plane's subnets are listed.
     expect(config.verify).toEqual({ trustedPeers: [] });
+    // No PROXY protocol, so the health listener reads no header either.
+    expect(config.healthCheck).toEqual({ proxyProtocol: false, headerlessPeers: ['127.0.0.0/8', '::1/128'] });
     expect(config.routes[0]).toEqual({
       mode: 'passthrough',
       allowAnyDestination: false,
@@ -156,6 +158,29 @@ describe('parseFleetConfig', () => {
         verify: { trustedPeers: ['10.0.100.0/24'] },
       }),
     ).toEqual(['listeners: listener ports must differ']);
+  });
+
+  it('reads PROXY headers on the health listener as the fleet does, unless healthCheck says otherwise', () => {
+    const proxied = { fleet: 'edge', proxyProtocol: { enabled: true, trustedPeers: ['10.0.0.0/24'] } };
+    // An NLB with proxy_protocol_v2 sends its header on health checks too.
+    expect(parseFleetConfig(proxied).healthCheck.proxyProtocol).toBe(true);
+    expect(
+      parseFleetConfig({ ...proxied, healthCheck: { proxyProtocol: false } }).healthCheck.proxyProtocol,
+    ).toBe(false);
+    expect(
+      parseFleetConfig({ ...proxied, healthCheck: { headerlessPeers: ['10.0.5.7', '::1'] } }).healthCheck,
+    ).toEqual({ proxyProtocol: true, headerlessPeers: ['10.0.5.7/32', '::1/128'] });
+    expect(
+      parseFleetConfig({ ...proxied, healthCheck: { headerlessPeers: [] } }).healthCheck.headerlessPeers,
+    ).toEqual([]);
+    // Whose header would it read? The trusted peers belong to proxyProtocol.
+    expect(issuesOf({ fleet: 'edge', healthCheck: { proxyProtocol: true } })).toEqual([
+      'healthCheck.proxyProtocol: needs proxyProtocol.enabled: its trustedPeers are the peers whose header is read',
+    ]);
+    expect(issuesOf({ ...proxied, healthCheck: { headerlessPeers: ['nope'] } })[0]).toMatch(
+      /^healthCheck\.headerlessPeers\.0: must be a CIDR/,
+    );
+    expect(issuesOf({ ...proxied, healthCheck: { proxyprotocol: true } })[0]).toMatch(/^healthCheck/);
   });
 
   it('refuses IP-literal upstream hosts', () => {
@@ -305,6 +330,7 @@ describe('loadFleetConfig', () => {
       new URL('../../examples/lattice-fleet.yaml', import.meta.url).pathname,
     );
     expect(config.proxyProtocol.enabled).toBe(true);
+    expect(config.healthCheck.proxyProtocol).toBe(true);
     expect(config.routes.length).toBeGreaterThan(0);
   });
 });
