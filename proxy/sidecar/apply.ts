@@ -15,7 +15,8 @@
  * | ready flag   | `set map <state.map> ready 1` (1.5)                                      | — |
  *
  * Trust bundles are not committed with `set/commit ssl ca-file` although 2.5+ has it: on
- * HAProxy 2.6.12 (Debian bookworm), after one `commit ssl ca-file` every later `commit ssl cert`
+ * HAProxy 2.6.12 (Debian bookworm), 3.0.11 and 3.2.0 (the image) alike (`caFileCommitSafe` in
+ * proxy/haproxy/capabilities.ts), after one `commit ssl ca-file` every later `commit ssl cert`
  * of a certificate verified with that CA file reports success and the new serial in
  * `show ssl cert`, yet new handshakes keep getting the old certificate; a second
  * `commit ssl ca-file` then kills the worker (measured here, with `crt-list` lines and with a

@@ -400,7 +400,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
           renderedCrl = crlNow;
           return { caCount: checked.value.caCount, crl };
         }
-        // HAProxy 2.6.12 mishandles `commit ssl ca-file` (see apply.ts): the bundle is written and
+        // HAProxy up to 3.2.0 mishandles `commit ssl ca-file` (see apply.ts): the bundle is written and
         // HAProxy reloads seamlessly; established connections finish on the previous worker.
         const previous = { trust: material.trust, crl: renderedCrl };
         await writeTrustFiles(layout, checked.value);

@@ -363,6 +363,8 @@ describe('parseReloadAnswer', () => {
     expect(() => parseReloadAnswer('Success=0\n--\n')).toThrow(/the new worker failed to load/);
   });
   it('refuses an answer it does not know as unexpected', () => {
-    expect(() => parseReloadAnswer('Unknown command')).toThrow(expect.objectContaining({ reason: 'unexpected' }));
+    expect(() => parseReloadAnswer('Unknown command')).toThrow(
+      expect.objectContaining({ reason: 'unexpected' }),
+    );
   });
 });
