@@ -111,10 +111,11 @@ function errorCode(error: unknown): string | undefined {
  * | Sidecar answer | Result |
  * | --- | --- |
  * | 200 with a TaskStatus | the status |
- * | connection refused/reset, no route, timeout, 5xx | `TaskUnreachable` (retryable; the workflow rolls such tasks) |
+ * | connection refused/reset, no route, timeout, 5xx (503: not ready) | `TaskUnreachable` (retryable; the workflow rolls such tasks) |
  * | 422 `{error:{name,message}}` | `ValidationError` with the sidecar's message (it rejected the content) |
  * | 401 | `NudgeUnauthorized` (signing key or clock mismatch) |
- * | 404 | `NotFoundError` (the sidecar does not know the secret) |
+ * | 404 to a nudge, and the sidecar's status says `ready: false` | `TaskUnreachable` (still starting: no fleet config loaded yet) |
+ * | 404 from a ready sidecar | `NotFoundError` (the sidecar does not know the secret) |
  * | anything else | `TaskProtocolError` |
  *
  * Each call uses a fresh connection (`agent: false`): tasks come and go behind the same
@@ -170,7 +171,31 @@ export class HttpTaskClient implements TaskClient {
       [NudgeHeaders.timestamp]: String(timestamp),
       [NudgeHeaders.signature]: signNudge(key, timestamp, body),
     });
-    return this.#statusFrom(task, 'nudge', response, request.secretId);
+    try {
+      return this.#statusFrom(task, 'nudge', response, request.secretId);
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error;
+      throw await this.#notReadyOr(task, error);
+    }
+  }
+
+  /**
+   * A sidecar that is still starting has loaded no fleet config yet, so it answers 404 for
+   * every secret: that task is not ready, not wrong, and must not roll back a whole rotation.
+   * Its status tells the two apart: `ready: false` (or no answer) is `TaskUnreachable`, which
+   * the machines retry or roll; a ready sidecar that does not serve the secret keeps the 404's
+   * `NotFoundError` (its fleet config and the control plane's disagree).
+   */
+  async #notReadyOr(task: FleetTask, notFound: NotFoundError): Promise<Error> {
+    let ready: boolean;
+    try {
+      ready = (await this.status(task)).ready;
+    } catch (error) {
+      return new TaskUnreachable(`${notFound.message}; its status then failed too`, { cause: error });
+    }
+    return ready
+      ? notFound
+      : new TaskUnreachable(`${notFound.message}; the sidecar is not ready yet`, { cause: notFound });
   }
 
   async status(task: FleetTask): Promise<TaskStatus> {

@@ -3,9 +3,9 @@
  * the service and watch the rollout, publish events.
  */
 import type { z } from 'zod';
-import { RolloutFailed, ServedVersionMismatch, ValidationError } from '../errors.ts';
+import { RolloutFailed, ServedVersionMismatch, TaskUnreachable, ValidationError } from '../errors.ts';
 import { sameSerial } from '../pki/serial.ts';
-import { Stage } from '../ports.ts';
+import { type FleetTask, Stage, type TaskStatus } from '../ports.ts';
 import { rolloutStep, summariseTasks, type TaskSummary } from '../rotation/tasks.ts';
 import { assertFleet, currentBefore, findSpec, stageHolder, toFleetTask, toTaskRef } from './common.ts';
 import { loadControlPlaneFleet, servedSecretIds } from './fleet-config.ts';
@@ -72,7 +72,7 @@ export function makeVerifyTask(ports: ControlPlanePorts) {
         served = (await ports.taskClient.servedCertificate(task, verificationServerName(spec.dns[0]!)))
           .serial;
       } else {
-        served = (await ports.taskClient.status(task)).certificates[spec.name]?.serial;
+        served = (await readyStatus(ports, task)).certificates[spec.name]?.serial;
       }
       if (served === undefined || !sameSerial(served, target.serial)) {
         throw new ServedVersionMismatch(
@@ -80,7 +80,7 @@ export function makeVerifyTask(ports: ControlPlanePorts) {
         );
       }
     } else {
-      const status = await ports.taskClient.status(task);
+      const status = await readyStatus(ports, task);
       if (status.allowlist?.versionId !== target.versionId) {
         throw new ServedVersionMismatch(
           `task ${task.taskId} serves allowlist version ${status.allowlist?.versionId ?? 'none'}, expected ${target.versionId}`,
@@ -89,6 +89,16 @@ export function makeVerifyTask(ports: ControlPlanePorts) {
     }
     return { taskId: task.taskId, needsRoll: false };
   };
+}
+
+/**
+ * The sidecar's status, or `TaskUnreachable` while it is not ready: a sidecar that is still
+ * starting (or restarting) reports no versions yet, which is not a mismatch to roll back for.
+ */
+async function readyStatus(ports: ControlPlanePorts, task: FleetTask): Promise<TaskStatus> {
+  const status = await ports.taskClient.status(task);
+  if (!status.ready) throw new TaskUnreachable(`task ${task.taskId}: sidecar not ready yet`);
+  return status;
 }
 
 export interface PromoteSecretResult extends TaskSummary {

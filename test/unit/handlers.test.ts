@@ -249,6 +249,16 @@ describe('NudgeTask and VerifyTask', () => {
       name: 'TaskUnreachable',
     });
   });
+
+  it('says TaskUnreachable, not ServedVersionMismatch, when the sidecar reports it is not ready yet', async () => {
+    const fake = fx.gateway.tasks[0]!;
+    fake.behaviour.notReady = true;
+    const task = schemas.TaskRefSchema.parse(fake.task);
+    const target = { kind: 'allowlist' as const, secretId: fixtureSecrets.allowlist, versionId: 'v-new' };
+    await expect(makeVerifyTask(fx.ports)({ task, target })).rejects.toMatchObject({
+      name: 'TaskUnreachable',
+    });
+  });
 });
 
 describe('PromoteSecret', () => {
