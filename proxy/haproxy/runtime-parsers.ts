@@ -4,7 +4,7 @@
  * rather than guessing. Formats were captured from 2.6.12 and 3.2.0 (see the unit tests).
  */
 import { RuntimeApiError, RuntimeErrorReason, RuntimeProtocolError } from './errors.ts';
-import { errorMessage } from './runtime-protocol.ts';
+import { errorMessage, failure } from './runtime-protocol.ts';
 
 /** `show info`: every `Key: value` line, plus the fields callers use typed. */
 export interface HaproxyInfo {
@@ -379,5 +379,6 @@ export function parseReloadAnswer(text: string): ReloadAnswer {
     const message = alerts.length > 0 ? alerts.join('\n') : 'the new worker failed to load';
     throw new RuntimeApiError('reload', errorMessage(message), RuntimeErrorReason.ReloadFailed);
   }
-  throw new RuntimeApiError('reload', errorMessage(answer), RuntimeErrorReason.Unexpected);
+  // Anything else is a refusal of the command itself (`Permission denied`, `Unknown command`).
+  throw failure('reload', answer);
 }

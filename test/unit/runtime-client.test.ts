@@ -376,9 +376,15 @@ describe('HaproxyRuntime master CLI', () => {
     await expect(rt.waitForReload([200], { intervalMs: 1, timeoutMs: 20 })).rejects.toThrow(RuntimeTimeout);
   });
 
-  it('treats the silent close after reload as success and any text as a failure', async () => {
-    const ok = new HaproxyRuntime({ adminSocket: '/a', masterSocket: '/m', transport: async () => '' });
-    await expect(ok.reload()).resolves.toBeUndefined();
+  it("reads 2.6's silent close as pending, 2.7+'s Success=1 as loaded, and other text as a refusal", async () => {
+    const silent = new HaproxyRuntime({ adminSocket: '/a', masterSocket: '/m', transport: async () => '' });
+    await expect(silent.reload()).resolves.toEqual({ kind: 'pending' });
+    const loaded = new HaproxyRuntime({
+      adminSocket: '/a',
+      masterSocket: '/m',
+      transport: async () => 'Success=1\n--\n[NOTICE]   (1) : Loading success.\n\n',
+    });
+    await expect(loaded.reload()).resolves.toEqual({ kind: 'loaded' });
     const denied = new HaproxyRuntime({
       adminSocket: '/a',
       masterSocket: '/m',

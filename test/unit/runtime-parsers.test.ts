@@ -362,9 +362,9 @@ describe('parseReloadAnswer', () => {
     expect(message).not.toContain('Initializing');
     expect(() => parseReloadAnswer('Success=0\n--\n')).toThrow(/the new worker failed to load/);
   });
-  it('refuses an answer it does not know as unexpected', () => {
-    expect(() => parseReloadAnswer('Unknown command')).toThrow(
-      expect.objectContaining({ reason: 'unexpected' }),
+  it('reads any other answer as a refusal of the command, classified as other commands are', () => {
+    expect(() => parseReloadAnswer('Permission denied\n')).toThrow(
+      expect.objectContaining({ reason: 'permission-denied' }),
     );
   });
 });
