@@ -23,13 +23,15 @@ import { describeKey } from '../pki/keys.ts';
 import { normaliseSerial } from '../pki/serial.ts';
 import { isSelfSigned } from '../pki/validate.ts';
 import type { CertificateAuthority, IssuedCertificate, IssueRequest, RevocationReason } from '../ports.ts';
+import { awsClientConfig } from './client-config.ts';
 import { AwsServiceError, isAwsErrorCode, mapAwsError } from './errors.ts';
 
 let sharedClient: ACMPCAClient | undefined;
 
 /** The module-scope client used when none is injected (created on first use, reused across invocations). */
 export function defaultAcmPcaClient(): ACMPCAClient {
-  sharedClient ??= new ACMPCAClient({});
+  // Bounded network waits: a missing route fails fast and typed (client-config.ts).
+  sharedClient ??= new ACMPCAClient(awsClientConfig());
   return sharedClient;
 }
 

@@ -14,13 +14,15 @@ import {
 } from '@aws-sdk/client-ecs';
 import { NotFoundError, type PortcullisError, ValidationError } from '../errors.ts';
 import type { Fleet, FleetTask, RolloutState } from '../ports.ts';
+import { awsClientConfig } from './client-config.ts';
 import { AwsServiceError, mapAwsError } from './errors.ts';
 
 let sharedClient: ECSClient | undefined;
 
 /** The module-scope client used when none is injected (created on first use, reused across invocations). */
 export function defaultEcsClient(): ECSClient {
-  sharedClient ??= new ECSClient({});
+  // Bounded network waits: a missing route fails fast and typed (client-config.ts).
+  sharedClient ??= new ECSClient(awsClientConfig());
   return sharedClient;
 }
 

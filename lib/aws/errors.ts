@@ -4,7 +4,8 @@
  * Step Functions `Retry`/`Catch` match on error names, so the mapping decides what the state
  * machines retry: `Throttled` and `ServiceUnavailable` are retryable, the rest are not.
  * Names defined here (a contract, like those in `lib/errors.ts`): `AccessDenied`,
- * `EncryptionKeyError`, `ServiceUnavailable`, `AwsServiceError`.
+ * `EncryptionKeyError`, `ServiceUnavailable`, `AwsEndpointUnreachable`, `AwsRequestTimeout`,
+ * `AwsServiceError`.
  */
 import { ConflictError, NotFoundError, PortcullisError, Throttled, ValidationError } from '../errors.ts';
 
@@ -36,6 +37,31 @@ export class ServiceUnavailable extends PortcullisError {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'ServiceUnavailable';
+  }
+}
+
+/**
+ * No connection to the service endpoint: the connect timed out (`AWS_CONNECT_TIMEOUT_MS`), was
+ * refused, or the name did not resolve, on every attempt. In a VPC this is a missing network
+ * path, not a busy service: the subnet has neither a NAT gateway nor a VPC endpoint for the
+ * service (docs/deploy.md, `vpcEndpoints`), or a security group or network ACL drops the
+ * traffic. A `ServiceUnavailable` for code that only cares that AWS did not answer.
+ */
+export class AwsEndpointUnreachable extends ServiceUnavailable {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'AwsEndpointUnreachable';
+  }
+}
+
+/**
+ * Connected, but no answer within the request timeout (`AWS_REQUEST_TIMEOUT_MS`) on every
+ * attempt: the path or the service is stalling. A `ServiceUnavailable` too.
+ */
+export class AwsRequestTimeout extends ServiceUnavailable {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'AwsRequestTimeout';
   }
 }
 
@@ -175,6 +201,29 @@ const UNAVAILABLE = new Set([
 
 const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN']);
 
+// Node's codes for "never got a connection": refused, no route, name not resolved.
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+// @smithy/node-http-handler's connect-timeout messages: "Socket timed out without establishing a
+// connection within N ms" (2.x) and "… did not establish a connection with the server within the
+// configured timeout of N ms" (4.x). Its request timeouts say "Connection timed out after N ms",
+// "… exceeded the configured N ms requestTimeout" or "… timed out after N ms of inactivity".
+const CONNECT_TIMEOUT_MESSAGE = /establish(?:ing)? a connection/i;
+
+/**
+ * Whether a thrown value is a transport failure before any answer: `connect` (no connection
+ * was made), `timeout` (connected, no answer in time), or `undefined` (something else).
+ */
+export function transportFailure(error: unknown): 'connect' | 'timeout' | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const e = error as { name?: unknown; code?: unknown; message?: unknown };
+  const message = typeof e.message === 'string' ? e.message : '';
+  if (e.name === 'TimeoutError') return CONNECT_TIMEOUT_MESSAGE.test(message) ? 'connect' : 'timeout';
+  if (typeof e.code === 'string' && CONNECT_CODES.has(e.code)) return 'connect';
+  // The kernel's own connect timeout (SYN never answered) when no connect timeout is set.
+  if (e.code === 'ETIMEDOUT' && /\bconnect\b/.test(message)) return 'connect';
+  return undefined;
+}
+
 const MAX_SERVICE_MESSAGE = 300;
 
 /** What `mapAwsError` reads from an SDK v3 exception (or any thrown value). */
@@ -231,7 +280,9 @@ export function describeAwsError(error: unknown): AwsErrorShape {
  * | `ResourceExistsException`, `ConflictException`, … | `ConflictError` |
  * | `AccessDeniedException`, bad or expired credentials, HTTP 403 | `AccessDenied` |
  * | `DecryptionFailure`, `EncryptionFailure`, `KMS*` | `EncryptionKeyError` |
- * | internal errors, HTTP 5xx, timeouts, connection resets | `ServiceUnavailable` |
+ * | no connection: connect timeout, refused, no route, name not resolved | `AwsEndpointUnreachable` (a `ServiceUnavailable`) |
+ * | connected, no answer within the request timeout | `AwsRequestTimeout` (a `ServiceUnavailable`) |
+ * | internal errors, HTTP 5xx, connection resets | `ServiceUnavailable` |
  * | anything else | `AwsServiceError` |
  *
  * @example
@@ -248,6 +299,23 @@ export function mapAwsError(error: unknown, context: AwsErrorContext): Portculli
 
   const override = context.overrides?.[shape.code];
   if (override) return override(message, error);
+
+  const transport = transportFailure(error);
+  if (transport !== undefined) {
+    const attempts = attemptsOf(error);
+    const tries = attempts === undefined ? '' : ` (${attempts} attempt${attempts === 1 ? '' : 's'})`;
+    if (transport === 'connect') {
+      return new AwsEndpointUnreachable(
+        `${where} failed: no connection to the ${context.service} endpoint${tries}: ${shape.message || shape.code}. ` +
+          `In a VPC the subnet needs a route to it: a NAT gateway or a VPC endpoint (docs/deploy.md, vpcEndpoints)`,
+        options,
+      );
+    }
+    return new AwsRequestTimeout(
+      `${where} failed: no answer from the ${context.service} endpoint in time${tries}: ${shape.message || shape.code}`,
+      options,
+    );
+  }
 
   const { code, httpStatusCode: status } = shape;
   if (NOT_FOUND.has(code)) return new NotFoundError(message, options);
@@ -266,6 +334,12 @@ export function mapAwsError(error: unknown, context: AwsErrorContext): Portculli
     code,
     ...(status === undefined ? {} : { httpStatusCode: status }),
   });
+}
+
+/** The SDK's attempt count on a failed call (`$metadata.attempts`), if it recorded one. */
+function attemptsOf(error: unknown): number | undefined {
+  const metadata = (error as { $metadata?: { attempts?: unknown } } | null)?.$metadata;
+  return typeof metadata?.attempts === 'number' ? metadata.attempts : undefined;
 }
 
 /** Whether `error` is an AWS error with this code (`ResourceExistsException`, …). */

@@ -4,13 +4,15 @@
 import { EventBridgeClient, PutEventsCommand, type PutEventsResultEntry } from '@aws-sdk/client-eventbridge';
 import { type PortcullisError, Throttled, ValidationError } from '../errors.ts';
 import type { Notifier } from '../ports.ts';
+import { awsClientConfig } from './client-config.ts';
 import { mapAwsError } from './errors.ts';
 
 let sharedClient: EventBridgeClient | undefined;
 
 /** The module-scope client used when none is injected (created on first use, reused across invocations). */
 export function defaultEventBridgeClient(): EventBridgeClient {
-  sharedClient ??= new EventBridgeClient({});
+  // Bounded network waits: a missing route fails fast and typed (client-config.ts).
+  sharedClient ??= new EventBridgeClient(awsClientConfig());
   return sharedClient;
 }
 

@@ -13,6 +13,13 @@ export {
   pcaSerial,
 } from './acm-pca-authority.ts';
 export {
+  AWS_CONNECT_TIMEOUT_MS,
+  AWS_MAX_ATTEMPTS,
+  AWS_REQUEST_TIMEOUT_MS,
+  type AwsClientLimits,
+  awsClientConfig,
+} from './client-config.ts';
+export {
   defaultEcsClient,
   EcsFleet,
   type EcsFleetOptions,
@@ -22,14 +29,17 @@ export {
 } from './ecs-fleet.ts';
 export {
   AccessDenied,
+  AwsEndpointUnreachable,
   type AwsErrorContext,
   type AwsErrorShape,
+  AwsRequestTimeout,
   AwsServiceError,
   describeAwsError,
   EncryptionKeyError,
   isAwsErrorCode,
   mapAwsError,
   ServiceUnavailable,
+  transportFailure,
 } from './errors.ts';
 export {
   defaultEventBridgeClient,

@@ -23,13 +23,15 @@ import {
   Stage,
   type StageName,
 } from '../ports.ts';
+import { awsClientConfig } from './client-config.ts';
 import { isAwsErrorCode, mapAwsError } from './errors.ts';
 
 let sharedClient: SecretsManagerClient | undefined;
 
 /** The module-scope client used when none is injected (created on first use, reused across invocations). */
 export function defaultSecretsManagerClient(): SecretsManagerClient {
-  sharedClient ??= new SecretsManagerClient({});
+  // Bounded network waits: a missing route fails fast and typed (client-config.ts).
+  sharedClient ??= new SecretsManagerClient(awsClientConfig());
   return sharedClient;
 }
 

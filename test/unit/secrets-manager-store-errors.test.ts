@@ -1,6 +1,12 @@
 import { ResourceNotFoundException } from '@aws-sdk/client-secrets-manager';
 import { describe, expect, it } from 'vitest';
-import { AwsServiceError, describeAwsError, isAwsErrorCode, mapAwsError } from '../../lib/aws/errors.ts';
+import {
+  AwsServiceError,
+  describeAwsError,
+  isAwsErrorCode,
+  mapAwsError,
+  ServiceUnavailable,
+} from '../../lib/aws/errors.ts';
 import { CertificateNotReady, NotFoundError, ValidationError } from '../../lib/errors.ts';
 
 const context = { service: 'SecretsManager', operation: 'GetSecretValue', resource: 'demo/secret' };
@@ -60,12 +66,13 @@ describe('mapAwsError', () => {
     );
   });
 
-  it('treats connection resets and timeouts as ServiceUnavailable', () => {
+  it('treats connection resets as ServiceUnavailable, and timeouts as its named kind AwsRequestTimeout', () => {
     const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
     const timeout = Object.assign(new Error('timed out'), { name: 'TimeoutError' });
 
     expect(mapAwsError(reset, context).name).toBe('ServiceUnavailable');
-    expect(mapAwsError(timeout, context).name).toBe('ServiceUnavailable');
+    expect(mapAwsError(timeout, context).name).toBe('AwsRequestTimeout');
+    expect(mapAwsError(timeout, context)).toBeInstanceOf(ServiceUnavailable);
   });
 
   it('names the service, operation, resource, code and request id in the message', () => {
