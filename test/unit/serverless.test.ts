@@ -10,13 +10,17 @@ import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadFleetConfig } from '../../lib/config/load.ts';
+import { LimitsSchema } from '../../lib/config/schema.ts';
 import { containerLayout, haproxyArgs } from '../../proxy/haproxy/process.ts';
+import { renderGateway } from '../../proxy/haproxy/render.ts';
 import { loadSidecarConfig, parseSidecarConfig } from '../../proxy/sidecar/config.ts';
 import {
   type CfnResource,
   type CfnTemplate,
   type PackagedService,
   packageService,
+  REPO,
 } from '../deploy/package.ts';
 import { unzip } from '../deploy/unzip.ts';
 
@@ -190,6 +194,38 @@ function evaluateConditions(template: CfnTemplate): Record<string, boolean> {
   };
   for (const name of Object.keys(conditions)) byName(name);
   return cache;
+}
+
+/** Resolves `Fn::If` (and leaves everything else) under the evaluated conditions. */
+function resolveIf(value: unknown, conditions: Record<string, boolean>): unknown {
+  if (Array.isArray(value)) return value.map((v) => resolveIf(v, conditions));
+  if (typeof value !== 'object' || value === null) return value;
+  const fnIf = (value as { 'Fn::If'?: [string, unknown, unknown] })['Fn::If'];
+  if (fnIf !== undefined) {
+    const [name, yes, no] = fnIf;
+    if (!(name in conditions)) throw new Error(`unknown condition ${name}`);
+    return resolveIf(conditions[name] ? yes : no, conditions);
+  }
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolveIf(v, conditions)]));
+}
+
+/** The resources CloudFormation would create under the evaluated conditions. */
+function created(template: CfnTemplate, conditions: Record<string, boolean>): [string, CfnResource][] {
+  return Object.entries(template.Resources).filter(
+    ([, r]) => r.Condition === undefined || conditions[r.Condition],
+  );
+}
+
+/** `com.amazonaws.<region>.<service>` of every VPC endpoint that would be created. */
+function endpointServices(template: CfnTemplate, conditions: Record<string, boolean>): string[] {
+  return created(template, conditions)
+    .filter(([, r]) => r.Type === 'AWS::EC2::VPCEndpoint')
+    .map(([, r]) => {
+      const name = (r.Properties as { ServiceName: { 'Fn::Sub': string } }).ServiceName['Fn::Sub'];
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a CloudFormation Fn::Sub string
+      return name.replace('com.amazonaws.${AWS::Region}.', '');
+    })
+    .sort();
 }
 
 function targetsOf(
@@ -451,6 +487,7 @@ describe('serverless.yml packaged offline', () => {
         'detail-type': string[];
         detail: {
           eventName: string[];
+          errorCode: unknown;
           requestParameters: { secretId: unknown[] };
           userIdentity: { arn: { 'anything-but': { wildcard: string } }[] };
         };
@@ -458,6 +495,9 @@ describe('serverless.yml packaged offline', () => {
       expect(pattern.source).toEqual(['aws.secretsmanager']);
       expect(pattern['detail-type']).toEqual(['AWS API Call via CloudTrail']);
       expect(pattern.detail.eventName.sort()).toEqual(['PutSecretValue', 'UpdateSecretVersionStage']);
+      // CloudTrail also records refused calls (AccessDenied, an unknown version id) with an
+      // errorCode: they changed nothing and must not start a run.
+      expect(pattern.detail.errorCode).toEqual([{ exists: false }]);
       expect(pattern.detail.requestParameters.secretId).toContain('portcullis/main/allowlist');
       expect(pattern.detail.userIdentity.arn[0]!['anything-but'].wildcard).toBe(
         `arn:aws:sts::*:assumed-role/*/portcullis-${STAGE}-main-*`,
@@ -618,7 +658,10 @@ describe('serverless.yml packaged offline', () => {
       const gateway = td.ContainerDefinitions.find((c) => c.Name === 'gateway')!;
       expect(gateway.Command).toEqual(haproxyArgs(containerLayout()));
       expect(gateway.DependsOn).toEqual([{ ContainerName: 'sidecar', Condition: 'HEALTHY' }]);
-      expect(gateway.Image).toMatch(/haproxy:\d+\.\d+$/);
+      // One exact release (x.y.z), the stock image unmodified; by default straight from public.ecr.aws.
+      expect(resolveIf(gateway.Image, evaluateConditions(template))).toMatch(
+        /^public\.ecr\.aws\/docker\/library\/haproxy:\d+\.\d+\.\d+$/,
+      );
     });
 
     it('health-checks the sidecar on its /healthz admin endpoint', () => {
@@ -851,17 +894,92 @@ describe('serverless.yml packaged offline', () => {
       });
       expect(service.EnableExecuteCommand).toEqual({ 'Fn::If': ['ExecuteCommandEnabled', true, false] });
       expect(service.LaunchType).toBe('FARGATE');
-      expect(service.DesiredCount).toBe('3');
     });
 
-    it('tracks 70 % average CPU between 3 and 9 tasks', () => {
-      const target = props<{ MinCapacity: string; MaxCapacity: string; ScalableDimension: string }>(
+    it('creates the service without tasks until the fleet secrets exist, so the first deploy cannot deadlock on them', () => {
+      const conditions = evaluateConditions(template);
+      expect(conditions.SecretsReady).toBe(false);
+      const service = resolveIf(props(template, 'GatewayService'), conditions) as { DesiredCount: unknown };
+      expect(Number(service.DesiredCount)).toBe(0);
+      const target = resolveIf(props(template, 'GatewayScalableTarget'), conditions) as {
+        MinCapacity: unknown;
+        MaxCapacity: unknown;
+      };
+      // Autoscaling cannot add a task either: its maximum is 0 too.
+      expect([Number(target.MinCapacity), Number(target.MaxCapacity)]).toEqual([0, 0]);
+      // The stack never creates the secrets (`portcullis init` does), and the tasks read exactly
+      // the ones init creates: the fleet config under the fleet's prefix, which names the rest.
+      expect(ofType(template, 'AWS::SecretsManager::Secret')).toEqual([]);
+      const td = props<{ ContainerDefinitions: Record<string, unknown>[] }>(
+        template,
+        'GatewayTaskDefinition',
+      );
+      const writer = td.ContainerDefinitions.find((c) => c.Name === 'sidecar-config')!;
+      const env = (writer.Environment as { Name: string; Value: string }[]).find(
+        (e) => e.Name === 'PORTCULLIS_SIDECAR_CONFIG',
+      )!;
+      expect(JSON.parse(env.Value).fleetConfig).toEqual({ secretId: 'portcullis/main/fleet-config' });
+    });
+
+    it('creates no VPC endpoint and no pull-through cache by default, and runs HAProxy 3.2.0 from public.ecr.aws', () => {
+      const conditions = evaluateConditions(template);
+      expect(conditions).toMatchObject({
+        CreateVpcEndpoints: false,
+        CreateS3GatewayEndpoint: false,
+        UsePullThroughCache: false,
+        CreatePullThroughCacheRule: false,
+      });
+      expect(endpointServices(template, conditions)).toEqual([]);
+      const td = resolveIf(props(template, 'GatewayTaskDefinition'), conditions) as {
+        ContainerDefinitions: { Name: string; Image: unknown }[];
+      };
+      expect(td.ContainerDefinitions.find((c) => c.Name === 'gateway')!.Image).toBe(
+        'public.ecr.aws/docker/library/haproxy:3.2.0',
+      );
+    });
+
+    it('keeps idle TCP flows on every NLB listener at least as long as HAProxy keeps an idle tunnel', async () => {
+      const listeners = ofType(template, 'AWS::ElasticLoadBalancingV2::Listener');
+      expect(listeners).toHaveLength(4);
+      const idle = new Set<number>();
+      for (const [id, listener] of listeners) {
+        const p = listener.Properties as {
+          Protocol: string;
+          ListenerAttributes: { Key: string; Value: string }[];
+        };
+        // tcp.idle_timeout.seconds exists on TCP listeners only (a TLS listener's is fixed at 350 s).
+        expect(p.Protocol, id).toBe('TCP');
+        const attribute = p.ListenerAttributes.find((a) => a.Key === 'tcp.idle_timeout.seconds');
+        expect(attribute, id).toBeDefined();
+        idle.add(Number(attribute!.Value));
+      }
+      expect(idle.size).toBe(1);
+      const [seconds] = [...idle];
+      // The attribute's documented range is 60-6000 s (default 350).
+      expect(Number.isInteger(seconds)).toBe(true);
+      expect(seconds).toBeGreaterThanOrEqual(60);
+      expect(seconds).toBeLessThanOrEqual(6000);
+      // What HAProxy renders for the documented example and for the schema default.
+      const example = await loadFleetConfig(join(REPO, 'examples', 'lattice-fleet.yaml'));
+      const cfg = Object.entries(renderGateway(example, { layout: containerLayout() }).files).find(([name]) =>
+        name.endsWith('haproxy.cfg'),
+      )![1].content;
+      const tunnel = /^\s*timeout tunnel (\d+)ms$/m.exec(cfg);
+      expect(tunnel).not.toBeNull();
+      expect(Number(tunnel![1]) / 1000).toBeLessThanOrEqual(seconds!);
+      expect(LimitsSchema.parse({}).tunnelTimeoutMs / 1000).toBeLessThanOrEqual(seconds!);
+      // The schema lets a fleet raise it beyond what any NLB keeps; docs/deploy.md says to keep
+      // limits.tunnelTimeoutMs ≤ tcpIdleTimeoutSeconds.
+    });
+
+    it('tracks 70 % average CPU, between 3 and 9 tasks once the secrets exist', () => {
+      const target = props<{ MinCapacity: unknown; MaxCapacity: unknown; ScalableDimension: string }>(
         template,
         'GatewayScalableTarget',
       );
       expect(target).toMatchObject({
-        MinCapacity: '3',
-        MaxCapacity: '9',
+        MinCapacity: { 'Fn::If': ['SecretsReady', '3', '0'] },
+        MaxCapacity: { 'Fn::If': ['SecretsReady', '9', '0'] },
         ScalableDimension: 'ecs:service:DesiredCount',
       });
       const policy = props<{
@@ -882,15 +1000,161 @@ describe('serverless.yml packaged offline', () => {
   });
 });
 
-describe('serverless.yml packaged with deploymentMode=both, dual stack and a Lattice service network', () => {
+describe('serverless.yml packaged for a second deploy (secrets ready) into a VPC without NAT, with both NLBs, dual stack and a Lattice service network', () => {
   let packaged: PackagedService;
 
   beforeAll(async () => {
     packaged = await packageService({
-      params: { deploymentMode: 'both', dualStack: 'true', latticeServiceNetworkId: 'sn-0123456789abcdef0' },
+      params: {
+        deploymentMode: 'both',
+        dualStack: 'true',
+        latticeServiceNetworkId: 'sn-0123456789abcdef0',
+        secretsReady: 'true',
+        vpcEndpoints: 'true',
+        privateRouteTableIds: 'rtb-00000000000000001,rtb-00000000000000002',
+        ecrPullThroughPrefix: 'ecr-public',
+        enableExecuteCommand: 'true',
+      },
       timeoutMs: 150_000,
     });
   }, 180_000);
+
+  it('runs desiredCount tasks and autoscales between minCapacity and maxCapacity once the secrets exist', () => {
+    const { template } = packaged;
+    const conditions = evaluateConditions(template);
+    expect(conditions.SecretsReady).toBe(true);
+    expect(
+      (resolveIf(props(template, 'GatewayService'), conditions) as { DesiredCount: unknown }).DesiredCount,
+    ).toBe('3');
+    expect(resolveIf(props(template, 'GatewayScalableTarget'), conditions)).toMatchObject({
+      MinCapacity: '3',
+      MaxCapacity: '9',
+    });
+  });
+
+  it('creates an interface endpoint for every AWS API the tasks and the VPC functions call, and the S3 gateway for image layers', () => {
+    const { template } = packaged;
+    const conditions = evaluateConditions(template);
+    // Lambda ships a function's logs and X-Ray segments and manages its ENIs itself, outside the
+    // function's network interface: those calls need no route from the VPC.
+    const outsideVpc = new Set(['logs', 'xray', 'ec2']);
+    const needed = new Set<string>();
+    for (const key of VPC_FUNCTIONS) {
+      for (const statement of roleStatements(template, `${pascal(key)}Role`)) {
+        for (const action of list(statement.Action)) {
+          const service = action.split(':')[0]!;
+          if (!outsideVpc.has(service)) needed.add(service);
+        }
+      }
+    }
+    // The task's containers (the sidecar; ECS Exec's channel), and what ECS does for the task
+    // with its execution role: image pull (ECR API and registry) and the awslogs driver.
+    for (const role of ['TaskRole', 'TaskExecutionRole']) {
+      for (const statement of roleStatements(template, role)) {
+        for (const action of list(statement.Action)) {
+          const service = action.split(':')[0]!;
+          for (const endpoint of service === 'ecr' ? ['ecr.api', 'ecr.dkr'] : [service]) needed.add(endpoint);
+        }
+      }
+    }
+    expect([...needed].sort()).toEqual([
+      'acm-pca',
+      'ecr.api',
+      'ecr.dkr',
+      'ecs',
+      'logs',
+      'secretsmanager',
+      'ssmmessages',
+    ]);
+    expect(endpointServices(template, conditions)).toEqual([...needed, 's3'].sort());
+
+    const interfaces = created(template, conditions).filter(
+      ([, r]) =>
+        r.Type === 'AWS::EC2::VPCEndpoint' &&
+        (r.Properties as { VpcEndpointType: string }).VpcEndpointType === 'Interface',
+    );
+    // Amazon VPC quota: 50 interface endpoints per VPC by default; leave the VPC most of it.
+    expect(interfaces.length).toBeLessThanOrEqual(10);
+    for (const [id, endpoint] of interfaces) {
+      expect(endpoint.Properties, id).toMatchObject({
+        PrivateDnsEnabled: true,
+        VpcId: 'vpc-00000000000000000',
+        SecurityGroupIds: [{ Ref: 'VpcEndpointSecurityGroup' }],
+        SubnetIds: {
+          'Fn::Split': [',', 'subnet-00000000000000001,subnet-00000000000000002,subnet-00000000000000003'],
+        },
+      });
+    }
+    expect(props(template, 'S3GatewayEndpoint')).toMatchObject({
+      VpcEndpointType: 'Gateway',
+      RouteTableIds: { 'Fn::Split': [',', 'rtb-00000000000000001,rtb-00000000000000002'] },
+    });
+    // The tasks start only once the endpoints they pull and log through exist.
+    const prerequisites = JSON.stringify(
+      resolveIf(resource(template, 'ServicePrerequisites').Metadata, conditions),
+    );
+    for (const id of [
+      'SecretsManagerEndpoint',
+      'EcrApiEndpoint',
+      'EcrDockerEndpoint',
+      'LogsEndpoint',
+      'S3GatewayEndpoint',
+    ]) {
+      expect(prerequisites, id).toContain(`{"Ref":"${id}"}`);
+    }
+  });
+
+  it('admits HTTPS to the endpoints from the tasks and the control-plane functions only', () => {
+    const sg = props<{
+      SecurityGroupIngress: {
+        FromPort: number;
+        ToPort: number;
+        SourceSecurityGroupId?: { Ref: string };
+        CidrIp?: string;
+      }[];
+    }>(packaged.template, 'VpcEndpointSecurityGroup');
+    expect(
+      sg.SecurityGroupIngress.map((r) => [r.FromPort, r.ToPort, r.SourceSecurityGroupId?.Ref, r.CidrIp]),
+    ).toEqual([
+      [443, 443, 'TaskSecurityGroup', undefined],
+      [443, 443, 'ControlPlaneSecurityGroup', undefined],
+    ]);
+  });
+
+  it('pulls HAProxy through a pull-through cache rule of this account, with only the import rights the first pull needs', () => {
+    const { template } = packaged;
+    const conditions = evaluateConditions(template);
+    expect(conditions).toMatchObject({ UsePullThroughCache: true, CreatePullThroughCacheRule: true });
+    const rule = props<{ EcrRepositoryPrefix: string; UpstreamRegistryUrl: string }>(
+      template,
+      'HaproxyImagePullThroughCacheRule',
+    );
+    expect(rule.UpstreamRegistryUrl).toBe('public.ecr.aws');
+    // ECR: a repository prefix is 2-30 characters of lowercase letters, digits and ._-/ separators.
+    expect(rule.EcrRepositoryPrefix).toMatch(/^(?=.{2,30}$)[a-z0-9]+(?:[._/-][a-z0-9]+)*$/);
+
+    const td = resolveIf(props(template, 'GatewayTaskDefinition'), conditions) as {
+      ContainerDefinitions: { Name: string; Image: unknown }[];
+    };
+    const image = td.ContainerDefinitions.find((c) => c.Name === 'gateway')!.Image as {
+      'Fn::Sub': [string, { UpstreamPath: { 'Fn::Select': [number, { 'Fn::Split': [string, string] }] } }];
+    };
+    const [pattern, vars] = image['Fn::Sub'];
+    const select = vars.UpstreamPath['Fn::Select'];
+    const path = select[1]['Fn::Split'][1].split(select[1]['Fn::Split'][0])[select[0]];
+    expect(pattern).toBe(
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a CloudFormation Fn::Sub string
+      '${AWS::AccountId}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}/ecr-public/${UpstreamPath}',
+    );
+    expect(path).toBe('docker/library/haproxy:3.2.0');
+
+    const pull = roleStatements(template, 'TaskExecutionRole').find((s) => s.Sid === 'PullThroughCache')!;
+    expect(list(pull.Action).sort()).toEqual(['ecr:BatchImportUpstreamImage', 'ecr:CreateRepository']);
+    expect(pull.Resource).toEqual({
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a CloudFormation Fn::Sub string
+      'Fn::Sub': 'arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/ecr-public/*',
+    });
+  });
 
   afterAll(async () => {
     await packaged?.cleanup();
