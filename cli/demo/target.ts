@@ -20,6 +20,7 @@ import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
 import { ECSClient } from '@aws-sdk/client-ecs';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { AcmPcaAuthority } from '../../lib/aws/acm-pca-authority.ts';
+import { awsClientConfig } from '../../lib/aws/client-config.ts';
 import { EcsFleet } from '../../lib/aws/ecs-fleet.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
 import { DEFAULT_VERIFY_PORT } from '../../lib/config/schema.ts';
@@ -194,10 +195,11 @@ export async function openTarget(
   const region = str(values, 'region');
   const owned: { destroy(): void }[] = [];
   function regional<C extends { destroy(): void }>(
-    Client: new (config: { region: string }) => C,
+    Client: new (config: { region: string } & ReturnType<typeof awsClientConfig>) => C,
   ): { client: C } | Record<string, never> {
     if (region === undefined) return {};
-    const client = new Client({ region });
+    // The same connect and request limits as the adapters' own clients.
+    const client = new Client({ region, ...awsClientConfig() });
     owned.push(client);
     return { client };
   }

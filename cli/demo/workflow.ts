@@ -12,6 +12,7 @@ import {
   SFNClient,
   StartExecutionCommand,
 } from '@aws-sdk/client-sfn';
+import { awsClientConfig } from '../../lib/aws/client-config.ts';
 import { ValidationError } from '../../lib/errors.ts';
 import {
   runStateMachine,
@@ -204,7 +205,7 @@ export async function startAwsWorkflow(options: {
   client?: SFNClient;
   print?: (line: string) => void;
 }): Promise<WorkflowOutcome> {
-  const client = options.client ?? new SFNClient({});
+  const client = options.client ?? new SFNClient(awsClientConfig());
   const startedAt = new Date();
   let executionArn: string;
   try {
