@@ -5,8 +5,6 @@
  * a new release is one place to check. Answers that tell their own shape (the master CLI's
  * `reload`) are parsed by shape instead, and the field only documents them.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { ValidationError } from '../../lib/errors.ts';
 
 /**
@@ -15,9 +13,6 @@ import { ValidationError } from '../../lib/errors.ts';
  * test keeps them equal.
  */
 export const HAPROXY_RELEASE = '3.2.0';
-
-/** The oldest release the rendered configuration and the runtime client support. */
-export const HAPROXY_MINIMUM = '2.6.0';
 
 export interface HaproxyVersion {
   readonly major: number;
@@ -93,49 +88,7 @@ export function capabilitiesOf(version: HaproxyVersion | string): HaproxyCapabil
   };
 }
 
-const run = promisify(execFile);
-
 /** The binary the product starts: `HAPROXY_BIN` when set, else `haproxy` from PATH. */
 export function haproxyBinary(env: NodeJS.ProcessEnv = process.env): string {
   return env['HAPROXY_BIN'] || 'haproxy';
-}
-
-/** Asks a binary for its version (`haproxy -v`). */
-export async function binaryVersion(binary = haproxyBinary()): Promise<HaproxyVersion> {
-  const { stdout } = await run(binary, ['-v'], { timeout: 10_000 });
-  return parseHaproxyVersion(stdout.split('\n')[0] ?? '');
-}
-
-export interface ConfigCheck {
-  readonly valid: boolean;
-  /** `[WARNING]` lines, without HAProxy's pid prefix. */
-  readonly warnings: string[];
-  /** `[ALERT]` lines, without HAProxy's pid prefix. */
-  readonly alerts: string[];
-  readonly output: string;
-}
-
-/**
- * `haproxy -c -V -f FILE`: `-V` makes every release say "Configuration file is valid" (3.x is quiet
- * without it), and the exit status is the verdict. Warnings are returned so callers can refuse them.
- */
-export async function checkConfig(file: string, binary = haproxyBinary()): Promise<ConfigCheck> {
-  const result = await run(binary, ['-c', '-V', '-f', file], { timeout: 30_000 }).then(
-    ({ stdout, stderr }) => ({ ok: true, output: `${stdout}${stderr}` }),
-    (error: { stdout?: string; stderr?: string; code?: unknown }) => {
-      if (typeof error.code !== 'number') throw error;
-      return { ok: false, output: `${error.stdout ?? ''}${error.stderr ?? ''}` };
-    },
-  );
-  const lines = (tag: string) =>
-    result.output
-      .split('\n')
-      .filter((line) => line.startsWith(`[${tag}]`))
-      .map((line) => line.replace(/^\[\w+\]\s+\(\d+\)\s*:\s*/, ''));
-  return {
-    valid: result.ok && /Configuration file is valid/.test(result.output),
-    warnings: lines('WARNING'),
-    alerts: lines('ALERT'),
-    output: result.output,
-  };
 }

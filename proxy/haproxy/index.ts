@@ -1,9 +1,5 @@
 export {
-  binaryVersion,
-  type ConfigCheck,
   capabilitiesOf,
-  checkConfig,
-  HAPROXY_MINIMUM,
   HAPROXY_RELEASE,
   type HaproxyCapabilities,
   type HaproxyVersion,
