@@ -4,7 +4,8 @@
  * Three paths to one TLS upstream, all on loopback, one at a time:
  *   direct  — client → upstream
  *   gateway — client → Portcullis HAProxy rendered from a fleet config (SNI passthrough,
- *             allowlist, destination guard, resolver = the loopback DNS responder)
+ *             allowlist, destination guard, resolver = the loopback DNS responder), on the
+ *             image's HAProxy release and on every release compared with it (Debian's 2.6)
  *   nginx   — client → NGINX `ssl_preread` as in the reference guidance, `allow`/`deny` lines
  * Measured: new TLS connections per second at fixed concurrency, proxy CPU per connection
  * (utime+stime from /proc), bulk throughput over one long connection, allowlist sizes.
@@ -37,6 +38,7 @@ import {
 import { benchAllowlist } from './lib/allowlist.ts';
 import { describeEnvironment, type Environment } from './lib/env.ts';
 import { BenchmarkError } from './lib/errors.ts';
+import { type HaproxyBuild, resolveHaproxyBuilds } from './lib/haproxy-builds.ts';
 import { type LoadGenerator, startNodeLoadGenerator, type TlsTarget } from './lib/loadgen.ts';
 import { buildNativeLoadGenerator, nativeLoadGenerator } from './lib/native-loadgen.ts';
 import { type RunningNginx, renderSniProxyNginx, renderUpstreamNginx, startNginx } from './lib/nginx.ts';
@@ -70,6 +72,8 @@ export interface ConnectionResult {
    * `<name>:reference` is the rendered configuration measured right after variant `<name>`.
    */
   variant?: string;
+  /** The gateway's HAProxy release (`3.2.0`); absent on the other paths. */
+  haproxy?: string;
   /** Which alternating round (0, 1, …) the run belongs to. */
   round: number;
   /** Random allowlist entries besides the client's own. */
@@ -94,6 +98,7 @@ export interface ConnectionResult {
 export interface BulkResult {
   path: PathName;
   variant?: string;
+  haproxy?: string;
   bytes: number;
   repeats: {
     seconds: number;
@@ -125,6 +130,8 @@ export interface DataplaneResults {
   mode: 'full' | 'quick';
   environment: Environment & { loadAverage1mAtEnd: number };
   plan: DataplanePlan;
+  /** The HAProxy builds the gateway ran on, the image's release first. */
+  gateways: Omit<HaproxyBuild, 'binary'>[];
   setup: Record<string, string>;
   /** A source on no list must be refused by both proxies (checked before measuring). */
   refusesUnlistedSource: { gateway: boolean; nginx: boolean };
@@ -196,6 +203,8 @@ export async function runDataplane(argv: string[]): Promise<number> {
       out: { type: 'string' },
       concurrency: { type: 'string' },
       generator: { type: 'string', default: 'native' },
+      haproxy: { type: 'string' },
+      'compare-haproxy': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     allowPositionals: false,
@@ -209,6 +218,8 @@ export async function runDataplane(argv: string[]): Promise<number> {
         '  --explore   also measure gateway variants (settings the renderer does not make by default)',
         `  --variants a,b  only these --explore variants (implies --explore): ${GATEWAY_VARIANTS.map((v) => v.name).join(', ')}`,
         '  --generator native (default: tlsload.c, built with cc; falls back to node) | node',
+        "  --haproxy BIN   the gateway's HAProxy (default: the image's release, built by scripts/build-haproxy.sh once)",
+        '  --compare-haproxy a,b|none  other HAProxy binaries measured beside it (default: haproxy on PATH when another release)',
       ].join('\n'),
     );
     return 0;
@@ -226,7 +237,14 @@ export async function runDataplane(argv: string[]): Promise<number> {
   if (values.generator !== 'native' && values.generator !== 'node') {
     throw new BenchmarkError(`--generator must be native or node, got ${values.generator}`);
   }
-  const results = await measure(plan, values.generator);
+  const builds = resolveHaproxyBuilds(
+    {
+      ...(values.haproxy !== undefined ? { image: values.haproxy } : {}),
+      ...(values['compare-haproxy'] !== undefined ? { compare: values['compare-haproxy'] } : {}),
+    },
+    (text) => console.error(`[dataplane] ${text}`),
+  );
+  const results = await measure(plan, values.generator, builds);
   await mkdir(join(out, '..'), { recursive: true });
   await writeFile(out, `${JSON.stringify(results, null, 2)}\n`);
   const markdown = renderMarkdown(results);
@@ -240,9 +258,15 @@ export function roundOrder<T>(items: readonly T[], round: number): T[] {
   return round % 2 === 0 ? [...items] : [...items].reverse();
 }
 
-async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promise<DataplaneResults> {
+async function measure(
+  plan: DataplanePlan,
+  preferred: 'native' | 'node',
+  builds: readonly HaproxyBuild[],
+): Promise<DataplaneResults> {
   const startedAt = new Date().toISOString();
-  const environment = describeEnvironment();
+  const image = builds[0];
+  if (image === undefined) throw new BenchmarkError('no HAProxy build to measure');
+  const environment = describeEnvironment(builds.map((b) => b.banner).join('; '));
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-bench-'));
   const cleanups: (() => Promise<void>)[] = [];
   const log = (text: string) => console.error(`[dataplane] ${text}`);
@@ -322,6 +346,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
       proxyPid: number | undefined,
       round: number,
       variant?: string,
+      haproxy?: string,
     ): Promise<ConnectionResult> => {
       let before: Snapshot | undefined;
       let after: Snapshot | undefined;
@@ -348,6 +373,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
       const result: ConnectionResult = {
         path,
         ...(variant !== undefined ? { variant } : {}),
+        ...(haproxy !== undefined ? { haproxy } : {}),
         round,
         allowlistEntries: entries,
         connections: run.connections,
@@ -368,7 +394,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
         dnsQueries: after.dns - before.dns,
       };
       log(
-        `${path}${variant ? `[${variant}]` : ''} entries=${entries}: ${fmt(result.connectionsPerSecond)} conn/s, ` +
+        `${label(result)} entries=${entries}: ${fmt(result.connectionsPerSecond)} conn/s, ` +
           `proxy ${fmt(result.cpuMicrosPerConnection.proxy)} µs/conn, upstream ${fmt(result.cpuMicrosPerConnection.upstream)}, ` +
           `generator ${fmt(result.cpuMicrosPerConnection.generator)}, busy ${fmt(result.machineBusy * 100)}%, ` +
           `DNS queries ${result.dnsQueries}, errors ${result.errors}${result.errors > 0 ? ` (${result.errorSamples.join('; ')})` : ''}`,
@@ -395,27 +421,37 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
       };
     };
 
-    const bulkResult = (path: PathName, rows: BulkResult['repeats'], variant?: string): BulkResult => {
+    const bulkResult = (
+      path: PathName,
+      rows: BulkResult['repeats'],
+      variant?: string,
+      haproxy?: string,
+    ): BulkResult => {
       const proxyCpu = rows.map((r) => r.proxyCpuMicrosPerMiB).filter((v): v is number => v !== null);
       const result: BulkResult = {
         path,
         ...(variant !== undefined ? { variant } : {}),
+        ...(haproxy !== undefined ? { haproxy } : {}),
         bytes: plan.bulkBytes,
         repeats: rows,
         mibPerSecond: median(rows.map((r) => r.mibPerSecond)),
         proxyCpuMicrosPerMiB: proxyCpu.length === 0 ? null : median(proxyCpu),
       };
       log(
-        `${path}${variant ? `[${variant}]` : ''} bulk: ${fmt(result.mibPerSecond)} MiB/s (median of ${rows.length}), ` +
+        `${label(result)} bulk: ${fmt(result.mibPerSecond)} MiB/s (median of ${rows.length}), ` +
           `proxy ${fmt(result.proxyCpuMicrosPerMiB)} µs/MiB`,
       );
       return result;
     };
 
-    const startGateway = async (entries: number, variant: GatewayVariant | undefined): Promise<Proxy> => {
+    const startGateway = async (
+      entries: number,
+      variant: GatewayVariant | undefined,
+      build: HaproxyBuild = image,
+    ): Promise<Proxy> => {
       const root = join(
         dir,
-        `gateway-${entries}-${variant?.name ?? 'rendered'}-${randomBytes(3).toString('hex')}`,
+        `gateway-${build.version}-${entries}-${variant?.name ?? 'rendered'}-${randomBytes(3).toString('hex')}`,
       );
       const layout = gatewayLayout(root);
       const tlsPort = await freePort(HOSTS.client);
@@ -450,7 +486,11 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
         });
       }
       await writeGateway(root, rendered);
-      const haproxy: RunningHaproxy = await startHaproxy({ layout, readyTimeoutMs: 30_000 });
+      const haproxy: RunningHaproxy = await startHaproxy({
+        layout,
+        binary: build.binary,
+        readyTimeoutMs: 30_000,
+      });
       try {
         await haproxy.waitReady();
       } catch (error) {
@@ -498,6 +538,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
       target: TlsTarget;
       pid: number | undefined;
       variant?: string;
+      haproxy?: string;
     }
     const direct: Leg = {
       path: 'direct',
@@ -507,16 +548,24 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
     };
     const legs: Leg[] = [direct];
     for (const [i, entries] of plan.allowlistSizes.entries()) {
-      const gateway = await startGateway(entries, undefined);
+      for (const build of builds) {
+        const gateway = await startGateway(entries, undefined, build);
+        legs.push({
+          path: 'gateway',
+          entries,
+          target: gateway.target,
+          pid: gateway.pid,
+          haproxy: build.version,
+        });
+      }
       const nginx = await startNginxProxy(entries, nginxHosts[i]!);
-      legs.push(
-        { path: 'gateway', entries, target: gateway.target, pid: gateway.pid },
-        { path: 'nginx', entries, target: nginx.target, pid: nginx.pid },
-      );
+      legs.push({ path: 'nginx', entries, target: nginx.target, pid: nginx.pid });
     }
     const smallest = plan.allowlistSizes[0] ?? 0;
-    const baseline = (path: PathName) =>
-      legs.find((l) => l.path === path && l.entries === smallest && l.variant === undefined)!;
+    const baseline = (path: PathName, haproxy = path === 'gateway' ? image.version : undefined) =>
+      legs.find(
+        (l) => l.path === path && l.entries === smallest && l.variant === undefined && l.haproxy === haproxy,
+      )!;
     // The sizing alternative (one HAProxy thread) runs in the rounds too, so that the ratio
     // table can show where it lands next to the rendered gateway (see README).
     const proposed = GATEWAY_VARIANTS.find((v) => v.name === plan.proposedVariant);
@@ -530,11 +579,14 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
           target: gateway.target,
           pid: gateway.pid,
           variant: proposed.name,
+          haproxy: image.version,
         });
       }
     }
     const refusesUnlistedSource = {
-      gateway: await refused(baseline('gateway').target, HOSTS.stranger),
+      gateway: (
+        await Promise.all(builds.map((b) => refused(baseline('gateway', b.version).target, HOSTS.stranger)))
+      ).every(Boolean),
       nginx: await refused(baseline('nginx').target, HOSTS.stranger),
     };
     log(
@@ -548,20 +600,20 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
     for (let round = 0; round < plan.rounds; round++) {
       for (const leg of roundOrder(legs, round)) {
         connections.push(
-          await connectionsRun(leg.path, leg.entries, leg.target, leg.pid, round, leg.variant),
+          await connectionsRun(leg.path, leg.entries, leg.target, leg.pid, round, leg.variant, leg.haproxy),
         );
       }
     }
     // The --explore runs below reuse variant names; the proposal's figures come from the rounds.
     const roundRuns = [...connections];
-    const bulkLegs = [direct, baseline('gateway'), baseline('nginx')];
-    const bulkRows = new Map<PathName, BulkResult['repeats']>(bulkLegs.map((leg) => [leg.path, []]));
+    const bulkLegs = [direct, ...builds.map((b) => baseline('gateway', b.version)), baseline('nginx')];
+    const bulkRows = new Map<Leg, BulkResult['repeats']>(bulkLegs.map((leg) => [leg, []]));
     for (let repeat = 0; repeat < plan.bulkRepeats; repeat++) {
       for (const leg of roundOrder(bulkLegs, repeat)) {
-        bulkRows.get(leg.path)!.push(await bulkOnce(leg.path, leg.target, leg.pid));
+        bulkRows.get(leg)!.push(await bulkOnce(leg.path, leg.target, leg.pid));
       }
     }
-    const bulk = bulkLegs.map((leg) => bulkResult(leg.path, bulkRows.get(leg.path)!));
+    const bulk = bulkLegs.map((leg) => bulkResult(leg.path, bulkRows.get(leg)!, undefined, leg.haproxy));
 
     // Each variant runs right next to the rendered configuration, so the comparison is between
     // neighbours in time rather than between the start and the end of the benchmark.
@@ -578,6 +630,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
             gateway.pid,
             0,
             variant.name,
+            image.version,
           );
           const reference = await connectionsRun(
             'gateway',
@@ -586,13 +639,14 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
             rendered.pid,
             0,
             `${variant.name}:reference`,
+            image.version,
           );
           const triedBulk = await bulkOnce('gateway', gateway.target, gateway.pid);
           const referenceBulk = await bulkOnce('gateway', rendered.target, rendered.pid);
           connections.push(tried, reference);
           bulk.push(
-            bulkResult('gateway', [triedBulk], variant.name),
-            bulkResult('gateway', [referenceBulk], `${variant.name}:reference`),
+            bulkResult('gateway', [triedBulk], variant.name, image.version),
+            bulkResult('gateway', [referenceBulk], `${variant.name}:reference`, image.version),
           );
           variants.push({
             name: variant.name,
@@ -619,7 +673,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
       }
     }
 
-    const summary = summarise(connections, bulk);
+    const summary = summarise(connections, bulk, image.version);
     const proposedRuns = (entries: number) =>
       roundRuns.filter((r) => r.variant === plan.proposedVariant && r.allowlistEntries === entries);
     const proposedCpu = (entries: number) =>
@@ -644,6 +698,7 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
       mode: plan.quick ? 'quick' : 'full',
       environment: { ...environment, loadAverage1mAtEnd: loadavg()[0] ?? 0 },
       plan,
+      gateways: builds.map(({ binary: _binary, ...build }) => build),
       setup: {
         upstream: `nginx ${plan.upstreamWorkers} workers, TLS 1.3, ECDSA P-256, no session cache/tickets, return 200 / sparse file`,
         generator:
@@ -651,7 +706,8 @@ async function measure(plan: DataplanePlan, preferred: 'native' | 'node'): Promi
             ? `${plan.generatorWorkers} tlsload processes (C, epoll, OpenSSL), full TLS 1.3 handshakes, certificate not verified`
             : `${plan.generatorWorkers} Node.js processes, node:tls, full handshakes, certificate not verified (${generatorNote})`,
         gateway:
-          'renderGateway(parseFleetConfig(…)) + startHaproxy (image args); access log on stdout as in production',
+          `renderGateway(parseFleetConfig(…)) + startHaproxy (image args); access log on stdout as in production; ` +
+          `HAProxy ${builds.map((b) => `${b.version} (${b.role})`).join(', ')}`,
         nginx:
           'stream { ssl_preread; proxy_pass $ssl_preread_server_name:$server_port; resolver; allow …; deny all; }',
         allowlist: 'random /32 and /24 IPv4 entries (seeded) + the client in the middle of the list',
@@ -682,41 +738,63 @@ function mean(values: readonly number[]): number {
 
 /**
  * Collapses the runs of the rendered configuration into the per-path figures the ratios need:
- * the mean over the alternating rounds (the `--explore` variants are left out).
+ * the mean over the alternating rounds (the `--explore` variants are left out). Gateway runs on
+ * `imageHaproxy` (or with no release recorded) are the gateway; runs on any other release go to
+ * `comparedGateways` under that release.
  */
 export function summarise(
   connections: readonly ConnectionResult[],
   bulk: readonly BulkResult[],
+  imageHaproxy?: string,
 ): DataplaneSummary {
   const main = (r: { variant?: string }) => r.variant === undefined;
-  const runs = (path: PathName, entries?: number) =>
-    connections.filter(
-      (r) => r.path === path && main(r) && (entries === undefined || r.allowlistEntries === entries),
-    );
-  const path = (name: 'gateway' | 'nginx') => {
+  const onImage = (r: { haproxy?: string }) =>
+    r.haproxy === undefined || imageHaproxy === undefined || r.haproxy === imageHaproxy;
+  const path = (name: PathName, release: (r: { haproxy?: string }) => boolean = () => true) => {
+    const chosen = (r: ConnectionResult | BulkResult) => r.path === name && main(r) && release(r);
+    const runs = connections.filter(chosen);
     const bySize: DataplaneSummary['gateway']['bySize'] = {};
-    for (const entries of new Set(runs(name).map((r) => r.allowlistEntries))) {
-      const same = runs(name, entries);
+    for (const entries of new Set(runs.map((r) => r.allowlistEntries))) {
+      const same = runs.filter((r) => r.allowlistEntries === entries);
       bySize[entries] = {
         connectionsPerSecond: mean(same.map((r) => r.connectionsPerSecond)),
         cpuMicrosPerConnection: mean(same.map((r) => r.cpuMicrosPerConnection.proxy ?? Number.NaN)),
       };
     }
-    return { bySize, bulkMiBps: bulk.find((b) => b.path === name && main(b))?.mibPerSecond ?? Number.NaN };
+    return {
+      bySize,
+      connectionsPerSecond: mean(runs.map((r) => r.connectionsPerSecond)),
+      bulkMiBps: bulk.find(chosen)?.mibPerSecond ?? Number.NaN,
+    };
   };
+  const direct = path('direct');
+  const compared = new Set(
+    connections
+      .filter((r) => r.path === 'gateway' && r.haproxy !== undefined && !onImage(r))
+      .map((r) => r.haproxy!),
+  );
   return {
-    direct: {
-      connectionsPerSecond: mean(runs('direct').map((r) => r.connectionsPerSecond)),
-      bulkMiBps: bulk.find((b) => b.path === 'direct' && main(b))?.mibPerSecond ?? Number.NaN,
-    },
-    gateway: path('gateway'),
+    direct: { connectionsPerSecond: direct.connectionsPerSecond, bulkMiBps: direct.bulkMiBps },
+    gateway: path('gateway', onImage),
     nginx: path('nginx'),
+    ...(imageHaproxy !== undefined ? { gatewayRelease: imageHaproxy } : {}),
+    comparedGateways: Object.fromEntries(
+      [...compared].map((release) => {
+        const { bySize, bulkMiBps } = path('gateway', (r) => r.haproxy === release);
+        return [release, { bySize, bulkMiBps }];
+      }),
+    ),
   };
+}
+
+/** `gateway (HAProxy 3.2.0, threads-1)`, `nginx`, … */
+function label(r: { path: string; variant?: string; haproxy?: string }): string {
+  const parts = [r.haproxy === undefined ? undefined : `HAProxy ${r.haproxy}`, r.variant].filter(Boolean);
+  return parts.length === 0 ? r.path : `${r.path} (${parts.join(', ')})`;
 }
 
 /** Raw figures and the ratio table, as printed and as written next to the JSON. */
 export function renderMarkdown(results: DataplaneResults): string {
-  const label = (r: { path: string; variant?: string }) => (r.variant ? `${r.path} (${r.variant})` : r.path);
   const connectionRows = results.connections.map((r) => {
     const split = r.proxyUserSystemMicros;
     return (
@@ -740,7 +818,7 @@ export function renderMarkdown(results: DataplaneResults): string {
   return [
     `## Dataplane benchmark (${results.mode}, ${results.startedAt})`,
     '',
-    `${env.cores} × ${env.cpuModel}, ${env.kernel}, ${env.haproxy.replace(/ - https.*/, '')}, ${env.nginx}, ` +
+    `${env.cores} × ${env.cpuModel}, ${env.kernel}, ${env.haproxy.replace(/ - https[^;]*/g, '')}, ${env.nginx}, ` +
       `${env.openssl}, Node.js ${env.node}; load average ${env.loadAverage1m.toFixed(1)} → ${env.loadAverage1mAtEnd.toFixed(1)}; ` +
       `perf instructions: ${env.perfInstructions}. Concurrency ${results.plan.concurrency}, ` +
       `${results.plan.durationMs / 1000} s windows after ${results.plan.warmupMs / 1000} s warm-up, ` +

@@ -30,13 +30,14 @@ export function perfStatus(output: string | undefined): Environment['perfInstruc
   return 'available';
 }
 
-export function describeEnvironment(): Environment {
+/** @param haproxy what the gateway ran on (its `-v` banners); default `haproxy -v` from PATH. */
+export function describeEnvironment(haproxy?: string): Environment {
   // perf prints its counters on stderr.
   const perf = spawnSync('perf', ['stat', '-e', 'instructions', 'true'], { encoding: 'utf8', timeout: 5000 });
   const cpus = os.cpus();
   return {
     node: process.version,
-    haproxy: firstLine('haproxy', ['-v']),
+    haproxy: haproxy ?? firstLine('haproxy', ['-v']),
     nginx: firstLine('nginx', ['-v']),
     openssl: firstLine('openssl', ['version']),
     kernel: `${os.type()} ${os.release()}`,

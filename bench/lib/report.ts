@@ -19,8 +19,12 @@ export interface Ratio {
 /** Per-path figures the ratios are computed from. */
 export interface DataplaneSummary {
   direct: { connectionsPerSecond: number; bulkMiBps: number };
+  /** On the image's HAProxy release (`gatewayRelease`). */
   gateway: PathSummary;
   nginx: PathSummary;
+  gatewayRelease?: string;
+  /** The gateway on other HAProxy releases, keyed by release (`2.6.12`), same rounds. */
+  comparedGateways?: Record<string, PathSummary>;
 }
 
 export interface PathSummary {
@@ -127,6 +131,60 @@ export function computeRatios(
             note: 'alternative fleet setting',
           },
         ]),
+    ...Object.entries(summary.comparedGateways ?? {}).flatMap(([release, other]) =>
+      comparedRatios(summary, release, other, smallest, largest),
+    ),
+  ];
+}
+
+/** The gateway on another HAProxy release against the image's release and NGINX (no targets). */
+function comparedRatios(
+  summary: DataplaneSummary,
+  release: string,
+  other: PathSummary,
+  smallest: number,
+  largest: number,
+): Ratio[] {
+  const image = summary.gatewayRelease ?? 'image release';
+  const note = `the gateway on HAProxy ${release}; no target`;
+  return [
+    {
+      name: `gateway on ${release} / on ${image} CPU per connection (${smallest} entries)`,
+      value: div(
+        other.bySize[smallest]?.cpuMicrosPerConnection,
+        summary.gateway.bySize[smallest]?.cpuMicrosPerConnection,
+      ),
+      note,
+    },
+    {
+      name: `gateway on ${release} / on ${image} CPU per connection (${largest} entries)`,
+      value: div(
+        other.bySize[largest]?.cpuMicrosPerConnection,
+        summary.gateway.bySize[largest]?.cpuMicrosPerConnection,
+      ),
+      note,
+    },
+    {
+      name: `gateway on ${release} / on ${image} new connections per second (${smallest} entries)`,
+      value: div(
+        other.bySize[smallest]?.connectionsPerSecond,
+        summary.gateway.bySize[smallest]?.connectionsPerSecond,
+      ),
+      note,
+    },
+    {
+      name: `gateway on ${release} / on ${image} bulk throughput`,
+      value: div(other.bulkMiBps, summary.gateway.bulkMiBps),
+      note,
+    },
+    {
+      name: `gateway on ${release} / NGINX CPU per connection (${smallest} entries)`,
+      value: div(
+        other.bySize[smallest]?.cpuMicrosPerConnection,
+        summary.nginx.bySize[smallest]?.cpuMicrosPerConnection,
+      ),
+      note,
+    },
   ];
 }
 
