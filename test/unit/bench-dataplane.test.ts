@@ -327,6 +327,7 @@ describe('renderMarkdown', () => {
         perfInstructions: 'unsupported',
       },
       plan: dataplanePlan({ quick: true, cores: 2 }),
+      gateways: [{ version: '2.6.12', banner: 'HAProxy version 2.6.12', role: 'image' }],
       setup: {},
       refusesUnlistedSource: { gateway: true, nginx: true },
       connections,
