@@ -62,6 +62,22 @@ export class TaskUnreachable extends PortcullisError {
   }
 }
 
+/**
+ * A nudge whose signature the sidecar refused (HTTP 401): signed with another key than the task
+ * verifies with, outside the nudge window (clocks apart), or a replay. The sidecar throws it with
+ * the failed check as `reason`; the task client when a sidecar answers 401. Not retryable as
+ * such: fix the nudge-key secret (or the clock) first.
+ */
+export class NudgeUnauthorized extends PortcullisError {
+  /** `bad-signature`, `stale`, `replay`, … when the sidecar named the check. */
+  readonly reason: string | undefined;
+  constructor(message: string, options?: ErrorOptions & { reason?: string }) {
+    super(message, options);
+    this.name = 'NudgeUnauthorized';
+    this.reason = options?.reason;
+  }
+}
+
 /** A task answered, but serves something other than what was asked of it. */
 export class ServedVersionMismatch extends PortcullisError {
   constructor(message: string, options?: ErrorOptions) {

@@ -66,7 +66,6 @@ export {
   type Invalid,
   isSelfSigned,
   keyMatchesCertificate,
-  renewalDue,
   type ServingBundleCode,
   type ServingBundleInput,
   type ServingBundleResult,

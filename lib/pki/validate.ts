@@ -180,26 +180,6 @@ export function checkKeyPolicy(
   };
 }
 
-/**
- * When a certificate should be renewed: at two thirds of its lifetime, or `renewBefore`
- * seconds before it expires, whichever comes first.
- */
-export function renewalDue(
-  input: CertificateLike | { notBefore: Date; notAfter: Date },
-  options: { now?: Date; renewBefore?: number } = {},
-): { due: boolean; at: Date } {
-  const { notBefore, notAfter } =
-    typeof input === 'string' || input instanceof X509Certificate
-      ? { notBefore: toCertificate(input).validFromDate, notAfter: toCertificate(input).validToDate }
-      : input;
-  const start = notBefore.getTime();
-  const end = notAfter.getTime();
-  let at = start + ((end - start) * 2) / 3;
-  if (options.renewBefore !== undefined) at = Math.min(at, end - options.renewBefore * 1000);
-  const due = (options.now ?? new Date()).getTime() >= at;
-  return { due, at: new Date(at) };
-}
-
 /** Input for {@link verifyChain}: one PEM text (may hold several certificates) or a list. */
 export type CertificateSet = string | readonly CertificateLike[];
 

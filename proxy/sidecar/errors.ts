@@ -36,19 +36,20 @@ export class ApplyFailed extends PortcullisError {
 }
 
 /** The nudge was not signed with the fleet's nudge key, is outside the window, or a replay. HTTP 401. */
-export class NudgeUnauthorized extends PortcullisError {
-  readonly reason: string;
-  constructor(reason: string) {
-    super(`nudge refused: ${reason}`);
-    this.name = 'NudgeUnauthorized';
-    this.reason = reason;
-  }
-}
+export { NudgeUnauthorized } from '../../lib/errors.ts';
 
 /** The sidecar cannot act yet (no valid fleet config, nudge key not loaded). HTTP 503. */
 export class SidecarNotReady extends PortcullisError {
   constructor(message: string) {
     super(message);
     this.name = 'SidecarNotReady';
+  }
+}
+
+/** A metric family declared twice differently, or a sample whose labels do not match its family. A bug, not an input error. */
+export class MetricsError extends PortcullisError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MetricsError';
   }
 }

@@ -819,7 +819,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
     const check = verifyNudge(key, headers, body, now().getTime(), replay);
     if (check.kind === 'invalid') {
       log.warn('nudge refused', { reason: check.reason });
-      const error = new NudgeUnauthorized(check.reason);
+      const error = new NudgeUnauthorized(`nudge refused: ${check.reason}`, { reason: check.reason });
       return errorReply(401, error.name, error.message);
     }
     let request: { secretId?: unknown; versionId?: unknown };

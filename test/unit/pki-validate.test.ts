@@ -13,7 +13,6 @@ import {
   issueCertificate,
   type KeyPair,
   keyMatchesCertificate,
-  renewalDue,
   validateCrl,
   validateServingBundle,
   validateTrustBundle,
@@ -393,38 +392,6 @@ describe('certificateInfo', () => {
     expect(() => certificateInfo('nope')).toThrow(
       expect.objectContaining({ name: 'CertificateValidationError', code: 'pem-invalid' }),
     );
-  });
-});
-
-describe('renewalDue', () => {
-  const notBefore = new Date('2026-01-01T00:00:00Z');
-  const notAfter = new Date('2026-01-31T00:00:00Z');
-  const twoThirds = new Date('2026-01-21T00:00:00Z');
-
-  it.each([
-    ['before two thirds of the lifetime', new Date('2026-01-20T23:59:59Z'), undefined, false, twoThirds],
-    ['at two thirds of the lifetime', twoThirds, undefined, true, twoThirds],
-    [
-      'when renewBefore comes earlier',
-      new Date('2026-01-16T00:00:00Z'),
-      15 * 86_400,
-      true,
-      new Date('2026-01-16T00:00:00Z'),
-    ],
-    [
-      'when renewBefore comes later, not before two thirds',
-      new Date('2026-01-20T00:00:00Z'),
-      86_400,
-      false,
-      twoThirds,
-    ],
-  ])('is due %s? (%s)', (_name, at, renewBefore, due, expectedAt) => {
-    expect(renewalDue({ notBefore, notAfter }, { now: at, renewBefore })).toEqual({ due, at: expectedAt });
-  });
-
-  it('reads the dates from a certificate', async () => {
-    const issued = await leaf({ notBefore, notAfter });
-    expect(renewalDue(issued.certificatePem, { now: twoThirds })).toEqual({ due: true, at: twoThirds });
   });
 });
 
