@@ -21,6 +21,7 @@ import { NotFoundError } from '../../lib/errors.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { coversHostnames } from '../../lib/pki/index.ts';
 import { type SecretStore, Stage, type TaskStatus } from '../../lib/ports.ts';
+import { renewalTime } from '../../lib/rotation/due.ts';
 import { verifyNudge } from '../../lib/secrets/index.ts';
 import {
   type GatewayLayout,
@@ -45,7 +46,15 @@ import {
 import { type SidecarConfig, taskFleetConfig } from './config.ts';
 import { ApplyFailed, ContentRejected, NudgeUnauthorized, SidecarNotReady } from './errors.ts';
 import { jsonLogger, type Logger } from './log.ts';
-import { parseStickTable, renderMetrics, type TlsCounters, tlsCountersFrom } from './metrics.ts';
+import {
+  type MetricsContributor,
+  parseStickTable,
+  ReloadSafeCounters,
+  reloadSafeTls,
+  renderMetrics,
+  type TlsCounters,
+  tlsCountersFrom,
+} from './metrics.ts';
 import { type AdminServer, errorReply, type Reply, startAdminServer } from './server.ts';
 import {
   initialState,
@@ -76,6 +85,8 @@ export interface SidecarDeps {
   write?: (line: string) => void;
   now?: () => Date;
   random?: () => number;
+  /** Families added to every `/metrics` scrape after the sidecar's own (see `metrics.ts`). */
+  metrics?: readonly MetricsContributor[];
 }
 
 export interface RunningSidecar {
@@ -432,7 +443,12 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
           loadedCertificates(fleet).has(ref.name),
         );
         material.certificates.set(ref.name, checked);
-        return { serial: checked.serial, notAfter: checked.notAfter };
+        const renewBeforeDays = fleet.certificates.find((c) => c.name === ref.name)?.renewBeforeDays;
+        return {
+          serial: checked.serial,
+          notAfter: checked.notAfter,
+          renewAt: renewalTime(checked.info, renewBeforeDays).toISOString(),
+        };
       }
       case 'allowlist': {
         if (fleet === undefined) throw new Rejection('config-invalid', 'no fleet config');
@@ -874,6 +890,10 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
 
   // ---- metrics -----------------------------------------------------------------------------
 
+  /** TLS counters summed over HAProxy reloads (each worker's stick table starts at 0). */
+  const tlsTotals = new ReloadSafeCounters();
+  /** Families other parts of the sidecar add to every scrape. */
+  const contributors: MetricsContributor[] = [...(deps.metrics ?? [])];
   const metrics = async (): Promise<string> => {
     let tls: TlsCounters | undefined;
     if (
@@ -882,6 +902,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
       terminateRoutes(material.fleet).length > 0
     ) {
       try {
+        const pid = (await runtime.showInfo()).pid;
         tls = tlsCountersFrom(parseStickTable(await runtime.execute(command('show table', TERMINATE.table))));
         // Routes without traffic have no table entry yet: show them at 0.
         for (const { route } of terminateRoutes(material.fleet)) {
@@ -893,11 +914,12 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
             failVerifySan: 0,
           };
         }
+        tls = reloadSafeTls(tlsTotals, pid, tls);
       } catch (error) {
         log.warn('tls counters unavailable', { error: message(error) });
       }
     }
-    return renderMetrics(state, tls);
+    return renderMetrics(state, { tls, contributors });
   };
 
   // ---- lifecycle ---------------------------------------------------------------------------

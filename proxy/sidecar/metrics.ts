@@ -1,10 +1,247 @@
 /**
  * Prometheus text for `GET /metrics`: the sidecar's own gauges and counters from its state, and
  * the terminate routes' TLS counters read from HAProxy's `st_terminate` stick table (see
- * `proxy/haproxy/render-terminate.ts` for why they live there). Pure: text in, text out.
+ * `proxy/haproxy/render-terminate.ts` for why they live there).
+ *
+ * Every family is declared once in {@link SIDECAR_FAMILIES} (or by a contributor through
+ * {@link MetricsRegistry.family}) with its type, help and label names; samples are added to the
+ * registry in any order and {@link MetricsRegistry.render} writes each family's `# HELP`/`# TYPE`
+ * followed by all its samples, so families never interleave and a family's label set never
+ * varies. Label values stay bounded: versions and serials appear only on `…_info` gauges, one
+ * series per object at a time, never on a counter or on the refusal gauge.
+ *
+ * Counters read from HAProxy restart at 0 when it reloads (a new worker, new stick tables);
+ * {@link ReloadSafeCounters} keeps the sum in the sidecar, so what Prometheus sees only grows.
  */
 import { TLS_COUNTER, type TlsCounter } from '../haproxy/render-terminate.ts';
-import { Phase, type SidecarState } from './state.ts';
+import { MetricsError } from './errors.ts';
+import { type ObjectState, Phase, type SidecarState } from './state.ts';
+
+export type MetricType = 'gauge' | 'counter';
+
+/** One metric family: name, type, help and the exact label names every sample carries. */
+export interface MetricFamily {
+  readonly name: string;
+  readonly type: MetricType;
+  readonly help: string;
+  readonly labels: readonly string[];
+}
+
+/** Label names to values for one sample. */
+export type Labels = Readonly<Record<string, string>>;
+
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+/** Escapes a label value (backslash, quote, newline) as the exposition format wants. */
+export function labelValue(text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/** Escapes `# HELP` text (backslash, newline). */
+function helpText(text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+/** A sample value as the format writes it (`+Inf`, `-Inf`, `NaN`, else the number). */
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (value === Number.POSITIVE_INFINITY) return '+Inf';
+  if (value === Number.NEGATIVE_INFINITY) return '-Inf';
+  return String(value);
+}
+
+function sameFamily(a: MetricFamily, b: MetricFamily): boolean {
+  return (
+    a.type === b.type &&
+    a.help === b.help &&
+    a.labels.length === b.labels.length &&
+    a.labels.every((l, i) => l === b.labels[i])
+  );
+}
+
+/**
+ * The families and samples of one exposition. Families render in the order they were declared;
+ * samples of a family sorted by their label values.
+ * @example
+ * const registry = new MetricsRegistry();
+ * registry.set(registry.family({ name: 'x_total', type: 'counter', help: 'X.', labels: ['reason'] }), { reason: 'a' }, 3);
+ * registry.render(); // "# HELP x_total X.\n# TYPE x_total counter\nx_total{reason=\"a\"} 3\n"
+ */
+export class MetricsRegistry {
+  readonly #families = new Map<string, { family: MetricFamily; samples: Map<string, number> }>();
+
+  /**
+   * Declares a family (idempotent for the same declaration). Throws `MetricsError` for an
+   * invalid name or label, a counter not named `…_total`, or a second, different declaration.
+   */
+  family(family: MetricFamily): MetricFamily {
+    const known = this.#families.get(family.name);
+    if (known !== undefined) {
+      if (!sameFamily(known.family, family))
+        throw new MetricsError(`metric family ${family.name} declared twice, differently`);
+      return known.family;
+    }
+    if (!METRIC_NAME.test(family.name)) throw new MetricsError(`invalid metric name ${family.name}`);
+    if (family.type === 'counter' && !family.name.endsWith('_total'))
+      throw new MetricsError(`counter ${family.name} must end in _total`);
+    for (const label of family.labels) {
+      if (!LABEL_NAME.test(label) || label.startsWith('__'))
+        throw new MetricsError(`invalid label name ${label} on ${family.name}`);
+    }
+    if (new Set(family.labels).size !== family.labels.length)
+      throw new MetricsError(`repeated label name on ${family.name}`);
+    this.#families.set(family.name, { family, samples: new Map() });
+    return family;
+  }
+
+  /** Sets the sample of `family` with `labels` (exactly the family's label names). */
+  set(family: MetricFamily, labels: Labels, value: number): void {
+    this.#samples(family, labels).samples.set(this.#key(family, labels), value);
+  }
+
+  /** Adds `value` to the sample of `family` with `labels` (0 when absent). */
+  add(family: MetricFamily, labels: Labels, value: number): void {
+    const entry = this.#samples(family, labels);
+    const key = this.#key(family, labels);
+    entry.samples.set(key, (entry.samples.get(key) ?? 0) + value);
+  }
+
+  /** The text exposition (format 0.0.4), ending in a newline. */
+  render(): string {
+    const out: string[] = [];
+    for (const { family, samples } of this.#families.values()) {
+      out.push(`# HELP ${family.name} ${helpText(family.help)}`, `# TYPE ${family.name} ${family.type}`);
+      for (const [key, value] of [...samples.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+        out.push(`${family.name}${key} ${formatValue(value)}`);
+      }
+    }
+    return `${out.join('\n')}\n`;
+  }
+
+  #samples(family: MetricFamily, labels: Labels) {
+    this.family(family);
+    const entry = this.#families.get(family.name)!;
+    const names = Object.keys(labels);
+    if (names.length !== family.labels.length || !family.labels.every((l) => l in labels)) {
+      throw new MetricsError(
+        `${family.name} takes labels [${family.labels.join(', ')}], got [${names.join(', ')}]`,
+      );
+    }
+    return entry;
+  }
+
+  #key(family: MetricFamily, labels: Labels): string {
+    if (family.labels.length === 0) return '';
+    return `{${family.labels.map((l) => `${l}="${labelValue(labels[l] ?? '')}"`).join(',')}}`;
+  }
+}
+
+/**
+ * Adds samples of families it declares itself (`registry.family(…)`) to a scrape. Given to
+ * {@link renderMetrics}; runs after the sidecar's own families, so its families follow them.
+ */
+export type MetricsContributor = (registry: MetricsRegistry) => void;
+
+/** The sidecar's own families. Names and label sets are the contract dashboards and alarms use. */
+export const SIDECAR_FAMILIES = {
+  ready: {
+    name: 'portcullis_sidecar_ready',
+    type: 'gauge',
+    help: '1 when HAProxy serves the applied state and its ready flag is set.',
+    labels: [],
+  },
+  rendered: {
+    name: 'portcullis_sidecar_rendered',
+    type: 'gauge',
+    help: '1 once valid state was rendered for HAProxy.',
+    labels: [],
+  },
+  startError: {
+    name: 'portcullis_sidecar_start_error',
+    type: 'gauge',
+    help: '1 while the start is blocked, labelled with the check code.',
+    labels: ['code'],
+  },
+  applies: {
+    name: 'portcullis_sidecar_applies_total',
+    type: 'counter',
+    help: 'Applies by object kind, result and refusal reason.',
+    labels: ['kind', 'result', 'reason'],
+  },
+  lastApplyOk: {
+    name: 'portcullis_sidecar_last_apply_ok',
+    type: 'gauge',
+    help: '1 when the last apply (of any object) succeeded.',
+    labels: [],
+  },
+  lastApplyTime: {
+    name: 'portcullis_sidecar_last_apply_timestamp_seconds',
+    type: 'gauge',
+    help: 'When the last apply (of any object) ended.',
+    labels: [],
+  },
+  objectInSync: {
+    name: 'portcullis_object_in_sync',
+    type: 'gauge',
+    help: '1 when the object serves the version last asked for (poll or nudge), 0 while it does not (refused, failed, or not applied yet).',
+    labels: ['object', 'kind'],
+  },
+  objectLastApplyOk: {
+    name: 'portcullis_object_last_apply_ok',
+    type: 'gauge',
+    help: '1 when the last apply of this object succeeded, 0 when it was refused or failed.',
+    labels: ['object', 'kind'],
+  },
+  objectLastApplyTime: {
+    name: 'portcullis_object_last_apply_timestamp_seconds',
+    type: 'gauge',
+    help: 'When the last apply of this object ended, whatever its result.',
+    labels: ['object', 'kind'],
+  },
+  objectInfo: {
+    name: 'portcullis_object_info',
+    type: 'gauge',
+    help: 'The version each object serves and the version last asked for (value 1).',
+    labels: ['object', 'kind', 'served_version', 'desired_version'],
+  },
+  certificateInSync: {
+    name: 'portcullis_certificate_in_sync',
+    type: 'gauge',
+    help: '1 when the certificate served is the version last asked for, else 0.',
+    labels: ['certificate'],
+  },
+  certificateInfo: {
+    name: 'portcullis_certificate_info',
+    type: 'gauge',
+    help: 'The serial and version of each certificate served, and the version asked for (value 1).',
+    labels: ['certificate', 'serial', 'served_version', 'desired_version'],
+  },
+  notAfter: {
+    name: 'portcullis_certificate_not_after_timestamp_seconds',
+    type: 'gauge',
+    help: 'Expiry of each certificate served.',
+    labels: ['certificate'],
+  },
+  renewAt: {
+    name: 'portcullis_certificate_renew_at_timestamp_seconds',
+    type: 'gauge',
+    help: 'When the control plane renews each certificate served (2/3 of its lifetime, or renewBeforeDays).',
+    labels: ['certificate'],
+  },
+  allowlistEntries: {
+    name: 'portcullis_allowlist_entries',
+    type: 'gauge',
+    help: 'CIDRs in the source allowlist HAProxy enforces.',
+    labels: [],
+  },
+  rejected: {
+    name: 'portcullis_sidecar_rejected',
+    type: 'gauge',
+    help: 'Objects whose latest version was refused by validation and is not served (value 1).',
+    labels: ['object', 'code'],
+  },
+} as const satisfies Record<string, MetricFamily>;
 
 /** One entry of `show table <name>`: its key and every `name=value` number after it. */
 export interface StickEntry {
@@ -49,119 +286,178 @@ export function tlsCountersFrom(entries: readonly StickEntry[]): TlsCounters {
   return out;
 }
 
-const TLS_METRICS: Record<TlsCounter, { name: string; help: string }> = {
+/**
+ * Counters read from a source that restarts at 0 (HAProxy's stick tables on every reload),
+ * summed in the sidecar. A restart is seen as another worker pid, or a value below the last one
+ * read; what the previous worker had counted is kept as a base. Counts the previous worker adds
+ * after the last read (its draining connections) are not seen.
+ */
+export class ReloadSafeCounters {
+  readonly #entries = new Map<string, { base: number; last: number }>();
+  #epoch: number | string | undefined;
+
+  /** Records the values read from worker `epoch` and returns the running totals, by key. */
+  observe(epoch: number | string, values: Readonly<Record<string, number>>): Record<string, number> {
+    const restarted = this.#epoch !== undefined && this.#epoch !== epoch;
+    this.#epoch = epoch;
+    const out: Record<string, number> = {};
+    for (const entry of this.#entries.values()) {
+      if (restarted) {
+        entry.base += entry.last;
+        entry.last = 0;
+      }
+    }
+    for (const [key, value] of Object.entries(values)) {
+      const entry = this.#entries.get(key) ?? { base: 0, last: 0 };
+      if (value < entry.last) entry.base += entry.last;
+      entry.last = value;
+      this.#entries.set(key, entry);
+    }
+    for (const [key, entry] of this.#entries) out[key] = entry.base + entry.last;
+    return out;
+  }
+}
+
+/** Sums `tls` (this worker's table) into `totals`; returns the summed counters by route. */
+export function reloadSafeTls(totals: ReloadSafeCounters, pid: number, tls: TlsCounters): TlsCounters {
+  const flat: Record<string, number> = {};
+  for (const [route, counters] of Object.entries(tls)) {
+    for (const [name, value] of Object.entries(counters)) flat[`${route}\u0000${name}`] = value;
+  }
+  const summed = totals.observe(pid, flat);
+  const out: TlsCounters = {};
+  for (const [key, value] of Object.entries(summed)) {
+    const [route = '', name = ''] = key.split('\u0000');
+    // Only the routes HAProxy serves now: a removed route's series ends.
+    if (tls[route] === undefined) continue;
+    out[route] ??= {} as Record<TlsCounter, number>;
+    out[route][name as TlsCounter] = value;
+  }
+  return out;
+}
+
+const TLS_FAMILIES: Record<TlsCounter, MetricFamily> = {
   handshake: {
     name: 'portcullis_tls_handshakes_total',
+    type: 'counter',
     help: 'TLS handshakes completed on terminate routes (Envoy ssl.handshake).',
+    labels: ['route'],
   },
   noCertificate: {
     name: 'portcullis_tls_no_certificate_total',
+    type: 'counter',
     help: 'Handshakes without a client certificate (Envoy ssl.no_certificate).',
+    labels: ['route'],
   },
   failVerifyNoCert: {
     name: 'portcullis_tls_fail_verify_no_cert_total',
+    type: 'counter',
     help: 'Connections refused for lack of a client certificate on strict routes (Envoy ssl.fail_verify_no_cert).',
+    labels: ['route'],
   },
   failVerifyError: {
     name: 'portcullis_tls_fail_verify_error_total',
+    type: 'counter',
     help: 'Connections refused because the client certificate did not verify (Envoy ssl.fail_verify_error).',
+    labels: ['route'],
   },
   failVerifySan: {
     name: 'portcullis_tls_fail_verify_san_total',
+    type: 'counter',
     help: 'Connections refused because the client certificate has no trusted SAN or subject (Envoy ssl.fail_verify_san).',
+    labels: ['route'],
   },
 };
 
-/** Escapes a label value (backslash, quote, newline) as the exposition format wants. */
-export function labelValue(text: string): string {
-  return text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+/**
+ * Whether an object serves the version last asked for: the rule behind `…_in_sync`. An object
+ * never asked for anything (not polled yet) is in sync once something is applied.
+ */
+export function objectInSync(object: ObjectState): boolean {
+  if (object.applied === undefined) return false;
+  return object.desired === undefined || object.desired.versionId === object.applied.versionId;
 }
 
-function labels(pairs: Record<string, string>): string {
-  const inner = Object.entries(pairs)
-    .map(([k, v]) => `${k}="${labelValue(v)}"`)
-    .join(',');
-  return inner === '' ? '' : `{${inner}}`;
+/** What one scrape shows besides the state. */
+export interface MetricsInput {
+  /** `undefined` when HAProxy could not be asked (its families are declared, without samples). */
+  tls: TlsCounters | undefined;
+  /** Families other parts of the sidecar add (refusals, log lines). */
+  contributors?: readonly MetricsContributor[];
 }
 
-/** The full `/metrics` body. `tls` is `undefined` when HAProxy could not be asked (its lines are left out). */
-export function renderMetrics(state: SidecarState, tls: TlsCounters | undefined): string {
-  const out: string[] = [];
-  const family = (name: string, type: 'gauge' | 'counter', help: string) =>
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-
-  family(
-    'portcullis_sidecar_ready',
-    'gauge',
-    '1 when HAProxy serves the applied state and its ready flag is set.',
-  );
-  out.push(`portcullis_sidecar_ready ${state.phase === Phase.Ready ? 1 : 0}`);
-  family('portcullis_sidecar_rendered', 'gauge', '1 once valid state was rendered for HAProxy.');
-  out.push(`portcullis_sidecar_rendered ${state.phase === Phase.Starting ? 0 : 1}`);
-  family(
-    'portcullis_sidecar_start_error',
-    'gauge',
-    '1 while the start is blocked, labelled with the check code.',
-  );
-  if (state.startError)
-    out.push(`portcullis_sidecar_start_error${labels({ code: state.startError.code })} 1`);
-
-  family('portcullis_sidecar_applies_total', 'counter', 'Applies by object kind, result and refusal reason.');
-  for (const [key, value] of Object.entries(state.applyCounts).sort(([a], [b]) => a.localeCompare(b))) {
+/** Declares and fills the sidecar's families from its state. */
+export function collectSidecar(registry: MetricsRegistry, state: SidecarState): void {
+  const f = SIDECAR_FAMILIES;
+  for (const family of Object.values(f)) registry.family(family);
+  registry.set(f.ready, {}, state.phase === Phase.Ready ? 1 : 0);
+  registry.set(f.rendered, {}, state.phase === Phase.Starting ? 0 : 1);
+  if (state.startError) registry.set(f.startError, { code: state.startError.code }, 1);
+  for (const [key, value] of Object.entries(state.applyCounts)) {
     const [kind = '', result = '', reason = ''] = key.split('|');
-    out.push(`portcullis_sidecar_applies_total${labels({ kind, result, reason })} ${value}`);
+    registry.add(f.applies, { kind, result, reason }, value);
   }
   if (state.lastApply) {
-    family('portcullis_sidecar_last_apply_ok', 'gauge', '1 when the last apply succeeded.');
-    out.push(`portcullis_sidecar_last_apply_ok ${state.lastApply.ok ? 1 : 0}`);
-    family('portcullis_sidecar_last_apply_timestamp_seconds', 'gauge', 'When the last apply ended.');
-    out.push(`portcullis_sidecar_last_apply_timestamp_seconds ${Date.parse(state.lastApply.at) / 1000}`);
+    registry.set(f.lastApplyOk, {}, state.lastApply.ok ? 1 : 0);
+    registry.set(f.lastApplyTime, {}, Date.parse(state.lastApply.at) / 1000);
   }
-
-  family('portcullis_certificate_not_after_timestamp_seconds', 'gauge', 'Expiry of each certificate served.');
-  family(
-    'portcullis_certificate_info',
-    'gauge',
-    'The serial and version of each certificate served (value 1).',
-  );
-  const expiry: string[] = [];
-  const info: string[] = [];
-  let allowlistSize: number | undefined;
-  const rejected: string[] = [];
   for (const object of Object.values(state.objects)) {
-    const applied = object.applied;
-    if (object.rejected) {
-      rejected.push(
-        `portcullis_sidecar_rejected${labels({ object: object.ref.key, code: object.rejected.code, version: object.rejected.versionId })} 1`,
-      );
+    const { ref, applied, desired, rejected, lastResult } = object;
+    const id = { object: ref.key, kind: ref.kind };
+    const inSync = objectInSync(object);
+    registry.set(f.objectInSync, id, inSync ? 1 : 0);
+    if (lastResult !== undefined) {
+      registry.set(f.objectLastApplyOk, id, lastResult.ok ? 1 : 0);
+      registry.set(f.objectLastApplyTime, id, Date.parse(lastResult.at) / 1000);
     }
-    if (applied === undefined) continue;
-    if (object.ref.kind === 'certificate' && object.ref.name !== undefined && applied.facts.notAfter) {
-      expiry.push(
-        `portcullis_certificate_not_after_timestamp_seconds${labels({ certificate: object.ref.name })} ${Date.parse(applied.facts.notAfter) / 1000}`,
+    registry.set(
+      f.objectInfo,
+      {
+        ...id,
+        served_version: applied?.versionId ?? '',
+        desired_version: desired?.versionId ?? applied?.versionId ?? '',
+      },
+      1,
+    );
+    if (rejected) registry.set(f.rejected, { object: ref.key, code: rejected.code }, 1);
+    if (ref.kind === 'certificate' && ref.name !== undefined) {
+      const certificate = ref.name;
+      registry.set(f.certificateInSync, { certificate }, inSync ? 1 : 0);
+      if (applied === undefined) continue;
+      registry.set(
+        f.certificateInfo,
+        {
+          certificate,
+          serial: applied.facts.serial ?? '',
+          served_version: applied.versionId,
+          desired_version: desired?.versionId ?? applied.versionId,
+        },
+        1,
       );
-      info.push(
-        `portcullis_certificate_info${labels({ certificate: object.ref.name, serial: applied.facts.serial ?? '', version: applied.versionId })} 1`,
-      );
+      if (applied.facts.notAfter)
+        registry.set(f.notAfter, { certificate }, Date.parse(applied.facts.notAfter) / 1000);
+      if (applied.facts.renewAt)
+        registry.set(f.renewAt, { certificate }, Date.parse(applied.facts.renewAt) / 1000);
     }
-    if (object.ref.kind === 'allowlist') allowlistSize = applied.facts.size;
+    if (ref.kind === 'allowlist' && applied?.facts.size !== undefined)
+      registry.set(f.allowlistEntries, {}, applied.facts.size);
   }
-  out.push(...expiry.sort(), ...info.sort());
-  family('portcullis_allowlist_entries', 'gauge', 'CIDRs in the source allowlist HAProxy enforces.');
-  if (allowlistSize !== undefined) out.push(`portcullis_allowlist_entries ${allowlistSize}`);
-  family('portcullis_sidecar_rejected', 'gauge', 'Versions refused by validation and not served (value 1).');
-  out.push(...rejected.sort());
+}
 
-  if (tls !== undefined) {
-    for (const [counter, meta] of Object.entries(TLS_METRICS) as [
-      TlsCounter,
-      { name: string; help: string },
-    ][]) {
-      family(meta.name, 'counter', meta.help);
-      for (const route of Object.keys(tls).sort()) {
-        out.push(`${meta.name}${labels({ route })} ${tls[route]?.[counter] ?? 0}`);
-      }
-    }
+/** Declares the TLS counter families and fills them when `tls` is known. */
+export function collectTls(registry: MetricsRegistry, tls: TlsCounters | undefined): void {
+  for (const [counter, family] of Object.entries(TLS_FAMILIES) as [TlsCounter, MetricFamily][]) {
+    registry.family(family);
+    if (tls === undefined) continue;
+    for (const route of Object.keys(tls)) registry.set(family, { route }, tls[route]?.[counter] ?? 0);
   }
-  return `${out.join('\n')}\n`;
+}
+
+/** The full `/metrics` body. Pure: state and counters in, text out. */
+export function renderMetrics(state: SidecarState, input: MetricsInput = { tls: undefined }): string {
+  const registry = new MetricsRegistry();
+  collectSidecar(registry, state);
+  collectTls(registry, input.tls);
+  for (const contribute of input.contributors ?? []) contribute(registry);
+  return registry.render();
 }

@@ -44,6 +44,8 @@ export interface AppliedFacts {
   size?: number;
   caCount?: number;
   crl?: boolean;
+  /** Certificates: when the control plane renews it (ISO time). */
+  renewAt?: string;
 }
 
 export type Origin = 'current' | 'explicit';
@@ -76,6 +78,8 @@ export interface ObjectState {
   desired?: DesiredVersion;
   applied?: AppliedVersion;
   rejected?: Refusal;
+  /** How the last apply of this object ended (refused and failed alike). */
+  lastResult?: { ok: boolean; at: string; code?: string };
 }
 
 export const Phase = {
@@ -178,6 +182,24 @@ export function nudgeTarget(
 }
 
 /**
+ * What the store still asks for, once a poll found nothing to apply: a version named by a nudge
+ * stays desired while it is labelled (the rotation's `AWSPENDING`); one whose label was dropped
+ * (a rollback) or an `AWSCURRENT` that moved back gives way to the current `AWSCURRENT`, so a
+ * refused version the store no longer asks for does not keep the object out of sync.
+ */
+export function stillDesired(
+  desired: DesiredVersion | undefined,
+  view: StoreView,
+): DesiredVersion | undefined {
+  if (desired === undefined || view.current === undefined) return desired;
+  const wanted =
+    desired.origin === 'explicit'
+      ? view.versions.some((v) => v.versionId === desired.versionId && v.stages.length > 0)
+      : desired.versionId === view.current;
+  return wanted ? desired : { versionId: view.current, origin: 'current' };
+}
+
+/**
  * Refusals that judge a version against other objects, not on its content alone: a fleet config
  * against the certificates in service (`san-mismatch`), a trust bundle against the leaves it
  * would strand and a certificate against the bundle (`untrusted-chain`). Once another object
@@ -215,7 +237,11 @@ export function reduce(
       const object = state.objects[event.key];
       if (object === undefined) return { state, effects: [] };
       const target = pollTarget(object, event.view);
-      if (target === undefined) return { state, effects: [] };
+      if (target === undefined) {
+        const desired = stillDesired(object.desired, event.view);
+        if (desired === object.desired) return { state, effects: [] };
+        return { state: withObject(state, event.key, (o) => ({ ...o, desired })), effects: [] };
+      }
       const desired: DesiredVersion = { versionId: target, origin: 'current' };
       return {
         state: withObject(state, event.key, (o) => ({ ...o, desired })),
@@ -272,6 +298,7 @@ export function reduce(
         const { rejected: _dropped, ...rest } = o;
         return {
           ...rest,
+          lastResult: { ok: true, at: event.at },
           desired: { versionId: event.versionId, origin: event.origin },
           applied: {
             versionId: event.versionId,
@@ -300,7 +327,11 @@ export function reduce(
         message: event.message,
         at: event.at,
       };
-      const next = withObject(state, event.key, (o) => ({ ...o, rejected }));
+      const next = withObject(state, event.key, (o) => ({
+        ...o,
+        rejected,
+        lastResult: { ok: false, at: event.at, code: event.code },
+      }));
       return {
         state: {
           ...next,
@@ -321,9 +352,13 @@ export function reduce(
       const object = state.objects[event.key];
       if (object === undefined) return { state, effects: [] };
       // Not remembered as refused: HAProxy trouble is transient, the next poll tries again.
+      const next = withObject(state, event.key, (o) => ({
+        ...o,
+        lastResult: { ok: false, at: event.at, code: 'apply-failed' },
+      }));
       return {
         state: {
-          ...state,
+          ...next,
           lastApply: {
             at: event.at,
             ok: false,

@@ -309,7 +309,7 @@ describe('metrics', () => {
       failVerifyError: 0,
       failVerifySan: 3,
     });
-    const text = renderMetrics(initialState(), counters);
+    const text = renderMetrics(initialState(), { tls: counters });
     expect(text).toContain('portcullis_tls_fail_verify_san_total{route="api.test"} 3');
     expect(text).toContain('portcullis_tls_handshakes_total{route="*.wild.test"} 1');
     expect(text).toContain('portcullis_sidecar_ready 0');
