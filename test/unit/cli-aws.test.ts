@@ -29,21 +29,10 @@ import {
 import { DescribeTasksCommand, ECSClient, ListTasksCommand, type Task } from '@aws-sdk/client-ecs';
 import {
   CreateSecretCommand,
-  type CreateSecretCommandInput,
-  DescribeSecretCommand,
-  type DescribeSecretCommandInput,
-  GetSecretValueCommand,
-  type GetSecretValueCommandInput,
-  ListSecretVersionIdsCommand,
-  type ListSecretVersionIdsCommandInput,
   PutSecretValueCommand,
-  type PutSecretValueCommandInput,
-  ResourceExistsException,
-  ResourceNotFoundException,
   SecretsManagerClient,
   SecretsManagerServiceException,
   UpdateSecretVersionStageCommand,
-  type UpdateSecretVersionStageCommandInput,
 } from '@aws-sdk/client-secrets-manager';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { run as initCommand, initFleet } from '../../cli/commands/init.ts';
@@ -65,6 +54,7 @@ import type { TaskStatus } from '../../lib/ports.ts';
 import { deriveToken, TokenStep } from '../../lib/rotation/tokens.ts';
 import type { AwsClientMock, CommandStub } from '../support/aws-mock.ts';
 import { mockAwsClient, sdkError } from '../support/aws-mock.ts';
+import { FakeSecretsManager, serviceError } from '../support/fake-secrets-manager.ts';
 
 const FLEET = 'edge';
 const PREFIX = `portcullis/${FLEET}`;
@@ -104,172 +94,9 @@ const sm = mockAwsClient(SecretsManagerClient);
 const pca = mockAwsClient(ACMPCAClient);
 const ecs = mockAwsClient(ECSClient);
 
-/** An SDK service exception the client has no class for (AccessDenied, throttling). */
-function serviceError(
-  Base: typeof SecretsManagerServiceException | typeof ACMPCAServiceException,
-  name: string,
-  message: string,
-): Error {
-  return new Base({
-    name,
-    $fault: 'client',
-    message,
-    $metadata: { httpStatusCode: 400, requestId: 'req-7' },
-    ...(name === 'ThrottlingException' ? { $retryable: { throttling: true } } : {}),
-  });
-}
-
 /** `callsFake` with an async fake: the library awaits what the fake returns. */
 function callsAsync<I, O>(stub: CommandStub<O>, fake: (input: I) => Promise<Partial<O>>): void {
   stub.callsFake(fake as unknown as (input: never) => Partial<O>);
-}
-
-interface StoredVersion {
-  value: string;
-  stages: string[];
-  created: Date;
-}
-
-/** Secrets Manager as far as the store adapter uses it: versions, staging labels, tokens. */
-class FakeSecretsManager {
-  readonly secrets = new Map<string, Map<string, StoredVersion>>();
-  /** Refusals to answer with, by operation and (optionally) secret name. */
-  readonly refusals: { operation: string; secretId?: string; error: Error }[] = [];
-
-  install(mock: AwsClientMock): void {
-    mock.on(CreateSecretCommand).callsFake((input: CreateSecretCommandInput) => this.create(input));
-    mock.on(GetSecretValueCommand).callsFake((input: GetSecretValueCommandInput) => this.get(input));
-    mock.on(PutSecretValueCommand).callsFake((input: PutSecretValueCommandInput) => this.put(input));
-    mock.on(DescribeSecretCommand).callsFake((input: DescribeSecretCommandInput) => this.describe(input));
-    mock
-      .on(UpdateSecretVersionStageCommand)
-      .callsFake((input: UpdateSecretVersionStageCommandInput) => this.updateStage(input));
-    mock
-      .on(ListSecretVersionIdsCommand)
-      .callsFake((input: ListSecretVersionIdsCommandInput) => this.listVersions(input));
-  }
-
-  /** The `AWSCURRENT` value of a secret, for assertions (never printed). */
-  current(secretId: string): { versionId: string; value: string } {
-    for (const [versionId, version] of this.#secret(secretId)) {
-      if (version.stages.includes('AWSCURRENT')) return { versionId, value: version.value };
-    }
-    throw new Error(`${secretId} has no AWSCURRENT`);
-  }
-
-  #check(operation: string, secretId: string | undefined): void {
-    const refusal = this.refusals.find(
-      (r) => r.operation === operation && (r.secretId === undefined || r.secretId === secretId),
-    );
-    if (refusal) throw refusal.error;
-  }
-
-  #secret(secretId: string | undefined): Map<string, StoredVersion> {
-    const secret = secretId === undefined ? undefined : this.secrets.get(secretId);
-    if (!secret) {
-      throw sdkError(ResourceNotFoundException, "Secrets Manager can't find the specified secret.");
-    }
-    return secret;
-  }
-
-  /** Puts `stage` on `versionId` alone; AWSCURRENT leaving a version labels it AWSPREVIOUS. */
-  #label(secret: Map<string, StoredVersion>, stage: string, versionId: string): void {
-    for (const [id, version] of secret) {
-      if (id === versionId || !version.stages.includes(stage)) continue;
-      version.stages = version.stages.filter((s) => s !== stage);
-      if (stage === 'AWSCURRENT') {
-        for (const other of secret.values()) other.stages = other.stages.filter((s) => s !== 'AWSPREVIOUS');
-        version.stages.push('AWSPREVIOUS');
-      }
-    }
-    const target = secret.get(versionId)!;
-    if (!target.stages.includes(stage)) target.stages.push(stage);
-  }
-
-  create(input: CreateSecretCommandInput) {
-    this.#check('CreateSecret', input.Name);
-    if (!input.Name || !input.ClientRequestToken || input.SecretString === undefined) {
-      throw new Error('CreateSecret without Name, ClientRequestToken or SecretString');
-    }
-    if (this.secrets.has(input.Name)) {
-      throw sdkError(ResourceExistsException, `the secret ${input.Name} already exists.`);
-    }
-    const version = { value: input.SecretString, stages: ['AWSCURRENT'], created: new Date() };
-    this.secrets.set(input.Name, new Map([[input.ClientRequestToken, version]]));
-    return {
-      ARN: `arn:aws:secretsmanager:eu-west-1:111122223333:secret:${input.Name}-AbCdEf`,
-      Name: input.Name,
-      VersionId: input.ClientRequestToken,
-    };
-  }
-
-  get(input: GetSecretValueCommandInput) {
-    this.#check('GetSecretValue', input.SecretId);
-    const secret = this.#secret(input.SecretId);
-    const stage = input.VersionStage ?? (input.VersionId === undefined ? 'AWSCURRENT' : undefined);
-    for (const [versionId, version] of secret) {
-      if (input.VersionId !== undefined && versionId !== input.VersionId) continue;
-      if (stage !== undefined && !version.stages.includes(stage)) continue;
-      return {
-        Name: input.SecretId,
-        VersionId: versionId,
-        SecretString: version.value,
-        VersionStages: [...version.stages],
-        CreatedDate: version.created,
-      };
-    }
-    throw sdkError(ResourceNotFoundException, "Secrets Manager can't find the specified secret value.");
-  }
-
-  put(input: PutSecretValueCommandInput) {
-    this.#check('PutSecretValue', input.SecretId);
-    const secret = this.#secret(input.SecretId);
-    const token = input.ClientRequestToken!;
-    const existing = secret.get(token);
-    if (existing) {
-      if (existing.value !== input.SecretString) {
-        throw sdkError(ResourceExistsException, 'a version with this token holds another value');
-      }
-      return { Name: input.SecretId, VersionId: token, VersionStages: [...existing.stages] };
-    }
-    secret.set(token, { value: input.SecretString ?? '', stages: [], created: new Date() });
-    for (const stage of input.VersionStages ?? ['AWSCURRENT']) this.#label(secret, stage, token);
-    return { Name: input.SecretId, VersionId: token, VersionStages: [...secret.get(token)!.stages] };
-  }
-
-  describe(input: DescribeSecretCommandInput) {
-    this.#check('DescribeSecret', input.SecretId);
-    const secret = this.#secret(input.SecretId);
-    const stages: Record<string, string[]> = {};
-    for (const [versionId, version] of secret) {
-      if (version.stages.length > 0) stages[versionId] = [...version.stages];
-    }
-    return { Name: input.SecretId, VersionIdsToStages: stages };
-  }
-
-  updateStage(input: UpdateSecretVersionStageCommandInput) {
-    this.#check('UpdateSecretVersionStage', input.SecretId);
-    const secret = this.#secret(input.SecretId);
-    const stage = input.VersionStage!;
-    if (input.RemoveFromVersionId !== undefined) {
-      const from = secret.get(input.RemoveFromVersionId);
-      if (!from?.stages.includes(stage)) {
-        throw serviceError(SecretsManagerServiceException, 'InvalidParameterException', 'stage not there');
-      }
-      from.stages = from.stages.filter((s) => s !== stage);
-    }
-    if (input.MoveToVersionId !== undefined) this.#label(secret, stage, input.MoveToVersionId);
-    return { Name: input.SecretId };
-  }
-
-  listVersions(input: ListSecretVersionIdsCommandInput) {
-    this.#check('ListSecretVersionIds', input.SecretId);
-    const secret = this.#secret(input.SecretId);
-    return {
-      Name: input.SecretId,
-      Versions: [...secret].map(([VersionId, v]) => ({ VersionId, VersionStages: [...v.stages] })),
-    };
-  }
 }
 
 /**
