@@ -14,10 +14,9 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { normaliseAllowlist } from '../../lib/allowlist/index.ts';
 import { ValidationError } from '../../lib/errors.ts';
-import { CertificateValidationError } from '../../lib/pki/errors.ts';
 import { createCsr, generateKey } from '../../lib/pki/index.ts';
-import { certificateInfo, keyMatchesCertificate } from '../../lib/pki/validate.ts';
 import { type CertificateAuthority, type SecretStore, Stage } from '../../lib/ports.ts';
+import { checkedIssuedBundle } from '../../lib/rotation/certificate-bundle.ts';
 import type { CertificateSpec } from '../../lib/rotation/certificate-spec.ts';
 import { deriveToken, TokenStep } from '../../lib/rotation/tokens.ts';
 import type {
@@ -100,7 +99,7 @@ function fleetConfigJson(text: string): string {
 
 /**
  * Issues a first certificate for `spec`: a fresh key and CSR, the CA, a wait until issued, the
- * key ↔ leaf check. The token derives from the public key, so a re-run after a crash issues a
+ * checks of {@link checkedIssuedBundle}. The token derives from the public key, so a re-run after a crash issues a
  * new certificate for a new key rather than colliding with the half-finished one.
  */
 async function issueFirst(
@@ -121,21 +120,16 @@ async function issueFirst(
     usage: spec.usage,
   });
   const issued = await waitIssued(authority, certificateId, timeoutMs);
-  if (!keyMatchesCertificate(key.privateKeyPem, issued.certificatePem)) {
-    throw new CertificateValidationError(
-      'key-mismatch',
-      `certificate ${certificateId} does not match its key`,
-    );
-  }
-  const info = certificateInfo(issued.certificatePem);
-  return {
-    certificatePem: issued.certificatePem,
-    chainPem: issued.chainPem,
-    privateKeyPem: key.privateKeyPem,
-    serial: info.serial,
-    notAfter: info.notAfter.toISOString(),
+  // The checks StageCertificate makes: key, chain to the CA's certificates (the trust bundle
+  // init writes), names.
+  return checkedIssuedBundle({
     certificateId,
-  };
+    issued,
+    privateKeyPem: key.privateKeyPem,
+    trustBundlePem: await authority.caCertificates(),
+    dns: spec.dns,
+    at: new Date(),
+  });
 }
 
 /**

@@ -6,10 +6,10 @@
  */
 import type { z } from 'zod';
 import { ConflictError, RotationInProgress } from '../errors.ts';
-import { CertificateValidationError } from '../pki/errors.ts';
 import { createCsr, generateKey, keyPairFromPrivateKey } from '../pki/index.ts';
-import { certificateInfo, coversHostnames, keyMatchesCertificate, verifyChain } from '../pki/validate.ts';
+import { certificateInfo } from '../pki/validate.ts';
 import { RevocationReason, type SecretStore, Stage } from '../ports.ts';
+import { checkedIssuedBundle } from '../rotation/certificate-bundle.ts';
 import type { CertificateSpec } from '../rotation/certificate-spec.ts';
 import type { CurrentCertificate } from '../rotation/due.ts';
 import {
@@ -343,34 +343,13 @@ async function buildBundle(
   const issued = await ports.authority.get(certificateId);
   const keyVersion = await ports.store.get(spec.secretId, { versionId: keyVersionId });
   const key = parseSecret(IssuingKeyDocument, `${spec.secretId}@${keyVersionId}`, keyVersion.value);
-  if (!keyMatchesCertificate(key.privateKeyPem, issued.certificatePem)) {
-    throw new CertificateValidationError(
-      'key-mismatch',
-      `certificate ${certificateId} does not match the issuing key`,
-    );
-  }
-  const chain = verifyChain(issued.certificatePem, issued.chainPem, await trustBundle(ports, trustSecretId), {
-    at: nowOf(ports),
-  });
-  if (chain.kind === 'invalid')
-    throw new CertificateValidationError(chain.code, `certificate ${certificateId}: ${chain.reason}`);
-  if (spec.dns.length > 0) {
-    const cover = coversHostnames(issued.certificatePem, spec.dns);
-    if (!cover.covered) {
-      throw new CertificateValidationError(
-        'san-mismatch',
-        `certificate ${certificateId} does not cover ${cover.missing.join(', ')}`,
-      );
-    }
-  }
-  const info = certificateInfo(issued.certificatePem);
-  return CertificateSecret.parse({
-    certificatePem: issued.certificatePem,
-    chainPem: issued.chainPem,
-    privateKeyPem: key.privateKeyPem,
-    serial: info.serial,
-    notAfter: info.notAfter.toISOString(),
+  return checkedIssuedBundle({
     certificateId,
+    issued,
+    privateKeyPem: key.privateKeyPem,
+    trustBundlePem: await trustBundle(ports, trustSecretId),
+    dns: spec.dns,
+    at: nowOf(ports),
   });
 }
 
