@@ -68,6 +68,21 @@ export const SidecarConfigSchema = z
     /** Cap of a nudge body; a nudge is two short ids. */
     maxNudgeBytes: z.number().int().min(256).max(1_048_576).default(16_384),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+    /**
+     * CloudWatch embedded metric format on stdout (see `emf.ts`): the task's awslogs driver ships
+     * the lines and CloudWatch extracts the metrics. Absent: no EMF lines (local tasks).
+     */
+    emf: z
+      .object({
+        namespace: z.string().min(1).max(255).default('Portcullis'),
+        /** Every record's dimensions, e.g. `{ "Fleet": "edge" }` (at most 29: one is left for `Certificate`). */
+        dimensions: z
+          .record(z.string().regex(/^[A-Za-z][A-Za-z0-9]{0,249}$/), z.string().min(1).max(1024))
+          .refine((d) => Object.keys(d).length >= 1 && Object.keys(d).length <= 29, '1 to 29 dimensions'),
+        intervalMs: z.number().int().min(1000).default(60_000),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

@@ -44,6 +44,7 @@ import {
   writeTrustFiles,
 } from './apply.ts';
 import { type SidecarConfig, taskFleetConfig } from './config.ts';
+import { type EmfCursor, emfLines, tlsTotals as sumTls } from './emf.ts';
 import { ApplyFailed, ContentRejected, NudgeUnauthorized, SidecarNotReady } from './errors.ts';
 import { jsonLogger, type Logger } from './log.ts';
 import {
@@ -894,7 +895,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   const tlsTotals = new ReloadSafeCounters();
   /** Families other parts of the sidecar add to every scrape. */
   const contributors: MetricsContributor[] = [...(deps.metrics ?? [])];
-  const metrics = async (): Promise<string> => {
+  const readTls = async (): Promise<TlsCounters | undefined> => {
     let tls: TlsCounters | undefined;
     if (
       state.phase === Phase.Ready &&
@@ -919,7 +920,26 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
         log.warn('tls counters unavailable', { error: message(error) });
       }
     }
-    return renderMetrics(state, { tls, contributors });
+    return tls;
+  };
+  const metrics = async (): Promise<string> => renderMetrics(state, { tls: await readTls(), contributors });
+
+  let emfCursor: EmfCursor | undefined;
+  const scheduleEmf = () => {
+    const emf = config.emf;
+    if (closed || emf === undefined) return;
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      readTls()
+        .then((tls) => {
+          const out = emfLines(state, emf, now(), sumTls(tls), emfCursor);
+          emfCursor = out.cursor;
+          for (const text of out.lines) (deps.write ?? ((l: string) => process.stdout.write(l)))(`${text}\n`);
+        })
+        .catch((error: unknown) => log.warn('emf emission failed', { error: message(error) }))
+        .finally(scheduleEmf);
+    }, emf.intervalMs);
+    timers.add(timer);
   };
 
   // ---- lifecycle ---------------------------------------------------------------------------
@@ -947,6 +967,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   scheduleStart(0);
   scheduleWatch();
   schedulePoll();
+  scheduleEmf();
 
   const waitFor = (predicate: () => boolean, what: string, timeoutMs: number): Promise<void> =>
     new Promise((resolve, reject) => {

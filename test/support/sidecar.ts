@@ -14,6 +14,7 @@ import {
   normaliseSerial,
 } from '../../lib/pki/index.ts';
 import { type FleetTask, Stage } from '../../lib/ports.ts';
+import type { SidecarConfigInput } from '../../proxy/sidecar/config.ts';
 import { type LocalTask, startLocalTask } from '../../proxy/sidecar/local-task.ts';
 
 /** A leaf with its chain and key, PEM, and its normalised serial. */
@@ -97,6 +98,8 @@ export function startTestTask(options: {
   store: FileSecretStore;
   watchIntervalMs: number;
   write?: (line: string) => void;
+  /** Further sidecar settings (e.g. `emf`). */
+  extra?: Partial<SidecarConfigInput>;
 }): Promise<LocalTask> {
   return startLocalTask({
     sidecar: {
@@ -108,6 +111,7 @@ export function startTestTask(options: {
       pollJitterMs: 0,
       watchIntervalMs: options.watchIntervalMs,
       autoOwnAddresses: false,
+      ...options.extra,
     },
     store: options.store,
     write: options.write ?? (() => {}),

@@ -1,0 +1,167 @@
+/**
+ * The sidecar's metrics as CloudWatch embedded metric format (EMF) records: one JSON object per
+ * line on stdout, which the task's awslogs driver ships to CloudWatch Logs, where CloudWatch
+ * extracts the metrics (no agent, no collector, no `cloudwatch:PutMetricData` permission).
+ *
+ * Dimensions stay few and bounded, so every task of a fleet writes the same metrics: `Fleet` on
+ * everything (what the stack's alarms read, with Minimum/Maximum/Sum across tasks), plus
+ * `Fleet, Certificate` for per-certificate graphs. The task id and versions travel as plain
+ * properties: searchable in Logs Insights, never a dimension (a metric per task or version would
+ * pile up). Limits: at most 100 metrics per directive and 30 dimensions per set (CloudWatch
+ * EMF specification); these records carry at most 6 metrics and 2 dimensions.
+ */
+import { objectInSync } from './metrics.ts';
+import { Phase, type SidecarState } from './state.ts';
+
+/** Metric names the stack's alarms and dashboard use (serverless/observability.yml). */
+export const EMF_METRICS = {
+  taskReady: 'TaskReady',
+  objectsOutOfSync: 'ObjectsOutOfSync',
+  applyFailures: 'ApplyFailures',
+  allowlistEntries: 'AllowlistEntries',
+  certificateDaysToExpiry: 'CertificateDaysToExpiry',
+  certificateInSync: 'CertificateInSync',
+  tlsHandshakes: 'TlsHandshakes',
+  tlsVerifyFailures: 'TlsVerifyFailures',
+} as const;
+
+export const EMF_LIMITS = { metricsPerDirective: 100, dimensionsPerSet: 30 } as const;
+
+export interface EmfSettings {
+  namespace: string;
+  /** Dimension values every record carries (`{ Fleet: 'edge' }`). */
+  dimensions: Readonly<Record<string, string>>;
+  /** Plain properties every record carries (`{ TaskId: … }`), not dimensions. */
+  properties?: Readonly<Record<string, string>>;
+}
+
+/** Totals of the previous emission, so counters go out as the count since then. */
+export interface EmfCursor {
+  failedApplies: number;
+  tls: { handshakes: number; verifyFailures: number } | undefined;
+}
+
+type Unit = 'None' | 'Count';
+
+interface Record_ {
+  metrics: { name: string; unit: Unit; value: number }[];
+  dimensions: string[][];
+  values: Record<string, string>;
+}
+
+function line(settings: EmfSettings, at: Date, record: Record_): string {
+  if (record.metrics.length > EMF_LIMITS.metricsPerDirective)
+    throw new RangeError(`an EMF directive holds at most ${EMF_LIMITS.metricsPerDirective} metrics`);
+  const document: Record<string, unknown> = {
+    _aws: {
+      Timestamp: at.getTime(),
+      CloudWatchMetrics: [
+        {
+          Namespace: settings.namespace,
+          Dimensions: record.dimensions,
+          Metrics: record.metrics.map((m) => ({ Name: m.name, Unit: m.unit })),
+        },
+      ],
+    },
+    ...settings.properties,
+    ...settings.dimensions,
+    ...record.values,
+  };
+  for (const m of record.metrics) document[m.name] = m.value;
+  return JSON.stringify(document);
+}
+
+/** Sums of the TLS counters over routes: handshakes, and refusals for a missing, invalid or untrusted client certificate. */
+export function tlsTotals(
+  tls: Record<string, Record<string, number>> | undefined,
+): { handshakes: number; verifyFailures: number } | undefined {
+  if (tls === undefined) return undefined;
+  let handshakes = 0;
+  let verifyFailures = 0;
+  for (const counters of Object.values(tls)) {
+    handshakes += counters.handshake ?? 0;
+    verifyFailures +=
+      (counters.failVerifyNoCert ?? 0) + (counters.failVerifyError ?? 0) + (counters.failVerifySan ?? 0);
+  }
+  return { handshakes, verifyFailures };
+}
+
+/**
+ * The EMF lines for one emission and the cursor for the next. Pure. Counters (failed applies,
+ * TLS) go out as the difference from `cursor`; the first emission (no cursor) sends 0 for them,
+ * so a restarted sidecar does not replay its history as new failures.
+ */
+export function emfLines(
+  state: SidecarState,
+  settings: EmfSettings,
+  at: Date,
+  tls: { handshakes: number; verifyFailures: number } | undefined,
+  cursor: EmfCursor | undefined,
+): { lines: string[]; cursor: EmfCursor } {
+  const fleetDims = Object.keys(settings.dimensions);
+  const failedApplies = Object.entries(state.applyCounts)
+    .filter(([key]) => key.split('|')[1] === 'failed')
+    .reduce((sum, [, n]) => sum + n, 0);
+  const objects = Object.values(state.objects);
+  const outOfSync = objects.filter((o) => !objectInSync(o));
+  const task: Record_ = {
+    dimensions: [fleetDims],
+    values: {
+      ...(outOfSync.length > 0 ? { OutOfSync: outOfSync.map((o) => o.ref.key).join(',') } : {}),
+    },
+    metrics: [
+      { name: EMF_METRICS.taskReady, unit: 'None', value: state.phase === Phase.Ready ? 1 : 0 },
+      { name: EMF_METRICS.objectsOutOfSync, unit: 'Count', value: outOfSync.length },
+      {
+        name: EMF_METRICS.applyFailures,
+        unit: 'Count',
+        value: cursor === undefined ? 0 : Math.max(0, failedApplies - cursor.failedApplies),
+      },
+    ],
+  };
+  const allowlist = state.objects.allowlist?.applied?.facts.size;
+  if (allowlist !== undefined)
+    task.metrics.push({ name: EMF_METRICS.allowlistEntries, unit: 'Count', value: allowlist });
+  if (tls !== undefined) {
+    const previous = cursor?.tls;
+    task.metrics.push(
+      {
+        name: EMF_METRICS.tlsHandshakes,
+        unit: 'Count',
+        value: previous === undefined ? 0 : Math.max(0, tls.handshakes - previous.handshakes),
+      },
+      {
+        name: EMF_METRICS.tlsVerifyFailures,
+        unit: 'Count',
+        value: previous === undefined ? 0 : Math.max(0, tls.verifyFailures - previous.verifyFailures),
+      },
+    );
+  }
+  const lines = [line(settings, at, task)];
+  for (const object of objects) {
+    if (object.ref.kind !== 'certificate' || object.ref.name === undefined) continue;
+    const notAfter = object.applied?.facts.notAfter;
+    const metrics: Record_['metrics'] = [
+      { name: EMF_METRICS.certificateInSync, unit: 'None', value: objectInSync(object) ? 1 : 0 },
+    ];
+    if (notAfter !== undefined) {
+      const days = (Date.parse(notAfter) - at.getTime()) / 86_400_000;
+      metrics.push({
+        name: EMF_METRICS.certificateDaysToExpiry,
+        unit: 'None',
+        value: Math.round(days * 100) / 100,
+      });
+    }
+    lines.push(
+      line(settings, at, {
+        dimensions: [fleetDims, [...fleetDims, 'Certificate']],
+        values: {
+          Certificate: object.ref.name,
+          ...(object.applied?.facts.serial ? { Serial: object.applied.facts.serial } : {}),
+        },
+        metrics,
+      }),
+    );
+  }
+  return { lines, cursor: { failedApplies, tls } };
+}
