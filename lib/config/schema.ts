@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { isWholeFamily, parseCidr } from '../allowlist/cidr.ts';
 import { CertificateSpec } from '../rotation/certificate-spec.ts';
+import { AllowlistLimits } from '../secrets/allowlist-storage.ts';
 import { canonicalName, dnsNameProblem, parseServerName } from './names.ts';
 
 /** VPC Lattice's link-local service ranges: where a Lattice service name resolves inside a VPC. */
@@ -13,8 +14,11 @@ export const LATTICE_DESTINATIONS = ['169.254.171.0/24', 'fd00:ec2:80::/64'] as 
 
 /**
  * Destinations no route may ever reach: instance metadata (IPv4 and IPv6), the ECS task
- * credentials endpoint and EKS Pod Identity (IPv4 and IPv6), loopback and the unspecified
- * networks. The task's own addresses are added at render time, and so are the NAT64
+ * credentials endpoint and EKS Pod Identity (IPv4 and IPv6), the VPC's DNS resolver at its
+ * link-local addresses (`169.254.169.253`, `fd00:ec2::253`), loopback and the unspecified
+ * networks, and the translation prefixes that reach an IPv4 address through an IPv6 one the
+ * IPv4 entries cannot match: the local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215) and the
+ * SIIT IPv4-translated block `::ffff:0:0:0/96` (RFC 6145, RFC 7915). The task's own addresses are added at render time, and so are the NAT64
  * (`64:ff9b::/96`) forms of every IPv4 entry. HAProxy matches IPv4-mapped
  * (`::ffff:169.254.169.254`), IPv4-compatible (`::a.b.c.d`, so `::1` falls in `0.0.0.0/8`) and
  * 6to4 (`2002:a9fe:a9fe::`) addresses against the IPv4 entries; an `::ffff:0:0/96` entry would in
@@ -28,12 +32,16 @@ export const BUILT_IN_DENIED_DESTINATIONS = [
   '169.254.170.2/32',
   '169.254.170.23/32',
   'fd00:ec2::23/128',
+  '169.254.169.253/32',
+  'fd00:ec2::253/128',
   '127.0.0.0/8',
   '::1/128',
   '0.0.0.0/8',
   '::/128',
   '::/96',
   '2002::/16',
+  '64:ff9b:1::/48',
+  '::ffff:0:0:0/96',
 ] as const;
 
 /** Loopback ranges, dropped from the built-in denials only when `allowLoopbackDestinations` is set. */
@@ -310,7 +318,12 @@ export const AllowlistConfigSchema = z.object({
   source: AllowlistSourceSchema.optional(),
   /** Accept `0.0.0.0/0` / `::/0` entries. */
   allowAll0: z.boolean().default(false),
-  maxEntries: z.number().int().min(1).max(1_000_000).default(100_000),
+  /**
+   * Most entries a list may hold. At most what the allowlist store holds
+   * (`AllowlistLimits.maxEntries`, lib/secrets/allowlist-storage.ts), so the fleet never
+   * promises a list the control plane could not stage.
+   */
+  maxEntries: z.number().int().min(1).max(AllowlistLimits.maxEntries).default(100_000),
   /** Close established sessions of sources removed from the list (done by the sidecar). */
   cutRemovedSessions: z.boolean().default(true),
 });
