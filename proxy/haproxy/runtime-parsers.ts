@@ -51,50 +51,9 @@ export function parseShowInfo(text: string): HaproxyInfo {
   };
 }
 
-/** One pattern reference of `show acl` / `show map` (an ACL or map, with or without a file). */
-export interface PatternReference {
-  id: number;
-  /** The file it was loaded from; `undefined` for inline ACLs (`{ src 10.0.0.0/8 }`). */
-  file: string | undefined;
-  description: string;
-  currentVersion: number;
-  nextVersion: number;
-  /** All entries of all versions, including ones of a prepared, uncommitted version. */
-  entryCount: number;
-}
-
-const REFERENCE_LINE = /^(\d+) \((.*?)\) (.*) curr_ver=(\d+) next_ver=(\d+) entry_cnt=(\d+)$/;
-
-/** `show acl` / `show map` without argument. */
-export function parseReferenceList(command: string, text: string): PatternReference[] {
-  const lines = text.split('\n').filter((l) => l !== '');
-  if (lines[0] !== '# id (file) description') {
-    throw new RuntimeProtocolError(command, 'missing "# id (file) description" header');
-  }
-  return lines.slice(1).map((line) => {
-    const m = REFERENCE_LINE.exec(line);
-    if (!m) throw new RuntimeProtocolError(command, 'unrecognised reference line');
-    return {
-      id: Number(m[1]),
-      file: m[2] === '' ? undefined : m[2],
-      description: m[3]!,
-      currentVersion: Number(m[4]),
-      nextVersion: Number(m[5]),
-      entryCount: Number(m[6]),
-    };
-  });
-}
-
 /** One ACL entry: HAProxy's reference (a pointer, usable as `#<ref>` in `del acl`) and the pattern. */
 export interface AclEntry {
   ref: string;
-  value: string;
-}
-
-/** One map entry; the value may contain spaces. */
-export interface MapEntry {
-  ref: string;
-  key: string;
   value: string;
 }
 
@@ -110,50 +69,11 @@ export function parseAclEntries(text: string): AclEntry[] {
   });
 }
 
-/** `show map <ref>`: `0x<ptr> <key> <value…>` per line. */
-export function parseMapEntries(text: string): MapEntry[] {
-  if (text === '') return [];
-  return text.split('\n').map((line) => {
-    const m = ENTRY_LINE.exec(line);
-    if (!m) throw new RuntimeProtocolError('show map', 'unrecognised entry line');
-    const rest = m[2]!;
-    const sp = rest.indexOf(' ');
-    return sp < 0
-      ? { ref: m[1]!, key: rest, value: '' }
-      : { ref: m[1]!, key: rest.slice(0, sp), value: rest.slice(sp + 1) };
-  });
-}
-
-/** `prepare acl|map`: `New version created: <n>`. */
+/** `prepare acl`: `New version created: <n>`. */
 export function parsePreparedVersion(command: string, text: string): number {
   const m = /^New version created: (\d+)$/.exec(text);
   if (!m) throw new RuntimeProtocolError(command, 'no "New version created" line');
   return Number(m[1]);
-}
-
-/** `show ssl cert` / `show ssl ca-file` / `show ssl crl-file` without argument. */
-export interface SslFileList {
-  /** Names with an ongoing (uncommitted) transaction, without the leading `*`. */
-  transactions: string[];
-  files: string[];
-}
-
-export function parseSslFileList(command: string, text: string): SslFileList {
-  const result: SslFileList = { transactions: [], files: [] };
-  let section: 'transactions' | 'files' | undefined;
-  for (const line of text.split('\n')) {
-    if (line === '') continue;
-    if (line === '# transaction') section = 'transactions';
-    else if (line === '# filename') section = 'files';
-    else if (section === undefined)
-      throw new RuntimeProtocolError(command, 'entry before any section header');
-    else {
-      // `show ssl ca-file` appends " - <n> certificate(s)".
-      const name = line.replace(/ - \d+ certificate\(s\)$/, '');
-      result[section].push(section === 'transactions' ? name.replace(/^\*/, '') : name);
-    }
-  }
-  return result;
 }
 
 /** `show ssl cert <file>` (or `*<file>` for the uncommitted transaction). */

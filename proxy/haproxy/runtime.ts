@@ -10,16 +10,17 @@
  * | ---------------------------------------------------------- | ----- | ------ |
  * | `show info`, `show sess`, `show sess <id>`                 | ≤ 1.4 | worker |
  * | `shutdown session <id>`                                    | ≤ 1.7 | worker |
- * | `set server <b>/<s> state ready\|drain\|maint` (`set server`: 1.5) | ≤ 1.6 | worker |
- * | `show acl`, `show map`, `add acl`, `add map`, `set map`    | ≤ 1.5 | worker |
- * | `prepare acl\|map`, `commit\|clear acl\|map @<ver>`, `@<ver>` in `add`/`show` | 2.4 | worker |
+ * | `show acl <ref>`, `add acl`, `set map`                     | ≤ 1.5 | worker |
+ * | `prepare acl`, `commit\|clear acl @<ver>`, `@<ver>` in `add`/`show` | 2.4 | worker |
  * | CLI payloads (`<<`)                                        | 1.9   | worker |
  * | `set ssl cert <f> <<`, `commit ssl cert`, `abort ssl cert` | 2.1   | worker |
  * | `show ssl cert [<f>\|*<f>]` with details                   | 2.2   | worker |
- * | `new ssl cert`, `add ssl crt-list` (name or payload line)  | 2.2   | worker |
- * | `new\|set\|commit\|abort ssl ca-file`, `show ssl ca-file`   | 2.5   | worker |
- * | `set\|commit\|abort ssl crl-file`                           | 2.5   | worker |
  * | `show proc` (with reload counts), `reload`                 | 1.9   | master |
+ *
+ * These are the calls the sidecar makes; the client has no others. Trust bundles and CRLs are
+ * not changed with `commit ssl ca-file`/`crl-file` but by a seamless reload (see
+ * `caFileCommitSafe` in `capabilities.ts`), and routes by a reload too, so neither those
+ * commands nor map replacement are here. `execute` sends any other encoded command.
  *
  * `add acl` takes no payload in 2.6 (only `add map` does). A `level user` socket may change
  * ACLs and maps in 2.6 (sessions and servers need `operator`/`admin`): keep every stats socket
@@ -47,24 +48,18 @@ import type { GatewayLayout } from './layout.ts';
 import {
   type AclEntry,
   type HaproxyInfo,
-  type MapEntry,
-  type PatternReference,
   type ProcessList,
   parseAclEntries,
-  parseMapEntries,
   parsePreparedVersion,
-  parseReferenceList,
   parseReloadAnswer,
   parseSessionDetail,
   parseShowInfo,
   parseShowProc,
   parseShowSessions,
   parseSslCertificate,
-  parseSslFileList,
   type ReloadAnswer,
   type SessionInfo,
   type SslCertificateInfo,
-  type SslFileList,
 } from './runtime-parsers.ts';
 import {
   command,
@@ -75,7 +70,6 @@ import {
   expectEmpty,
   expectMatch,
   failure,
-  hasControlCharacter,
   rejectErrorText,
   renderBatch,
   renderRequest,
@@ -88,23 +82,17 @@ import { type RuntimeTransport, unixSocketTransport } from './runtime-transport.
 export type {
   AclEntry,
   HaproxyInfo,
-  MapEntry,
-  PatternReference,
   ProcessEntry,
   ProcessList,
   ReloadAnswer,
   SessionDetail,
   SessionInfo,
   SslCertificateInfo,
-  SslFileList,
 } from './runtime-parsers.ts';
 export type { RuntimeTransport } from './runtime-transport.ts';
 
-/** An ACL or map: its file name as loaded, or its numeric id from `show acl`/`show map`. */
+/** An ACL or map: its file name as loaded, or its numeric id. */
 export type PatternRef = string | number;
-
-export const ServerState = { Ready: 'ready', Maint: 'maint', Drain: 'drain' } as const;
-export type ServerState = (typeof ServerState)[keyof typeof ServerState];
 
 export interface RuntimeClientOptions {
   /** Worker stats socket (`stats socket … level admin`). */
@@ -120,15 +108,6 @@ export interface RuntimeClientOptions {
   /** Largest answer accepted. Default 64 MiB. */
   maxAnswerBytes?: number;
   transport?: RuntimeTransport;
-}
-
-/** A crt-list line: a certificate name plus optional SSL options and SNI filters. */
-export interface CrtListLine {
-  certificate: string;
-  /** Bind options for this line, e.g. `['alpn h2', 'verify required']`, written inside `[...]`. */
-  sslOptions?: string[];
-  /** SNI filters, e.g. `['api.example.com', '!*.internal']`. */
-  filters?: string[];
 }
 
 /** What `updateCertificate` left serving. */
@@ -299,13 +278,6 @@ export class HaproxyRuntime {
 
   // ---- ACLs ------------------------------------------------------------------------------
 
-  /** Every ACL pattern reference with its id, file (if any), versions and entry count. */
-  async showAcl(): Promise<PatternReference[]> {
-    const answer = await this.execute(command('show acl'));
-    rejectErrorText('show acl', answer);
-    return parseReferenceList('show acl', answer);
-  }
-
   /** The entries of one ACL (current version, or `version` when given). */
   async showAclEntries(ref: PatternRef, options: { version?: number } = {}): Promise<AclEntry[]> {
     const args = options.version === undefined ? [] : [encodeVersion(options.version)];
@@ -319,17 +291,6 @@ export class HaproxyRuntime {
     const answer = await this.execute(command('prepare acl', encodeReference(ref, 'acl')));
     rejectErrorText('prepare acl', answer);
     return parsePreparedVersion('prepare acl', answer);
-  }
-
-  async addAcl(ref: PatternRef, entry: string, options: { version?: number } = {}): Promise<void> {
-    const args = options.version === undefined ? [] : [encodeVersion(options.version)];
-    const cmd = command(
-      'add acl',
-      ...args,
-      encodeReference(ref, 'acl'),
-      encodeArgument(entry, 'value', 'entry'),
-    );
-    expectEmpty('add acl', await this.execute(cmd));
   }
 
   async commitAcl(ref: PatternRef, version: number): Promise<void> {
@@ -371,20 +332,7 @@ export class HaproxyRuntime {
     });
   }
 
-  // ---- maps ------------------------------------------------------------------------------
-
-  async showMaps(): Promise<PatternReference[]> {
-    const answer = await this.execute(command('show map'));
-    rejectErrorText('show map', answer);
-    return parseReferenceList('show map', answer);
-  }
-
-  async showMap(ref: PatternRef, options: { version?: number } = {}): Promise<MapEntry[]> {
-    const args = options.version === undefined ? [] : [encodeVersion(options.version)];
-    const answer = await this.execute(command('show map', ...args, encodeReference(ref, 'map')));
-    rejectErrorText('show map', answer);
-    return parseMapEntries(answer);
-  }
+  // ---- the state map ---------------------------------------------------------------------
 
   /** Changes the value of an existing key (`RuntimeApiError` reason `not-found` when absent). */
   async setMap(ref: PatternRef, key: string, value: string): Promise<void> {
@@ -397,93 +345,7 @@ export class HaproxyRuntime {
     expectEmpty('set map', await this.execute(cmd));
   }
 
-  /** Adds an entry (HAProxy does not check for duplicates: the first match wins). */
-  async addMap(
-    ref: PatternRef,
-    key: string,
-    value: string,
-    options: { version?: number } = {},
-  ): Promise<void> {
-    const args = options.version === undefined ? [] : [encodeVersion(options.version)];
-    const cmd = command(
-      'add map',
-      ...args,
-      encodeReference(ref, 'map'),
-      encodeArgument(key, 'key', 'key'),
-      encodeArgument(value, 'value', 'value'),
-    );
-    expectEmpty('add map', await this.execute(cmd));
-  }
-
-  /** Sets `key` to `value`, adding it when absent. */
-  async upsertMap(ref: PatternRef, key: string, value: string): Promise<void> {
-    try {
-      await this.setMap(ref, key, value);
-    } catch (error) {
-      if (!(error instanceof RuntimeApiError && error.reason === 'not-found')) throw error;
-      await this.addMap(ref, key, value);
-    }
-  }
-
-  async prepareMap(ref: PatternRef): Promise<number> {
-    const answer = await this.execute(command('prepare map', encodeReference(ref, 'map')));
-    rejectErrorText('prepare map', answer);
-    return parsePreparedVersion('prepare map', answer);
-  }
-
-  async commitMap(ref: PatternRef, version: number): Promise<void> {
-    const cmd = command('commit map', encodeVersion(version), encodeReference(ref, 'map'));
-    expectEmpty('commit map', await this.execute(cmd));
-  }
-
-  async clearMap(ref: PatternRef, options: { version?: number } = {}): Promise<void> {
-    const args = options.version === undefined ? [] : [encodeVersion(options.version)];
-    expectEmpty('clear map', await this.execute(command('clear map', ...args, encodeReference(ref, 'map'))));
-  }
-
-  /** Atomically replaces a map's contents (same transaction as `replaceAcl`). */
-  async replaceMap(
-    ref: PatternRef,
-    entries: Iterable<readonly [string, string]> | Readonly<Record<string, string>>,
-  ): Promise<{ version: number; count: number }> {
-    const pairs: Array<readonly [string, string]> =
-      Symbol.iterator in entries
-        ? [...(entries as Iterable<readonly [string, string]>)]
-        : Object.entries(entries as Record<string, string>);
-    const encodedRef = encodeReference(ref, 'map');
-    const encoded = pairs.map(
-      ([k, v], i) =>
-        [
-          encodeArgument(k, 'key', `entries.${i}.key`),
-          encodeArgument(v, 'value', `entries.${i}.value`),
-        ] as const,
-    );
-    return this.#locked(`map:${ref}`, async () => {
-      const version = await this.prepareMap(ref);
-      try {
-        const at = encodeVersion(version);
-        const answers = await this.executeBatch(
-          encoded.map(([k, v]) => command('add map', at, encodedRef, k, v)),
-        );
-        const bad = answers.findIndex((a) => a !== '');
-        if (bad >= 0) throw failure('add map', answers[bad]!);
-        await this.commitMap(ref, version);
-        return { version, count: pairs.length };
-      } catch (error) {
-        await this.clearMap(ref, { version }).catch(() => undefined);
-        throw error;
-      }
-    });
-  }
-
   // ---- TLS: certificates -----------------------------------------------------------------
-
-  /** Certificates loaded, and those with an open transaction. */
-  async showSslCerts(): Promise<SslFileList> {
-    const answer = await this.execute(command('show ssl cert'));
-    rejectErrorText('show ssl cert', answer);
-    return parseSslFileList('show ssl cert', answer);
-  }
 
   /** Details of a loaded certificate, or of its uncommitted transaction with `transaction: true`. */
   async showSslCert(path: string, options: { transaction?: boolean } = {}): Promise<SslCertificateInfo> {
@@ -507,50 +369,6 @@ export class HaproxyRuntime {
   /** Drops an open transaction; resolves `false` when there was none (idempotent). */
   async abortSslCert(path: string): Promise<boolean> {
     return this.#abort('abort ssl cert', path);
-  }
-
-  /** Creates an empty certificate store to fill with `setSslCert` and attach with `addSslCrtList`. */
-  async newSslCert(path: string): Promise<void> {
-    const answer = await this.execute(command('new ssl cert', encodeArgument(path, 'identifier', 'path')));
-    expectMatch('new ssl cert', answer, /^New empty certificate store /);
-  }
-
-  /**
-   * Adds a line to a crt-list used by bind lines: a bare certificate name, or with SSL options
-   * and SNI filters (sent as a payload, which 2.6 accepts for one line).
-   */
-  async addSslCrtList(list: string, line: string | CrtListLine): Promise<void> {
-    const entry: CrtListLine = typeof line === 'string' ? { certificate: line } : line;
-    const listArg = encodeArgument(list, 'identifier', 'list');
-    const cert = encodeArgument(entry.certificate, 'identifier', 'certificate');
-    let cmd: EncodedCommand;
-    if (!entry.sslOptions?.length && !entry.filters?.length) {
-      cmd = command('add ssl crt-list', listArg, cert);
-    } else {
-      // In a payload nothing is unescaped: validate the words instead of escaping them.
-      const invalid = (w: string, spaces: boolean) =>
-        w.trim() === '' ||
-        hasControlCharacter(w) ||
-        /[[\]]/.test(w) ||
-        w.includes('<<') ||
-        (!spaces && w.includes(' '));
-      if (
-        invalid(entry.certificate, false) ||
-        (entry.sslOptions ?? []).some((w) => invalid(w, true)) ||
-        (entry.filters ?? []).some((w) => invalid(w, false))
-      ) {
-        throw new ValidationError(
-          'crt-list line: empty word, whitespace in a name or filter, bracket or control character',
-          {
-            path: 'line',
-          },
-        );
-      }
-      const options = entry.sslOptions?.length ? ` [${entry.sslOptions.join(' ')}]` : '';
-      const filters = entry.filters?.length ? ` ${entry.filters.join(' ')}` : '';
-      cmd = withPayload(command('add ssl crt-list', listArg), `${entry.certificate}${options}${filters}`);
-    }
-    expectMatch('add ssl crt-list', await this.execute(cmd), /\nSuccess!$/);
   }
 
   /**
@@ -586,77 +404,6 @@ export class HaproxyRuntime {
     });
   }
 
-  // ---- TLS: CA files and CRLs ------------------------------------------------------------
-
-  async showSslCaFiles(): Promise<SslFileList> {
-    const answer = await this.execute(command('show ssl ca-file'));
-    rejectErrorText('show ssl ca-file', answer);
-    return parseSslFileList('show ssl ca-file', answer);
-  }
-
-  async newSslCaFile(path: string): Promise<void> {
-    const answer = await this.execute(command('new ssl ca-file', encodeArgument(path, 'identifier', 'path')));
-    expectMatch('new ssl ca-file', answer, /^New CA file created /);
-  }
-
-  async setSslCaFile(path: string, pem: string): Promise<void> {
-    const cmd = withPayload(command('set ssl ca-file', encodeArgument(path, 'identifier', 'path')), pem);
-    expectMatch('set ssl ca-file', await this.execute(cmd), /^transaction (created|updated) for CA /i);
-  }
-
-  async commitSslCaFile(path: string): Promise<void> {
-    const answer = await this.execute(
-      command('commit ssl ca-file', encodeArgument(path, 'identifier', 'path')),
-    );
-    expectMatch('commit ssl ca-file', answer, /\nSuccess!$/);
-  }
-
-  async abortSslCaFile(path: string): Promise<boolean> {
-    return this.#abort('abort ssl ca-file', path);
-  }
-
-  async setSslCrlFile(path: string, pem: string): Promise<void> {
-    const cmd = withPayload(command('set ssl crl-file', encodeArgument(path, 'identifier', 'path')), pem);
-    expectMatch('set ssl crl-file', await this.execute(cmd), /^transaction (created|updated) for CRL /i);
-  }
-
-  async commitSslCrlFile(path: string): Promise<void> {
-    const answer = await this.execute(
-      command('commit ssl crl-file', encodeArgument(path, 'identifier', 'path')),
-    );
-    expectMatch('commit ssl crl-file', answer, /\nSuccess!$/);
-  }
-
-  async abortSslCrlFile(path: string): Promise<boolean> {
-    return this.#abort('abort ssl crl-file', path);
-  }
-
-  /** `set` → `commit` of a CA bundle, aborted on any failure (the previous bundle keeps serving). */
-  async updateCaFile(path: string, pem: string): Promise<void> {
-    return this.#locked(`ca:${path}`, async () => {
-      try {
-        await this.setSslCaFile(path, pem);
-        await this.commitSslCaFile(path);
-      } catch (error) {
-        await this.abortSslCaFile(path).catch(() => undefined);
-        throw error;
-      }
-    });
-  }
-
-  /** `set` → `commit` of a CRL file, aborted on any failure. */
-  async updateCrlFile(path: string, pem: string): Promise<void> {
-    return this.#locked(`crl:${path}`, async () => {
-      try {
-        await this.setSslCrlFile(path, pem);
-        await this.commitSslCrlFile(path);
-      } catch (error) {
-        await this.abortSslCrlFile(path).catch(() => undefined);
-        throw error;
-      }
-    });
-  }
-
   async #abort(verb: string, path: string): Promise<boolean> {
     const answer = await this.execute(command(verb, encodeArgument(path, 'identifier', 'path')));
     if (/^No ongoing transaction/.test(answer)) return false;
@@ -664,7 +411,7 @@ export class HaproxyRuntime {
     return true;
   }
 
-  // ---- sessions and servers --------------------------------------------------------------
+  // ---- sessions ---------------------------------------------------------------------------
 
   /** Streams in progress. HAProxy's own CLI streams (`fe=GLOBAL`, unix) are left out. */
   async showSessions(): Promise<SessionInfo[]> {
@@ -710,18 +457,6 @@ export class HaproxyRuntime {
       }
     }
     return cut;
-  }
-
-  /** `ready` (normal), `drain` (no new load-balanced traffic), `maint` (no traffic, no checks). */
-  async setServerState(target: string, state: ServerState): Promise<void> {
-    if (!/^[^/]+\/[^/]+$/.test(target)) {
-      throw new ValidationError('target must be <backend>/<server>', { path: 'target' });
-    }
-    if (!Object.values(ServerState).includes(state)) {
-      throw new ValidationError('state must be ready, drain or maint', { path: 'state' });
-    }
-    const cmd = command('set server', encodeArgument(target, 'identifier', 'target'), 'state', state);
-    expectEmpty('set server', await this.execute(cmd));
   }
 
   // ---- master CLI ------------------------------------------------------------------------

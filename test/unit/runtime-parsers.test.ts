@@ -5,17 +5,14 @@ import {
   parseAclEntries,
   parseAsn1Time,
   parseHumanTime,
-  parseMapEntries,
   parsePreparedVersion,
   parseProcUptime,
-  parseReferenceList,
   parseReloadAnswer,
   parseSessionDetail,
   parseShowInfo,
   parseShowProc,
   parseShowSessions,
   parseSslCertificate,
-  parseSslFileList,
 } from '../../proxy/haproxy/runtime-parsers.ts';
 
 // Answers captured from HAProxy 2.6.12-1+deb12u4 (final empty line removed, as the client does).
@@ -43,15 +40,6 @@ Listeners: 6
 Build info: 2.6.12-1+deb12u4
 Start_time_sec: 1795450551
 Tainted: 0`;
-
-const SHOW_ACL = `# id (file) description
-0 (/tmp/rt/h1/allow.acl) pattern loaded from file '/tmp/rt/h1/allow.acl' used by acl at file 'h.cfg' line 11. curr_ver=0 next_ver=1 entry_cnt=2
-1 () acl 'src' file 'h.cfg' line 11. curr_ver=0 next_ver=0 entry_cnt=0
-3 () acl 'req.ssl_sni' file 'h.cfg' line 12. curr_ver=0 next_ver=0 entry_cnt=0
-4 () acl 'var' file 'httpclient' line 0. curr_ver=0 next_ver=0 entry_cnt=1`;
-
-const SHOW_MAP = `# id (file) description
-2 (/tmp/rt/h1/m.map) pattern loaded from file '/tmp/rt/h1/m.map' used by map at file 'h.cfg' line 12. curr_ver=0 next_ver=0 entry_cnt=1`;
 
 const SHOW_SSL_CERT = `Filename: /tmp/rt/h1/site.pem
 Status: Used
@@ -111,35 +99,6 @@ describe('parseShowInfo', () => {
   );
 });
 
-describe('parseReferenceList', () => {
-  it('lists ACLs with ids, files, versions and counts', () => {
-    const acls = parseReferenceList('show acl', SHOW_ACL);
-    expect(acls).toHaveLength(4);
-    expect(acls[0]).toEqual({
-      id: 0,
-      file: '/tmp/rt/h1/allow.acl',
-      description: "pattern loaded from file '/tmp/rt/h1/allow.acl' used by acl at file 'h.cfg' line 11.",
-      currentVersion: 0,
-      nextVersion: 1,
-      entryCount: 2,
-    });
-    expect(acls[1]?.file).toBeUndefined();
-    expect(acls.map((a) => a.id)).toEqual([0, 1, 3, 4]);
-  });
-  it('lists maps the same way', () => {
-    expect(parseReferenceList('show map', SHOW_MAP)).toEqual([
-      expect.objectContaining({ id: 2, file: '/tmp/rt/h1/m.map', entryCount: 1 }),
-    ]);
-  });
-  it('accepts a header alone and refuses garbage', () => {
-    expect(parseReferenceList('show acl', '# id (file) description')).toEqual([]);
-    expect(() => parseReferenceList('show acl', '')).toThrow(RuntimeProtocolError);
-    expect(() => parseReferenceList('show acl', '# id (file) description\nfoo')).toThrow(
-      RuntimeProtocolError,
-    );
-  });
-});
-
 describe('entries', () => {
   it('reads ACL entries with their references', () => {
     expect(parseAclEntries('0x55ea37a6e1a0 10.0.0.0/8\n0x7f82680468a0 ::1')).toEqual([
@@ -148,20 +107,10 @@ describe('entries', () => {
     ]);
     expect(parseAclEntries('')).toEqual([]);
   });
-  it('reads map values with spaces and semicolons', () => {
-    expect(
-      parseMapEntries('0x55ea37a6d6f0 a.test semi;colon\n0x7f8268046d40 c.test three words\n0x1 k'),
-    ).toEqual([
-      { ref: '0x55ea37a6d6f0', key: 'a.test', value: 'semi;colon' },
-      { ref: '0x7f8268046d40', key: 'c.test', value: 'three words' },
-      { ref: '0x1', key: 'k', value: '' },
-    ]);
-  });
   it('refuses an error text in place of entries', () => {
     expect(() => parseAclEntries('Unknown ACL identifier. Please use #<id> or <file>.')).toThrow(
       RuntimeProtocolError,
     );
-    expect(() => parseMapEntries('garbage')).toThrow(RuntimeProtocolError);
   });
   it('parses every well-formed entry list back to its values', () => {
     fc.assert(
@@ -219,22 +168,6 @@ describe('SSL answers', () => {
     expect(parseAsn1Time('show ssl cert', 'Feb  1 01:02:03 2027 GMT').toISOString()).toBe(
       '2027-02-01T01:02:03.000Z',
     );
-  });
-  it('lists certificates, CA files and transactions', () => {
-    expect(
-      parseSslFileList(
-        'show ssl cert',
-        '# transaction\n*/tmp/rt/h1/site.pem\n# filename\n/tmp/rt/h1/site.pem',
-      ),
-    ).toEqual({ transactions: ['/tmp/rt/h1/site.pem'], files: ['/tmp/rt/h1/site.pem'] });
-    expect(
-      parseSslFileList(
-        'show ssl ca-file',
-        '# filename\n/tmp/rt/h1/ca.pem - 1 certificate(s)\n@system-ca - 144 certificate(s)',
-      ),
-    ).toEqual({ transactions: [], files: ['/tmp/rt/h1/ca.pem', '@system-ca'] });
-    expect(parseSslFileList('show ssl crl-file', '# filename')).toEqual({ transactions: [], files: [] });
-    expect(() => parseSslFileList('show ssl cert', '/x.pem')).toThrow(RuntimeProtocolError);
   });
 });
 
