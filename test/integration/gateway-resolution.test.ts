@@ -132,8 +132,9 @@ describe('resolution keep-alive', () => {
     expect(statuses).toEqual(Array(10).fill(200));
     expect(httpUpstream.requests.length - before.requests).toBe(10);
     const queries = dns.queries(APP) - before.app;
+    // Bounded by the refresh rate, however slow the machine; and fewer than one per request.
     expect(queries).toBeLessThanOrEqual(Math.ceil((Date.now() - started) / REFRESH_MS) + 1);
-    expect(queries).toBeLessThan(5);
+    expect(queries).toBeLessThan(statuses.length);
   });
 
   it('still resolves a wildcard route once per connection (its names are not known in advance)', async () => {
