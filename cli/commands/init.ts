@@ -333,6 +333,15 @@ export async function run(argv: string[]): Promise<number> {
       },
     });
     if (values.json === true) console.log(JSON.stringify(result));
+    else if (target.kind === 'aws') {
+      // The stack runs no task until its secrets exist (docs/deploy.md, "Deploy order").
+      console.log(
+        `\nThe fleet's secrets are in place. If the stack was deployed with secretsReady=false, start the tasks with\n` +
+          `  npx sls deploy … --param "secretsReady=true"\n` +
+          `and keep secretsReady=true for every later deploy of this stage (params.<stage> in serverless.yml):\n` +
+          `a deploy without it scales the service back to 0 tasks.`,
+      );
+    }
     return ExitCode.Ok;
   } catch (error) {
     return reportError('init', error);
