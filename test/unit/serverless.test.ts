@@ -695,9 +695,12 @@ describe('serverless.yml packaged offline', () => {
         { SourceVolume: 'sidecar-config', ContainerPath: '/etc/portcullis', ReadOnly: false },
       ]);
       expect(String((writer.Command as string[]).at(-1))).toContain("'/etc/portcullis/sidecar.json'");
-      const text = (writer.Environment as { Name: string; Value: string }[]).find(
-        (e) => e.Name === 'PORTCULLIS_SIDECAR_CONFIG',
-      )!.Value;
+      const text = resolveIf(
+        (writer.Environment as { Name: string; Value: unknown }[]).find(
+          (e) => e.Name === 'PORTCULLIS_SIDECAR_CONFIG',
+        )!.Value,
+        evaluateConditions(template),
+      ) as string;
       // Run the writer's own command with node, pointed at a temporary directory, and load the
       // file the way `portcullis sidecar --config` does.
       const dir = join(packaged.root, 'etc-portcullis');
@@ -918,7 +921,9 @@ describe('serverless.yml packaged offline', () => {
       const env = (writer.Environment as { Name: string; Value: string }[]).find(
         (e) => e.Name === 'PORTCULLIS_SIDECAR_CONFIG',
       )!;
-      expect(JSON.parse(env.Value).fleetConfig).toEqual({ secretId: 'portcullis/main/fleet-config' });
+      expect(JSON.parse(resolveIf(env.Value, conditions) as string).fleetConfig).toEqual({
+        secretId: 'portcullis/main/fleet-config',
+      });
     });
 
     it('creates no VPC endpoint and no pull-through cache by default, and runs HAProxy 3.2.0 from public.ecr.aws', () => {
