@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseFleetConfig } from '../../lib/config/index.ts';
 import { startLocalDnsServer } from '../../lib/local/dns-server.ts';
+import { localAllowlistObjects } from '../../lib/local/file-object-store.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { LogNotifier } from '../../lib/local/log-notifier.ts';
@@ -454,6 +455,7 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
         fleet,
         taskClient: observed,
         notifier,
+        allowlistObjects: localAllowlistObjects(paths.store, DEMO_FLEET),
       },
       observed,
       issuedAt,

@@ -5,10 +5,12 @@
 import { AcmPcaAuthority } from '../../lib/aws/acm-pca-authority.ts';
 import { EcsFleet } from '../../lib/aws/ecs-fleet.ts';
 import { EventBridgeNotifier } from '../../lib/aws/eventbridge-notifier.ts';
+import { S3ObjectStore } from '../../lib/aws/s3-object-store.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
 import { DEFAULT_VERIFY_PORT } from '../../lib/config/schema.ts';
 import { ValidationError } from '../../lib/errors.ts';
 import type { CertificateAuthority, Fleet, Notifier, SecretStore, TaskClient } from '../../lib/ports.ts';
+import { allowlistPrefix, type ObjectStore } from '../../lib/secrets/allowlist-storage.ts';
 import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
 import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
 import type { ControlPlanePorts } from '../../lib/workflows/ports.ts';
@@ -53,7 +55,9 @@ export function cachedNudgeKey(
  * Ports over AWS from the environment: FLEET_NAME, FLEET_CONFIG_SECRET_ID, NUDGE_KEY_SECRET_ID,
  * CA_ARN, CA_TEMPLATE_ARN, CA_SIGNING_ALGORITHM (default SHA256WITHECDSA), ECS_CLUSTER,
  * ECS_SERVICE, SIDECAR_ADMIN_PORT (default 9901), VERIFY_PORT (default 8444: each task's
- * verification listener, `listeners.verify` in the fleet config), EVENT_BUS_NAME (default `default`).
+ * verification listener, `listeners.verify` in the fleet config), EVENT_BUS_NAME (default `default`),
+ * ALLOWLIST_BUCKET (absent: allowlists stay inline, up to the secret value's 64 KiB),
+ * ALLOWLIST_KMS_KEY_ARN (the bucket's key), ALLOWLIST_PREFIX (default `allowlists/<FLEET_NAME>/`).
  */
 export function awsPorts(env: Env = process.env): ControlPlanePorts {
   let store: SecretStore | undefined;
@@ -61,6 +65,7 @@ export function awsPorts(env: Env = process.env): ControlPlanePorts {
   let fleet: Fleet | undefined;
   let taskClient: TaskClient | undefined;
   let notifier: Notifier | undefined;
+  let objects: { store: ObjectStore; prefix: string } | undefined;
   const ports: ControlPlanePorts = {
     get fleetName() {
       return required(env, 'FLEET_NAME');
@@ -94,6 +99,18 @@ export function awsPorts(env: Env = process.env): ControlPlanePorts {
         nudgeKey: cachedNudgeKey(ports.store, required(env, 'NUDGE_KEY_SECRET_ID')),
       });
       return taskClient;
+    },
+    get allowlistObjects() {
+      const bucket = env.ALLOWLIST_BUCKET;
+      if (bucket === undefined || bucket === '') return undefined;
+      objects ??= {
+        store: new S3ObjectStore({
+          bucket,
+          ...(env.ALLOWLIST_KMS_KEY_ARN ? { kmsKeyId: env.ALLOWLIST_KMS_KEY_ARN } : {}),
+        }),
+        prefix: env.ALLOWLIST_PREFIX || allowlistPrefix(required(env, 'FLEET_NAME')),
+      };
+      return objects;
     },
     get notifier() {
       notifier ??= new EventBridgeNotifier({ eventBusName: env.EVENT_BUS_NAME || 'default' });

@@ -8,6 +8,9 @@ export interface AllowlistPolicy {
   maxEntries?: number;
 }
 
+/** Invalid entries named one by one in a refusal; the rest are counted. */
+export const MAX_REPORTED_ISSUES = 10;
+
 export type AllowlistResult = { kind: 'ok'; cidrs: Cidr[] } | { kind: 'invalid'; issues: string[] };
 
 /**
@@ -20,21 +23,29 @@ export function normaliseAllowlist(
   policy: AllowlistPolicy = {},
 ): AllowlistResult {
   const issues: string[] = [];
+  let bad = 0;
+  // A list of 100 000 typos must not become a 100 000-line message: the first few are named.
+  const report = (issue: string) => {
+    bad++;
+    if (bad <= MAX_REPORTED_ISSUES) issues.push(issue);
+  };
   const byText = new Map<string, Cidr>();
   entries.forEach((entry, index) => {
     const parsed = parseCidr(entry);
     if (parsed.kind === 'invalid') {
-      issues.push(`${index}: ${parsed.reason}`);
+      report(`${index}: ${parsed.reason}`);
       return;
     }
     if (isWholeFamily(parsed.cidr) && policy.allowAll0 !== true) {
-      issues.push(`${index}: ${parsed.cidr.text} allows every address; set allowlist.allowAll0 to accept it`);
+      report(`${index}: ${parsed.cidr.text} allows every address; set allowlist.allowAll0 to accept it`);
       return;
     }
     byText.set(parsed.cidr.text, parsed.cidr);
   });
+  if (bad > MAX_REPORTED_ISSUES) issues.push(`… and ${bad - MAX_REPORTED_ISSUES} more invalid entries`);
   const max = policy.maxEntries ?? 100_000;
-  if (byText.size > max) issues.push(`${byText.size} entries exceed the limit of ${max}`);
+  if (byText.size > max)
+    issues.push(`${byText.size} entries exceed the limit of ${max} (allowlist.maxEntries)`);
   if (issues.length > 0) return { kind: 'invalid', issues };
   return { kind: 'ok', cidrs: [...byText.values()].sort(compareCidrs) };
 }

@@ -9,24 +9,35 @@ import { Stage } from '../ports.ts';
 import { type AllowlistChange, applyAllowlistChange } from '../rotation/allowlist-change.ts';
 import { decideAllowlistRollback } from '../rotation/rollback.ts';
 import { deriveToken, TokenStep } from '../rotation/tokens.ts';
-import { AllowlistSecret, parseSecret } from '../secrets/formats.ts';
+import {
+  AllowlistDocument,
+  chooseStorage,
+  fetchEntries,
+  type ObjectStoreFor,
+  type ResolvedAllowlist,
+  resolveAllowlist,
+  storeAllowlist,
+} from '../secrets/allowlist-storage.ts';
+import { parseSecret } from '../secrets/formats.ts';
 import {
   assertFleet,
   nudgeTasksBack,
   requireStageHolder,
   stageHolder,
   tryDescribe,
+  tryGetVersion,
   undoStaging,
 } from './common.ts';
 import { allowlistSecretId, type ControlPlaneFleet, loadControlPlaneFleet } from './fleet-config.ts';
 import type { ControlPlanePorts } from './ports.ts';
-import type {
-  AllowlistRequest,
-  AllowlistState,
-  RollbackAllowlistInput,
-  SecretChangeEvent,
-  StageAllowlistInput,
-  ValidateAllowlistInput,
+import {
+  ALLOWLIST_SAMPLE_ENTRIES,
+  type AllowlistRequest,
+  type AllowlistState,
+  type RollbackAllowlistInput,
+  type SecretChangeEvent,
+  type StageAllowlistInput,
+  type ValidateAllowlistInput,
 } from './schemas.ts';
 
 function requireAllowlistSecret(config: ControlPlaneFleet): string {
@@ -52,10 +63,53 @@ export function sameSecret(configured: string, fromEvent: string): boolean {
   return nameOf(configured) === nameOf(fromEvent);
 }
 
+/** The object store a manifest may name: the control plane's own bucket only. */
+function objectsOf(ports: ControlPlanePorts): ObjectStoreFor | undefined {
+  const objects = ports.allowlistObjects;
+  if (objects === undefined) return undefined;
+  return (bucket) => {
+    if (bucket !== objects.store.bucket) {
+      throw new ValidationError(
+        `the allowlist manifest names bucket '${bucket}', this control plane keeps allowlists in '${objects.store.bucket}'`,
+        { path: 'object.bucket' },
+      );
+    }
+    return objects.store;
+  };
+}
+
+/** The list a version of the allowlist secret stands for (its object fetched and verified). */
+async function readList(
+  ports: ControlPlanePorts,
+  secretId: string,
+  text: string,
+): Promise<ResolvedAllowlist> {
+  return resolveAllowlist(parseSecret(AllowlistDocument, secretId, text), objectsOf(ports));
+}
+
 // Validate and Stage both derive the change and the policy from these two, so that what is
 // staged is exactly what was validated.
-function changeOf(request: AllowlistRequest): AllowlistChange {
+async function changeOf(ports: ControlPlanePorts, request: AllowlistRequest): Promise<AllowlistChange> {
+  if (request.change !== undefined) {
+    const entries = await fetchEntries(objectsOf(ports), request.change);
+    return request.change.action === 'set' ? { set: entries } : { [request.change.action]: entries };
+  }
   return request.set !== undefined ? { set: request.set } : { add: request.add, remove: request.remove };
+}
+
+/** Who the staged document names as its author; Validate measures the same document Stage writes. */
+function authorOf(request: AllowlistRequest, executionName: string): string {
+  return request.updatedBy ?? `stepfunctions:${executionName}`;
+}
+
+/** The state's view of a diff: exact counts, a bounded sample of each side. */
+function diffOf(result: { added: string[]; removed: string[] }) {
+  return {
+    added: result.added.slice(0, ALLOWLIST_SAMPLE_ENTRIES),
+    removed: result.removed.slice(0, ALLOWLIST_SAMPLE_ENTRIES),
+    addedCount: result.added.length,
+    removedCount: result.removed.length,
+  };
 }
 
 function policyOf(config: ControlPlaneFleet): AllowlistPolicy {
@@ -91,13 +145,15 @@ export function makeValidateAllowlist(ports: ControlPlanePorts) {
           size: 0,
           added: [],
           removed: [],
+          addedCount: 0,
+          removedCount: 0,
         };
       }
     } else {
       assertFleet(ports, input.fleet);
     }
     const current = await ports.store.get(secretId, { stage: Stage.Current });
-    const document = parseSecret(AllowlistSecret, secretId, current.value);
+    const document = await readList(ports, secretId, current.value);
     if (isEvent(input)) {
       const result = normaliseAllowlist(document.cidrs, policy);
       if (result.kind === 'invalid') {
@@ -113,17 +169,26 @@ export function makeValidateAllowlist(ports: ControlPlanePorts) {
         size: result.cidrs.length,
         added: [],
         removed: [],
+        addedCount: 0,
+        removedCount: 0,
       };
     }
-    const result = applyAllowlistChange(document.cidrs, changeOf(input), policy);
+    const result = applyAllowlistChange(document.cidrs, await changeOf(ports, input), policy);
+    // The store's limits (entries, bytes; the secret value's 64 KiB without an object store),
+    // checked on the very document Stage would write, before anything is staged.
+    if (result.changed) {
+      chooseStorage(
+        { cidrs: result.cidrs, reason: input.reason, updatedBy: authorOf(input, event.executionName) },
+        { objectStore: ports.allowlistObjects !== undefined },
+      );
+    }
     return {
       mode: result.changed ? 'stage' : 'converge',
       secretId,
       baseVersionId: current.versionId,
       versionId: result.changed ? null : current.versionId,
       size: result.cidrs.length,
-      added: result.added,
-      removed: result.removed,
+      ...diffOf(result),
     };
   };
 }
@@ -147,26 +212,32 @@ export function makeStageAllowlist(ports: ControlPlanePorts) {
     const base = await ports.store.get(state.secretId, { versionId: state.baseVersionId });
     const request = event.request;
     const result = applyAllowlistChange(
-      parseSecret(AllowlistSecret, state.secretId, base.value).cidrs,
-      changeOf(request),
+      (await readList(ports, state.secretId, base.value)).cidrs,
+      await changeOf(ports, request),
       policyOf(config),
     );
-    const document: AllowlistSecret = {
-      cidrs: result.cidrs,
-      reason: request.reason,
-      updatedBy: request.updatedBy ?? `stepfunctions:${event.executionName}`,
-    };
     const versionId = deriveToken(event.executionName, state.secretId, TokenStep.Allowlist);
-    const put = await ports.store.put(state.secretId, JSON.stringify(document), {
-      clientRequestToken: versionId,
-      stages: [Stage.Pending],
-    });
-    if (!put.created) {
+    // A re-run after a timeout finds its version already stored: a second object write would
+    // give the manifest another object version id, and the secret would refuse it as a conflict.
+    const existing = await tryGetVersion(ports.store, state.secretId, versionId);
+    if (existing === undefined) {
+      const objects = ports.allowlistObjects;
+      const { value } = await storeAllowlist(
+        { cidrs: result.cidrs, reason: request.reason, updatedBy: authorOf(request, event.executionName) },
+        objects === undefined
+          ? undefined
+          : { store: objects.store, key: `${objects.prefix}lists/${versionId}.cidrs` },
+      );
+      await ports.store.put(state.secretId, value, {
+        clientRequestToken: versionId,
+        stages: [Stage.Pending],
+      });
+    } else {
       const now = await ports.store.describe(state.secretId);
       const holders = [stageHolder(now, Stage.Current), stageHolder(now, Stage.Pending)];
       if (!holders.includes(versionId)) await ports.store.moveStage(state.secretId, Stage.Pending, versionId);
     }
-    return { ...state, versionId, size: result.cidrs.length, added: result.added, removed: result.removed };
+    return { ...state, versionId, size: result.cidrs.length, ...diffOf(result) };
   };
 }
 

@@ -1,4 +1,5 @@
 import type { CertificateAuthority, Fleet, Notifier, SecretStore, TaskClient } from '../ports.ts';
+import type { ObjectStore } from '../secrets/allowlist-storage.ts';
 
 /**
  * Everything a control-plane step talks to. The Lambda entries fill it with AWS adapters
@@ -15,6 +16,11 @@ export interface ControlPlanePorts {
   readonly fleet: Fleet;
   readonly taskClient: TaskClient;
   readonly notifier: Notifier;
+  /**
+   * Where allowlists too large for a secret value are kept (`ALLOWLIST_BUCKET`, the fleet's
+   * `ALLOWLIST_PREFIX`); absent: only lists whose document fits the secret can be staged.
+   */
+  readonly allowlistObjects?: { readonly store: ObjectStore; readonly prefix: string };
   /** Clock, for tests. Default: `new Date()`. */
   readonly now?: () => Date;
 }

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { RevocationReason } from '../ports.ts';
+import { AllowlistChangeObjectSchema } from '../secrets/allowlist-storage.ts';
 
 const fleet = z.string().min(1).optional();
 const executionName = z.string().min(1).max(256);
@@ -123,19 +124,37 @@ export const NotifyInput = z.object({
   detail: z.record(z.string(), z.unknown()),
 });
 
-/** A manual allowlist change. `set` replaces the list; `add`/`remove` edit it. */
+/**
+ * A manual allowlist change. `set` replaces the list; `add`/`remove` edit it; `change` names an
+ * uploaded object holding the entries of one of those, for a change too large for the 256 KiB
+ * Step Functions input (the CLI uploads above {@link INLINE_REQUEST_MAX_BYTES}).
+ */
 export const AllowlistRequestSchema = z
   .object({
     fleet,
     set: z.array(z.string()).optional(),
     add: z.array(z.string()).optional(),
     remove: z.array(z.string()).optional(),
+    change: AllowlistChangeObjectSchema.optional(),
     reason: z.string().min(1).max(512),
     updatedBy: z.string().min(1).max(256).optional(),
   })
-  .refine((r) => (r.set !== undefined) !== (r.add !== undefined || r.remove !== undefined), {
-    message: 'give either set, or add and/or remove',
-  });
+  .refine(
+    (r) =>
+      [r.set !== undefined, r.add !== undefined || r.remove !== undefined, r.change !== undefined].filter(
+        Boolean,
+      ).length === 1,
+    { message: 'give either set, or add and/or remove, or change' },
+  );
+
+/**
+ * The largest request the CLI passes inline. Step Functions takes 256 KiB of execution input
+ * and of state payload; the input travels in several states' payloads, so a change above this
+ * goes through the object store instead.
+ */
+export const INLINE_REQUEST_MAX_BYTES = 32 * 1024;
+/** How many added and removed entries a state payload or an event lists; the counts are always exact. */
+export const ALLOWLIST_SAMPLE_ENTRIES = 20;
 export type AllowlistRequest = z.output<typeof AllowlistRequestSchema>;
 
 /** The EventBridge event of a change to a secret (CloudTrail `PutSecretValue`, `UpdateSecretVersionStage`, …). */
@@ -161,8 +180,11 @@ export const AllowlistStateSchema = z.object({
   baseVersionId: nullableString,
   versionId: nullableString,
   size: z.number().int().min(0),
-  added: z.array(z.string()),
-  removed: z.array(z.string()),
+  /** At most {@link ALLOWLIST_SAMPLE_ENTRIES} of each: a 100 000-entry diff does not fit a state payload. */
+  added: z.array(z.string()).max(ALLOWLIST_SAMPLE_ENTRIES),
+  removed: z.array(z.string()).max(ALLOWLIST_SAMPLE_ENTRIES),
+  addedCount: z.number().int().min(0).default(0),
+  removedCount: z.number().int().min(0).default(0),
 });
 export type AllowlistState = z.output<typeof AllowlistStateSchema>;
 

@@ -22,6 +22,7 @@ import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { coversHostnames } from '../../lib/pki/index.ts';
 import { type SecretStore, Stage, type TaskStatus } from '../../lib/ports.ts';
 import { renewalTime } from '../../lib/rotation/due.ts';
+import type { ObjectStoreFor } from '../../lib/secrets/allowlist-storage.ts';
 import { verifyNudge } from '../../lib/secrets/index.ts';
 import {
   type GatewayLayout,
@@ -34,6 +35,7 @@ import {
 import { TERMINATE, terminatePaths, terminateRoutes, trustReferenced } from '../haproxy/render-terminate.ts';
 import { type HaproxyRuntime, runtimeClientFor } from '../haproxy/runtime.ts';
 import { command } from '../haproxy/runtime-protocol.ts';
+import { defaultObjectStores, loadAllowlist } from './allowlist-source.ts';
 import {
   type ApplyTarget,
   type ExpectedServing,
@@ -72,7 +74,6 @@ import {
 import {
   type CheckedCertificate,
   type CheckedTrust,
-  checkAllowlistDocument,
   checkCertificateDocument,
   checkFleetDocument,
   checkNudgeKeyDocument,
@@ -82,6 +83,8 @@ import {
 export interface SidecarDeps {
   /** The secret store; default: built from `config.store`. */
   store?: SecretStore;
+  /** Where manifests' allowlist objects are read; default: beside the file store, or S3. */
+  objects?: ObjectStoreFor;
   /** Where log lines go; default stdout. */
   write?: (line: string) => void;
   now?: () => Date;
@@ -206,6 +209,7 @@ async function defaultStore(config: SidecarConfig): Promise<SecretStore> {
  */
 export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}): Promise<RunningSidecar> {
   const store = deps.store ?? (await defaultStore(config));
+  const objects = deps.objects ?? defaultObjectStores(config);
   const log: Logger = jsonLogger(deps.write, config.logLevel);
   const now = deps.now ?? (() => new Date());
   const random = deps.random ?? Math.random;
@@ -453,7 +457,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
       }
       case 'allowlist': {
         if (fleet === undefined) throw new Rejection('config-invalid', 'no fleet config');
-        const checked = checkAllowlistDocument(text, fleet.allowlist);
+        const checked = await loadAllowlist(text, fleet.allowlist, objects);
         if (checked.kind === 'invalid') throw new Rejection(checked.code, checked.reason);
         const previous = material.allowlist;
         const { cut } = await installAllowlist(target(), ref.secretId, checked.value.cidrs, previous, {

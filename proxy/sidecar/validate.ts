@@ -7,7 +7,8 @@
  * `json-invalid`, `document-invalid`, `placeholder` (no certificate issued yet), the PKI core's
  * `pem-invalid`, `key-mismatch`, `expired`, `not-yet-valid`, `untrusted-chain`, `san-mismatch`,
  * `weak-key`, `wrong-usage`, `not-ca`, `private-key-present`, `untrusted-crl`, `stale-crl`, `crl-missing`, and for
- * allowlists `cidr-invalid`, `cidr-too-broad`, `too-many-entries`; `config-invalid` for the fleet config.
+ * allowlists `cidr-invalid`, `cidr-too-broad`, `too-many-entries`, `digest-mismatch` (the object a
+ * manifest pins holds other bytes or another count); `config-invalid` for the fleet config.
  */
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
@@ -20,6 +21,7 @@ import {
   validateTrustBundle,
   verifyChain,
 } from '../../lib/pki/index.ts';
+import { AllowlistDocument } from '../../lib/secrets/allowlist-storage.ts';
 import { AllowlistSecret, CertificateSecret, NudgeKeySecret, TrustSecret } from '../../lib/secrets/index.ts';
 
 export type Checked<T> = { kind: 'ok'; value: T } | { kind: 'invalid'; code: string; reason: string };
@@ -181,16 +183,22 @@ export interface CheckedAllowlist {
   cidrs: string[];
 }
 
-/** An allowlist secret (`AllowlistSecret`) under the fleet's policy (`/0` only if allowed, bounded count). */
-export function checkAllowlistDocument(
-  text: string,
-  policy: { allowAll0: boolean; maxEntries: number },
-): Checked<CheckedAllowlist> {
+/**
+ * An allowlist secret's document: the inline list (`AllowlistSecret`) or the manifest of an
+ * object holding it (`AllowlistManifest`, fetched and verified by `allowlist-source.ts`).
+ */
+export function parseAllowlistDocument(text: string): Checked<AllowlistDocument> {
   const json = parseJson(text);
   if (json.kind === 'invalid') return json;
-  const doc = schemaCheck(AllowlistSecret, json.value);
-  if (doc.kind === 'invalid') return doc;
-  for (const [index, entry] of doc.value.cidrs.entries()) {
+  return schemaCheck(AllowlistDocument, json.value);
+}
+
+/** Allowlist entries under the fleet's policy (`/0` only if allowed, bounded count). */
+export function checkAllowlistEntries(
+  cidrs: readonly string[],
+  policy: { allowAll0: boolean; maxEntries: number },
+): Checked<CheckedAllowlist> {
+  for (const [index, entry] of cidrs.entries()) {
     const parsed = parseCidr(entry);
     if (parsed.kind === 'invalid') return invalid('cidr-invalid', `cidrs.${index}: ${parsed.reason}`);
     if (isWholeFamily(parsed.cidr) && !policy.allowAll0) {
@@ -200,12 +208,24 @@ export function checkAllowlistDocument(
       );
     }
   }
-  const result = normaliseAllowlist(doc.value.cidrs, policy);
+  const result = normaliseAllowlist(cidrs, policy);
   if (result.kind === 'invalid') {
     const tooMany = result.issues.some((issue) => issue.includes('exceed the limit'));
     return invalid(tooMany ? 'too-many-entries' : 'cidr-invalid', result.issues.join('; '));
   }
   return { kind: 'ok', value: { cidrs: result.cidrs.map((c) => c.text) } };
+}
+
+/** An inline allowlist secret (`AllowlistSecret`) under the fleet's policy (`/0` only if allowed, bounded count). */
+export function checkAllowlistDocument(
+  text: string,
+  policy: { allowAll0: boolean; maxEntries: number },
+): Checked<CheckedAllowlist> {
+  const json = parseJson(text);
+  if (json.kind === 'invalid') return json;
+  const doc = schemaCheck(AllowlistSecret, json.value);
+  if (doc.kind === 'invalid') return doc;
+  return checkAllowlistEntries(doc.value.cidrs, policy);
 }
 
 /** The nudge key secret: at least 32 bytes of base64. */
