@@ -18,18 +18,22 @@
 import { join, resolve } from 'node:path';
 import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
 import { ECSClient } from '@aws-sdk/client-ecs';
+import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { AcmPcaAuthority } from '../../lib/aws/acm-pca-authority.ts';
 import { awsClientConfig } from '../../lib/aws/client-config.ts';
 import { EcsFleet } from '../../lib/aws/ecs-fleet.ts';
+import { S3ObjectStore } from '../../lib/aws/s3-object-store.ts';
 import { SecretsManagerStore } from '../../lib/aws/secrets-manager-store.ts';
 import { DEFAULT_VERIFY_PORT } from '../../lib/config/schema.ts';
 import { ValidationError } from '../../lib/errors.ts';
+import { localAllowlistObjects } from '../../lib/local/file-object-store.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { type LoggedEvent, LogNotifier } from '../../lib/local/log-notifier.ts';
 import { RegistryFleet } from '../../lib/local/process-fleet.ts';
 import type { CertificateAuthority, Fleet, Notifier, SecretStore, TaskClient } from '../../lib/ports.ts';
+import { allowlistPrefix, type ObjectStore } from '../../lib/secrets/allowlist-storage.ts';
 import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
 import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
 import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
@@ -46,6 +50,7 @@ export const commonOptions = {
   'template-arn': { type: 'string' },
   cluster: { type: 'string' },
   service: { type: 'string' },
+  'allowlist-bucket': { type: 'string' },
 } as const;
 
 /** Help text lines for {@link commonOptions}. */
@@ -55,6 +60,8 @@ export const targetHelp = `Target (AWS by default: SDK credentials and region):
   --fleet-config-secret-id ID   default $FLEET_CONFIG_SECRET_ID or portcullis/<fleet>/fleet-config
   --ca-arn ARN          Private CA (default $CA_ARN); --template-arn ARN (default $CA_TEMPLATE_ARN)
   --cluster NAME        ECS cluster (default $ECS_CLUSTER); --service NAME (default $ECS_SERVICE)
+  --allowlist-bucket B  the fleet's allowlist bucket (default $ALLOWLIST_BUCKET; prefix $ALLOWLIST_PREFIX
+                        or allowlists/<fleet>/): large allowlist changes are uploaded there
   Task ports: $SIDECAR_ADMIN_PORT (default 9901), $VERIFY_PORT (verification listener, default ${DEFAULT_VERIFY_PORT})`;
 
 /** The paths inside a local directory. */
@@ -80,6 +87,11 @@ export interface ControlPlaneTarget {
   fleetPort(): Fleet;
   taskClient(): Promise<TaskClient>;
   notifier(): Notifier;
+  /**
+   * Where allowlist changes too large for an execution input are uploaded: the local object
+   * store, or on AWS the bucket of `--allowlist-bucket` / `$ALLOWLIST_BUCKET` (undefined without one).
+   */
+  allowlistObjects(): { store: ObjectStore; prefix: string } | undefined;
   /** Everything a local workflow run needs. */
   ports(): Promise<ControlPlanePorts>;
   close(): Promise<void>;
@@ -154,8 +166,10 @@ export async function openTarget(
       ...(options.onEvent ? { sink: options.onEvent } : {}),
     });
     let taskClient: TaskClient | undefined;
+    const objects = localAllowlistObjects(paths.store, fleet);
     const target: ControlPlaneTarget = {
       kind: 'local',
+      allowlistObjects: () => objects,
       fleet,
       fleetConfigSecretId,
       store,
@@ -182,6 +196,7 @@ export async function openTarget(
           fleet: fleetPort,
           taskClient: await target.taskClient(),
           notifier,
+          allowlistObjects: objects,
         };
       },
       async close() {},
@@ -204,6 +219,7 @@ export async function openTarget(
     return { client };
   }
   const store = new SecretsManagerStore(regional(SecretsManagerClient));
+  let objects: { store: ObjectStore; prefix: string } | undefined;
   let authority: CertificateAuthority | undefined;
   let fleetPort: Fleet | undefined;
   let taskClient: TaskClient | undefined;
@@ -212,6 +228,15 @@ export async function openTarget(
     fleet,
     fleetConfigSecretId,
     store,
+    allowlistObjects() {
+      const bucket = str(values, 'allowlist-bucket') ?? env('ALLOWLIST_BUCKET');
+      if (bucket === undefined) return undefined;
+      objects ??= {
+        store: new S3ObjectStore({ bucket, ...regional(S3Client) }),
+        prefix: env('ALLOWLIST_PREFIX') ?? allowlistPrefix(fleet),
+      };
+      return objects;
+    },
     authority() {
       authority ??= new AcmPcaAuthority({
         certificateAuthorityArn: required(str(values, 'ca-arn') ?? env('CA_ARN'), '--ca-arn (or CA_ARN)'),
