@@ -5,7 +5,11 @@
  * (the process exit code). Imports are static so the bundle carries every command.
  */
 import { pathToFileURL } from 'node:url';
+import packageJson from '../package.json' with { type: 'json' };
 import { type CommandModule, ExitCode, usageError } from './command.ts';
+
+/** This build's version (package.json), printed by `portcullis --version`. */
+export const VERSION: string = packageJson.version;
 
 interface CommandEntry {
   summary: string;
@@ -18,6 +22,7 @@ export const commands: Record<string, CommandEntry> = {
   init: { summary: "Create a fleet's secrets", load: () => import('./commands/init.ts') },
   rotate: { summary: 'Rotate certificates', load: () => import('./commands/rotate.ts') },
   status: { summary: 'What every task serves', load: () => import('./commands/status.ts') },
+  history: { summary: "The fleet's control-plane events", load: () => import('./commands/history.ts') },
   allowlist: {
     summary: 'Show or change the source allowlist',
     load: () => import('./commands/allowlist.ts'),
@@ -28,17 +33,48 @@ export const commands: Record<string, CommandEntry> = {
 function help(): string {
   const rows = Object.entries(commands).map(([name, entry]) => `  ${name.padEnd(10)} ${entry.summary}`);
   return [
-    'Usage: portcullis <command> [options]',
+    'Usage: portcullis [--profile NAME] <command> [options]',
+    '       portcullis --version',
     '',
     'Commands:',
     ...rows,
     '',
-    'Run `portcullis <command> --help` for the options of one command.',
+    'Run `portcullis <command> --help` for the options of one command. AWS commands take',
+    '--profile NAME and --region REGION (before or after the command), and --stack NAME to read',
+    'ARNs and names from the deployed stack.',
   ].join('\n');
 }
 
+/**
+ * Moves `--profile X` / `--region X` given before the command behind it, where every command's
+ * parser takes them (`portcullis --profile ops status …` = `portcullis status … --profile ops`).
+ */
+export function hoistGlobalOptions(argv: readonly string[]): string[] {
+  const global: string[] = [];
+  let i = 0;
+  while (i < argv.length) {
+    const arg = argv[i]!;
+    const m = /^--(profile|region)(?:=(.*))?$/.exec(arg);
+    if (!m) break;
+    if (m[2] !== undefined) {
+      global.push(`--${m[1]}`, m[2]);
+      i += 1;
+    } else {
+      if (argv[i + 1] === undefined) break;
+      global.push(arg, argv[i + 1]!);
+      i += 2;
+    }
+  }
+  const [name, ...rest] = argv.slice(i);
+  return name === undefined ? [] : [name, ...rest, ...global];
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  if (argv[0] === '--version' || argv[0] === '-V' || argv[0] === 'version') {
+    console.log(`portcullis ${VERSION}`);
+    return ExitCode.Ok;
+  }
+  const [name, ...rest] = hoistGlobalOptions(argv);
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     console.log(help());
     return name === undefined ? ExitCode.Usage : ExitCode.Ok;

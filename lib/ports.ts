@@ -156,9 +156,12 @@ export interface Fleet {
 /** What a sidecar reports about itself (`GET /v1/status`). */
 export interface TaskStatus {
   ready: boolean;
-  certificates: Record<string, { versionId: string; serial: string; notAfter: string }>;
+  /** `renewAt`: when the control plane renews it (sidecars that know the fleet's renewal rule). */
+  certificates: Record<string, { versionId: string; serial: string; notAfter: string; renewAt?: string }>;
   trust?: { versionId: string };
   allowlist?: { versionId: string; size: number };
+  /** The fleet config's version (a file-backed config: a digest of the file). */
+  fleetConfig?: { versionId: string };
   lastApply?: { at: string; ok: boolean; error?: string };
 }
 

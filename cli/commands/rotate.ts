@@ -4,10 +4,10 @@
  * running the same ASL here against the directory's store, CA and process fleet.
  */
 import { createHash } from 'node:crypto';
-import { ValidationError } from '../../lib/errors.ts';
 import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
 import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
+import { stateMachineArn } from '../demo/stack.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
 import {
   executionName,
@@ -34,7 +34,8 @@ Options:
   --wait                  AWS: follow the execution until it ends (local runs always wait)
   --grace-seconds N       wait before revoking the superseded certificate (default: the
                           machine's, 300; local default 0)
-  --state-machine-arn ARN AWS: the rotate-certificates machine (default $ROTATE_STATE_MACHINE_ARN)
+  --state-machine-arn ARN AWS: the rotate-certificates machine (default $ROTATE_STATE_MACHINE_ARN,
+                        or the --stack output)
   --execution-name NAME   AWS: override the deterministic execution name
   --bucket-minutes N      AWS: time bucket of the execution name (default 10). The name is
                           rotate-<fleet>-<certificates>-<UTC bucket start>, so the same command
@@ -65,7 +66,8 @@ export async function run(argv: string[]): Promise<number> {
   );
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
-  if (typeof values.fleet !== 'string') return usageError(`rotate needs --fleet\n\n${HELP}`);
+  if (typeof values.fleet !== 'string' && typeof values.stack !== 'string')
+    return usageError(`rotate needs --fleet (or --stack)\n\n${HELP}`);
   const grace = values['grace-seconds'];
   if (grace !== undefined && !/^\d{1,5}$/.test(String(grace))) {
     return usageError(`--grace-seconds must be a whole number of seconds\n\n${HELP}`);
@@ -108,9 +110,7 @@ export async function run(argv: string[]): Promise<number> {
         print: (line) => say(`  ${line}`),
       });
     } else {
-      const arn = String(values['state-machine-arn'] ?? process.env.ROTATE_STATE_MACHINE_ARN ?? '');
-      if (arn === '')
-        throw new ValidationError('--state-machine-arn (or ROTATE_STATE_MACHINE_ARN) is required on AWS');
+      const arn = stateMachineArn('rotate', values['state-machine-arn'], target.stack);
       const subject = certificates === undefined ? 'all' : certificates.join('_');
       const name =
         typeof values['execution-name'] === 'string'

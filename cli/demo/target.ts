@@ -39,6 +39,7 @@ import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';
 import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import type { ControlPlanePorts } from '../../lib/workflows/ports.ts';
 import { checkFleetName, fleetSecretIds } from './secrets.ts';
+import { readStackSettings, type StackSettings } from './stack.ts';
 
 /** `parseArgs` options every operator command accepts. */
 export const commonOptions = {
@@ -50,6 +51,8 @@ export const commonOptions = {
   'template-arn': { type: 'string' },
   cluster: { type: 'string' },
   service: { type: 'string' },
+  stack: { type: 'string' },
+  profile: { type: 'string' },
   'allowlist-bucket': { type: 'string' },
 } as const;
 
@@ -60,6 +63,9 @@ export const targetHelp = `Target (AWS by default: SDK credentials and region):
   --fleet-config-secret-id ID   default $FLEET_CONFIG_SECRET_ID or portcullis/<fleet>/fleet-config
   --ca-arn ARN          Private CA (default $CA_ARN); --template-arn ARN (default $CA_TEMPLATE_ARN)
   --cluster NAME        ECS cluster (default $ECS_CLUSTER); --service NAME (default $ECS_SERVICE)
+  --stack NAME          read the fleet, fleet config secret, cluster, service, state machine ARNs
+                        and log groups from this CloudFormation stack's outputs
+  --profile NAME        AWS shared-config profile (default: the SDK's, e.g. AWS_PROFILE)
   --allowlist-bucket B  the fleet's allowlist bucket (default $ALLOWLIST_BUCKET; prefix $ALLOWLIST_PREFIX
                         or allowlists/<fleet>/): large allowlist changes are uploaded there
   Task ports: $SIDECAR_ADMIN_PORT (default 9901), $VERIFY_PORT (verification listener, default ${DEFAULT_VERIFY_PORT})`;
@@ -83,6 +89,8 @@ export interface ControlPlaneTarget {
   readonly store: SecretStore;
   /** Local only: the directory. */
   readonly localDir?: string;
+  /** AWS with `--stack`: what the stack's outputs say. */
+  readonly stack?: StackSettings;
   authority(): CertificateAuthority;
   fleetPort(): Fleet;
   taskClient(): Promise<TaskClient>;
@@ -149,6 +157,29 @@ export async function openTarget(
   values: Values,
   options: { needAuthority?: boolean; onEvent?: (event: LoggedEvent) => void } = {},
 ): Promise<ControlPlaneTarget> {
+  const stackName = str(values, 'stack');
+  let stack: StackSettings | undefined;
+  if (stackName !== undefined) {
+    if (str(values, 'local') !== undefined)
+      throw new ValidationError('--stack names an AWS stack; --local a local directory: use one');
+    const stackRegion = str(values, 'region');
+    const stackProfile = str(values, 'profile');
+    stack = await readStackSettings(stackName, {
+      ...(stackRegion === undefined ? {} : { region: stackRegion }),
+      ...(stackProfile === undefined ? {} : { profile: stackProfile }),
+    });
+    // Explicit options win over the stack's outputs.
+    const fromStack: Values = {
+      fleet: stack.fleet,
+      'fleet-config-secret-id': stack.fleetConfigSecretId,
+      cluster: stack.cluster,
+      service: stack.service,
+    };
+    values = {
+      ...fromStack,
+      ...Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)),
+    };
+  }
   const fleet = checkFleetName(required(str(values, 'fleet'), '--fleet'));
   const fleetConfigSecretId =
     str(values, 'fleet-config-secret-id') ??
@@ -208,13 +239,18 @@ export async function openTarget(
   // module-scope clients (SDK default region). The process environment is left alone, so
   // nothing else in the process (another target, a test) changes region behind its back.
   const region = str(values, 'region');
+  const profile = str(values, 'profile');
   const owned: { destroy(): void }[] = [];
   function regional<C extends { destroy(): void }>(
-    Client: new (config: { region: string } & ReturnType<typeof awsClientConfig>) => C,
+    Client: new (config: { region?: string; profile?: string } & ReturnType<typeof awsClientConfig>) => C,
   ): { client: C } | Record<string, never> {
-    if (region === undefined) return {};
+    if (region === undefined && profile === undefined) return {};
     // The same connect and request limits as the adapters' own clients.
-    const client = new Client({ region, ...awsClientConfig() });
+    const client = new Client({
+      ...(region === undefined ? {} : { region }),
+      ...(profile === undefined ? {} : { profile }),
+      ...awsClientConfig(),
+    });
     owned.push(client);
     return { client };
   }
@@ -225,6 +261,7 @@ export async function openTarget(
   let taskClient: TaskClient | undefined;
   const target: ControlPlaneTarget = {
     kind: 'aws',
+    ...(stack === undefined ? {} : { stack }),
     fleet,
     fleetConfigSecretId,
     store,

@@ -14,7 +14,9 @@ export type DesiredSecret =
       rotatingTo?: string | undefined;
     }
   | { kind: 'allowlist'; secretId: string; versionId: string }
-  | { kind: 'trust'; secretId: string; versionId: string };
+  | { kind: 'trust'; secretId: string; versionId: string }
+  /** The fleet config itself: a task serving an older one routes by old rules. */
+  | { kind: 'fleet'; secretId: string; versionId: string };
 
 /** The version a task reports for `secret`, if it reports one. */
 export function servedVersion(status: TaskStatus, secret: DesiredSecret): string | undefined {
@@ -25,6 +27,8 @@ export function servedVersion(status: TaskStatus, secret: DesiredSecret): string
       return status.allowlist?.versionId;
     case 'trust':
       return status.trust?.versionId;
+    case 'fleet':
+      return status.fleetConfig?.versionId;
   }
 }
 
@@ -55,4 +59,13 @@ export function staleSecrets(status: TaskStatus, desired: readonly DesiredSecret
     const served = servedVersion(status, secret);
     return served === undefined || !acceptedVersions(secret).includes(served);
   });
+}
+
+/**
+ * Whether a task is in sync: ready, and serving an accepted version of every desired secret.
+ * The one rule behind `portcullis status`, converge-task's decision to nudge and the sidecar's
+ * own `…_in_sync` view (which compares with what it was last asked for). Pure.
+ */
+export function taskInSync(status: TaskStatus, desired: readonly DesiredSecret[]): boolean {
+  return status.ready && staleSecrets(status, desired).length === 0;
 }

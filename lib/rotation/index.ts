@@ -4,7 +4,7 @@ export {
   applyAllowlistChange,
 } from './allowlist-change.ts';
 export { CertificateSpec, type CertificateSpecInput, KeySpecSchema } from './certificate-spec.ts';
-export { acceptedVersions, type DesiredSecret, servedVersion, staleSecrets } from './converge.ts';
+export { acceptedVersions, type DesiredSecret, servedVersion, staleSecrets, taskInSync } from './converge.ts';
 export {
   type CurrentCertificate,
   type DueReason,

@@ -407,7 +407,7 @@ export function reduce(
 export function toTaskStatus(state: SidecarState): TaskStatus & Record<string, unknown> {
   const certificates: Record<
     string,
-    { secretId: string; versionId: string; serial: string; notAfter: string }
+    { secretId: string; versionId: string; serial: string; notAfter: string; renewAt?: string }
   > = {};
   const objects: Record<string, unknown> = {};
   let trust: { versionId: string } | undefined;
@@ -429,6 +429,7 @@ export function toTaskStatus(state: SidecarState): TaskStatus & Record<string, u
         versionId: applied.versionId,
         serial: applied.facts.serial ?? '',
         notAfter: applied.facts.notAfter ?? '',
+        ...(applied.facts.renewAt === undefined ? {} : { renewAt: applied.facts.renewAt }),
       };
     } else if (ref.kind === 'trust') {
       trust = { versionId: applied.versionId };

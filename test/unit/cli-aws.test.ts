@@ -698,6 +698,7 @@ describe('portcullis status against AWS', () => {
       certificates,
       trust: { versionId: secrets.current(`${PREFIX}/trust`).versionId },
       allowlist: { versionId: allowlist, size: 1 },
+      fleetConfig: { versionId: secrets.current(`${PREFIX}/fleet-config`).versionId },
       lastApply: { at: '2026-11-23T17:00:00.000Z', ok: true },
     };
     return { inSync, serials, allowlist };
@@ -745,8 +746,12 @@ describe('portcullis status against AWS', () => {
     expect(report.fleet).toBe(FLEET);
     expect(report.current).toEqual({
       certificates: serials,
+      certificateVersions: Object.fromEntries(
+        fleetConfig.certificates.map((spec) => [spec.name, secrets.current(spec.secretId).versionId]),
+      ),
       allowlistVersionId: allowlist,
       trustVersionId: secrets.current(`${PREFIX}/trust`).versionId,
+      fleetConfigVersionId: secrets.current(`${PREFIX}/fleet-config`).versionId,
       missing: [],
     });
     expect(report.tasks.map((t) => [t.taskId, t.address, t.health, t.inSync])).toEqual([
@@ -775,7 +780,10 @@ describe('portcullis status against AWS', () => {
     statuses.set(ready, { ...inSync, ready: false });
     statuses.set(stale, {
       ...inSync,
-      certificates: { ...inSync.certificates, api: { ...inSync.certificates.api!, serial: 'abc123' } },
+      certificates: {
+        ...inSync.certificates,
+        api: { ...inSync.certificates.api!, versionId: 'an-older-version', serial: 'abc123' },
+      },
     });
     // 127.0.0.43 has no sidecar on the port; t4 has no ENI address yet and is left out.
     ecs.on(ListTasksCommand).resolves({
@@ -874,8 +882,12 @@ describe('portcullis status against AWS', () => {
       const report = lastJson<{ current: CurrentState; tasks: TaskRow[] }>(run.stdout);
       expect(report.current).toEqual({
         certificates: serials,
+        certificateVersions: Object.fromEntries(
+          Object.entries(inSync.certificates).map(([name, c]) => [name, c.versionId]),
+        ),
         allowlistVersionId: null,
         trustVersionId: inSync.trust!.versionId,
+        fleetConfigVersionId: inSync.fleetConfig!.versionId,
         missing: [
           { role: 'allowlist', secretId: `${PREFIX}/allowlist`, state: 'missing', error: 'NotFoundError' },
         ],

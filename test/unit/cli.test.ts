@@ -250,7 +250,9 @@ describe('status rows', () => {
     const lines = formatTable(rows, plain).split('\n');
     expect(lines).toHaveLength(3);
     expect(lines[0]).toMatch(/^TASK\s+HEALTH\s+CERTIFICATES/);
-    expect(lines[1]).toMatch(/^task-1\s+ready\s+api=abc123 2026-02-01\s+allow-7 \(2\)\s+03:04:05 ok\s+yes$/);
+    expect(lines[1]).toMatch(
+      /^task-1\s+ready\s+api=abc123 2026-02-01 -?\d+\.\dd\s+allow-7 \(2\)\s+03:04:05 ok\s+yes$/,
+    );
     expect(lines[2]).toMatch(/^task-2\s+unreachable\s+TaskUnreachable: down/);
   });
 });
