@@ -230,10 +230,20 @@ describe('the portcullis CLI against a local directory', () => {
           taskId: 'task-1',
           address: `127.0.0.1:${port}`,
           health: 'ready',
-          certificates: { api: served.certificates.api },
+          certificates: {
+            api: {
+              ...served.certificates.api,
+              daysToExpiry: expect.any(Number),
+              renewAt: null,
+              inSync: false,
+            },
+          },
           allowlist: served.allowlist,
           trust: null,
+          fleetConfig: null,
           lastApply: served.lastApply,
+          // What it serves is behind the store's current, and it does not say its fleet config.
+          outOfSync: ['certificate api', 'trust', 'fleet config'],
           inSync: false,
         },
       ]);
@@ -244,7 +254,7 @@ describe('the portcullis CLI against a local directory', () => {
       expect(lines[0]).toBe(`allowlist  ${allowlistId}  expected: missing (NotFoundError)`);
       expect(lines[1]).toMatch(/^TASK\s+HEALTH/);
       expect(lines[2]).toMatch(
-        /^task-1\s+ready\s+api=0a1b2c3d4e5f… 2027-01-01\s+allow-be… \(1\)\s+17:00:00 ok\s+no$/,
+        /^task-1\s+ready\s+api=0a1b2c3d4e5f… 2027-01-01 \d+\.\dd\s+allow-be… \(1\)\s+17:00:00 ok\s+no \(certificate api, trust, fleet config\)$/,
       );
     } finally {
       await new Promise((resolve) => server.close(resolve));
