@@ -24,7 +24,7 @@ export function defaultS3Client(): S3Client {
 
 export interface S3ObjectStoreOptions {
   bucket: string;
-  /** The KMS key objects are encrypted with (`SSEKMSKeyId`); absent: the bucket's default encryption. */
+  /** The KMS key objects are encrypted with (`SSEKMSKeyId`); absent: the bucket's default encryption (SSE-KMS with the fleet's key). */
   kmsKeyId?: string;
   client?: S3Client;
 }
@@ -60,8 +60,11 @@ export class S3ObjectStore implements ObjectStore {
           ContentLength: body.length,
           ContentType: options.contentType ?? 'application/octet-stream',
           ChecksumSHA256: Buffer.from(options.sha256, 'hex').toString('base64'),
-          ServerSideEncryption: 'aws:kms',
-          ...(this.#kmsKeyId === undefined ? {} : { SSEKMSKeyId: this.#kmsKeyId }),
+          // `aws:kms` without a key id would mean the AWS managed key (aws/s3), not the
+          // bucket's: without a key id the bucket default applies.
+          ...(this.#kmsKeyId === undefined
+            ? {}
+            : { ServerSideEncryption: 'aws:kms' as const, SSEKMSKeyId: this.#kmsKeyId }),
         }),
       );
       versionId = answer.VersionId;

@@ -43,11 +43,12 @@ describe('S3ObjectStore', () => {
     });
   });
 
-  it('leaves the key to the bucket default without kmsKeyId', async () => {
+  it('leaves encryption to the bucket default (its own KMS key) without kmsKeyId', async () => {
     s3.on(PutObjectCommand).resolves({ VersionId: 'v-1' });
     await new S3ObjectStore({ bucket, client }).put(key, body, { sha256: sha256Hex(body) });
     const input = s3.commandCalls(PutObjectCommand)[0]!.args[0].input;
-    expect(input.ServerSideEncryption).toBe('aws:kms');
+    // `aws:kms` alone would pick the AWS managed key (aws/s3) over the bucket's own.
+    expect('ServerSideEncryption' in input).toBe(false);
     expect('SSEKMSKeyId' in input).toBe(false);
   });
 

@@ -611,8 +611,10 @@ describe('serverless.yml packaged offline', () => {
       }
     });
 
-    it('limits the gateway task role to reading the fleet secrets', () => {
-      const statements = roleStatements(template, 'TaskRole').filter((s) => s.Sid !== undefined);
+    it('limits the gateway task role to reading the fleet secrets (and allowlist objects, serverless-allowlist.test.ts)', () => {
+      const statements = roleStatements(template, 'TaskRole').filter(
+        (s) => s.Sid !== undefined && list(s.Action).some((a) => a.startsWith('secretsmanager:')),
+      );
       expect(statements).toHaveLength(1);
       expect(list(statements[0]!.Action).sort()).toEqual([
         'secretsmanager:DescribeSecret',
@@ -1056,6 +1058,8 @@ describe('serverless.yml packaged for a second deploy (secrets ready) into a VPC
     // with its execution role: image pull (ECR API and registry) and the awslogs driver.
     for (const role of ['TaskRole', 'TaskExecutionRole']) {
       for (const statement of roleStatements(template, role)) {
+        // A key used only through S3 (kms:ViaService) is called by S3, not from the task.
+        if (statement.Condition?.StringEquals?.['kms:ViaService'] !== undefined) continue;
         for (const action of list(statement.Action)) {
           const service = action.split(':')[0]!;
           for (const endpoint of service === 'ecr' ? ['ecr.api', 'ecr.dkr'] : [service]) needed.add(endpoint);
@@ -1068,10 +1072,12 @@ describe('serverless.yml packaged for a second deploy (secrets ready) into a VPC
       'ecr.dkr',
       'ecs',
       'logs',
+      // Allowlist objects, through the S3 gateway endpoint like the image layers.
+      's3',
       'secretsmanager',
       'ssmmessages',
     ]);
-    expect(endpointServices(template, conditions)).toEqual([...needed, 's3'].sort());
+    expect(endpointServices(template, conditions)).toEqual([...new Set([...needed, 's3'])].sort());
 
     const interfaces = created(template, conditions).filter(
       ([, r]) =>
