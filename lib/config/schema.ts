@@ -328,6 +328,24 @@ export const AllowlistConfigSchema = z.object({
   cutRemovedSessions: z.boolean().default(true),
 });
 
+/**
+ * Per-source limits: one client address (the PROXY source behind an NLB) may hold only part of
+ * the slots and open connections only so fast, so a single source with slow hellos cannot hold
+ * every `maxconn` slot until each deadline. Counted across the TLS and HTTP listeners of a task in
+ * one stick table keyed by the client address; a refused connection is logged with its reason
+ * (`source-connection-limit`, `source-rate-limit`). Sources behind a shared NAT count as one.
+ */
+export const PerSourceLimitsSchema = z
+  .object({
+    /** Open connections one source may hold; absent: a tenth of `limits.maxconn` (at least 1); `null`: no limit. */
+    maxConnections: z.number().int().min(1).max(1_000_000).nullable().optional(),
+    /** New connections one source may open per `ratePeriodMs`; `null`: no limit. Default 5000 (500/s over 10 s). */
+    maxConnectionRate: z.number().int().min(1).max(10_000_000).nullable().default(5000),
+    /** Window of `maxConnectionRate` (HAProxy `conn_rate(<period>)`). */
+    ratePeriodMs: z.number().int().min(1000).max(3_600_000).default(10_000),
+  })
+  .strict();
+
 export const LimitsSchema = z.object({
   /** Open connections per listener; bounds sockets held by slow or idle clients. */
   maxconn: z.number().int().min(1).max(1_000_000).default(10_000),
@@ -347,11 +365,24 @@ export const LimitsSchema = z.object({
    * Fewer threads than CPUs cost less per connection on a busy task but cap it at that many cores.
    */
   threads: z.number().int().min(1).max(64).optional(),
+  /** What one client address may take of the listeners (see `PerSourceLimitsSchema`). */
+  perSource: PerSourceLimitsSchema.prefault({}),
 });
 
 export const AccessLogSchema = z.object({
   enabled: z.boolean().default(true),
   format: z.literal('json').default('json'),
+  /**
+   * HAProxy's in-memory buffer (a `ring`) in front of the sidecar that writes the lines to stdout.
+   * A burst waits here while the sidecar writes; only lines that find it full are lost (counted as
+   * HAProxy's `DroppedLogs`, exported by the sidecar). 16 MiB holds about 35 000 lines.
+   */
+  bufferBytes: z
+    .number()
+    .int()
+    .min(64 * 1024)
+    .max(1024 * 1024 * 1024)
+    .default(16 * 1024 * 1024),
 });
 
 /** Terminate routes name existing certificates of the right usage, and need a trust bundle. */
@@ -480,12 +511,23 @@ export const FleetConfigSchema = z
       });
     }
   })
-  // The health listener reads PROXY headers exactly when the fleet does, unless it says otherwise.
+  // The health listener reads PROXY headers exactly when the fleet does, unless it says otherwise;
+  // a source may hold a tenth of the slots unless the fleet says otherwise.
   .transform((config) => ({
     ...config,
     healthCheck: {
       ...config.healthCheck,
       proxyProtocol: config.healthCheck.proxyProtocol ?? config.proxyProtocol.enabled,
+    },
+    limits: {
+      ...config.limits,
+      perSource: {
+        ...config.limits.perSource,
+        maxConnections:
+          config.limits.perSource.maxConnections === undefined
+            ? Math.max(1, Math.floor(config.limits.maxconn / 10))
+            : config.limits.perSource.maxConnections,
+      },
     },
   }));
 
@@ -505,5 +547,6 @@ export type VerifyConfig = FleetConfig['verify'];
 export type ResolversConfig = FleetConfig['resolvers'];
 export type AllowlistConfig = FleetConfig['allowlist'];
 export type Limits = FleetConfig['limits'];
+export type PerSourceLimits = Limits['perSource'];
 export type AccessLogConfig = FleetConfig['accessLog'];
 export type RouteMode = Route['mode'];

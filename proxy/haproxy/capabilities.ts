@@ -61,10 +61,14 @@ export interface HaproxyCapabilities {
    */
   readonly failedReloadListsServingWorkerAsOld: boolean;
   /**
-   * 3.2: the HTTP parser answers 400 itself to a `Host` carrying userinfo (`a@b`), before any
-   * `http-request` rule runs, so the gateway's own refusal rule (and its log line) never sees it.
+   * 3.2: the HTTP/1 parser answers 400 itself to a `Host` that is no valid authority (userinfo
+   * `a@b`, a space, a slash), before any `http-request` rule runs, and the HTTP/2 parser closes
+   * the connection on such an `:authority` (2.6 answers that stream 400). The gateway's own rules
+   * refuse the same values on 2.6 with their reason; on 3.2 the line comes from
+   * `error-log-format` with reason `bad-http-request`. Comma lists without a space pass both
+   * parsers and are refused by the gateway's rule on every release. Checked on 2.6.12 and 3.2.0.
    */
-  readonly rejectsUserinfoInHost: boolean;
+  readonly parserRefusesMalformedHost: boolean;
   /**
    * `set/commit ssl ca-file` is safe to use on a live worker. False on every release checked:
    * 2.6.12, 3.0.11 and 3.2.0 serve a stale certificate after a later `commit ssl cert`, and a
@@ -83,7 +87,7 @@ export function capabilitiesOf(version: HaproxyVersion | string): HaproxyCapabil
     checkIsQuiet: atLeast(v, 3, 0),
     luaBoolSampleConversion: atLeast(v, 3, 1),
     failedReloadListsServingWorkerAsOld: atLeast(v, 3, 2),
-    rejectsUserinfoInHost: atLeast(v, 3, 2),
+    parserRefusesMalformedHost: atLeast(v, 3, 2),
     caFileCommitSafe: false,
   };
 }

@@ -14,6 +14,13 @@ export interface GatewayLayout {
   /** Master CLI socket (`-S`): `reload`, `show proc`. */
   masterSocket: string;
   pidFile: string;
+  /**
+   * Where HAProxy sends its access log: a unix stream socket the sidecar listens on and forwards
+   * to its stdout (see proxy/sidecar/log-sink.ts). HAProxy's own stdout carries no log line.
+   */
+  logSocket: string;
+  /** Refusal reason per HAProxy connection error code (`fc_err`), for connection-level log lines. */
+  connectionErrorsMap: string;
   /** Source CIDRs allowed to connect (one per line, IPv4 and IPv6), updated with `prepare/commit acl`. */
   allowlist: string;
   /** Peers (the NLB's subnets) whose PROXY protocol header is trusted. */
@@ -40,6 +47,8 @@ export function gatewayLayout(root: string): GatewayLayout {
     adminSocket: join(run, 'admin.sock'),
     masterSocket: join(run, 'master.sock'),
     pidFile: join(run, 'haproxy.pid'),
+    logSocket: join(run, 'log.sock'),
+    connectionErrorsMap: join(maps, 'connection-errors.map'),
     allowlist: join(acl, 'allowlist.acl'),
     trustedProxies: join(acl, 'trusted-proxies.acl'),
     verifyPeers: join(acl, 'verify-peers.acl'),

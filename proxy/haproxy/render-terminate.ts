@@ -38,7 +38,7 @@ import { posix } from 'node:path';
 import type { FleetConfig, TerminateRoute } from '../../lib/config/index.ts';
 import { isIpLiteral } from '../../lib/config/index.ts';
 import type { GatewayLayout } from './layout.ts';
-import type { RenderedFile } from './render.ts';
+import { errorLogFormat, type RenderedFile } from './render.ts';
 
 /** Section names of the terminate half (runtime API `show table`, `show sess`, metrics labels). */
 export const TERMINATE = {
@@ -274,7 +274,13 @@ export function renderTerminateSections(
     '  mode tcp',
     `  bind unix@${p.socket} mode 600 accept-proxy ${terminateBindSsl(p)}`,
     `  maxconn ${config.limits.maxconn}`,
-    ...(config.accessLog.enabled ? [`  log-format ${logFormat()}`] : ['  no log']),
+    // A handshake that fails is logged in JSON too (refusal tls-handshake-failed, HAProxy's error).
+    ...(config.accessLog.enabled
+      ? [
+          `  log-format ${logFormat()}`,
+          `  error-log-format ${errorLogFormat('terminate', layout.connectionErrorsMap)}`,
+        ]
+      : ['  no log']),
     '  acl refused var(txn.refusal) -m found',
     '  acl cert_used ssl_c_used',
     // All three: ssl_c_verify is OpenSSL's last error; ssl_c_ca_err/ssl_c_err the first ignored ones.

@@ -86,6 +86,10 @@ export const REFUSAL = {
   resolutionFailed: 'resolution-failed',
   destinationDenied: 'destination-denied',
   destinationNotAllowed: 'destination-not-allowed',
+  /** The source already holds `limits.perSource.maxConnections` connections. */
+  sourceConnectionLimit: 'source-connection-limit',
+  /** The source opened more than `limits.perSource.maxConnectionRate` connections in the period. */
+  sourceRateLimit: 'source-rate-limit',
 } as const;
 export type Refusal = (typeof REFUSAL)[keyof typeof REFUSAL];
 
@@ -93,7 +97,51 @@ export type Refusal = (typeof REFUSAL)[keyof typeof REFUSAL];
 export const HTTP_REFUSAL = {
   /** Methods the gateway never forwards: `CONNECT` (a tunnel to wherever the upstream connects). */
   methodNotAllowed: 'method-not-allowed',
+  /** More than one Host value: a comma list, a repeated header (HTTP/2: `:authority` with a comma). */
+  invalidHost: 'invalid-host',
 } as const;
+
+/**
+ * Reasons of the lines HAProxy logs for a connection refused before any rule ran (error-log-format),
+ * by its connection error code (`fc_err`, the same numbers on 2.6 and 3.2): a PROXY header that is
+ * missing, cut short or malformed, or (code 0 on the HTTP listener) a request HAProxy's own parser
+ * refused (`status` 400) or that did not arrive within `timeout http-request` (`status` 408).
+ */
+export const CONNECTION_REFUSAL = {
+  badHttpRequest: 'bad-http-request',
+  proxyHeaderClosed: 'proxy-header-closed',
+  proxyHeaderTimeout: 'proxy-header-timeout',
+  proxyHeaderTruncated: 'proxy-header-truncated',
+  proxyHeaderMissing: 'proxy-header-missing',
+  proxyHeaderInvalid: 'proxy-header-invalid',
+  proxyHeaderUnsupported: 'proxy-header-unsupported',
+  /** Any other connection error (the listeners have no other handshake). */
+  connectionError: 'connection-error',
+} as const;
+
+/** `fc_err` codes (HAProxy's `CO_ER_*`) → reason; unlisted codes log `connection-error`. */
+const CONNECTION_ERROR_CODES: ReadonlyArray<readonly [number, string]> = [
+  [0, CONNECTION_REFUSAL.badHttpRequest],
+  [11, CONNECTION_REFUSAL.proxyHeaderClosed], // CO_ER_PRX_EMPTY: closed before a header
+  [12, CONNECTION_REFUSAL.proxyHeaderClosed], // CO_ER_PRX_ABORT: error before a header
+  [13, CONNECTION_REFUSAL.proxyHeaderTimeout], // CO_ER_PRX_TIMEOUT
+  [14, CONNECTION_REFUSAL.proxyHeaderTruncated], // CO_ER_PRX_TRUNCATED
+  [15, CONNECTION_REFUSAL.proxyHeaderMissing], // CO_ER_PRX_NOT_HDR: data that is no PROXY header
+  [16, CONNECTION_REFUSAL.proxyHeaderInvalid], // CO_ER_PRX_BAD_HDR: e.g. v2 AF_UNIX/UNSPEC with PROXY
+  [17, CONNECTION_REFUSAL.proxyHeaderUnsupported], // CO_ER_PRX_BAD_PROTO
+];
+
+/** The ring HAProxy logs into; its one server is the sidecar's log socket. */
+export const LOG_RING = 'access_log';
+
+/**
+ * Longest log line HAProxy writes (`log … len`, ring `maxlen`); longer lines would be cut and no
+ * longer parse. Lines stay far below it: names are at most 255 bytes before JSON escaping.
+ */
+export const LOG_LINE_MAX = 8192;
+
+/** Stick table of client addresses for the per-source limits (`limits.perSource`). */
+export const SOURCE_TABLE = 'st_sources';
 
 /** One rendered file: text content and the file mode it must be written with. */
 export interface RenderedFile {
@@ -183,9 +231,10 @@ function bindLines(config: FleetConfig, port: number): string[] {
 }
 
 /**
- * JSON access-log line. HAProxy 2.6 has no JSON encoder for log-format, so the object is spelled
- * out; client-controlled strings go through the `json` converter, absent values print as `-`.
- * Numbers come only from fields that are always set (vars get a numeric default first).
+ * JSON access-log line. HAProxy 2.6 has no JSON encoder for log-format (`%{+json}o` came in
+ * 3.0), so the object is spelled out; client-controlled strings go through the `json` converter
+ * (at most 255 bytes of them), absent strings print as `-`. Numbers come only from fields that
+ * are always set or from variables read with a numeric default.
  */
 function logFormat(kind: 'tls' | 'http'): string {
   const fields = [
@@ -195,11 +244,11 @@ function logFormat(kind: 'tls' | 'http'): string {
     '"client_port":%cp',
     '"peer":"%[fc_src]"',
     '"peer_port":%[fc_src_port]',
-    kind === 'tls' ? '"sni":"%[var(txn.name),json(utf8s)]"' : '"host":"%[var(txn.name),json(utf8s)]"',
+    `"${kind === 'tls' ? 'sni' : 'host'}":"%[var(txn.name),bytes(0,255),json(utf8s)]"`,
     '"route":"%[var(txn.route)]"',
     '"mode":"%[var(txn.mode)]"',
     '"upstream":"%[var(txn.dst)]"',
-    '"upstream_port":%[var(txn.port)]',
+    '"upstream_port":%[var(txn.port,0)]',
     '"bytes_in":%U',
     '"bytes_out":%B',
     '"duration_ms":%Tt',
@@ -211,6 +260,78 @@ function logFormat(kind: 'tls' | 'http'): string {
   return `'{${fields.join(',')}}'`;
 }
 
+/**
+ * JSON line of a connection refused before any rule ran: HAProxy logs these (a PROXY header that
+ * is missing or broken; on the HTTP listener a request its parser refused or a request head that
+ * timed out) with `error-log-format`, in the same JSON as every other line. `refusal` comes from
+ * the connection error code through `connectionErrorsMap`, `error` is HAProxy's own text.
+ */
+export function errorLogFormat(kind: 'tls' | 'http' | 'terminate', connectionErrorsMap: string): string {
+  const fallback = kind === 'terminate' ? 'tls-handshake-failed' : CONNECTION_REFUSAL.connectionError;
+  const fields = [
+    '"time":%Ts.%ms',
+    '"frontend":"%f"',
+    '"client":"%ci"',
+    '"client_port":%cp',
+    '"peer":"%[fc_src]"',
+    '"peer_port":%[fc_src_port]',
+    '"bytes_in":%U',
+    '"duration_ms":%Tt',
+    '"termination":"%ts"',
+    ...(kind === 'http' ? ['"method":"%HM"', '"status":%ST'] : []),
+    `"refusal":"%[fc_err,map_int(${connectionErrorsMap},${fallback})]"`,
+    '"error":"%[fc_err_str,json(utf8s)]"',
+  ];
+  return `'{${fields.join(',')}}'`;
+}
+
+/** `fc_err` → reason map file content. */
+export function renderConnectionErrorsMap(): string {
+  return CONNECTION_ERROR_CODES.map(([code, reason]) => `${code} ${reason}\n`).join('');
+}
+
+function accessLogLines(config: FleetConfig, kind: 'tls' | 'http', p: Paths): string[] {
+  if (!config.accessLog.enabled) return ['  no log'];
+  return [
+    `  log-format ${logFormat(kind)}`,
+    `  error-log-format ${errorLogFormat(kind, p.connectionErrors)}`,
+  ];
+}
+
+/** Whether any per-source limit applies (else no source table is rendered or tracked). */
+function perSourceLimited(config: FleetConfig): boolean {
+  const limits = config.limits.perSource;
+  return limits.maxConnections !== null || limits.maxConnectionRate !== null;
+}
+
+/**
+ * Per-source limits: every connection is tracked by its client address (after the PROXY header,
+ * before any content rule, so a slow hello counts from its first moment) in `SOURCE_TABLE`, shared
+ * by both listeners; a source over a limit is refused with its reason. A PROXY `LOCAL` connection
+ * (an NLB health check) carries no client and is never limited.
+ */
+function sourceTracking(config: FleetConfig): string[] {
+  if (!perSourceLimited(config)) return [];
+  return [`  tcp-request session track-sc1 src table ${SOURCE_TABLE}`];
+}
+
+function sourceLimitRules(config: FleetConfig, rule: string): string[] {
+  const limits = config.limits.perSource;
+  const local = config.proxyProtocol.enabled ? ' !pp_local' : '';
+  return [
+    ...(limits.maxConnections === null
+      ? []
+      : [
+          `  ${rule} set-var(txn.refusal) str(${REFUSAL.sourceConnectionLimit}) if !refused${local} { sc1_conn_cur gt ${limits.maxConnections} }`,
+        ]),
+    ...(limits.maxConnectionRate === null
+      ? []
+      : [
+          `  ${rule} set-var(txn.refusal) str(${REFUSAL.sourceRateLimit}) if !refused${local} { sc1_conn_rate gt ${limits.maxConnectionRate} }`,
+        ]),
+  ];
+}
+
 interface Paths {
   allowlist: string;
   trusted: string;
@@ -219,6 +340,7 @@ interface Paths {
   exact: string;
   wildcard: string;
   routeAcl: (index: number) => string;
+  connectionErrors: string;
 }
 
 function paths(layout: GatewayLayout): Paths {
@@ -230,6 +352,7 @@ function paths(layout: GatewayLayout): Paths {
     exact: posix.join(layout.mapsDir, ROUTE_FILES.exactMap),
     wildcard: posix.join(layout.mapsDir, ROUTE_FILES.wildcardMap),
     routeAcl: (index) => posix.join(layout.aclDir, ROUTE_FILES.allowedAcl(index)),
+    connectionErrors: layout.connectionErrorsMap,
   };
 }
 
@@ -364,8 +487,9 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
     ...bindLines(config, config.listeners.tls),
     `  maxconn ${config.limits.maxconn}`,
     // Every refusal is logged, even one that arrives before any byte: no `dontlognull` here.
-    ...(config.accessLog.enabled ? [`  log-format ${logFormat('tls')}`] : ['  no log']),
+    ...accessLogLines(config, 'tls', p),
     ...proxyProtocolLines(config, p),
+    ...sourceTracking(config),
     `  tcp-request inspect-delay ${ms(config.limits.inspectDelayMs)}`,
     ...NAME_ACLS,
     '  acl hello req.ssl_hello_type 1',
@@ -384,6 +508,7 @@ function tlsFrontend(config: FleetConfig, p: Paths): string[] {
     '  # peer trust, then the source allowlist (the PROXY source), decided before reading anything',
     ...untrustedPeerRule(config, 'tcp-request content'),
     `  tcp-request content set-var(txn.refusal) str(${REFUSAL.sourceNotAllowed}) if !refused ${sourceCheck}`,
+    ...sourceLimitRules(config, 'tcp-request content'),
     '  tcp-request content reject if refused',
     '  # wait for a complete ClientHello (the !hello conditions wait until it is complete or the deadline)',
     `  tcp-request content set-var(txn.refusal) str(${REFUSAL.sslv2Hello}) if !hello sslv2`,
@@ -425,8 +550,9 @@ function httpFrontend(config: FleetConfig, p: Paths, port: number): string[] {
     ...bindLines(config, port),
     `  maxconn ${config.limits.maxconn}`,
     `  timeout http-request ${ms(config.limits.httpRequestTimeoutMs)}`,
-    ...(config.accessLog.enabled ? [`  log-format ${logFormat('http')}`] : ['  no log']),
+    ...accessLogLines(config, 'http', p),
     ...proxyProtocolLines(config, p),
+    ...sourceTracking(config),
     ...NAME_ACLS,
     ...routeAcls(config),
     ...localAcl(config, p, true),
@@ -434,19 +560,31 @@ function httpFrontend(config: FleetConfig, p: Paths, port: number): string[] {
     '  http-request set-var(txn.port) int(0)',
     ...untrustedPeerRule(config, 'http-request'),
     `  http-request set-var(txn.refusal) str(${REFUSAL.sourceNotAllowed}) if !refused ${sourceCheck}`,
+    ...sourceLimitRules(config, 'http-request'),
     // A tunnel to whatever the upstream would CONNECT to: never forwarded.
     `  http-request set-var(txn.refusal) str(${HTTP_REFUSAL.methodNotAllowed}) if !refused METH_CONNECT`,
-    '  # Host header: lower-cased, port and one trailing dot dropped',
-    '  http-request set-var(txn.name) req.hdr(host),lower,regsub(:[0-9]+$,),regsub([.]$,)',
+    // `req.hdr` would read the last item of a comma list while the upstream gets the whole value.
+    // HTTP/2's `:authority` arrives here as the Host header, so it is held to the same rule.
+    '  # Host: exactly one header line holding one value',
+    `  http-request set-var(txn.refusal) str(${HTTP_REFUSAL.invalidHost}) if !refused { req.fhdr_cnt(host) gt 1 }`,
+    `  http-request set-var(txn.refusal) str(${HTTP_REFUSAL.invalidHost}) if !refused { req.hdr_cnt(host) gt 1 }`,
+    `  http-request set-var(txn.refusal) str(${HTTP_REFUSAL.invalidHost}) if !refused { req.fhdr(host) -m sub , }`,
+    '  # the one name: lower-cased, a port of up to five digits and one trailing dot dropped',
+    '  http-request set-var(txn.name) req.fhdr(host),lower,regsub(:[0-9][0-9]?[0-9]?[0-9]?[0-9]?$,),regsub([.]$,)',
     ...nameRules('http-request', REFUSAL.noServerName),
     ...routingRules(config, p, 'http-request', 'http'),
     deny(403, [REFUSAL.untrustedPeer, REFUSAL.proxyLocal, REFUSAL.sourceNotAllowed]),
+    deny(429, [REFUSAL.sourceConnectionLimit, REFUSAL.sourceRateLimit]),
     deny(405, [HTTP_REFUSAL.methodNotAllowed]),
+    deny(400, [HTTP_REFUSAL.invalidHost]),
     deny(421, [REFUSAL.noServerName, REFUSAL.ipLiteral, REFUSAL.invalidServerName, REFUSAL.noRoute]),
     '  http-request deny deny_status 502 if refused',
     '  http-request set-dst var(txn.dst)',
     '  http-request set-dst-port var(txn.port)',
     ...sessionTracking('http-request'),
+    // A request HAProxy's parser refused on its own after the stream began (HTTP/2 on 2.6) skips
+    // every rule above; its 400 still passes here, so its line carries a reason too.
+    `  http-after-response set-var(txn.refusal) str(${CONNECTION_REFUSAL.badHttpRequest}) if !refused !{ var(txn.dst) -m found }`,
     // The upstream sees the PROXY source, never a client-supplied chain or a spelling of one
     // (servers that map `_` to `-`, CGI-style, read `x_forwarded_for` as `x-forwarded-for`).
     '  http-request del-header ^(x[-_]forwarded[-_]for|forwarded|x[-_]real[-_]ip)$ -m reg',
@@ -483,7 +621,9 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
     'global',
     '  master-worker',
     // No global maxconn: HAProxy sizes it from the file-descriptor limit; each listener has its own.
-    '  log stdout format raw local0 info',
+    // Logs go to a ring the sidecar drains (its stdout), never to HAProxy's own stdout: a
+    // non-blocking write to a full pipe drops the line, a ring keeps it until the sidecar reads it.
+    `  log ring@${LOG_RING} len ${LOG_LINE_MAX} local0 info`,
     `  stats socket ${layout.adminSocket} mode 600 level admin expose-fd listeners`,
     '  stats timeout 30s',
     `  pidfile ${layout.pidFile}`,
@@ -496,6 +636,17 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
     '.endif',
     `  lua-load-per-thread ${posix.join(layout.root, CLIENT_HELLO_LUA_FILE)}`,
     ...(limits.hardStopAfterMs === null ? [] : [`  hard-stop-after ${ms(limits.hardStopAfterMs)}`]),
+    '',
+    `ring ${LOG_RING}`,
+    '  description "access log, written to stdout by the sidecar"',
+    '  format raw',
+    `  maxlen ${LOG_LINE_MAX}`,
+    `  size ${config.accessLog.bufferBytes}`,
+    '  timeout connect 1s',
+    // An idle forwarding connection is closed and opened again; unread lines wait in the ring.
+    '  timeout server 1h',
+    // Only this one reader: unread lines stay in the ring until it has them (RFC 6587 framing).
+    `  server sidecar unix@${layout.logSocket} log-proto octet-count`,
     '',
     `resolvers ${RESOLVERS}`,
     ...(r.nameservers.length === 0
@@ -540,6 +691,16 @@ function renderConfig(config: FleetConfig, layout: GatewayLayout, terminate: Ter
     `  stick-table type string len 100 size ${Math.max(1000, config.limits.maxconn * 2)} expire ${ms(limits.tunnelTimeoutMs)} store conn_cur`,
     '',
   );
+  if (perSourceLimited(config)) {
+    const period = ms(limits.perSource.ratePeriodMs);
+    lines.push(
+      `backend ${SOURCE_TABLE}`,
+      // IPv4 sources are stored IPv4-mapped. An entry in use is never purged, and both listeners
+      // together hold at most 2 × maxconn sources, so the table never runs out of room for one.
+      `  stick-table type ipv6 size ${Math.max(1000, config.limits.maxconn * 4)} expire ${period} store conn_cur,conn_rate(${period})`,
+      '',
+    );
+  }
   if (listeners.http !== null) {
     lines.push(
       ...httpFrontend(config, p, listeners.http),
@@ -628,6 +789,7 @@ export function renderGateway(config: FleetConfig, options: RenderOptions): Rend
       mode: FILE_MODE,
     },
     [rel(layout, p.state)]: { content: `${READY_KEY} 0\n`, mode: FILE_MODE },
+    [rel(layout, p.connectionErrors)]: { content: renderConnectionErrorsMap(), mode: FILE_MODE },
     [CLIENT_HELLO_LUA_FILE]: { content: CLIENT_HELLO_LUA, mode: FILE_MODE },
     [rel(layout, p.exact)]: { content: maps.exact, mode: FILE_MODE },
     [rel(layout, p.wildcard)]: { content: maps.wildcard, mode: FILE_MODE },

@@ -165,9 +165,13 @@ function absent(value: string | undefined): string | undefined {
   return value === undefined || value === '<NONE>' || value === '<none>' ? undefined : value;
 }
 
+/**
+ * `show sess`, one entry per client stream. Streams HAProxy opens itself from an applet (the log
+ * ring's forwarder to the sidecar: `proto=?` and no `fe=`) belong to no client and are left out.
+ */
 export function parseShowSessions(text: string): SessionInfo[] {
   if (text === '') return [];
-  return text.split('\n').map((line) => {
+  return text.split('\n').flatMap((line) => {
     const m = /^(0x[0-9a-f]+): (.*)$/.exec(line);
     if (!m) throw new RuntimeProtocolError('show sess', 'unrecognised session line');
     const kv: Record<string, string> = {};
@@ -176,6 +180,7 @@ export function parseShowSessions(text: string): SessionInfo[] {
       // Only the first occurrence: later tokens (`rq[f=…`) reuse short names.
       if (eq > 0 && !(token.slice(0, eq) in kv)) kv[token.slice(0, eq)] = token.slice(eq + 1);
     }
+    if (kv['proto'] === '?' && kv['fe'] === undefined) return [];
     if (kv['proto'] === undefined || kv['fe'] === undefined) {
       throw new RuntimeProtocolError('show sess', 'session line without proto/fe');
     }

@@ -36,7 +36,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { normaliseAllowlist } from '../../lib/allowlist/index.ts';
 import { parseFleetConfig } from '../../lib/config/index.ts';
 import { FRONTEND, REFUSAL, renderAllowlist } from '../../proxy/haproxy/index.ts';
-import { HTTP_REFUSAL } from '../../proxy/haproxy/render.ts';
+import { CONNECTION_REFUSAL, HTTP_REFUSAL } from '../../proxy/haproxy/render.ts';
 import { HaproxyRuntime } from '../../proxy/haproxy/runtime.ts';
 import { buildClientHello } from '../support/client-hello.ts';
 import { type DnsServer, startDnsServer } from '../support/dns.ts';
@@ -358,6 +358,7 @@ describe('ClientHello structure', () => {
 
   it('keeps many one-byte stalled connections within maxconn and closes them at the deadline', async () => {
     const sockets: net.Socket[] = [];
+    const since = gw.logs().length;
     try {
       const closed: Promise<void>[] = [];
       for (let i = 0; i < 80; i++) {
@@ -377,6 +378,15 @@ describe('ClientHello structure', () => {
         Promise.all(closed),
         new Promise((_, reject) => setTimeout(() => reject(new Error('stalled sockets left open')), 8000)),
       ]);
+      // Each one is logged: most refused at once by the per-source limit, the rest at the deadline.
+      await expect.poll(() => gw.logs().length - since, { timeout: 5000 }).toBe(80);
+      const reasons = new Set(
+        gw
+          .logs()
+          .slice(since)
+          .map((l) => l.refusal),
+      );
+      expect(reasons).toEqual(new Set([REFUSAL.sourceConnectionLimit, REFUSAL.clientHelloIncomplete]));
     } finally {
       for (const socket of sockets) socket.destroy();
     }
@@ -513,6 +523,14 @@ describe('HTTP listener', () => {
   });
 
   const refused: Array<[string, string, number, string]> = [
+    // A comma list: `req.hdr` would route on its last item while the upstream gets the whole value.
+    ['a comma list ending in a routed name', `${META},${APP}`, 400, HTTP_REFUSAL.invalidHost],
+    ['a comma list of two routed names', `${APP}, ${OTHER}`, 400, HTTP_REFUSAL.invalidHost],
+    ['a trailing comma', `${APP},`, 400, HTTP_REFUSAL.invalidHost],
+    ['a port beyond five digits', `${APP}:123456`, 421, REFUSAL.ipLiteral],
+    ['a slash', `${APP}/x`, 421, REFUSAL.invalidServerName],
+    ['an underscore', 'a_b.svc.example.test', 421, REFUSAL.invalidServerName],
+    ['a space inside', `app ${APP}`, 421, REFUSAL.invalidServerName],
     ['userinfo before an allowed name', `u@${APP}`, 421, REFUSAL.invalidServerName],
     ['an allowed name as userinfo', `${APP}@127.0.0.4`, 421, REFUSAL.ipLiteral],
     ['two trailing dots', `${APP}..`, 421, REFUSAL.invalidServerName],
@@ -525,19 +543,46 @@ describe('HTTP listener', () => {
   it.each(refused)('refuses a Host with %s', async (_what, host, status, reason) => {
     const before = counts();
     const since = gw.logs().length;
-    const badBefore = gw.haproxy.lines.filter((l) => l.includes('"method":"<BADREQ>"')).length;
     const result = await http(gw, `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
-    if (host.includes('@') && HAPROXY.capabilities.rejectsUserinfoInHost) {
-      // HAProxy's own parser refuses it (400) before any rule of the gateway runs, so the line
-      // carries no refusal reason and its variables print as `-` (not JSON yet: issue 14).
+    if (/[@ /]/.test(host) && HAPROXY.capabilities.parserRefusesMalformedHost) {
+      // HAProxy's own parser refuses it (400) before any rule of the gateway runs; the line
+      // comes from error-log-format, JSON like every other one, with the parser's reason.
       expect(statuses(result.received)).toEqual([400]);
-      const badRequests = () => gw.haproxy.lines.filter((l) => l.includes('"method":"<BADREQ>"'));
-      await expect.poll(() => badRequests().length).toBe(badBefore + 1);
-      expect(badRequests().at(-1)).toContain('"status":400');
+      const log = await gw.waitForLog(
+        (l) => l.frontend === FRONTEND.http && l.refusal === CONNECTION_REFUSAL.badHttpRequest,
+        { since },
+      );
+      expect(log).toMatchObject({ status: 400, method: '<BADREQ>', client: '127.0.0.1' });
     } else {
       expect(statuses(result.received)).toEqual([status]);
       await gw.waitForLog((l) => l.frontend === FRONTEND.http && l.refusal === reason, { since });
     }
+    expect(counts()).toEqual(before);
+  });
+
+  it('routes a Host with a port to the route of its name (the control case for the refusals above)', async () => {
+    const before = counts();
+    const result = await http(gw, `GET / HTTP/1.1\r\nHost: ${APP}:8080\r\nConnection: close\r\n\r\n`);
+    expect(statuses(result.received)).toEqual([200]);
+    expect(httpUpstream.requests.length).toBe(before.http + 1);
+  });
+
+  it('refuses two Host header lines, with a JSON line and its reason', async () => {
+    const before = counts();
+    const since = gw.logs().length;
+    const result = await http(
+      gw,
+      `GET / HTTP/1.1\r\nHost: ${APP}\r\nHost: ${META}\r\nConnection: close\r\n\r\n`,
+    );
+    expect(statuses(result.received)).toEqual([400]);
+    // HAProxy's parser refuses differing Host lines itself; the gateway's rule backs it up.
+    const log = await gw.waitForLog(
+      (l) =>
+        l.frontend === FRONTEND.http &&
+        (l.refusal === CONNECTION_REFUSAL.badHttpRequest || l.refusal === HTTP_REFUSAL.invalidHost),
+      { since },
+    );
+    expect(log.status).toBe(400);
     expect(counts()).toEqual(before);
   });
 
@@ -705,6 +750,26 @@ describe('HTTP/2 and slow clients on the HTTP listener', () => {
     expect(decoyHttp.connections.length).toBe(before.decoyHttp);
   });
 
+  it('refuses an HTTP/2 :authority that is a comma list, with its reason', async () => {
+    const before = counts();
+    let since = gw.logs().length;
+    const [list] = await h2Requests(gw, [{ ':path': '/', ':authority': `${META},${APP}` }]);
+    expect(list?.status).toBe(400);
+    await gw.waitForLog((l) => l.frontend === FRONTEND.http && l.refusal === HTTP_REFUSAL.invalidHost, {
+      since,
+    });
+    since = gw.logs().length;
+    const [spaced] = await h2Requests(gw, [{ ':path': '/', ':authority': `${APP}, ${OTHER}` }]);
+    // HAProxy's HTTP/2 parser refuses a space itself: 2.6 answers the stream 400, 3.2 closes the
+    // connection. Either way no rule ran, and the line carries the parser's reason.
+    expect(spaced?.status).toBe(HAPROXY.capabilities.parserRefusesMalformedHost ? -1 : 400);
+    await gw.waitForLog(
+      (l) => l.frontend === FRONTEND.http && l.refusal === CONNECTION_REFUSAL.badHttpRequest,
+      { since },
+    );
+    expect(counts()).toEqual(before);
+  });
+
   it('refuses an HTTP/2 CONNECT stream', async () => {
     const before = counts();
     const [result] = await h2Requests(gw, [{ ':method': 'CONNECT', ':authority': `${APP}:80` }]);
@@ -721,8 +786,9 @@ describe('HTTP/2 and slow clients on the HTTP listener', () => {
     expect(decoyHttp.connections.length).toBe(before.decoyHttp);
   });
 
-  it('closes a request head that never completes, without reaching an upstream', async () => {
+  it('closes a request head that never completes, without reaching an upstream, logged as JSON (408)', async () => {
     const before = counts();
+    const since = gw.logs().length;
     const result = await sendRaw({
       host: '127.0.0.1',
       port: gw.ports.http,
@@ -731,6 +797,13 @@ describe('HTTP/2 and slow clients on the HTTP listener', () => {
     });
     expect(result.closedBy).toBe('peer');
     expect(statuses(result.received)).toEqual([408]);
+    // Logged by error-log-format (no request, no rule ran): every number a number, a reason.
+    const log = await gw.waitForLog(
+      (l) => l.frontend === FRONTEND.http && l.refusal === CONNECTION_REFUSAL.badHttpRequest,
+      { since },
+    );
+    expect(log).toMatchObject({ status: 408, client: '127.0.0.1' });
+    expect(typeof log.duration_ms).toBe('number');
     expect(counts()).toEqual(before);
   });
 });
@@ -766,22 +839,90 @@ describe('PROXY protocol trust', () => {
     await expectTlsRefused(gwp, [proxyV1Unknown(), hello()], REFUSAL.proxyLocal);
   });
 
-  it('drops a v2 PROXY header that carries no usable client address at connection level', async () => {
-    const invalid = () => gwp.haproxy.lines.filter((l) => l.includes('invalid PROXY protocol header')).length;
-    for (const family of ['unspec', 'unix'] as const) {
-      const before = { ...counts(), invalid: invalid() };
-      const result = await sendRaw({
-        host: '127.0.0.1',
-        port: gwp.ports.tls,
-        bytes: [encodeProxyV2({ command: 'proxy', family }), hello()],
-        timeoutMs: INSPECT_DELAY_MS * 4,
-      });
-      expect(result.closedBy, family).toBe('peer');
-      for (let i = 0; i < 100 && invalid() === before.invalid; i++)
-        await new Promise((r) => setTimeout(r, 20));
-      expect(invalid(), family).toBe(before.invalid + 1);
-      expect({ ...counts(), invalid: before.invalid }).toEqual(before);
-    }
+  /** Sends `bytes` from the trusted peer and returns the JSON line of the refusal (error-log-format). */
+  async function connectionRefusal(port: number, bytes: Buffer[], end = false) {
+    const before = counts();
+    const since = gwp.logs().length;
+    const result = await sendRaw({ host: '127.0.0.1', port, bytes, end, timeoutMs: INSPECT_DELAY_MS * 4 });
+    expect(result.closedBy).toBe(end ? result.closedBy : 'peer');
+    const frontend = port === gwp.ports.tls ? FRONTEND.tls : FRONTEND.http;
+    const log = await gwp.waitForLog(
+      (l) => l.frontend === frontend && String(l.refusal).startsWith('proxy-header-'),
+      { since },
+    );
+    expect(counts()).toEqual(before);
+    return log;
+  }
+
+  const broken: Array<[string, () => Buffer[], boolean, string]> = [
+    ['no header at all (TLS first)', () => [hello()], false, CONNECTION_REFUSAL.proxyHeaderMissing],
+    [
+      'a v1 header cut short, then close',
+      () => [Buffer.from('PROXY TCP4 203.0.113.7 12')],
+      true,
+      CONNECTION_REFUSAL.proxyHeaderTruncated,
+    ],
+    [
+      'a malformed v1 header',
+      () => [Buffer.from('PROXY TCP4 203.0.113.7 127.0.0.1 40000\r\n'), hello()],
+      false,
+      CONNECTION_REFUSAL.proxyHeaderInvalid,
+    ],
+    [
+      'a v1 header of the wrong family (TCP6 with IPv4 addresses)',
+      () => [Buffer.from('PROXY TCP6 203.0.113.7 127.0.0.1 40000 443\r\n'), hello()],
+      false,
+      CONNECTION_REFUSAL.proxyHeaderInvalid,
+    ],
+    [
+      'a v2 PROXY header of family AF_UNSPEC',
+      () => [encodeProxyV2({ command: 'proxy', family: 'unspec' }), hello()],
+      false,
+      CONNECTION_REFUSAL.proxyHeaderInvalid,
+    ],
+    [
+      'a v2 PROXY header of family AF_UNIX',
+      () => [encodeProxyV2({ command: 'proxy', family: 'unix' }), hello()],
+      false,
+      CONNECTION_REFUSAL.proxyHeaderInvalid,
+    ],
+    ['nothing, then close', () => [], true, CONNECTION_REFUSAL.proxyHeaderClosed],
+  ];
+
+  it.each(broken)(
+    'refuses %s at connection level on the TLS listener, with a JSON line and its reason',
+    async (_what, bytes, end, reason) => {
+      const log = await connectionRefusal(gwp.ports.tls, bytes(), end);
+      expect(log).toMatchObject({ refusal: reason, client: '127.0.0.1', peer: '127.0.0.1' });
+      expect(typeof log.error).toBe('string');
+      expect(log.error).not.toBe('-');
+    },
+  );
+
+  it('refuses a broken PROXY header on the HTTP listener with a JSON line and its reason', async () => {
+    const get = Buffer.from(`GET / HTTP/1.1\r\nHost: ${APP}\r\nConnection: close\r\n\r\n`);
+    expect((await connectionRefusal(gwp.ports.http, [get])).refusal).toBe(
+      CONNECTION_REFUSAL.proxyHeaderMissing,
+    );
+    const unix = encodeProxyV2({ command: 'proxy', family: 'unix' });
+    expect((await connectionRefusal(gwp.ports.http, [unix, get])).refusal).toBe(
+      CONNECTION_REFUSAL.proxyHeaderInvalid,
+    );
+  });
+
+  it("reads a trusted peer's v1 address with leading zeros as decimal, exactly what it could claim without them", async () => {
+    // HAProxy parses PROXY v1 addresses leniently (`010.9.0.1` is 10.9.0.1, not octal) and has no
+    // fetch telling v1 from v2, so the gateway cannot refuse the spelling. Only trusted peers'
+    // headers are read at all, and those may claim any source anyway (docs/gateway.md).
+    const before = counts();
+    const header = Buffer.from('PROXY TCP4 203.000.113.007 127.0.0.1 40000 443\r\n');
+    const { log } = await probe(gwp, [header, hello()], {
+      match: (l) => l.peer === '127.0.0.1',
+      timeoutMs: 400,
+    });
+    expect(log.client).toBe('203.0.113.7');
+    expect(log.refusal).toBe('-');
+    await upstream.waitForConnections(before.upstream + 1);
   });
 
   it('still accepts a bare LOCAL health check without an allowlist entry and without logging it', async () => {

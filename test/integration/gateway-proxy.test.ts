@@ -369,12 +369,12 @@ describe('health and metrics', () => {
   };
   const ask = (bytes: Buffer, localAddress?: string) => healthStatus(gw.ports.health, bytes, localAddress);
   const healthLines = (since: number) =>
-    gw.haproxy.lines.slice(since).filter((l) => l.includes(FRONTEND.health));
+    gw.lines().slice(since).filter((l) => l.includes(FRONTEND.health));
 
   it('answers the NLB health check (PROXY v2 LOCAL) 503 until the sidecar sets ready, then 200, unlogged', async () => {
     // signature, version/command, family/transport, length
     expect(proxyV2Local().toString('hex')).toBe(['0d0a0d0a000d0a515549540a', '20', '00', '0000'].join(''));
-    const since = gw.haproxy.lines.length;
+    const since = gw.lines().length;
     const logsSince = gw.logs().length;
     expect(await ask(nlbHealthCheck())).toBe(503);
     await runtime.setMap(gw.layout.stateMap, 'ready', '1');
@@ -393,7 +393,7 @@ describe('health and metrics', () => {
   });
 
   it('refuses the trusted peer without a header, and any other peer but in-task probes, unlogged', async () => {
-    const since = gw.haproxy.lines.length;
+    const since = gw.lines().length;
     // The trusted peer (the NLB) must send its header: the request alone is not one.
     expect(await ask(Buffer.from(get))).toBe(0);
     // A peer outside trustedPeers is closed at connection, header or not.

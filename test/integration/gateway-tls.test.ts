@@ -184,7 +184,7 @@ describe('TLS passthrough', () => {
     expect(typeof log.termination).toBe('string');
     // One line per connection, every line valid JSON (the harness parses them).
     expect(gw.logs().filter((l) => l.client_port === clientPort)).toHaveLength(1);
-    expect(gw.haproxy.lines.filter((l) => l.startsWith('{')).length).toBe(gw.logs().length);
+    expect(gw.lines().filter((l) => l.startsWith('{')).length).toBe(gw.logs().length);
   });
 
   it('routes a ClientHello that arrives in many small TCP segments', async () => {

@@ -28,6 +28,7 @@ import {
 import { TERMINATE, terminatePaths } from '../../proxy/haproxy/render-terminate.ts';
 import { type HaproxyRuntime, runtimeClientFor } from '../../proxy/haproxy/runtime.ts';
 import { command } from '../../proxy/haproxy/runtime-protocol.ts';
+import { type LogSink, startLogSink } from '../../proxy/sidecar/log-sink.ts';
 import { freePort } from '../support/gateway.ts';
 import { proxyV2 } from '../support/proxy-protocol.ts';
 import {
@@ -51,6 +52,9 @@ let app: Upstream;
 let layout: GatewayLayout;
 let config: FleetConfig;
 let haproxy: RunningHaproxy;
+/** The sidecar's log sink: where HAProxy's access log arrives. */
+let sink: LogSink;
+const logLinesSeen: string[] = [];
 let runtime: HaproxyRuntime;
 let ports: { tls: number; verify: number; health: number };
 let client: HttpTaskClient;
@@ -158,11 +162,11 @@ function verifyRaw(
   });
 }
 
-/** HAProxy's stdout lines from index `since` on, once one of them satisfies `predicate` (within 5 s). */
+/** Access-log lines from index `since` on, once one of them satisfies `predicate` (within 5 s). */
 async function waitForLine(predicate: (line: string) => boolean, since: number): Promise<string[]> {
   const deadline = Date.now() + 5000;
   for (;;) {
-    const lines = haproxy.lines.slice(since);
+    const lines = logLinesSeen.slice(since);
     if (lines.some(predicate)) return lines;
     if (Date.now() > deadline) throw new Error(`no matching log line within 5 s; saw:\n${lines.join('\n')}`);
     await new Promise((wake) => setTimeout(wake, 25));
@@ -218,6 +222,7 @@ beforeAll(async () => {
   const paths = terminatePaths(layout);
   await writeFile(paths.certificate('gateway'), bundle(pki.server), { mode: 0o600 });
   await writeFile(paths.trust, pki.ca.cert);
+  sink = await startLogSink({ path: layout.logSocket, output: (line) => logLinesSeen.push(line.trimEnd()) });
   haproxy = await startHaproxy({ layout });
   await haproxy.waitReady();
   runtime = runtimeClientFor(layout);
@@ -226,6 +231,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await haproxy?.stop();
+  await sink?.close();
   await app?.close();
   await pki?.cleanup();
   await rogue?.cleanup();
@@ -280,7 +286,7 @@ describe('the verification listener', () => {
     const counters = await table();
     const upstreamBefore = app.connections.length;
     const sessionsBefore = await frontendStats(FRONTEND.verify);
-    const logLines = haproxy.lines.length;
+    const logLines = logLinesSeen.length;
 
     for (const name of [STRICT, OPEN, STRICT]) await client.servedCertificate(verifyTask(), name);
     // Application data after the handshake goes nowhere: the session is closed (reset) unanswered.

@@ -1,7 +1,9 @@
 /**
  * A real HAProxy gateway on loopback for integration tests: renders a fleet config into a temp
- * directory (ports picked free at setup), starts HAProxy with the image's arguments and collects
- * its JSON access log. Every harness is closed in afterAll, which stops HAProxy and removes the dir.
+ * directory (ports picked free at setup), starts the sidecar's log sink (proxy/sidecar/log-sink.ts)
+ * on the layout's log socket, starts HAProxy with the image's arguments and collects its JSON
+ * access log from the sink. Every harness is closed in afterAll, which stops HAProxy and removes
+ * the dir, and fails when any line the gateway wrote (sink or HAProxy's stdout) is not JSON.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +19,7 @@ import {
   startHaproxy,
   writeGateway,
 } from '../../proxy/haproxy/index.ts';
+import { type LogSink, startLogSink } from '../../proxy/sidecar/log-sink.ts';
 import { freePort } from './net.ts';
 
 // Gateway integration tests take their ports from this module; the one implementation is in net.ts.
@@ -38,6 +41,10 @@ export interface GatewayHarness {
   ports: GatewayPorts;
   config: FleetConfig;
   haproxy: RunningHaproxy;
+  /** The log sink HAProxy's ring forwards to (what the sidecar writes to stdout). */
+  sink: LogSink;
+  /** Every access-log line forwarded so far, as written (bounded to the last 50 000). */
+  lines(): readonly string[];
   /** Access-log lines seen so far, parsed (non-JSON lines are skipped). */
   logs(): AccessLog[];
   /** Waits until a log line (from index `since` on, default 0) satisfies `predicate`, within `timeoutMs` (default 5000). */
@@ -87,8 +94,24 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHarn
     return config;
   };
   let haproxy: RunningHaproxy | undefined;
+  let sink: LogSink | undefined;
+  const lines: string[] = [];
+  let parsed: AccessLog[] = [];
+  let parsedUpTo = 0;
   try {
     const config = await render(options.config, options.allowlist ?? []);
+    sink = await startLogSink({
+      path: layout.logSocket,
+      output: (line) => {
+        lines.push(line.replace(/\n$/, ''));
+        if (lines.length > 50_000) {
+          lines.splice(0, 10_000);
+          parsed = [];
+          parsedUpTo = 0;
+        }
+      },
+    });
+    const logSink = sink;
     haproxy = await startHaproxy({ layout });
     await haproxy.waitReady();
     const running = haproxy;
@@ -98,7 +121,15 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHarn
       ports,
       config,
       haproxy: running,
-      logs: () => running.lines.map(parseLog).filter((l): l is AccessLog => l !== undefined),
+      sink: logSink,
+      lines: () => lines,
+      logs: () => {
+        for (; parsedUpTo < lines.length; parsedUpTo++) {
+          const log = parseLog(lines[parsedUpTo]!);
+          if (log !== undefined) parsed.push(log);
+        }
+        return parsed;
+      },
       async waitForLog(predicate, { since = 0, timeoutMs = 5000 } = {}) {
         const deadline = Date.now() + timeoutMs;
         while (Date.now() < deadline) {
@@ -107,7 +138,7 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHarn
           await sleep(25);
         }
         throw new Error(
-          `no matching access log within ${timeoutMs} ms; saw:\n${running.lines.slice(-20).join('\n')}`,
+          `no matching access log within ${timeoutMs} ms; saw:\n${lines.slice(-20).join('\n')}`,
         );
       },
       admin: (command) => cliCommand(layout.adminSocket, command),
@@ -118,12 +149,20 @@ export async function startGateway(options: GatewayOptions): Promise<GatewayHarn
       },
       async close() {
         await running.stop();
+        await logSink.close();
         await rm(dir, { recursive: true, force: true });
+        const notJson = [...running.lines, ...lines].filter((line) => parseLog(line) === undefined);
+        if (notJson.length > 0) {
+          throw new Error(
+            `gateway wrote ${notJson.length} line(s) that are not JSON:\n${notJson.slice(0, 5).join('\n')}`,
+          );
+        }
       },
     };
     return harness;
   } catch (error) {
     await haproxy?.stop();
+    await sink?.close();
     await rm(dir, { recursive: true, force: true });
     throw error;
   }

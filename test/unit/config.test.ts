@@ -27,6 +27,19 @@ function issuesOf(input: unknown): string[] {
 }
 
 describe('parseFleetConfig', () => {
+  it('derives the per-source connection limit from maxconn unless set, and takes null as no limit', () => {
+    const limits = (input: object) => parseFleetConfig({ fleet: 'f', limits: input }).limits.perSource;
+    expect(limits({ maxconn: 50 }).maxConnections).toBe(5);
+    expect(limits({ maxconn: 5 }).maxConnections).toBe(1);
+    expect(limits({ maxconn: 50, perSource: { maxConnections: 20 } }).maxConnections).toBe(20);
+    expect(limits({ perSource: { maxConnections: null, maxConnectionRate: null } })).toMatchObject({
+      maxConnections: null,
+      maxConnectionRate: null,
+    });
+    expect(() => limits({ perSource: { maxConnections: 0 } })).toThrow();
+    expect(() => limits({ perSource: { burst: 1 } })).toThrow();
+  });
+
   it('applies every default to a minimal document', () => {
     const config = parseFleetConfig({ fleet: 'edge', routes: [{ serverName: 'api.example.test' }] });
     expect(config.listeners).toEqual({
@@ -54,7 +67,13 @@ describe('parseFleetConfig', () => {
     expect(config.limits.inspectDelayMs).toBe(5000);
     // HAProxy picks its thread count itself unless the fleet sizes it.
     expect(config.limits.threads).toBeUndefined();
-    expect(config.accessLog).toEqual({ enabled: true, format: 'json' });
+    expect(config.accessLog).toEqual({ enabled: true, format: 'json', bufferBytes: 16 * 1024 * 1024 });
+    // A source may hold a tenth of the listener's slots and open 5000 connections per 10 s.
+    expect(config.limits.perSource).toEqual({
+      maxConnections: 1000,
+      maxConnectionRate: 5000,
+      ratePeriodMs: 10_000,
+    });
     expect(config.allowLoopbackDestinations).toBe(false);
   });
 

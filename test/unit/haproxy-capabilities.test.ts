@@ -38,18 +38,18 @@ describe('capabilitiesOf', () => {
       checkIsQuiet: false,
       luaBoolSampleConversion: false,
       failedReloadListsServingWorkerAsOld: false,
-      rejectsUserinfoInHost: false,
+      parserRefusesMalformedHost: false,
       caFileCommitSafe: false,
     });
     expect(of('2.8.5')).toMatchObject({ reloadAnswersStatus: true, checkIsQuiet: false });
     expect(of('3.0.11')).toMatchObject({ checkIsQuiet: true, luaBoolSampleConversion: false });
-    expect(of('3.1.0')).toMatchObject({ luaBoolSampleConversion: true, rejectsUserinfoInHost: false });
+    expect(of('3.1.0')).toMatchObject({ luaBoolSampleConversion: true, parserRefusesMalformedHost: false });
     expect(of('3.2.0')).toEqual({
       reloadAnswersStatus: true,
       checkIsQuiet: true,
       luaBoolSampleConversion: true,
       failedReloadListsServingWorkerAsOld: true,
-      rejectsUserinfoInHost: true,
+      parserRefusesMalformedHost: true,
       // The commit ssl ca-file fix (upstream 7482b6ebf) is not in 3.2.0: trust goes by reload.
       caFileCommitSafe: false,
     });

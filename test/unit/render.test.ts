@@ -177,6 +177,7 @@ describe('renderGateway', () => {
       'acl/verify-peers.acl',
       'haproxy.cfg',
       'lua/client-hello.lua',
+      'maps/connection-errors.map',
       'maps/routes-exact.map',
       'maps/routes-wildcard.map',
       'maps/state.map',
@@ -191,7 +192,20 @@ describe('renderGateway', () => {
     expect(files['acl/route-1-destinations.acl']?.content).toBe('169.254.171.0/24\nfd00:ec2:80::/64\n');
     const denied = files['acl/denied-destinations.acl']?.content.trim().split('\n');
     expect(denied).toEqual(
-      expect.arrayContaining(['169.254.169.254/32', 'fd00:ec2::254/128', '127.0.0.9/32', 'fd00::9/128']),
+      expect.arrayContaining([
+        '169.254.169.254/32',
+        'fd00:ec2::254/128',
+        '169.254.169.253/32',
+        'fd00:ec2::253/128',
+        '64:ff9b::a9fe:a9fd/128',
+        '64:ff9b:1::/48',
+        '::ffff:0:0:0/96',
+        '127.0.0.9/32',
+        'fd00::9/128',
+      ]),
+    );
+    expect(files['maps/connection-errors.map']?.content).toMatch(
+      /^0 bad-http-request\n(?:.*\n)*15 proxy-header-missing\n/,
     );
     // allowLoopbackDestinations drops only the loopback built-ins.
     expect(denied).not.toContain('127.0.0.0/8');

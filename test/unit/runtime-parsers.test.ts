@@ -200,6 +200,14 @@ describe('parseShowSessions', () => {
     expect(b?.source).toEqual({ address: 'fd00::1', port: 6000 });
     expect(b?.ageSeconds).toBe(86400);
   });
+  it("leaves out the streams HAProxy opens itself (the log ring's forwarder, 2.6.12 and 3.2.0)", () => {
+    const ring26 =
+      '0x5649f1d099c0: proto=? ts=00 epoch=0 age=1s calls=1 rate=1 cpu=0 lat=0 rq[f=808000h,i=0,an=00h,rx=,wx=,ax=] rp[f=80408000h,i=0,an=00h,rx=,wx=,ax=] scf=[8,40h,fd=-1] scb=[8,49h,fd=12] exp=59m59s rc=0 c_exp=';
+    const ring32 =
+      '0x7f58f404b430: proto=? ts=00 epoch=0 age=1s calls=1 rate=0 cpu=0 lat=0 rq[f=808000h,i=0,an=00h,ax=] rp[f=80008000h,i=0,an=00h,ax=] scf=[8,40h,fd=-1,rex=,wex=] scb=[8,441h,fd=13,rex=,wex=] exp= rc=0 c_exp=';
+    const client = '0x1: proto=tcpv4 src=10.0.0.1:5000 fe=fe_tls be=be srv=s age=2s';
+    expect(parseShowSessions([ring26, client, ring32].join('\n')).map((s) => s.id)).toEqual(['0x1']);
+  });
   it('returns nothing for an empty answer and refuses garbage', () => {
     expect(parseShowSessions('')).toEqual([]);
     expect(() => parseShowSessions('Permission denied')).toThrow(RuntimeProtocolError);
