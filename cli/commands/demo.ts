@@ -3,6 +3,7 @@
  * fleet, the real rotation and allowlist workflows under traffic, and a measured report.
  */
 import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
+import type { AlertScenarioReport } from '../demo/alert.ts';
 import { DemoAborted, type DemoReport, runDemo } from '../demo/demo.ts';
 
 export const summary = 'Run the whole loop on this machine: local fleet, rotation, allowlist';
@@ -27,6 +28,18 @@ Options:
 Exit status: 0 everything worked, 1 something failed (the report says what), 2 usage error,
 130 interrupted.`;
 
+/** The alert scenario's report line: fired while a task was held on the old serial, cleared by the rollback. Pure. */
+export function formatAlert(alert: AlertScenarioReport, mark: (ok: boolean) => string): string {
+  const fired = alert.fired ? `fired after ${alert.firedAfterSeconds?.toFixed(1)} s` : 'did NOT fire';
+  const cleared = alert.cleared
+    ? `cleared ${alert.clearedAfterSeconds?.toFixed(1)} s after the rollback`
+    : 'did NOT clear';
+  return [
+    `${mark(alert.fired && alert.cleared && alert.otherTasksInSync)} alert ${alert.rule}: ${fired} while ${alert.task} was held on ${alert.heldSerial ?? '-'} (refused: ${alert.refusal ?? '-'}), ${cleared}`,
+    `    other tasks ${alert.otherTasksInSync ? 'in sync throughout' : 'OUT OF SYNC too'}`,
+  ].join('\n');
+}
+
 /** The human-readable report. Pure. */
 export function formatReport(report: DemoReport, paint: (code: number, text: string) => string): string {
   const r = report.rotation;
@@ -46,6 +59,7 @@ export function formatReport(report: DemoReport, paint: (code: number, text: str
     ...t.failures.map((f) => `    ${f}`),
     `${mark(a.status === 'SUCCEEDED' && a.removedSourceRefused && a.cutLongLived === a.longLivedOfRemovedSource && a.otherSourceUnaffected)} allowlist ${a.status}: ${a.removed} removed in ${a.seconds === null ? 'n/a' : `${a.seconds.toFixed(3)} s`}; new connections from it ${a.removedSourceRefused ? 'refused' : 'NOT refused'}; ${a.cutLongLived}/${a.longLivedOfRemovedSource} of its long-lived sessions cut; other source ${a.otherSourceUnaffected ? 'unaffected' : 'AFFECTED'}`,
     `${mark(a.restored)} allowlist restore ${a.restoreStatus}: ${a.restored ? 'connections accepted again' : 'NOT restored'}`,
+    ...(report.alert === undefined ? [] : [formatAlert(report.alert, mark)]),
   ];
   if (r.error) lines.push(`    rotation error: ${r.error}: ${r.cause ?? ''}`);
   if (a.error) lines.push(`    allowlist error: ${a.error}`);

@@ -12,6 +12,7 @@ import {
   type TrafficGenerator,
   type TrafficRoute,
 } from '../../lib/local/traffic.ts';
+import { type AlertScenarioReport, heldOnOldSerial } from './alert.ts';
 import {
   DEMO_FLEET,
   DemoAborted,
@@ -81,6 +82,8 @@ export interface DemoReport {
     restored: boolean;
     error?: string;
   };
+  /** The out-of-sync alert on a task held on the old serial: fired, then cleared by the rollback. */
+  alert?: AlertScenarioReport;
   events: string[];
   totalSeconds: number;
   ok: boolean;
@@ -223,6 +226,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     );
     for (const s of others) s.close();
 
+    // --- alert: a task held on the old serial fires the out-of-sync alert, the rollback clears it
+    checkAbort();
+    const alert = canRotate
+      ? await heldOnOldSerial(env, { ...(options.signal === undefined ? {} : { signal: options.signal }) })
+      : undefined;
+    if (alert !== undefined) {
+      print(
+        `alert ${alert.rule}: ${alert.task} held on ${alert.heldSerial?.slice(0, 16) ?? '-'}… (refused: ${alert.refusal ?? '-'}); fired ${alert.fired ? `after ${alert.firedAfterSeconds?.toFixed(1)} s` : 'NOT'}; cleared ${alert.cleared ? `${alert.clearedAfterSeconds?.toFixed(1)} s after the rollback` : 'NOT'}`,
+      );
+    }
+
     const report: DemoReport = {
       tasks: options.tasks,
       stateDir: env.stateDir,
@@ -258,6 +272,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
         restored,
         ...(removal.error ? { error: `${removal.error}: ${removal.cause ?? ''}` } : {}),
       },
+      ...(alert === undefined ? {} : { alert }),
       events: [...env.events],
       totalSeconds: 0,
       ok: false,
@@ -297,6 +312,9 @@ export function demoSucceeded(report: DemoReport): boolean {
     a.removedSourceRefused &&
     a.cutLongLived === a.longLivedOfRemovedSource &&
     a.otherSourceUnaffected &&
-    a.restored
+    a.restored &&
+    report.alert?.fired === true &&
+    report.alert.cleared &&
+    report.alert.otherTasksInSync
   );
 }

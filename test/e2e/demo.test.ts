@@ -108,6 +108,14 @@ describe('npm run demo', () => {
     expect(report.allowlist.cutLongLived).toBe(report.allowlist.longLivedOfRemovedSource);
     expect(report.allowlist.longLivedOfRemovedSource).toBeGreaterThan(0);
     expect(report.events).toEqual(['CertificateRotated', 'AllowlistUpdated', 'AllowlistUpdated']);
+    // A task held on the old serial fires the out-of-sync alert; the rollback clears it.
+    expect(report.alert).toMatchObject({
+      fired: true,
+      cleared: true,
+      otherTasksInSync: true,
+      refusal: 'untrusted-chain',
+    });
+    expect(report.alert?.heldSerial).toBe(report.rotation.newSerial);
     expect(run.code).toBe(0);
 
     // Every sidecar and HAProxy named files under the state directory: none may survive it.
