@@ -28,6 +28,7 @@ import { parseSecret } from '../../lib/secrets/formats.ts';
 import { allowlistSecretId, loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { ALLOWLIST_SAMPLE_ENTRIES, INLINE_REQUEST_MAX_BYTES } from '../../lib/workflows/schemas.ts';
 import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
+import { stateMachineArn } from '../demo/stack.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
 import {
   executionName,
@@ -60,7 +61,8 @@ Options:
   --dry-run               print the change (added, removed, size before and after) and stop
   --yes                   do not ask before a set that removes more than half of the list
   --wait                  AWS: follow the execution until it ends (local runs always wait)
-  --state-machine-arn ARN AWS: the update-allowlist machine (default $ALLOWLIST_STATE_MACHINE_ARN)
+  --state-machine-arn ARN AWS: the update-allowlist machine (default $ALLOWLIST_STATE_MACHINE_ARN,
+                        or the --stack output)
   --execution-name NAME   AWS: override the deterministic execution name
   --json                  print JSON (last line)
 ${targetHelp}
@@ -259,7 +261,8 @@ export async function run(argv: string[]): Promise<number> {
   if (action === undefined || !(ACTIONS as readonly string[]).includes(action)) {
     return usageError(`allowlist needs one of ${ACTIONS.join('|')}\n\n${HELP}`);
   }
-  if (typeof values.fleet !== 'string') return usageError(`allowlist needs --fleet\n\n${HELP}`);
+  if (typeof values.fleet !== 'string' && typeof values.stack !== 'string')
+    return usageError(`allowlist needs --fleet (or --stack)\n\n${HELP}`);
   if (action === 'show' && (args.length > 0 || values.file !== undefined))
     return usageError(`allowlist show takes no CIDRs\n\n${HELP}`);
   const json = values.json === true;
@@ -413,9 +416,7 @@ export async function run(argv: string[]): Promise<number> {
       guard?.arm();
       outcome = await runLocalWorkflow('update-allowlist', request, await target.ports(), { print: say });
     } else {
-      const arn = String(values['state-machine-arn'] ?? process.env.ALLOWLIST_STATE_MACHINE_ARN ?? '');
-      if (arn === '')
-        throw new ValidationError('--state-machine-arn (or ALLOWLIST_STATE_MACHINE_ARN) is required on AWS');
+      const arn = stateMachineArn('allowlist', values['state-machine-arn'], target.stack);
       const digest = createHash('sha256')
         .update(JSON.stringify({ action, cidrs, reason: values.reason }))
         .digest('hex');

@@ -27,7 +27,7 @@ describe('the bundled portcullis CLI', () => {
 
   it('lists every command from a directory without node_modules', async () => {
     const { stdout } = await run(process.execPath, [bundle, '--help'], { cwd: dir });
-    for (const command of ['proxy', 'sidecar', 'demo', 'init', 'rotate', 'status', 'allowlist']) {
+    for (const command of ['proxy', 'sidecar', 'demo', 'init', 'rotate', 'status', 'history', 'allowlist']) {
       expect(stdout).toMatch(new RegExp(`^  ${command} `, 'm'));
     }
   });
