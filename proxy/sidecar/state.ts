@@ -200,6 +200,17 @@ export function stillDesired(
 }
 
 /**
+ * Drops a refusal of a version the object is no longer asked for (a rollback dropped it, or a
+ * nudge brought the object back to what it serves): the refusal gauge and status then stop
+ * reporting it. A refusal of the version still desired stays, so the poll does not retry it.
+ */
+function forgetRefusal(object: ObjectState): ObjectState {
+  if (object.rejected === undefined || object.rejected.versionId === object.desired?.versionId) return object;
+  const { rejected: _dropped, ...rest } = object;
+  return rest;
+}
+
+/**
  * Refusals that judge a version against other objects, not on its content alone: a fleet config
  * against the certificates in service (`san-mismatch`), a trust bundle against the leaves it
  * would strand and a certificate against the bundle (`untrusted-chain`). Once another object
@@ -240,7 +251,7 @@ export function reduce(
       if (target === undefined) {
         const desired = stillDesired(object.desired, event.view);
         if (desired === object.desired) return { state, effects: [] };
-        return { state: withObject(state, event.key, (o) => ({ ...o, desired })), effects: [] };
+        return { state: withObject(state, event.key, (o) => forgetRefusal({ ...o, desired })), effects: [] };
       }
       const desired: DesiredVersion = { versionId: target, origin: 'current' };
       return {
@@ -265,7 +276,7 @@ export function reduce(
         // Already serving it; only remember why, so the poll's rule sees the current reason.
         const applied = { ...object.applied, origin: target.origin, currentAtApply: event.view.current };
         return {
-          state: withObject(state, event.key, (o) => ({ ...o, applied, desired: target })),
+          state: withObject(state, event.key, (o) => forgetRefusal({ ...o, applied, desired: target })),
           effects: [],
         };
       }

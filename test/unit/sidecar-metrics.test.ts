@@ -189,6 +189,24 @@ describe('renderMetrics', () => {
     expect(objectInSync(state.objects['certificate:api']!)).toBe(true);
     const families = checkExposition(renderMetrics(state, { tls: undefined }));
     expect(sampleValue(families, 'portcullis_certificate_in_sync', { certificate: 'api' })).toBe(1);
+    // The refusal of a version no longer asked for is not reported any more.
+    expect(families.get('portcullis_sidecar_rejected')?.samples).toEqual([]);
+  });
+
+  it('keeps the refusal while the refused version is still asked for, so the poll does not retry it', () => {
+    let state = heldOnOldSerial();
+    const again = reduce(state, {
+      type: 'polled',
+      key: 'certificate:api',
+      view: view('v2', [{ versionId: 'v1', stages: ['AWSPREVIOUS'] }]),
+    });
+    expect(again.effects).toEqual([]);
+    state = again.state;
+    expect(state.objects['certificate:api']?.rejected?.versionId).toBe('v2');
+    // A rollback's nudge back to what it serves forgets it.
+    state = reduce(state, { type: 'nudged', key: 'certificate:api', view: view('v1') }).state;
+    expect(state.objects['certificate:api']?.rejected).toBeUndefined();
+    expect(objectInSync(state.objects['certificate:api']!)).toBe(true);
   });
 
   it('clears when the refused version is applied at last', () => {
