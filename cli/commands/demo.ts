@@ -70,6 +70,11 @@ export function formatReport(report: DemoReport, paint: (code: number, text: str
   return lines.join('\n');
 }
 
+/** The signals that stop the demo with its cleanup: Ctrl-C, a supervisor, a closed terminal. */
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+/** A second signal within this long is the first one delivered twice (terminal and npm). */
+const REPEAT_SIGNAL_MS = 2000;
+
 /** Entry point of `portcullis demo`. */
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseCommandArgs(
@@ -91,18 +96,21 @@ export async function run(argv: string[]): Promise<number> {
   const out = json ? process.stderr : process.stdout;
   const paint = colour(out);
   const controller = new AbortController();
-  let interrupted = false;
+  let interrupted: number | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) {
-      // A second Ctrl-C: stop now (the fleet's exit hook kills every child synchronously).
+    if (interrupted !== undefined) {
+      // `npm run demo` forwards the terminal's Ctrl-C, which the demo also received itself: a
+      // repeat this soon is the same interrupt, and the cleanup already under way goes on.
+      if (performance.now() - interrupted < REPEAT_SIGNAL_MS) return;
+      // A later second Ctrl-C: stop now. The exit hooks kill every child and remove the
+      // temporary directory synchronously.
       process.exit(130);
     }
-    interrupted = true;
+    interrupted = performance.now();
     out.write(`\n${signal}: stopping the demo and cleaning up…\n`);
     controller.abort();
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  for (const signal of SIGNALS) process.on(signal, onSignal);
   try {
     const report = await runDemo({
       tasks,
@@ -111,7 +119,7 @@ export async function run(argv: string[]): Promise<number> {
       signal: controller.signal,
       print: (line) => out.write(`${line}\n`),
     });
-    if (interrupted && values.keep !== true) return 130;
+    if (interrupted !== undefined && values.keep !== true) return 130;
     if (json) {
       process.stdout.write(`${JSON.stringify(report)}\n`);
     } else {
@@ -120,10 +128,9 @@ export async function run(argv: string[]): Promise<number> {
     return report.ok ? ExitCode.Ok : ExitCode.Failure;
   } catch (error) {
     // An interrupt can surface as any error of whatever step it cut short.
-    if (error instanceof DemoAborted || interrupted) return 130;
+    if (error instanceof DemoAborted || interrupted !== undefined) return 130;
     return reportError('demo', error, out);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const signal of SIGNALS) process.off(signal, onSignal);
   }
 }

@@ -8,6 +8,7 @@
  * each task served what and when each certificate was issued.
  */
 import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -295,7 +296,22 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
     if (options.signal?.aborted) throw new DemoAborted();
   };
   const stateDir = options.stateDir ?? (await mkdtemp(join(tmpdir(), 'portcullis-demo-')));
-  if (options.stateDir === undefined) cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
+  // The fleet, once started, for the exit hook below.
+  let exitFleet: ProcessFleet | undefined;
+  if (options.stateDir === undefined) {
+    // A process that ends without running the cleanups (a second Ctrl-C, process.exit, an
+    // uncaught error) still leaves no directory behind, the CA's private key included: the
+    // children are killed and the directory removed synchronously on exit.
+    const removeNow = () => {
+      exitFleet?.killNow();
+      rmSync(stateDir, { recursive: true, force: true });
+    };
+    process.on('exit', removeNow);
+    cleanups.push(async () => {
+      await rm(stateDir, { recursive: true, force: true });
+      process.off('exit', removeNow);
+    });
+  }
   try {
     const paths = localPaths(stateDir);
     const ids = fleetSecretIds(DEMO_FLEET);
@@ -427,6 +443,7 @@ export async function startDemoEnvironment(options: DemoEnvironmentOptions): Pro
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
     const running = fleet;
+    exitFleet = fleet;
     cleanups.push(() => running.stop());
     const first = fleet.records()[0];
     print(
