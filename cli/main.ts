@@ -28,6 +28,7 @@ export const commands: Record<string, CommandEntry> = {
     load: () => import('./commands/allowlist.ts'),
   },
   sidecar: { summary: 'Run the gateway sidecar', load: () => import('./commands/sidecar.ts') },
+  completion: { summary: 'Print a shell completion script', load: () => import('./commands/completion.ts') },
 };
 
 function help(): string {
