@@ -15,8 +15,15 @@
  * else, but a future release might) is wrapped as `{"component":"haproxy","message":…}`.
  *
  * Counters (the sidecar's `/metrics`, living in the sidecar so that HAProxy reloads do not reset
- * them): lines forwarded, lines HAProxy dropped (`DroppedLogs` of `show info`, summed across
- * workers), and refusals by listener and reason, read from the lines' `refusal` field.
+ * them): lines forwarded; lines lost before the sink, which HAProxy reports two ways, both
+ * counted: a full ring announces "N events dropped" in the ring once it has room again (not in
+ * `DroppedLogs`), and any other failed log write counts in `DroppedLogs` of `show info` (summed
+ * across workers); the number of such announcements (ring overflows); and refusals by listener
+ * and reason, read from the lines' `refusal` field. Measured on 2.6.12 and 3.2.0, the
+ * announcements of a long overflow add up to far fewer lines than were lost (most say "1 event
+ * dropped"), so the dropped counter is a lower bound and any overflow is the signal to alarm on:
+ * the ring (`accessLog.bufferBytes`) only overflows while the sidecar reads nothing for as long
+ * as HAProxy needs to fill it (16 MiB: about 35 000 lines).
  */
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -54,7 +61,13 @@ export const LOG_FAMILIES = {
   dropped: {
     name: 'portcullis_access_log_dropped_lines_total',
     type: 'counter',
-    help: "Log lines HAProxy could not buffer (its DroppedLogs: the ring was full), summed across HAProxy's workers.",
+    help: "Log lines lost before the sidecar, at least: the drops HAProxy announced for its full ring plus its DroppedLogs, summed across HAProxy's workers.",
+    labels: [],
+  },
+  overflows: {
+    name: 'portcullis_access_log_ring_overflows_total',
+    type: 'counter',
+    help: 'Times HAProxy announced lines its log ring had no room for (any value above 0 means lines were lost).',
     labels: [],
   },
   refusals: {
@@ -81,6 +94,8 @@ export interface LogSinkCounts {
   lines: number;
   /** Lines that were not JSON objects and were written wrapped. */
   wrapped: number;
+  /** HAProxy's announcements of lines its ring had no room for. */
+  overflows: number;
   /** `frontend\u0000reason` → count. */
   refusals: ReadonlyMap<string, number>;
 }
@@ -90,10 +105,17 @@ export interface LogSink {
   counts(): LogSinkCounts;
   /** Records HAProxy's `DroppedLogs` as read from worker `pid` (`show info`). */
   observeDropped(pid: number, droppedLogs: number): void;
-  /** Lines HAProxy dropped, summed across its workers. */
+  /**
+   * Lines lost before the sink, at least: HAProxy's `DroppedLogs` (summed across its workers)
+   * plus the lines its ring had no room for as HAProxy announces them in the ring ("N events
+   * dropped"), which undercounts a long overflow (see the module comment).
+   */
   dropped(): number;
   /** The `/metrics` families of this sink. */
   contributor: MetricsContributor;
+  /** Stops reading (lines wait in the socket, then in HAProxy's ring) until `resume`. */
+  pause(): void;
+  resume(): void;
   close(): Promise<void>;
 }
 
@@ -128,8 +150,23 @@ export function parseOctetFrames(buffer: Buffer): { messages: Buffer[]; rest: Bu
 export function logLine(
   message: string,
   now: () => Date = () => new Date(),
-): { line: string; wrapped: boolean; frontend?: string; refusal?: string } {
+): { line: string; wrapped: boolean; frontend?: string; refusal?: string; droppedLines?: number } {
   const text = message.replace(/\r?\n$/, '');
+  // HAProxy's announcement, once the ring has room again, of the lines it had no room for.
+  const announced = /^(\d+) events? dropped\u0000?$/.exec(text);
+  if (announced) {
+    const droppedLines = Number(announced[1]);
+    return {
+      line: JSON.stringify({
+        time: now().toISOString(),
+        component: 'haproxy',
+        message: text.replace(/\u0000$/, ''),
+        dropped_lines: droppedLines,
+      }),
+      wrapped: false,
+      droppedLines,
+    };
+  }
   try {
     const parsed: unknown = JSON.parse(text);
     if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) && !/[\r\n]/.test(text)) {
@@ -169,8 +206,15 @@ export async function startLogSink(options: LogSinkOptions): Promise<LogSink> {
   let wrapped = 0;
   const refusals = new Map<string, number>();
   const droppedTotals = new ReloadSafeCounters();
-  let droppedTotal = 0;
+  /** HAProxy's DroppedLogs (failed log writes), summed across workers. */
+  let droppedLogs = 0;
+  /** Lines the ring had no room for, as HAProxy announced them in the ring. */
+  let ringDropped = 0;
+  let overflows = 0;
   const sockets = new Set<Socket>();
+  let paused = false;
+  /** Sockets paused for stdout's 'drain', resumed then unless the whole sink is paused. */
+  const draining = new Set<Socket>();
 
   /** Writes one line; false when a stream output wants the sink to wait for 'drain'. */
   const write = (line: string): boolean => {
@@ -184,6 +228,7 @@ export async function startLogSink(options: LogSinkOptions): Promise<LogSink> {
 
   const serve = (socket: Socket) => {
     sockets.add(socket);
+    if (paused) socket.pause();
     let pending: Buffer = Buffer.alloc(0);
     socket.on('data', (chunk: Buffer) => {
       const { messages, rest, invalid } = parseOctetFrames(
@@ -194,6 +239,10 @@ export async function startLogSink(options: LogSinkOptions): Promise<LogSink> {
       for (const message of messages) {
         const out = logLine(message.toString('utf8'), now);
         if (out.wrapped) wrapped++;
+        if (out.droppedLines !== undefined) {
+          ringDropped += out.droppedLines;
+          overflows++;
+        }
         if (out.refusal !== undefined && out.refusal !== '-') {
           const labels = refusalLabels(out.frontend, out.refusal);
           const key = `${labels.frontend}\u0000${labels.reason}`;
@@ -210,7 +259,11 @@ export async function startLogSink(options: LogSinkOptions): Promise<LogSink> {
       }
       if (!more && typeof output !== 'function') {
         socket.pause();
-        output.once('drain', () => socket.resume());
+        draining.add(socket);
+        output.once('drain', () => {
+          draining.delete(socket);
+          if (!paused) socket.resume();
+        });
       }
     });
     socket.on('error', () => socket.destroy());
@@ -236,7 +289,8 @@ export async function startLogSink(options: LogSinkOptions): Promise<LogSink> {
     const f = LOG_FAMILIES;
     for (const family of Object.values(f)) registry.family(family);
     registry.set(f.lines, {}, lines);
-    registry.set(f.dropped, {}, droppedTotal);
+    registry.set(f.dropped, {}, droppedLogs + ringDropped);
+    registry.set(f.overflows, {}, overflows);
     for (const [key, value] of refusals) {
       const [frontend = '', reason = ''] = key.split('\u0000');
       registry.set(f.refusals, { frontend, reason }, value);
@@ -245,12 +299,20 @@ export async function startLogSink(options: LogSinkOptions): Promise<LogSink> {
 
   return {
     path: options.path,
-    counts: () => ({ lines, wrapped, refusals: new Map(refusals) }),
-    observeDropped(pid, droppedLogs) {
-      droppedTotal = droppedTotals.observe(pid, { dropped: droppedLogs })['dropped'] ?? droppedTotal;
+    counts: () => ({ lines, wrapped, overflows, refusals: new Map(refusals) }),
+    observeDropped(pid, value) {
+      droppedLogs = droppedTotals.observe(pid, { dropped: value })['dropped'] ?? droppedLogs;
     },
-    dropped: () => droppedTotal,
+    dropped: () => droppedLogs + ringDropped,
     contributor,
+    pause() {
+      paused = true;
+      for (const socket of sockets) socket.pause();
+    },
+    resume() {
+      paused = false;
+      for (const socket of sockets) if (!draining.has(socket)) socket.resume();
+    },
     async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -49,6 +49,7 @@ import { type SidecarConfig, taskFleetConfig } from './config.ts';
 import { type EmfCursor, emfLines, tlsTotals as sumTls } from './emf.ts';
 import { ApplyFailed, ContentRejected, NudgeUnauthorized, SidecarNotReady } from './errors.ts';
 import { jsonLogger, type Logger } from './log.ts';
+import { type LogSink, startLogSink } from './log-sink.ts';
 import {
   type MetricsContributor,
   parseStickTable,
@@ -215,6 +216,16 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   const random = deps.random ?? Math.random;
   const layout = gatewayLayout(config.gatewayDir);
   const runtime: HaproxyRuntime = runtimeClientFor(layout, { timeoutMs: 5000 });
+  // HAProxy's access log arrives here (its ring's one server) and goes to stdout: see log-sink.ts.
+  const accessLog: LogSink | undefined = await startLogSink({
+    path: layout.logSocket,
+    ...(deps.write === undefined ? {} : { output: deps.write }),
+  }).catch((error: unknown) => {
+    log.error('access log sink unavailable: HAProxy keeps its lines until the ring is full', {
+      error: message(error),
+    });
+    return undefined;
+  });
   const fleetRef: ObjectRef =
     'secretId' in config.fleetConfig
       ? { key: 'fleet', kind: 'fleet', secretId: config.fleetConfig.secretId }
@@ -898,7 +909,10 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   /** TLS counters summed over HAProxy reloads (each worker's stick table starts at 0). */
   const tlsTotals = new ReloadSafeCounters();
   /** Families other parts of the sidecar add to every scrape. */
-  const contributors: MetricsContributor[] = [...(deps.metrics ?? [])];
+  const contributors: MetricsContributor[] = [
+    ...(accessLog === undefined ? [] : [accessLog.contributor]),
+    ...(deps.metrics ?? []),
+  ];
   const readTls = async (): Promise<TlsCounters | undefined> => {
     let tls: TlsCounters | undefined;
     if (
@@ -926,7 +940,16 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
     }
     return tls;
   };
-  const metrics = async (): Promise<string> => renderMetrics(state, { tls: await readTls(), contributors });
+  /** HAProxy's DroppedLogs (lines its ring had no room for), summed by the sink across workers. */
+  const readDroppedLogs = async (): Promise<void> => {
+    if (accessLog === undefined || state.phase === Phase.Starting) return;
+    const info = await runtime.showInfo().catch(() => undefined);
+    if (info !== undefined) accessLog.observeDropped(info.pid, Number(info.fields['DroppedLogs'] ?? 0));
+  };
+  const metrics = async (): Promise<string> => {
+    await readDroppedLogs();
+    return renderMetrics(state, { tls: await readTls(), contributors });
+  };
 
   let emfCursor: EmfCursor | undefined;
   const scheduleEmf = () => {
@@ -1014,6 +1037,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
       await server.close();
       await starting?.catch(() => undefined);
       await queue.catch(() => undefined);
+      await accessLog?.close();
       // Let a timer callback that had already fired settle before the caller removes files.
       await sleep(0);
       log.info('sidecar stopped');
