@@ -424,7 +424,9 @@ export async function run(argv: string[]): Promise<number> {
         typeof values['execution-name'] === 'string'
           ? values['execution-name']
           : executionName('allowlist', target.fleet, `${action}-${digest.slice(0, 10)}`, new Date(), 10);
+      const client = target.stepFunctions?.();
       outcome = await startAwsWorkflow({
+        ...(client === undefined ? {} : { client }),
         stateMachineArn: arn,
         executionName: name,
         input: request,

@@ -98,6 +98,7 @@ export async function run(argv: string[]): Promise<number> {
   let target: ControlPlaneTarget | undefined;
   try {
     target = await openTarget(values);
+    input.fleet = target.fleet;
     let outcome: WorkflowOutcome;
     let before: Record<string, string | null> = {};
     if (target.kind === 'local') {
@@ -122,7 +123,9 @@ export async function run(argv: string[]): Promise<number> {
               new Date(),
               bucket,
             );
+      const client = target.stepFunctions?.();
       outcome = await startAwsWorkflow({
+        ...(client === undefined ? {} : { client }),
         stateMachineArn: arn,
         executionName: name,
         input,

@@ -20,6 +20,7 @@ import { ACMPCAClient } from '@aws-sdk/client-acm-pca';
 import { ECSClient } from '@aws-sdk/client-ecs';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SFNClient } from '@aws-sdk/client-sfn';
 import { AcmPcaAuthority } from '../../lib/aws/acm-pca-authority.ts';
 import { awsClientConfig } from '../../lib/aws/client-config.ts';
 import { EcsFleet } from '../../lib/aws/ecs-fleet.ts';
@@ -91,6 +92,8 @@ export interface ControlPlaneTarget {
   readonly localDir?: string;
   /** AWS with `--stack`: what the stack's outputs say. */
   readonly stack?: StackSettings;
+  /** AWS: a Step Functions client of this target's `--region`/`--profile` (undefined: the SDK default's). */
+  stepFunctions?(): SFNClient | undefined;
   authority(): CertificateAuthority;
   fleetPort(): Fleet;
   taskClient(): Promise<TaskClient>;
@@ -262,6 +265,10 @@ export async function openTarget(
   const target: ControlPlaneTarget = {
     kind: 'aws',
     ...(stack === undefined ? {} : { stack }),
+    stepFunctions: () => {
+      const own = regional(SFNClient);
+      return 'client' in own ? own.client : undefined;
+    },
     fleet,
     fleetConfigSecretId,
     store,

@@ -18,6 +18,7 @@ import {
   ResourceNotFoundException as LogsResourceNotFoundException,
 } from '@aws-sdk/client-cloudwatch-logs';
 import { DescribeTasksCommand, ECSClient, ListTasksCommand } from '@aws-sdk/client-ecs';
+import { SFNClient, StartExecutionCommand } from '@aws-sdk/client-sfn';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   formatEvents,
@@ -26,6 +27,7 @@ import {
   readLocalEvents,
   selectEvents,
 } from '../../cli/commands/history.ts';
+import { run as rotate } from '../../cli/commands/rotate.ts';
 import { STACK_OUTPUTS, stackSettings, stateMachineArn } from '../../cli/demo/stack.ts';
 import { openTarget } from '../../cli/demo/target.ts';
 import { hoistGlobalOptions, main, VERSION } from '../../cli/main.ts';
@@ -38,7 +40,9 @@ import { mockAwsClient, sdkError } from '../support/aws-mock.ts';
 const cfn = mockAwsClient(CloudFormationClient);
 const logs = mockAwsClient(CloudWatchLogsClient);
 const ecs = mockAwsClient(ECSClient);
+const sfn = mockAwsClient(SFNClient);
 afterEach(() => {
+  sfn.reset();
   cfn.reset();
   logs.reset();
   ecs.reset();
@@ -169,6 +173,20 @@ describe('openTarget --stack', () => {
     } finally {
       await target.close();
     }
+  });
+
+  it('rotate --stack starts the stack’s rotate-certificates machine for the stack’s fleet, in --region', async () => {
+    stackAnswer();
+    sfn
+      .on(StartExecutionCommand)
+      .resolves({ executionArn: `${ARN('rotate-certificates')}:x`, startDate: new Date() });
+    const run = await capture(() => rotate(['--stack', STACK, '--region', 'eu-west-2', '--force']));
+    expect(run.code, run.stderr).toBe(0);
+    const call = sfn.commandCalls(StartExecutionCommand)[0]!;
+    expect(call.args[0].input.stateMachineArn).toBe(OUTPUTS.RotateCertificatesStateMachineArn);
+    expect(JSON.parse(call.args[0].input.input ?? '{}')).toMatchObject({ fleet: 'edge', force: true });
+    const client = (sfn.calls()[0] as { thisValue?: SFNClient } | undefined)?.thisValue;
+    expect(await client?.config.region()).toBe('eu-west-2');
   });
 
   it('refuses --stack with --local', async () => {

@@ -369,6 +369,17 @@ function report(overrides: Partial<DemoReport> = {}): DemoReport {
       restoreStatus: 'SUCCEEDED',
       restored: true,
     },
+    alert: {
+      rule: 'portcullis_certificate_in_sync{certificate="api"} == 0 for 1.5s',
+      task: 'task-1',
+      heldSerial: 'bb',
+      refusal: 'untrusted-chain',
+      fired: true,
+      firedAfterSeconds: 1.7,
+      cleared: true,
+      clearedAfterSeconds: 0.1,
+      otherTasksInSync: true,
+    },
     events: [],
     totalSeconds: 8,
     ok: true,
@@ -390,6 +401,10 @@ describe('demoSucceeded', () => {
       false,
     );
     expect(demoSucceeded(report({ rotation: { ...base.rotation, tasksServingNew: 1 } }))).toBe(false);
+    // The out-of-sync alert must fire on the held task and clear after the rollback.
+    expect(demoSucceeded(report({ alert: { ...base.alert!, fired: false } }))).toBe(false);
+    expect(demoSucceeded(report({ alert: { ...base.alert!, cleared: false } }))).toBe(false);
+    expect(demoSucceeded(report({ alert: { ...base.alert!, otherTasksInSync: false } }))).toBe(false);
   });
 });
 
@@ -399,6 +414,9 @@ describe('formatReport', () => {
     expect(text).toContain('task-1: aa → bb');
     expect(text).toContain('100 handshakes, 0 failed; 4 long-lived, 0 dropped');
     expect(text).toContain('4/4 of its long-lived sessions cut');
+    expect(text).toContain(
+      '✓ alert portcullis_certificate_in_sync{certificate="api"} == 0 for 1.5s: fired after 1.7 s while task-1 was held on bb (refused: untrusted-chain), cleared 0.1 s after the rollback',
+    );
     expect(text).toContain('all good');
   });
 
