@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
-import { networkInterfaces } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FleetConfig } from '../../lib/config/index.ts';
 import { NotFoundError } from '../../lib/errors.ts';
@@ -959,7 +959,9 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
       timers.delete(timer);
       readTls()
         .then((tls) => {
-          const out = emfLines(state, emf, now(), sumTls(tls), emfCursor);
+          // The host name (the task's on Fargate) finds the task in Logs Insights; never a dimension.
+          const settings = { ...emf, properties: { Host: hostname() } };
+          const out = emfLines(state, settings, now(), sumTls(tls), emfCursor);
           emfCursor = out.cursor;
           for (const text of out.lines) (deps.write ?? ((l: string) => process.stdout.write(l)))(`${text}\n`);
         })

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FleetConfigInput } from '../../lib/config/index.ts';
@@ -216,7 +216,11 @@ describe('a running task’s /metrics', () => {
     while (emf().filter((d) => d.Certificate === 'api').length === 0 && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 100));
     const records = emf();
-    expect(records.find((d) => 'TaskReady' in d)).toMatchObject({ Fleet: 'metrics-test', TaskReady: 1 });
+    expect(records.find((d) => 'TaskReady' in d)).toMatchObject({
+      Fleet: 'metrics-test',
+      Host: hostname(),
+      TaskReady: 1,
+    });
     expect(records.find((d) => d.Certificate === 'api')?.CertificateDaysToExpiry).toBeGreaterThan(0);
     expect(scrapes.length).toBeGreaterThanOrEqual(7);
   });
