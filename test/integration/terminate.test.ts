@@ -181,8 +181,13 @@ beforeAll(async () => {
   await create('cert/gateway', certificateDocument(gatewayServer));
   await create('cert/gateway-client', certificateDocument(gatewayClient));
   await create('allowlist', JSON.stringify({ cidrs: ['127.0.0.0/8'] }));
-  task = await startTestTask({ dir, store, watchIntervalMs: 200 });
-  task.haproxy.onLine((line) => logs.push(line));
+  // The access log reaches the sidecar's output through its log sink (HAProxy's ring).
+  task = await startTestTask({
+    dir,
+    store,
+    watchIntervalMs: 200,
+    write: (line) => logs.push(line.trimEnd()),
+  });
 });
 
 afterAll(async () => {
