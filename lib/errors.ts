@@ -104,3 +104,26 @@ export class RotationInProgress extends PortcullisError {
     this.name = 'RotationInProgress';
   }
 }
+
+/**
+ * A local run of a state machine went past a limit Step Functions enforces on one execution
+ * (25 000 history events, 262 144 bytes of state input or output). On AWS the execution would
+ * fail there (`States.DataLimitExceeded` is not even catchable by `States.ALL`), so the local
+ * runner stops and names the limit: the machine's shape, not the work, has to change.
+ */
+export class ExecutionLimitExceeded extends PortcullisError {
+  readonly limit: 'historyEvents' | 'payloadBytes';
+  readonly value: number;
+  readonly max: number;
+  constructor(
+    message: string,
+    details: { limit: 'historyEvents' | 'payloadBytes'; value: number; max: number },
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'ExecutionLimitExceeded';
+    this.limit = details.limit;
+    this.value = details.value;
+    this.max = details.max;
+  }
+}

@@ -2,17 +2,18 @@ import { Stage } from '../ports.ts';
 import { IssuedStage, IssuingStage } from './rollback.ts';
 
 /**
- * Longest an execution of rotate-certificates may run (the machine's `TimeoutSeconds`, kept
- * equal by a test): Step Functions stops it there, without its rollback, which is the one way
- * a lease is left behind.
+ * Longest one certificate's rotation may run: the `TimeoutSeconds` of rotate-certificate, the
+ * child execution that holds the certificate's lease (kept equal by a test). Step Functions
+ * stops it there without its rollback; rotate-certificates then runs that rollback itself, so
+ * a lease outlives its execution only when the parent is gone too.
  */
-export const ROTATION_MACHINE_TIMEOUT_SECONDS = 6 * 60 * 60;
+export const ROTATION_MACHINE_TIMEOUT_SECONDS = 2 * 60 * 60;
 
 /**
- * A lease older than this belongs to an execution that no longer runs. Twice the machine's
+ * A lease older than this belongs to an execution that no longer runs. Twice the child's
  * time limit: a live execution's marks are never older than its own run, and the margin
- * absorbs clock skew between the store's timestamps and ours. A crashed execution blocks its
- * certificate for at most this long (the hourly schedule then takes it over).
+ * absorbs clock skew between the store's timestamps and ours. A lease whose rollback never ran
+ * blocks its certificate for at most this long (4 h; the hourly schedule then takes it over).
  */
 export const ROTATION_LEASE_STALE_AFTER_MS = 2 * ROTATION_MACHINE_TIMEOUT_SECONDS * 1000;
 

@@ -31,6 +31,7 @@ import {
   RollServiceInput,
   StageAllowlistInput,
   StageCertificateInput,
+  UpdateTasksInput,
   ValidateAllowlistInput,
   VerifyTaskInput,
 } from './schemas.ts';
@@ -41,6 +42,7 @@ import {
   makeNudgeTask,
   makePromoteSecret,
   makeRollService,
+  makeUpdateTasks,
   makeVerifyTask,
 } from './task-steps.ts';
 
@@ -67,6 +69,7 @@ export const steps = {
   listTasks: entry(ListTasksInput, makeListTasks),
   nudgeTask: entry(NudgeTaskInput, makeNudgeTask),
   verifyTask: entry(VerifyTaskInput, makeVerifyTask),
+  updateTasks: entry(UpdateTasksInput, makeUpdateTasks),
   promoteSecret: entry(PromoteSecretInput, makePromoteSecret),
   rollService: entry(RollServiceInput, makeRollService),
   checkRollout: entry(CheckRolloutInput, makeCheckRollout),

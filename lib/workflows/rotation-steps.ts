@@ -21,6 +21,7 @@ import {
 } from '../rotation/lease.ts';
 import { deferLeased, type PlannedCertificate, planRotation } from '../rotation/plan.ts';
 import { decideRotationRollback, IssuedStage, IssuingStage } from '../rotation/rollback.ts';
+import { UNREACHABLE_SAMPLE } from '../rotation/tasks.ts';
 import { certificateTokenSubject, deriveToken, TokenStep } from '../rotation/tokens.ts';
 import { CertificateSecret, parseSecret, TrustSecret } from '../secrets/formats.ts';
 import {
@@ -53,7 +54,12 @@ export interface PlanRotationResult {
   executionName: string;
   mode: 'due' | 'manual';
   dryRun: boolean;
-  settings: { graceSeconds: number; rolloutPollSeconds: number; rolloutMaxPolls: number };
+  settings: {
+    graceSeconds: number;
+    rolloutPollSeconds: number;
+    rolloutMaxPolls: number;
+    taskBatches: number;
+  };
   rotate: PlannedCertificate[];
   skip: PlannedCertificate[];
 }
@@ -119,6 +125,7 @@ export function makePlanRotation(ports: ControlPlanePorts) {
         graceSeconds: request.graceSeconds,
         rolloutPollSeconds: request.rolloutPollSeconds,
         rolloutMaxPolls: request.rolloutMaxPolls,
+        taskBatches: request.taskBatches,
       },
       rotate: plan.rotate,
       skip: plan.skip,
@@ -448,9 +455,21 @@ export interface RollbackRotationResult {
   restoredCurrentTo: string | null;
   droppedPending: boolean;
   revokedSerial: string | null;
-  nudged: string[];
+  /** How many tasks were nudged back. */
+  nudged: number;
+  /** Tasks that could not be nudged back (at most {@link UNREACHABLE_SAMPLE}; the poll backstop returns them). */
   unreachable: string[];
+  unreachableCount: number;
+  /** What could not be undone, at most {@link ROLLBACK_NOTES} lines (the last says how many were left out). */
   notes: string[];
+}
+
+/** Lines of notes a rollback returns at most: one per unreachable task would grow with the fleet. */
+export const ROLLBACK_NOTES = 20;
+
+function boundedNotes(notes: readonly string[]): string[] {
+  if (notes.length <= ROLLBACK_NOTES) return [...notes];
+  return [...notes.slice(0, ROLLBACK_NOTES - 1), `… and ${notes.length - (ROLLBACK_NOTES - 1)} more`];
 }
 
 /**
@@ -507,7 +526,7 @@ export function makeRollbackRotation(ports: ControlPlanePorts) {
 
     const { nudged, unreachable } = plan.nudgeTasks
       ? await nudgeTasksBack(ports, spec.secretId, notes)
-      : { nudged: [], unreachable: [] };
+      : { nudged: [] as string[], unreachable: [] as string[] };
 
     let revokedSerial: string | null = null;
     if (plan.revoke !== null) {
@@ -530,9 +549,10 @@ export function makeRollbackRotation(ports: ControlPlanePorts) {
       restoredCurrentTo: plan.restoreCurrentTo,
       droppedPending: plan.dropPending,
       revokedSerial,
-      nudged,
-      unreachable,
-      notes,
+      nudged: nudged.length,
+      unreachable: unreachable.slice(0, UNREACHABLE_SAMPLE),
+      unreachableCount: unreachable.length,
+      notes: boundedNotes(notes),
     };
   };
 }

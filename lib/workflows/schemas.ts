@@ -52,6 +52,11 @@ export const RotationRequestSchema = z.looseObject({
   rolloutPollSeconds: z.number().int().min(0).max(3600).default(30),
   /** Rollout checks before the roll counts as failed. Default 40 (20 minutes at 30 s). */
   rolloutMaxPolls: z.number().int().min(1).max(1000).default(40),
+  /**
+   * How many UpdateTasks invocations share a certificate's fleet (each nudges and verifies
+   * its part side by side). Default 10: 100 tasks each at 1 000 tasks.
+   */
+  taskBatches: z.number().int().min(1).max(100).default(10),
 });
 export type RotationRequest = z.output<typeof RotationRequestSchema>;
 
@@ -73,11 +78,31 @@ export const NudgeTaskInput = z.object({
   versionId: nullableString.optional(),
 });
 export const VerifyTaskInput = z.object({ fleet, task: TaskRefSchema, target: VerifyTargetSchema });
+/** One part of the fleet: the tasks whose id hashes to `index` of `of` (see `taskBatchOf`). */
+export const TaskBatchSchema = z.object({
+  index: z.number().int().min(0),
+  of: z.number().int().min(1).max(100),
+});
+export const UpdateTasksInput = z
+  .object({ fleet, batch: TaskBatchSchema, target: VerifyTargetSchema })
+  .refine((event) => event.batch.index < event.batch.of, {
+    message: 'batch index must be below the number of batches',
+    path: ['batch', 'index'],
+  });
+/** What UpdateTasks returns: counts, and the tasks a hot update could not reach (bounded). */
+export const TaskBatchResultSchema = z.object({
+  updated: z.number().int().min(0),
+  unreachable: z.array(z.string().min(1)),
+  unreachableCount: z.number().int().min(0),
+});
+export type TaskBatchResult = z.output<typeof TaskBatchResultSchema>;
 export const PromoteSecretInput = z.object({
   fleet,
   secretId: z.string().min(1),
   versionId: z.string().min(1),
   tasks: z.array(TaskOutcomeSchema).default([]),
+  /** The UpdateTasks results, instead of per-task outcomes (rotate-certificate). */
+  batches: z.array(TaskBatchResultSchema).optional(),
 });
 export const RollServiceInput = z.object({ fleet });
 export const CheckRolloutInput = z.object({

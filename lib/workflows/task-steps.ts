@@ -6,7 +6,15 @@ import type { z } from 'zod';
 import { RolloutFailed, ServedVersionMismatch, TaskUnreachable, ValidationError } from '../errors.ts';
 import { sameSerial } from '../pki/serial.ts';
 import { type FleetTask, Stage, type TaskStatus } from '../ports.ts';
-import { rolloutStep, summariseTasks, type TaskSummary } from '../rotation/tasks.ts';
+import {
+  rolloutStep,
+  summariseBatches,
+  summariseTasks,
+  TASK_BATCH_CONCURRENCY,
+  type TaskSummary,
+  taskBatchOf,
+  UNREACHABLE_SAMPLE,
+} from '../rotation/tasks.ts';
 import { assertFleet, currentBefore, findSpec, stageHolder, toFleetTask, toTaskRef } from './common.ts';
 import { loadControlPlaneFleet, servedSecretIds } from './fleet-config.ts';
 import type { ControlPlanePorts } from './ports.ts';
@@ -17,7 +25,9 @@ import type {
   NudgeTaskInput,
   PromoteSecretInput,
   RollServiceInput,
+  TaskBatchResult,
   TaskRef,
+  UpdateTasksInput,
   VerifyTaskInput,
 } from './schemas.ts';
 
@@ -101,6 +111,55 @@ async function readyStatus(ports: ControlPlanePorts, task: FleetTask): Promise<T
   return status;
 }
 
+/**
+ * UpdateTasks: nudges and verifies one batch of the fleet (the running tasks whose id hashes to
+ * `batch.index`), {@link TASK_BATCH_CONCURRENCY} at a time, with the same rules as NudgeTask +
+ * VerifyTask: a task it cannot reach (`TaskUnreachable` from either) is marked for a service
+ * roll; any other failure (the sidecar refused the content, `ServedVersionMismatch`) stops the
+ * batch — no task is started after it — and is thrown by name, for the machine to roll back.
+ * Returns counts and at most {@link UNREACHABLE_SAMPLE} unreachable task ids.
+ */
+export function makeUpdateTasks(ports: ControlPlanePorts) {
+  const nudge = makeNudgeTask(ports);
+  const verify = makeVerifyTask(ports);
+  return async function updateTasksStep(event: z.output<typeof UpdateTasksInput>): Promise<TaskBatchResult> {
+    const fleet = assertFleet(ports, event.fleet);
+    const tasks = (await ports.fleet.listTasks()).filter(
+      (task) => taskBatchOf(task.taskId, event.batch.of) === event.batch.index,
+    );
+    const unreachable: string[] = [];
+    let updated = 0;
+    let failure: unknown;
+    let next = 0;
+    const worker = async () => {
+      while (failure === undefined && next < tasks.length) {
+        const ref = toTaskRef(tasks[next++]!);
+        try {
+          await nudge({
+            fleet,
+            task: ref,
+            secretId: event.target.secretId,
+            versionId: event.target.versionId,
+          });
+          await verify({ fleet, task: ref, target: event.target });
+          updated += 1;
+        } catch (error) {
+          if (error instanceof TaskUnreachable) unreachable.push(ref.taskId);
+          else failure ??= error;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(TASK_BATCH_CONCURRENCY, tasks.length) }, worker));
+    if (failure !== undefined) throw failure;
+    unreachable.sort();
+    return {
+      updated,
+      unreachable: unreachable.slice(0, UNREACHABLE_SAMPLE),
+      unreachableCount: unreachable.length,
+    };
+  };
+}
+
 export interface PromoteSecretResult extends TaskSummary {
   secretId: string;
   versionId: string;
@@ -139,7 +198,7 @@ export function makePromoteSecret(ports: ControlPlanePorts) {
       secretId: event.secretId,
       versionId: event.versionId,
       previousVersionId: currentBefore(before, event.versionId),
-      ...summariseTasks(event.tasks),
+      ...(event.batches === undefined ? summariseTasks(event.tasks) : summariseBatches(event.batches)),
     };
   };
 }

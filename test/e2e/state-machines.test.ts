@@ -9,8 +9,10 @@ import type { LocalAuthorityOptions } from '../../lib/local/local-authority.ts';
 import {
   listStates,
   loadDefinition,
+  localHandler,
   type RunStateMachineResult,
   runStateMachine,
+  StartExecutionSync,
   type StateMachineName,
   StateMachineNames,
   type StateProgressEvent,
@@ -104,21 +106,31 @@ describe('statemachines', () => {
       expect({ name, isValid, errors }).toEqual({ name, isValid: true, errors: [] });
       for (const state of listStates(await loadDefinition(name))) {
         if (state.type !== 'Task') continue;
+        if (state.resource === StartExecutionSync) {
+          expect(state.childMachine, `${name}/${state.name}`).toBeDefined();
+          continue;
+        }
         expect(state.functionKey, `${name}/${state.name}`).toBeDefined();
         used.add(state.functionKey!);
       }
     }
     expect([...used].sort()).toEqual([...functionKeys].sort());
   });
-  it('give rotate-certificates the time limit the rotation lease is bounded by', async () => {
-    const definition = JSON.parse(
-      await readFile(
-        join(import.meta.dirname, '..', '..', 'statemachines', 'rotate-certificates.asl.json'),
-        'utf8',
-      ),
-    ) as { TimeoutSeconds?: number };
-    expect(definition.TimeoutSeconds).toBe(ROTATION_MACHINE_TIMEOUT_SECONDS);
+  it('give rotate-certificate (which holds the lease) the time limit the rotation lease is bounded by', async () => {
+    const child = (await loadDefinition('rotate-certificate')) as { TimeoutSeconds?: number };
+    expect(child.TimeoutSeconds).toBe(ROTATION_MACHINE_TIMEOUT_SECONDS);
     expect(ROTATION_LEASE_STALE_AFTER_MS).toBe(2 * ROTATION_MACHINE_TIMEOUT_SECONDS * 1000);
+    // The parent waits a little longer than the child may run, so it sees the child time out
+    // (and rolls it back) rather than timing out its own wait first.
+    const parent = (await loadDefinition('rotate-certificates')) as unknown as {
+      TimeoutSeconds: number;
+      States: {
+        RotateCertificates: { ItemProcessor: { States: { RotateCertificate: { TimeoutSeconds: number } } } };
+      };
+    };
+    const wait = parent.States.RotateCertificates.ItemProcessor.States.RotateCertificate.TimeoutSeconds;
+    expect(wait).toBeGreaterThan(ROTATION_MACHINE_TIMEOUT_SECONDS);
+    expect(parent.TimeoutSeconds).toBeGreaterThan(wait);
   });
 });
 
@@ -135,7 +147,8 @@ describe('rotate-certificates', () => {
       previousSerial: old.serial,
       previousRevoked: true,
       rolledTasks: [],
-      updatedTasks: ['task-1', 'task-2'],
+      rolledTaskCount: 0,
+      updatedTasks: 2,
     });
     expect(servedSerials()).toEqual([now.serial, now.serial]);
     expect(await pendingHolder(fixtureSecrets.api)).toBeUndefined();
@@ -157,7 +170,7 @@ describe('rotate-certificates', () => {
     ]);
   });
 
-  it('rotates every due certificate one after the other, checking client certificates through the sidecar status', async () => {
+  it('rotates every due certificate side by side, in one child execution each, checking client certificates through the sidecar status', async () => {
     await setUp();
     const result = succeeded(await run('rotate-certificates', { graceSeconds: 0, rolloutPollSeconds: 0 }));
     const rotated = result.rotated as {
@@ -172,7 +185,7 @@ describe('rotate-certificates', () => {
     const client = await currentBundle(fixtureSecrets.client);
     expect(rotated[1]?.serial).toBe(client.serial);
     expect(servedSerials(fixtureSecrets.client)).toEqual([client.serial, client.serial]);
-    expect(fx.notifier.events.map((e) => [e.detailType, e.detail.certificate])).toEqual([
+    expect(fx.notifier.events.map((e) => [e.detailType, e.detail.certificate]).sort()).toEqual([
       ['CertificateRotated', 'api'],
       ['CertificateRotated', 'client'],
     ]);
@@ -213,7 +226,7 @@ describe('rotate-certificates', () => {
     fx.gateway.rolloutStates = ['IN_PROGRESS', 'COMPLETED'];
     const result = succeeded(await run('rotate-certificates', rotateApi({ force: true })));
     const [rotated] = result.rotated as Record<string, unknown>[];
-    expect(rotated).toMatchObject({ updatedTasks: ['task-1'], rolledTasks: ['task-2'] });
+    expect(rotated).toMatchObject({ updatedTasks: 1, rolledTasks: ['task-2'], rolledTaskCount: 1 });
     expect(fx.gateway.rolls).toHaveLength(1);
     const now = await currentBundle();
     expect(servedSerials()).toEqual([now.serial, now.serial]);
@@ -492,26 +505,41 @@ describe('rotation lease', () => {
   it('fails a certificate whose lease was taken after the plan without rolling back anything of the other execution', async () => {
     await setUp();
     let foreign = '';
-    whileStaged(fixtureSecrets.api, async () => {
-      foreign = await foreignMark(fixtureSecrets.client, [IssuingStage]);
-    });
-    const result = await run('rotate-certificates', { graceSeconds: 0, rolloutPollSeconds: 0 });
+    // Another execution takes the client certificate's lease between the plan and the children.
+    const plan = localHandler('planRotation', fx.ports);
+    const result = await runStateMachine(
+      'rotate-certificates',
+      { graceSeconds: 0, rolloutPollSeconds: 0 },
+      fx.ports,
+      {
+        instant: true,
+        overrides: {
+          taskResourceLocalHandlers: {
+            PlanRotation: async (input) => {
+              const planned = await plan(input);
+              foreign = await foreignMark(fixtureSecrets.client, [IssuingStage]);
+              return planned;
+            },
+          },
+        },
+      },
+    );
     expect(failure(result)).toEqual({
       status: 'FAILED',
       error: 'RotationInProgress',
     });
     expect(await stagesOf(fixtureSecrets.client, foreign)).toEqual([IssuingStage]);
     expect(await pendingHolder(fixtureSecrets.client)).toBeUndefined();
-    // The first certificate of the run stands; the second was never asked of the CA.
+    // The other certificate of the run stands; the refused one was never asked of the CA.
     expect(fx.authority.issued).toHaveLength(1);
     expect(fx.authority.revoked).toEqual([]);
-    expect(fx.notifier.events.map((e) => [e.detailType, e.detail.certificate])).toEqual([
+    expect(fx.notifier.events.map((e) => [e.detailType, e.detail.certificate]).sort()).toEqual([
       ['CertificateRotated', 'api'],
       ['CertificateRotationFailed', 'client'],
     ]);
-    expect(fx.notifier.events[1]?.detail).toMatchObject({
+    expect(fx.notifier.events.find((e) => e.detail.certificate === 'client')?.detail).toMatchObject({
       error: 'RotationInProgress',
-      rollback: { revokedSerial: null, nudged: [] },
+      rollback: { revokedSerial: null, nudged: 0 },
     });
   });
 

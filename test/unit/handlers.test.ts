@@ -159,7 +159,7 @@ describe('StageCertificate', () => {
     const labelled = (await fx.store.describe(fixtureSecrets.api)).versions;
     expect(labelled.find((v) => v.stages.includes(Stage.Pending))).toBeUndefined();
     const rollback = await makeRollbackRotation(fx.ports)({ executionName: execution, certificate: 'api' });
-    expect(rollback.nudged).toEqual([]);
+    expect(rollback.nudged).toBe(0);
     expect(
       (await fx.store.describe(fixtureSecrets.api)).versions.find((v) => v.versionId === foreign)?.stages,
     ).toEqual([IssuedStage]);
@@ -326,7 +326,7 @@ describe('RollbackRotation', () => {
       staged: { previousVersionId: s.previousVersionId },
     });
     expect(result).toMatchObject({ restoredCurrentTo: s.previousVersionId, revokedSerial: s.serial });
-    expect(result.nudged).toHaveLength(2);
+    expect(result).toMatchObject({ nudged: 2, unreachable: [], unreachableCount: 0 });
     expect((await fx.store.get(fixtureSecrets.api)).versionId).toBe(s.previousVersionId);
     const [record] = await fx.ca.list();
     expect(record?.revocation?.reason).toBe('SUPERSEDED');
@@ -349,7 +349,7 @@ describe('RollbackRotation', () => {
     expect(result).toMatchObject({
       restoredCurrentTo: s.previousVersionId,
       revokedSerial: s.serial,
-      nudged: [],
+      nudged: 0,
     });
     expect(result.notes.join('\n')).toContain('AccessDenied');
   });
@@ -377,7 +377,7 @@ describe('RollbackRotation', () => {
       certificate: 'api',
       staged: { previousVersionId: s.previousVersionId },
     });
-    expect(result.nudged).toEqual(['task-1', 'task-2', 'task-3', 'task-4', 'task-5']);
+    expect(result.nudged).toBe(5);
     expect(most).toBe(5);
   });
 });

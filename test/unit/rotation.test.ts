@@ -433,6 +433,8 @@ describe('summariseTasks and rolloutStep', () => {
       needsRoll: true,
       updated: ['a'],
       unreachable: ['b'],
+      updatedCount: 1,
+      unreachableCount: 1,
     });
     expect(summariseTasks([]).needsRoll).toBe(false);
   });

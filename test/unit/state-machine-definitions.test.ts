@@ -69,9 +69,14 @@ const LAMBDA_TRANSIENT = [
 const LAMBDA_VPC_NOT_READY = ['Lambda.ResourceNotReadyException', 'Lambda.ENINotReadyException'];
 
 describe('state machine definitions', () => {
-  it('has Lambda tasks in all three machines', () => {
+  it('has Lambda tasks in all four machines', () => {
     const machines = new Set(lambdaTasks.map(([name]) => name.split('/')[0]));
-    expect([...machines].sort()).toEqual(['converge-task', 'rotate-certificates', 'update-allowlist']);
+    expect([...machines].sort()).toEqual([
+      'converge-task',
+      'rotate-certificate',
+      'rotate-certificates',
+      'update-allowlist',
+    ]);
     expect(lambdaTasks.length).toBeGreaterThanOrEqual(25);
   });
 

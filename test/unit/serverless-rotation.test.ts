@@ -1,0 +1,104 @@
+/**
+ * The rotation's two machines in the packaged stack (`sls package`, offline): rotate-certificates
+ * starts rotate-certificate per certificate with `startExecution.sync:2`, so its role may start,
+ * describe and stop exactly that machine's executions and manage the EventBridge rule Step
+ * Functions uses to learn that a child ended; the batch function has the tasks' reads only.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type CfnTemplate, type PackagedService, packageService } from '../deploy/package.ts';
+
+const STAGE = 'ci';
+
+interface Statement {
+  Effect: string;
+  Action?: string | string[];
+  Resource?: unknown;
+}
+
+const list = (value: unknown): string[] =>
+  Array.isArray(value) ? (value as string[]) : value === undefined ? [] : [String(value)];
+
+function roleStatements(template: CfnTemplate, roleId: string): Statement[] {
+  const role = template.Resources[roleId];
+  expect(role?.Type, roleId).toBe('AWS::IAM::Role');
+  const policies = (role!.Properties!.Policies ?? []) as { PolicyDocument: { Statement: Statement[] } }[];
+  return policies.flatMap((p) => p.PolicyDocument.Statement);
+}
+
+function roleOf(template: CfnTemplate, stateMachineId: string): string {
+  const arn = template.Resources[stateMachineId]!.Properties!.RoleArn as { 'Fn::GetAtt': [string, string] };
+  return arn['Fn::GetAtt'][0];
+}
+
+/** The actions granted on a resource whose JSON contains `needle`. */
+function actionsOn(statements: Statement[], needle: string): string[] {
+  return statements
+    .filter((s) => s.Effect === 'Allow' && JSON.stringify(s.Resource).includes(needle))
+    .flatMap((s) => list(s.Action));
+}
+
+describe('rotation machines in the packaged stack', () => {
+  let packaged: PackagedService;
+  let template: CfnTemplate;
+
+  beforeAll(async () => {
+    packaged = await packageService({ stage: STAGE, timeoutMs: 150_000 });
+    template = packaged.template;
+  }, 180_000);
+  afterAll(async () => {
+    await packaged?.cleanup();
+  });
+
+  it('deploys rotate-certificate beside rotate-certificates, logging to its own log group', () => {
+    const child = template.Resources.RotateCertificateStateMachine;
+    expect(child?.Type).toBe('AWS::StepFunctions::StateMachine');
+    const props = child!.Properties as {
+      StateMachineName: string;
+      LoggingConfiguration: { Destinations: { CloudWatchLogsLogGroup: { LogGroupArn: unknown } }[] };
+    };
+    expect(props.StateMachineName).toBe(`portcullis-${STAGE}-main-rotate-certificate`);
+    expect(JSON.stringify(props.LoggingConfiguration.Destinations)).toContain(
+      'RotateCertificateStateMachineLogGroup',
+    );
+    expect(template.Resources.RotateCertificateStateMachineLogGroup?.Type).toBe('AWS::Logs::LogGroup');
+  });
+
+  it('lets rotate-certificates start, describe and stop rotate-certificate executions and manage the .sync events rule', () => {
+    const statements = roleStatements(template, roleOf(template, 'RotateCertificatesStateMachine'));
+    const start = statements.filter((s) => list(s.Action).includes('states:StartExecution'));
+    expect(start).toHaveLength(1);
+    expect(JSON.stringify(start[0]!.Resource)).toContain('RotateCertificateStateMachine');
+    // serverless-step-functions cannot derive the execution ARNs from a Ref, so it grants these
+    // two on any resource; they read and stop executions, they start none.
+    const granted = statements.filter((s) => s.Effect === 'Allow').flatMap((s) => list(s.Action));
+    expect(granted).toEqual(expect.arrayContaining(['states:DescribeExecution', 'states:StopExecution']));
+    const rule = actionsOn(statements, 'rule/StepFunctionsGetEventsForStepFunctionsExecutionRule');
+    expect(rule.sort()).toEqual(['events:DescribeRule', 'events:PutRule', 'events:PutTargets']);
+    // It invokes only what it runs itself: the plan, the rollback of a stopped child, the notice.
+    const invoked = actionsOn(statements, 'LambdaFunction');
+    expect(invoked.every((a) => a === 'lambda:InvokeFunction')).toBe(true);
+    const functions = JSON.stringify(
+      statements.filter((s) => list(s.Action).includes('lambda:InvokeFunction')),
+    );
+    for (const id of ['PlanRotation', 'RollbackRotation', 'Notify'])
+      expect(functions).toContain(`${id}LambdaFunction`);
+    expect(functions).not.toContain('UpdateTasksLambdaFunction');
+  });
+
+  it('lets rotate-certificate invoke the batch function, which runs in the VPC for 600 s with the tasks read-only', () => {
+    const childStatements = roleStatements(template, roleOf(template, 'RotateCertificateStateMachine'));
+    expect(JSON.stringify(childStatements)).toContain('UpdateTasksLambdaFunction');
+    const fn = template.Resources.UpdateTasksLambdaFunction!.Properties as {
+      Timeout: number;
+      VpcConfig?: unknown;
+      Role: unknown;
+    };
+    expect(fn.Timeout).toBe(600);
+    expect(fn.VpcConfig).toBeDefined();
+    const actions = roleStatements(template, 'UpdateTasksRole').flatMap((s) => list(s.Action));
+    expect(actions).toEqual(expect.arrayContaining(['ecs:ListTasks', 'ecs:DescribeTasks']));
+    expect(actions.filter((a) => /^(secretsmanager:(Put|Update|Create|Delete)|ecs:Update)/.test(a))).toEqual(
+      [],
+    );
+  });
+});
