@@ -103,7 +103,8 @@ export function emfLines(
     .filter(([key]) => key.split('|')[1] === 'failed')
     .reduce((sum, [, n]) => sum + n, 0);
   const objects = Object.values(state.objects);
-  const outOfSync = objects.filter((o) => !objectInSync(o));
+  const started = state.phase !== Phase.Starting;
+  const outOfSync = objects.filter((o) => !objectInSync(o, started));
   const task: Record_ = {
     dimensions: [fleetDims],
     values: {
@@ -142,7 +143,7 @@ export function emfLines(
     if (object.ref.kind !== 'certificate' || object.ref.name === undefined) continue;
     const notAfter = object.applied?.facts.notAfter;
     const metrics: Record_['metrics'] = [
-      { name: EMF_METRICS.certificateInSync, unit: 'None', value: objectInSync(object) ? 1 : 0 },
+      { name: EMF_METRICS.certificateInSync, unit: 'None', value: objectInSync(object, started) ? 1 : 0 },
     ];
     if (notAfter !== undefined) {
       const days = (Date.parse(notAfter) - at.getTime()) / 86_400_000;

@@ -370,11 +370,13 @@ const TLS_FAMILIES: Record<TlsCounter, MetricFamily> = {
 };
 
 /**
- * Whether an object serves the version last asked for: the rule behind `…_in_sync`. An object
- * never asked for anything (not polled yet) is in sync once something is applied.
+ * Whether an object serves the version last asked for: the rule behind `…_in_sync`. Before the
+ * sidecar has started (`started` false) anything not applied is out of sync; once it runs, an
+ * object never asked for anything (its secret has no `AWSCURRENT`, and no route needs it) has
+ * nothing to serve and is in sync.
  */
-export function objectInSync(object: ObjectState): boolean {
-  if (object.applied === undefined) return false;
+export function objectInSync(object: ObjectState, started = true): boolean {
+  if (object.applied === undefined) return started && object.desired === undefined;
   return object.desired === undefined || object.desired.versionId === object.applied.versionId;
 }
 
@@ -404,7 +406,7 @@ export function collectSidecar(registry: MetricsRegistry, state: SidecarState): 
   for (const object of Object.values(state.objects)) {
     const { ref, applied, desired, rejected, lastResult } = object;
     const id = { object: ref.key, kind: ref.kind };
-    const inSync = objectInSync(object);
+    const inSync = objectInSync(object, state.phase !== Phase.Starting);
     registry.set(f.objectInSync, id, inSync ? 1 : 0);
     if (lastResult !== undefined) {
       registry.set(f.objectLastApplyOk, id, lastResult.ok ? 1 : 0);

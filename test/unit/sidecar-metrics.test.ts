@@ -278,6 +278,25 @@ describe('renderMetrics', () => {
   });
 });
 
+describe('objectInSync', () => {
+  const ref = { key: 'certificate:spare', kind: 'certificate' as const, secretId: 's', name: 'spare' };
+  it('counts an object with nothing applied as out of sync while starting, or once something was asked for', () => {
+    expect(objectInSync({ ref }, false)).toBe(false);
+    expect(objectInSync({ ref, desired: { versionId: 'v1', origin: 'current' } }, true)).toBe(false);
+  });
+
+  it('counts a running sidecar’s object whose secret has no AWSCURRENT (nothing asked) as in sync', () => {
+    expect(objectInSync({ ref }, true)).toBe(true);
+    const state = run([
+      { type: 'configured', refs: [ref] },
+      { type: 'rendered', at: AT },
+      { type: 'polled', key: 'certificate:spare', view: { current: undefined, versions: [] } },
+    ]);
+    const families = checkExposition(renderMetrics(state, { tls: undefined }));
+    expect(sampleValue(families, 'portcullis_certificate_in_sync', { certificate: 'spare' })).toBe(1);
+  });
+});
+
 describe('parseExposition', () => {
   const bad: { name: string; text: string }[] = [
     { name: 'interleaved families', text: '# TYPE a gauge\na{x="1"} 1\n# TYPE b gauge\nb 1\na{x="2"} 1\n' },
