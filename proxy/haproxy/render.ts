@@ -273,8 +273,8 @@ export function errorLogFormat(kind: 'tls' | 'http' | 'terminate', connectionErr
     '"frontend":"%f"',
     '"client":"%ci"',
     '"client_port":%cp',
-    '"peer":"%[fc_src]"',
-    '"peer_port":%[fc_src_port]',
+    // fe_terminate's peer is fe_tls over a unix socket: no address, no port.
+    ...(kind === 'terminate' ? [] : ['"peer":"%[fc_src]"', '"peer_port":%[fc_src_port]']),
     '"bytes_in":%U',
     '"duration_ms":%Tt',
     '"termination":"%ts"',

@@ -17,8 +17,10 @@ import {
 import type { FleetTask } from '../../lib/ports.ts';
 import { HttpTaskClient } from '../../lib/task-client/index.ts';
 import type { LocalTask } from '../../proxy/sidecar/local-task.ts';
+import { buildClientHello } from '../support/client-hello.ts';
 import { type DnsServer, startDnsServer } from '../support/dns.ts';
 import { freePort } from '../support/gateway.ts';
+import { sendRaw } from '../support/net.ts';
 import {
   type Credential,
   certificateDocument,
@@ -215,6 +217,27 @@ describe('terminate route with strict client authentication', () => {
     expect(line).toBeDefined();
     // The client address crossed the internal hop in the PROXY header.
     expect(JSON.parse(line!)).toMatchObject({ client: '127.0.0.1', route });
+  });
+
+  it('logs a handshake the client abandons as JSON with its reason (error-log-format)', async () => {
+    const since = logs.length;
+    // A complete ClientHello passes fe_tls; the client then leaves mid-handshake.
+    await sendRaw({
+      host: '127.0.0.1',
+      port: tlsPort,
+      bytes: buildClientHello({ serverName: route }),
+      end: true,
+    });
+    const found = () =>
+      logs
+        .slice(since)
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((l) => l.frontend === 'fe_terminate' && l.refusal === 'tls-handshake-failed');
+    await expect.poll(found, { timeout: 5000 }).toBeDefined();
+    expect(found()).toMatchObject({ client: '127.0.0.1' });
+    // Written by HAProxy as JSON, not wrapped by the sink.
+    expect(found()?.component).toBeUndefined();
+    expect(typeof found()?.error).toBe('string');
   });
 
   it('refuses and counts a client certificate from another CA', async () => {
