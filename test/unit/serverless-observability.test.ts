@@ -186,6 +186,10 @@ describe('observability in the packaged stack (defaults)', () => {
     const json = body.replace(/\$\{([^}]+)\}/g, (_, name: string) =>
       typeof vars[name] === 'string' || typeof vars[name] === 'number' ? String(vars[name]) : `x-${name}`,
     );
+    // The NLB lines name the deployed NLB's target group (internet-facing by default) and no other.
+    const resolved = resolveIf(vars, conditions) as Record<string, unknown>;
+    expect(resolved.PublicTlsTg).toEqual({ 'Fn::GetAtt': ['PublicTlsTargetGroup', 'TargetGroupFullName'] });
+    expect(resolved.InternalLb).toBe('none');
     const widgets = (JSON.parse(json) as { widgets: { type: string; properties: Record<string, unknown> }[] })
       .widgets;
     const text = JSON.stringify(widgets);
