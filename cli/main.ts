@@ -71,11 +71,11 @@ export function hoistGlobalOptions(argv: readonly string[]): string[] {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  if (argv[0] === '--version' || argv[0] === '-V' || argv[0] === 'version') {
+  const [name, ...rest] = hoistGlobalOptions(argv);
+  if (name === '--version' || name === '-V' || name === 'version') {
     console.log(`portcullis ${VERSION}`);
     return ExitCode.Ok;
   }
-  const [name, ...rest] = hoistGlobalOptions(argv);
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     console.log(help());
     return name === undefined ? ExitCode.Usage : ExitCode.Ok;

@@ -331,6 +331,7 @@ describe('portcullis main', () => {
     const run = await capture(() => main(['--version']));
     expect(run).toMatchObject({ code: 0, stdout: `portcullis ${VERSION}` });
     expect(VERSION).toMatch(/^\d+\.\d+\.\d+/);
+    expect((await capture(() => main(['--profile', 'ops', '-V']))).stdout).toBe(`portcullis ${VERSION}`);
   });
 
   it('takes --profile and --region before the command', () => {
