@@ -70,6 +70,12 @@ export interface HaproxyCapabilities {
    */
   readonly parserRefusesMalformedHost: boolean;
   /**
+   * 3.2: the message a full log ring writes once it has room again ("N events dropped") ends with
+   * a NUL byte; 2.6 sends the bare text. The sidecar's log sink reads both by shape
+   * (proxy/sidecar/log-sink.ts); the field only documents it. Checked on 2.6.12 and 3.2.0.
+   */
+  readonly ringDropAnnouncementEndsWithNul: boolean;
+  /**
    * `set/commit ssl ca-file` is safe to use on a live worker. False on every release checked:
    * 2.6.12, 3.0.11 and 3.2.0 serve a stale certificate after a later `commit ssl cert`, and a
    * second `commit ssl ca-file` kills the worker. Upstream fixed it in commit 7482b6ebf (haproxy
@@ -88,6 +94,7 @@ export function capabilitiesOf(version: HaproxyVersion | string): HaproxyCapabil
     luaBoolSampleConversion: atLeast(v, 3, 1),
     failedReloadListsServingWorkerAsOld: atLeast(v, 3, 2),
     parserRefusesMalformedHost: atLeast(v, 3, 2),
+    ringDropAnnouncementEndsWithNul: atLeast(v, 3, 2),
     caFileCommitSafe: false,
   };
 }

@@ -39,6 +39,7 @@ describe('capabilitiesOf', () => {
       luaBoolSampleConversion: false,
       failedReloadListsServingWorkerAsOld: false,
       parserRefusesMalformedHost: false,
+      ringDropAnnouncementEndsWithNul: false,
       caFileCommitSafe: false,
     });
     expect(of('2.8.5')).toMatchObject({ reloadAnswersStatus: true, checkIsQuiet: false });
@@ -50,6 +51,7 @@ describe('capabilitiesOf', () => {
       luaBoolSampleConversion: true,
       failedReloadListsServingWorkerAsOld: true,
       parserRefusesMalformedHost: true,
+      ringDropAnnouncementEndsWithNul: true,
       // The commit ssl ca-file fix (upstream 7482b6ebf) is not in 3.2.0: trust goes by reload.
       caFileCommitSafe: false,
     });

@@ -136,6 +136,36 @@ describe('renderGateway', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('tracks and limits each source only while a per-source limit is set', () => {
+    const cfg = (perSource: object) =>
+      renderGateway(parseFleetConfig({ fleet: 'p', limits: { maxconn: 50, perSource } }), {
+        layout: gatewayLayout('/gw'),
+      }).files['haproxy.cfg']!.content;
+    const limited = cfg({ maxConnectionRate: 7 });
+    expect(limited).toContain('tcp-request session track-sc1 src table st_sources');
+    expect(limited).toContain('{ sc1_conn_cur gt 5 }');
+    expect(limited).toContain('{ sc1_conn_rate gt 7 }');
+    expect(limited).toContain(
+      'stick-table type ipv6 size 1000 expire 10000ms store conn_cur,conn_rate(10000ms)',
+    );
+    const open = cfg({ maxConnections: null, maxConnectionRate: null });
+    expect(open).not.toContain('st_sources');
+    expect(open).not.toContain('sc1_');
+  });
+
+  it('logs into the ring the sidecar drains, never to stdout, and with JSON for connection errors', () => {
+    const text = renderGateway(parseFleetConfig({ fleet: 'l', accessLog: { bufferBytes: 65536 } }), {
+      layout: gatewayLayout('/gw'),
+    }).files['haproxy.cfg']!.content;
+    expect(text).not.toContain('log stdout');
+    expect(text).toContain('log ring@access_log len 8192 local0 info');
+    expect(text).toContain('  size 65536');
+    expect(text).toContain('server sidecar unix@/gw/run/log.sock log-proto octet-count');
+    expect(text).toContain('%[fc_err,map_int(/gw/maps/connection-errors.map,connection-error)]');
+    // No number of a line may print as a bare '-' (a variable without a default would).
+    expect(text).not.toMatch(/":%\[var\([a-z.]+\)\]/);
+  });
+
   it('renders each representative config exactly as its golden file', async () => {
     for (const [name, config] of Object.entries(await cases())) {
       const rendered = renderGateway(config, { layout: containerLayout(), ownAddresses: ['10.0.0.10'] });
