@@ -1,6 +1,6 @@
 /**
  * Starting HAProxy the way the container does: master-worker in the foreground, master CLI on a
- * socket, access logs on stdout. Tests and the local demo fleet use `startHaproxy`; the image's
+ * socket. The access log goes to the sidecar's log socket (render.ts `LOG_RING`), not to stdout. Tests and the local demo fleet use `startHaproxy`; the image's
  * CMD is `haproxyArgs(containerLayout())` (a unit test keeps the Dockerfile in step).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -38,7 +38,7 @@ export interface StartOptions {
 export interface RunningHaproxy {
   /** Master process id. */
   readonly pid: number;
-  /** stdout lines (access logs); only lines printed after subscribing are seen. */
+  /** stdout lines (none from a rendered gateway: its log goes to the ring); only lines printed after subscribing are seen. */
   onLine(listener: (line: string) => void): () => void;
   /** Every stdout line so far (bounded to the last 10 000). */
   readonly lines: readonly string[];

@@ -232,6 +232,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await haproxy?.stop();
   await sink?.close();
+  // Every line the gateway logged is HAProxy's own JSON (none wrapped by the sink).
+  expect(logLinesSeen.filter((l) => l.includes('"component":"haproxy"') || !JSON.parse(l))).toEqual([]);
   await app?.close();
   await pki?.cleanup();
   await rogue?.cleanup();
