@@ -33,6 +33,7 @@ import { median, percentile } from '../../bench/lib/stats.ts';
 import { normaliseAllowlist, parseCidr } from '../../lib/allowlist/index.ts';
 import { parseFleetConfig } from '../../lib/config/index.ts';
 import { gatewayLayout, renderGateway, writeGateway } from '../../proxy/haproxy/index.ts';
+import { dataplaneResults } from '../support/bench.ts';
 import { expectValidConfig } from '../support/haproxy.ts';
 
 describe('parseProcStat', () => {
@@ -308,47 +309,24 @@ describe('summarise', () => {
 describe('renderMarkdown', () => {
   it('prints the raw figures and the ratio table', () => {
     const connections = [connection('direct', 0, 1000, null), connection('gateway', 0, 800, 200)];
-    const text = renderMarkdown({
-      suite: 'dataplane',
-      startedAt: '2026-01-01T00:00:00.000Z',
-      finishedAt: '2026-01-01T00:01:00.000Z',
-      mode: 'quick',
-      environment: {
-        node: 'v24',
-        haproxy: 'HAProxy version 2.6.12',
-        nginx: 'nginx/1.22.1',
-        openssl: 'OpenSSL 3.0',
-        kernel: 'Linux 6',
-        cpuModel: 'cpu',
-        cores: 2,
-        memoryMiB: 1024,
-        loadAverage1m: 1,
-        loadAverage1mAtEnd: 2,
-        perfInstructions: 'unsupported',
-      },
-      plan: dataplanePlan({ quick: true, cores: 2 }),
-      gateways: [{ version: '2.6.12', banner: 'HAProxy version 2.6.12', role: 'image' }],
-      setup: {},
-      refusesUnlistedSource: { gateway: true, nginx: true },
-      connections,
-      bulk: [],
-      variants: [
-        {
-          name: 'nbthread-1',
-          why: 'one thread',
-          cpuPerConnectionVsRendered: 0.8,
-          userCpuVsRendered: 0.5,
-          connectionsPerSecondVsRendered: 1.1,
-          bulkVsRendered: null,
-          dnsQueries: 3,
-          referenceDnsQueries: 900,
-        },
-      ],
-      ratios: computeRatios(summarise(connections, []), 0, 100000).map((r) => ({
-        ...r,
-        met: meets(r) ?? null,
-      })),
-    });
+    const text = renderMarkdown(
+      dataplaneResults({
+        connections,
+        bulk: [],
+        variants: [
+          {
+            name: 'nbthread-1',
+            why: 'one thread',
+            cpuPerConnectionVsRendered: 0.8,
+            userCpuVsRendered: 0.5,
+            connectionsPerSecondVsRendered: 1.1,
+            bulkVsRendered: null,
+            dnsQueries: 3,
+            referenceDnsQueries: 900,
+          },
+        ],
+      }),
+    );
     expect(text).toContain('| gateway | 0 | 0 | 800 | 200 | 100 / 100 | 300 | 500 |');
     expect(text).toContain('| direct | 0 | 0 | 1000 | n/a | n/a | 300 | 500 |');
     expect(text).toContain('| nbthread-1 | 0.80× | 0.50× | 1.10× | n/a | 3 / 900 |');

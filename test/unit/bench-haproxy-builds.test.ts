@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConnectionResult, renderMarkdown, summarise } from '../../bench/dataplane.ts';
-import { dataplanePlan } from '../../bench/dataplane-plan.ts';
 import { imageRelease, probeHaproxy, resolveHaproxyBuilds } from '../../bench/lib/haproxy-builds.ts';
 import { computeRatios, meets } from '../../bench/lib/report.ts';
+import { dataplaneResults } from '../support/bench.ts';
 
 let dir: string;
 /** A stand-in `haproxy` that prints the banner a real build prints for `-v`. */
@@ -171,35 +171,18 @@ describe('the gateway on two HAProxy releases in one run', () => {
   });
 
   it('labels every gateway row with its release', () => {
+    const base = dataplaneResults({ connections, bulk }, '3.2.0');
     const text = renderMarkdown({
-      suite: 'dataplane',
-      startedAt: '2026-01-01T00:00:00.000Z',
-      finishedAt: '2026-01-01T00:01:00.000Z',
-      mode: 'quick',
+      ...base,
       environment: {
-        node: 'v24',
+        ...base.environment,
         haproxy:
           'HAProxy version 3.2.0 2025/05/28 - https://haproxy.org/; HAProxy version 2.6.12 - https://haproxy.org/',
-        nginx: 'nginx/1.22.1',
-        openssl: 'OpenSSL 3.0',
-        kernel: 'Linux 6',
-        cpuModel: 'cpu',
-        cores: 2,
-        memoryMiB: 1024,
-        loadAverage1m: 1,
-        loadAverage1mAtEnd: 1,
-        perfInstructions: 'unsupported',
       },
-      plan: dataplanePlan({ quick: true, cores: 2 }),
       gateways: [
         { version: '3.2.0', banner: 'HAProxy version 3.2.0', role: 'image' },
         { version: '2.6.12', banner: 'HAProxy version 2.6.12', role: 'compared' },
       ],
-      setup: {},
-      refusesUnlistedSource: { gateway: true, nginx: true },
-      connections,
-      bulk,
-      variants: [],
       ratios: computeRatios(summarise(connections, bulk, '3.2.0'), 0, 1000).map((r) => ({
         ...r,
         met: meets(r) ?? null,
