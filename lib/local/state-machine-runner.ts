@@ -443,7 +443,6 @@ export async function runStateMachine(
       if (state.type === 'Task' || state.type === 'Map') retryIntervalOverrides[state.name] = 0;
     }
   }
-  meter.payload('(execution input)', input);
   const machine = new StateMachine(definition, { validationOptions: { checkArn: true, checkPaths: true } });
   const execution = machine.run(input as never, {
     overrides: {
@@ -463,6 +462,7 @@ export async function runStateMachine(
     },
   });
   abort = () => execution.abort();
+  meter.payload('(execution input)', input);
   const forwarding = (async () => {
     for await (const event of execution.eventLogs) {
       const raw = event as unknown as Record<string, unknown>;

@@ -6,6 +6,7 @@ import type { z } from 'zod';
 import { RolloutFailed, ServedVersionMismatch, TaskUnreachable, ValidationError } from '../errors.ts';
 import { sameSerial } from '../pki/serial.ts';
 import { type FleetTask, Stage, type TaskStatus } from '../ports.ts';
+import type { CertificateSpec } from '../rotation/certificate-spec.ts';
 import {
   rolloutStep,
   summariseBatches,
@@ -28,6 +29,7 @@ import type {
   TaskBatchResult,
   TaskRef,
   UpdateTasksInput,
+  VerifyTarget,
   VerifyTaskInput,
 } from './schemas.ts';
 
@@ -72,33 +74,43 @@ export function makeVerifyTask(ports: ControlPlanePorts) {
     event: z.output<typeof VerifyTaskInput>,
   ): Promise<{ taskId: string; needsRoll: boolean }> {
     assertFleet(ports, event.fleet);
-    const task = toFleetTask(event.task);
-    const target = event.target;
-    if (target.kind === 'certificate') {
-      const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
-      const spec = findSpec(config, target.name);
-      let served: string | undefined;
-      if (spec.usage === 'server') {
-        served = (await ports.taskClient.servedCertificate(task, verificationServerName(spec.dns[0]!)))
-          .serial;
-      } else {
-        served = (await readyStatus(ports, task)).certificates[spec.name]?.serial;
-      }
-      if (served === undefined || !sameSerial(served, target.serial)) {
-        throw new ServedVersionMismatch(
-          `task ${task.taskId} serves serial ${served ?? 'none'} for ${spec.name}, expected ${target.serial}`,
-        );
-      }
-    } else {
-      const status = await readyStatus(ports, task);
-      if (status.allowlist?.versionId !== target.versionId) {
-        throw new ServedVersionMismatch(
-          `task ${task.taskId} serves allowlist version ${status.allowlist?.versionId ?? 'none'}, expected ${target.versionId}`,
-        );
-      }
-    }
-    return { taskId: task.taskId, needsRoll: false };
+    const spec =
+      event.target.kind === 'certificate'
+        ? findSpec(await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId), event.target.name)
+        : undefined;
+    await verifyServed(ports, toFleetTask(event.task), event.target, spec);
+    return { taskId: event.task.taskId, needsRoll: false };
   };
+}
+
+/** VerifyTask's check, given the target certificate's spec (looked up once per batch by UpdateTasks). */
+async function verifyServed(
+  ports: ControlPlanePorts,
+  task: FleetTask,
+  target: VerifyTarget,
+  spec: CertificateSpec | undefined,
+): Promise<void> {
+  if (target.kind === 'certificate') {
+    if (spec === undefined) throw new ValidationError(`no certificate spec for ${target.name}`);
+    let served: string | undefined;
+    if (spec.usage === 'server') {
+      served = (await ports.taskClient.servedCertificate(task, verificationServerName(spec.dns[0]!))).serial;
+    } else {
+      served = (await readyStatus(ports, task)).certificates[spec.name]?.serial;
+    }
+    if (served === undefined || !sameSerial(served, target.serial)) {
+      throw new ServedVersionMismatch(
+        `task ${task.taskId} serves serial ${served ?? 'none'} for ${spec.name}, expected ${target.serial}`,
+      );
+    }
+    return;
+  }
+  const status = await readyStatus(ports, task);
+  if (status.allowlist?.versionId !== target.versionId) {
+    throw new ServedVersionMismatch(
+      `task ${task.taskId} serves allowlist version ${status.allowlist?.versionId ?? 'none'}, expected ${target.versionId}`,
+    );
+  }
 }
 
 /**
@@ -121,9 +133,12 @@ async function readyStatus(ports: ControlPlanePorts, task: FleetTask): Promise<T
  */
 export function makeUpdateTasks(ports: ControlPlanePorts) {
   const nudge = makeNudgeTask(ports);
-  const verify = makeVerifyTask(ports);
   return async function updateTasksStep(event: z.output<typeof UpdateTasksInput>): Promise<TaskBatchResult> {
     const fleet = assertFleet(ports, event.fleet);
+    const spec =
+      event.target.kind === 'certificate'
+        ? findSpec(await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId), event.target.name)
+        : undefined;
     const tasks = (await ports.fleet.listTasks()).filter(
       (task) => taskBatchOf(task.taskId, event.batch.of) === event.batch.index,
     );
@@ -141,7 +156,7 @@ export function makeUpdateTasks(ports: ControlPlanePorts) {
             secretId: event.target.secretId,
             versionId: event.target.versionId,
           });
-          await verify({ fleet, task: ref, target: event.target });
+          await verifyServed(ports, toFleetTask(ref), event.target, spec);
           updated += 1;
         } catch (error) {
           if (error instanceof TaskUnreachable) unreachable.push(ref.taskId);
