@@ -13,6 +13,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FRONTEND, REFUSAL } from '../../proxy/haproxy/index.ts';
 import { parseShowInfo } from '../../proxy/haproxy/runtime-parsers.ts';
+import { startLogSink } from '../../proxy/sidecar/log-sink.ts';
 import { MetricsRegistry } from '../../proxy/sidecar/metrics.ts';
 import { buildClientHello } from '../support/client-hello.ts';
 import { type GatewayHarness, startGateway } from '../support/gateway.ts';
@@ -174,5 +175,42 @@ describe(`access log under a burst (${HAPROXY.label})`, () => {
     expect(small.lines().filter((l) => l.includes('"dropped_lines"')).length).toBe(
       small.sink.counts().overflows,
     );
+  });
+
+  it('keeps the lines logged while the sidecar is away and hands them to the next one (a sidecar restart)', async () => {
+    await gw.sink.close();
+    const count = 400;
+    await burst(gw, count);
+    const out: string[] = [];
+    const next = await startLogSink({ path: gw.layout.logSocket, output: (line) => out.push(line) });
+    try {
+      const noRoute = () =>
+        out.filter((l) => {
+          const log = JSON.parse(l) as Record<string, unknown>;
+          return log.frontend === FRONTEND.tls && log.refusal === REFUSAL.noRoute;
+        });
+      // Lines arrive, then stop arriving.
+      let seen = -1;
+      await expect
+        .poll(
+          () => {
+            const now = noRoute().length;
+            const settled = now > 0 && now === seen;
+            seen = now;
+            return settled;
+          },
+          { timeout: 15_000, interval: 500 },
+        )
+        .toBe(true);
+      // The ring kept what was logged meanwhile; only what HAProxy had already moved into the
+      // connection of the sidecar that left (one 16 KiB buffer at most) is gone.
+      const shortest = Math.min(...noRoute().map((l) => Buffer.byteLength(l)));
+      const lost = count - noRoute().length;
+      expect(lost).toBeGreaterThanOrEqual(0);
+      expect(lost).toBeLessThanOrEqual(Math.ceil(16_384 / shortest) + 1);
+      expect(await droppedLogs(gw)).toBe(0);
+    } finally {
+      await next.close();
+    }
   });
 });
