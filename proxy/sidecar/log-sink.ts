@@ -119,6 +119,8 @@ export interface LogSink {
   close(): Promise<void>;
 }
 
+const NUL_END = new RegExp(`${String.fromCharCode(0)}+$`);
+
 /** Splits RFC 6587 octet-counted frames; returns the messages and the unconsumed rest. */
 export function parseOctetFrames(buffer: Buffer): { messages: Buffer[]; rest: Buffer; invalid: boolean } {
   const messages: Buffer[] = [];
@@ -151,16 +153,17 @@ export function logLine(
   message: string,
   now: () => Date = () => new Date(),
 ): { line: string; wrapped: boolean; frontend?: string; refusal?: string; droppedLines?: number } {
-  const text = message.replace(/\r?\n$/, '');
+  // 3.2 ends the ring's own announcements with a NUL byte.
+  const text = message.replace(/\r?\n$/, '').replace(NUL_END, '');
   // HAProxy's announcement, once the ring has room again, of the lines it had no room for.
-  const announced = /^(\d+) events? dropped\u0000?$/.exec(text);
+  const announced = /^(\d+) events? dropped$/.exec(text);
   if (announced) {
     const droppedLines = Number(announced[1]);
     return {
       line: JSON.stringify({
         time: now().toISOString(),
         component: 'haproxy',
-        message: text.replace(/\u0000$/, ''),
+        message: text,
         dropped_lines: droppedLines,
       }),
       wrapped: false,

@@ -369,7 +369,10 @@ describe('health and metrics', () => {
   };
   const ask = (bytes: Buffer, localAddress?: string) => healthStatus(gw.ports.health, bytes, localAddress);
   const healthLines = (since: number) =>
-    gw.lines().slice(since).filter((l) => l.includes(FRONTEND.health));
+    gw
+      .lines()
+      .slice(since)
+      .filter((l) => l.includes(FRONTEND.health));
 
   it('answers the NLB health check (PROXY v2 LOCAL) 503 until the sidecar sets ready, then 200, unlogged', async () => {
     // signature, version/command, family/transport, length
