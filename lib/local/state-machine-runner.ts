@@ -307,6 +307,9 @@ function progressOf(event: Record<string, unknown>): StateProgressEvent {
   return out;
 }
 
+/** Definitions already validated in this process (by directory and name). */
+const validated = new Set<string>();
+
 /** Counts one execution's history and payloads; stops it at the first limit passed. */
 class LimitMeter {
   readonly stats: ExecutionStats;
@@ -443,7 +446,15 @@ export async function runStateMachine(
       if (state.type === 'Task' || state.type === 'Map') retryIntervalOverrides[state.name] = 0;
     }
   }
-  const machine = new StateMachine(definition, { validationOptions: { checkArn: true, checkPaths: true } });
+  // Validated once per definition file: asl-validator compiles its schema on every call, which
+  // a parent starting a hundred children would otherwise pay a hundred times.
+  const validatedKey = `${options.definitionsDir ?? defaultDefinitionsDir}/${name}`;
+  const machine = new StateMachine(definition, {
+    validationOptions: validated.has(validatedKey)
+      ? { noValidate: true }
+      : { checkArn: true, checkPaths: true },
+  });
+  validated.add(validatedKey);
   const execution = machine.run(input as never, {
     overrides: {
       ...options.overrides,

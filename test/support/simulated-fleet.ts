@@ -95,8 +95,8 @@ export class SimulatedFleet implements Fleet, TaskClient {
     if (!fault?.ignoreNudges) {
       const versionId =
         request.versionId ?? (await this.#store.get(request.secretId, { stage: Stage.Current })).versionId;
-      let served = this.served.get(task.taskId);
-      if (served === undefined) this.served.set(task.taskId, (served = new Map()));
+      const served = this.served.get(task.taskId) ?? new Map<string, string>();
+      this.served.set(task.taskId, served);
       served.set(request.secretId, versionId);
     }
     return this.status(task);
