@@ -70,6 +70,12 @@ export interface HaproxyCapabilities {
    */
   readonly parserRefusesMalformedHost: boolean;
   /**
+   * 3.0: log-format encodes a whole line as JSON (`%{+json}o` with `%(name)` field names). 2.6
+   * accepts the syntax without a word and prints `(name)ci` literally, so the renderer spells the
+   * JSON object out itself on every release (render.ts `logFormat`). Checked on 2.6.12 and 3.2.0.
+   */
+  readonly logFormatJsonEncoding: boolean;
+  /**
    * 3.2: the message a full log ring writes once it has room again ("N events dropped") ends with
    * a NUL byte; 2.6 sends the bare text. The sidecar's log sink reads both by shape
    * (proxy/sidecar/log-sink.ts); the field only documents it. Checked on 2.6.12 and 3.2.0.
@@ -95,6 +101,7 @@ export function capabilitiesOf(version: HaproxyVersion | string): HaproxyCapabil
     failedReloadListsServingWorkerAsOld: atLeast(v, 3, 2),
     parserRefusesMalformedHost: atLeast(v, 3, 2),
     ringDropAnnouncementEndsWithNul: atLeast(v, 3, 2),
+    logFormatJsonEncoding: atLeast(v, 3, 0),
     caFileCommitSafe: false,
   };
 }

@@ -232,7 +232,7 @@ function bindLines(config: FleetConfig, port: number): string[] {
 
 /**
  * JSON access-log line. HAProxy 2.6 has no JSON encoder for log-format (`%{+json}o` came in
- * 3.0), so the object is spelled out; client-controlled strings go through the `json` converter
+ * 3.0, capabilities.ts `logFormatJsonEncoding`), so the object is spelled out; client-controlled strings go through the `json` converter
  * (at most 255 bytes of them), absent strings print as `-`. Numbers come only from fields that
  * are always set or from variables read with a numeric default.
  */

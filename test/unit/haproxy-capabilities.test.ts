@@ -40,10 +40,15 @@ describe('capabilitiesOf', () => {
       failedReloadListsServingWorkerAsOld: false,
       parserRefusesMalformedHost: false,
       ringDropAnnouncementEndsWithNul: false,
+      logFormatJsonEncoding: false,
       caFileCommitSafe: false,
     });
     expect(of('2.8.5')).toMatchObject({ reloadAnswersStatus: true, checkIsQuiet: false });
-    expect(of('3.0.11')).toMatchObject({ checkIsQuiet: true, luaBoolSampleConversion: false });
+    expect(of('3.0.11')).toMatchObject({
+      checkIsQuiet: true,
+      luaBoolSampleConversion: false,
+      logFormatJsonEncoding: true,
+    });
     expect(of('3.1.0')).toMatchObject({ luaBoolSampleConversion: true, parserRefusesMalformedHost: false });
     expect(of('3.2.0')).toEqual({
       reloadAnswersStatus: true,
@@ -52,6 +57,7 @@ describe('capabilitiesOf', () => {
       failedReloadListsServingWorkerAsOld: true,
       parserRefusesMalformedHost: true,
       ringDropAnnouncementEndsWithNul: true,
+      logFormatJsonEncoding: true,
       // The commit ssl ca-file fix (upstream 7482b6ebf) is not in 3.2.0: trust goes by reload.
       caFileCommitSafe: false,
     });
