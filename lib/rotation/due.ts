@@ -7,7 +7,12 @@ export interface CurrentCertificate {
   notAfter: Date;
 }
 
-export type DueReason = 'missing' | 'unreadable' | 'forced' | 'expired' | 'due' | 'not-due';
+/**
+ * `invalid-current`: `AWSCURRENT` holds no usable bundle (unparsable, its key is not the
+ * leaf's, its serial is not the leaf's, or the leaf no longer covers the spec's names): the
+ * schedule repairs it instead of waiting for a renewal time it cannot know.
+ */
+export type DueReason = 'missing' | 'invalid-current' | 'forced' | 'expired' | 'due' | 'not-due';
 
 export interface RenewalDecision {
   due: boolean;
@@ -33,7 +38,7 @@ export function renewalTime(
 
 /**
  * Decides whether one certificate is due. `current` is `undefined` when the secret or its
- * `AWSCURRENT` version does not exist, `'unreadable'` when it holds no parsable certificate.
+ * `AWSCURRENT` version does not exist, `'unreadable'` when it holds no usable certificate bundle.
  */
 export function renewalDecision(
   current: CurrentCertificate | undefined | 'unreadable',
@@ -41,7 +46,7 @@ export function renewalDecision(
   options: { force?: boolean; renewBeforeDays?: number } = {},
 ): RenewalDecision {
   if (current === undefined) return { due: true, reason: 'missing' };
-  if (current === 'unreadable') return { due: true, reason: 'unreadable' };
+  if (current === 'unreadable') return { due: true, reason: 'invalid-current' };
   const renewAt = renewalTime(current, options.renewBeforeDays);
   if (options.force === true) return { due: true, reason: 'forced', renewAt };
   if (now.getTime() >= current.notAfter.getTime()) return { due: true, reason: 'expired', renewAt };

@@ -3,6 +3,17 @@ export {
   type AllowlistChangeResult,
   applyAllowlistChange,
 } from './allowlist-change.ts';
+export {
+  BACKOFF_BASE_MS,
+  BACKOFF_MAX_MS,
+  BackoffDocument,
+  BackoffStage,
+  type BackoffState,
+  backoffDelayMs,
+  backoffState,
+  nextBackoff,
+  readRotationBackoff,
+} from './backoff.ts';
 export { CertificateSpec, type CertificateSpecInput, KeySpecSchema } from './certificate-spec.ts';
 export { acceptedVersions, type DesiredSecret, servedVersion, staleSecrets, taskInSync } from './converge.ts';
 export {

@@ -1,4 +1,5 @@
 import { RotationInProgress, ValidationError } from '../errors.ts';
+import type { BackoffState } from './backoff.ts';
 import type { CertificateSpec } from './certificate-spec.ts';
 import { type CurrentCertificate, type DueReason, renewalDecision } from './due.ts';
 
@@ -6,8 +7,13 @@ import { type CurrentCertificate, type DueReason, renewalDecision } from './due.
 export interface PlannedCertificate {
   name: string;
   secretId: string;
-  /** Why it is rotated or skipped; `rotation-in-progress`: another execution holds its lease. */
-  reason: DueReason | 'rotation-in-progress';
+  /**
+   * Why it is rotated or skipped; `rotation-in-progress`: another execution holds its lease;
+   * `backing-off`: due, but its last rotations failed and the back-off has not run out.
+   */
+  reason: DueReason | 'rotation-in-progress' | 'backing-off';
+  /** The back-off after failed rotations, when there is one (rotated or skipped). */
+  backoff?: BackoffState;
   /** For `rotation-in-progress`: the other execution's marks (version ids and labels). */
   lease?: string;
   currentSerial: string | null;
@@ -28,6 +34,8 @@ export interface PlanInput {
   now: Date;
   /** `AWSCURRENT` of each certificate by name: `undefined` missing, `'unreadable'` unparsable. */
   current: ReadonlyMap<string, CurrentCertificate | 'unreadable' | undefined>;
+  /** The back-off of each certificate whose last rotations failed, by name. */
+  backoff?: ReadonlyMap<string, BackoffState>;
 }
 
 /**
@@ -49,13 +57,20 @@ export function planRotation(input: PlanInput): RotationPlan {
       force: input.force === true,
       renewBeforeDays: spec.renewBeforeDays,
     });
+    const backoff = input.backoff?.get(spec.name);
     const entry: PlannedCertificate = {
       name: spec.name,
       secretId: spec.secretId,
       reason: decision.reason,
+      ...(backoff === undefined ? {} : { backoff }),
       currentSerial: typeof current === 'object' ? current.serial : null,
       renewAt: decision.renewAt?.toISOString() ?? null,
     };
+    // Forced runs ignore the back-off: the operator asked for this certificate now.
+    if (decision.due && backoff?.waiting === true && input.force !== true) {
+      plan.skip.push({ ...entry, reason: 'backing-off' });
+      continue;
+    }
     (decision.due ? plan.rotate : plan.skip).push(entry);
   }
   return plan;

@@ -8,6 +8,7 @@ export const TokenStep = {
   Bundle: 'bundle',
   Placeholder: 'placeholder',
   Allowlist: 'allowlist',
+  Backoff: 'backoff',
 } as const;
 export type TokenStep = (typeof TokenStep)[keyof typeof TokenStep];
 

@@ -7,8 +7,10 @@
 import type { z } from 'zod';
 import { ConflictError, RotationInProgress } from '../errors.ts';
 import { createCsr, generateKey, keyPairFromPrivateKey } from '../pki/index.ts';
-import { certificateInfo } from '../pki/validate.ts';
+import { sameSerial } from '../pki/serial.ts';
+import { certificateInfo, coversHostnames, keyMatchesCertificate } from '../pki/validate.ts';
 import { RevocationReason, type SecretStore, Stage } from '../ports.ts';
+import { BackoffStage, type BackoffState, nextBackoff, readRotationBackoff } from '../rotation/backoff.ts';
 import { checkedIssuedBundle } from '../rotation/certificate-bundle.ts';
 import type { CertificateSpec } from '../rotation/certificate-spec.ts';
 import type { CurrentCertificate } from '../rotation/due.ts';
@@ -64,10 +66,17 @@ export interface PlanRotationResult {
   skip: PlannedCertificate[];
 }
 
-/** `AWSCURRENT` of a certificate secret as the plan needs it. */
+/**
+ * `AWSCURRENT` of a certificate secret as the plan needs it: `undefined` when there is none
+ * (or the first rotation's placeholder), `'unreadable'` when it is not a usable bundle — not
+ * parsable, its private key is not the leaf's, its recorded serial is not the leaf's, or (given
+ * the spec) the leaf does not cover the spec's DNS names. Such a version is due
+ * (`invalid-current`): the sidecar would refuse it, so only a rotation repairs it.
+ */
 export async function readCurrentCertificate(
   store: SecretStore,
   secretId: string,
+  spec?: Pick<CertificateSpec, 'dns'>,
 ): Promise<CurrentCertificate | 'unreadable' | undefined> {
   let text: string;
   try {
@@ -81,6 +90,9 @@ export async function readCurrentCertificate(
   if (doc === undefined) return 'unreadable';
   try {
     const info = certificateInfo(doc.certificatePem);
+    if (!sameSerial(info.serial, doc.serial)) return 'unreadable';
+    if (!keyMatchesCertificate(doc.privateKeyPem, doc.certificatePem)) return 'unreadable';
+    if (spec !== undefined && !coversHostnames(doc.certificatePem, spec.dns).covered) return 'unreadable';
     return { serial: info.serial, notBefore: info.notBefore, notAfter: info.notAfter };
   } catch {
     return 'unreadable';
@@ -97,9 +109,12 @@ export function makePlanRotation(ports: ControlPlanePorts) {
     const config = await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId);
     const selected = request.certificates === undefined ? undefined : new Set(request.certificates);
     const current = new Map<string, CurrentCertificate | 'unreadable' | undefined>();
+    const backoff = new Map<string, BackoffState>();
     for (const spec of config.certificates) {
       if (selected !== undefined && !selected.has(spec.name)) continue;
-      current.set(spec.name, await readCurrentCertificate(ports.store, spec.secretId));
+      current.set(spec.name, await readCurrentCertificate(ports.store, spec.secretId, spec));
+      const state = await readRotationBackoff(ports.store, spec.secretId, nowOf(ports));
+      if (state !== undefined) backoff.set(spec.name, state);
     }
     const planned = planRotation({
       specs: config.certificates,
@@ -107,6 +122,7 @@ export function makePlanRotation(ports: ControlPlanePorts) {
       force: request.force,
       now: nowOf(ports),
       current,
+      backoff,
     });
     // A dry run reports the leases too (as skips) but never fails on one: it writes nothing.
     const leased = new Map<string, string>();
@@ -473,6 +489,31 @@ function boundedNotes(notes: readonly string[]): string[] {
 }
 
 /**
+ * Counts one more failed rotation in the certificate's back-off record (a version labelled
+ * `PORTCULLIS_BACKOFF`, written with this execution's token, so a re-run of the rollback does
+ * not count twice). A failure to write it is a note: the rollback itself has happened.
+ */
+async function recordFailure(
+  ports: ControlPlanePorts,
+  secretId: string,
+  versionId: string,
+  error: string,
+  notes: string[],
+): Promise<void> {
+  try {
+    if ((await tryGetVersion(ports.store, secretId, versionId)) !== undefined) return;
+    const previous = await readRotationBackoff(ports.store, secretId, nowOf(ports));
+    const record = nextBackoff(previous, error, nowOf(ports));
+    await ports.store.put(secretId, JSON.stringify(record), {
+      clientRequestToken: versionId,
+      stages: [BackoffStage],
+    });
+  } catch (failure) {
+    notes.push(`back-off not recorded: ${errorName(failure)}`);
+  }
+}
+
+/**
  * RollbackRotation: puts `AWSCURRENT` back if it moved, drops `AWSPENDING` and the working
  * labels, nudges every task back to `AWSCURRENT`, revokes the new certificate (SUPERSEDED) and
  * keeps the old one. Everything it needs is derived from the execution and certificate names,
@@ -545,6 +586,7 @@ export function makeRollbackRotation(ports: ControlPlanePorts) {
         }
       }
     }
+    await recordFailure(ports, spec.secretId, token(TokenStep.Backoff), event.error?.Error ?? 'Error', notes);
     return {
       restoredCurrentTo: plan.restoreCurrentTo,
       droppedPending: plan.dropPending,

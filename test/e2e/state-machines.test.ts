@@ -18,6 +18,7 @@ import {
   type StateProgressEvent,
 } from '../../lib/local/state-machine-runner.ts';
 import { Stage } from '../../lib/ports.ts';
+import { readRotationBackoff } from '../../lib/rotation/backoff.ts';
 import { ROTATION_LEASE_STALE_AFTER_MS, ROTATION_MACHINE_TIMEOUT_SECONDS } from '../../lib/rotation/lease.ts';
 import { IssuingStage } from '../../lib/rotation/rollback.ts';
 import { functionKeys } from '../../lib/workflows/registry.ts';
@@ -309,6 +310,70 @@ describe('rotate-certificates', () => {
     expect(serialOf(theirs)).not.toBe(serialOf(mine));
     expect(other.authority.issued[0]?.idempotencyToken).not.toBe(fx.authority.issued[0]?.idempotencyToken);
     expect((await fx.ca.list()).filter((r) => r.revocation !== undefined)).toEqual([]);
+  });
+
+  it('repairs a certificate whose current key is not its leaf’s (invalid-current), and backs off one whose rotations keep failing', async () => {
+    await setUp();
+    await bootstrap();
+    // AWSCURRENT of api gets the client certificate's key: the sidecar would refuse it.
+    succeeded(await run('rotate-certificates', rotateApi({ certificates: ['client'] })));
+    const api = await fx.store.get(fixtureSecrets.api, { stage: Stage.Current });
+    const client = JSON.parse((await fx.store.get(fixtureSecrets.client, { stage: Stage.Current })).value);
+    await fx.store.put(
+      fixtureSecrets.api,
+      JSON.stringify({ ...JSON.parse(api.value), privateKeyPem: client.privateKeyPem }),
+      { clientRequestToken: randomUUID(), stages: [Stage.Current] },
+    );
+    const due = { ...rotateApi(), mode: 'due' };
+    const plan = succeeded(await run('rotate-certificates', { ...due, dryRun: true }));
+    expect(plan.rotate).toEqual([expect.objectContaining({ name: 'api', reason: 'invalid-current' })]);
+
+    fx.gateway.tasks[0]!.behaviour.ignoreNudges = true;
+    expect(await run('rotate-certificates', due)).toMatchObject({
+      status: 'FAILED',
+      error: 'ServedVersionMismatch',
+    });
+    expect(await readRotationBackoff(fx.store, fixtureSecrets.api)).toMatchObject({
+      failures: 1,
+      lastError: 'ServedVersionMismatch',
+      waiting: true,
+    });
+    // The schedule leaves it alone for an hour, and the dry run says why and until when.
+    const issued = fx.authority.issued.length;
+    const skipped = succeeded(await run('rotate-certificates', due));
+    expect(skipped).toMatchObject({
+      rotated: [],
+      skipped: [expect.objectContaining({ name: 'api', reason: 'backing-off' })],
+    });
+    expect(fx.authority.issued).toHaveLength(issued);
+    const dry = succeeded(await run('rotate-certificates', { ...due, dryRun: true }));
+    expect(dry.skip).toEqual([
+      expect.objectContaining({
+        name: 'api',
+        reason: 'backing-off',
+        backoff: expect.objectContaining({ failures: 1 }),
+      }),
+    ]);
+    // --force still tries; another failure doubles the wait.
+    expect(await run('rotate-certificates', rotateApi({ force: true }))).toMatchObject({ status: 'FAILED' });
+    const second = await readRotationBackoff(fx.store, fixtureSecrets.api);
+    expect(second).toMatchObject({ failures: 2, waiting: true });
+    expect(new Date(second!.retryAt).getTime() - new Date(second!.lastFailureAt).getTime()).toBe(
+      2 * 3_600_000,
+    );
+    // After the hour … two hours, the schedule tries again and a success ends the back-off.
+    fx.gateway.tasks[0]!.behaviour.ignoreNudges = false;
+    const later = new Date(Date.now() + 2 * 3_600_000 + 60_000);
+    const result = await runStateMachine(
+      'rotate-certificates',
+      due,
+      { ...fx.ports, now: () => later },
+      { instant: true },
+    );
+    expect(result.status === 'SUCCEEDED' && (result.output as { rotated: unknown[] }).rotated).toHaveLength(
+      1,
+    );
+    expect(await readRotationBackoff(fx.store, fixtureSecrets.api, later)).toBeUndefined();
   });
 
   it('changes nothing on a dry run and answers with the plan', async () => {

@@ -79,7 +79,7 @@ describe('renewalDecision', () => {
       now: '2026-01-02T00:00:00Z',
       force: false,
       due: true,
-      reason: 'unreadable',
+      reason: 'invalid-current',
     },
     {
       name: 'a fresh certificate',
