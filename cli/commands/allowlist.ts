@@ -436,10 +436,11 @@ export async function run(argv: string[]): Promise<number> {
     }
     // A removal is a security change: a task that did not take it still admits the removed
     // sources until its poll catches up, so the command fails and names it.
-    const unreachable =
-      outcome.status === 'SUCCEEDED' && preview.removed.length > 0
+    const missed =
+      outcome.status === 'SUCCEEDED'
         ? ((outcome.output as { unreachableTasks?: string[] } | undefined)?.unreachableTasks ?? [])
         : [];
+    const unreachable = preview.removed.length > 0 ? missed : [];
     if (json) {
       out(
         JSON.stringify({
@@ -452,12 +453,17 @@ export async function run(argv: string[]): Promise<number> {
           removedCount: preview.removed.length,
           sizeBefore: before,
           size: preview.cidrs.length,
-          ...(unreachable.length > 0 ? { unreachableTasks: unreachable } : {}),
+          ...(missed.length > 0 ? { unreachableTasks: missed } : {}),
           seconds: (outcome.finishedAt.getTime() - outcome.startedAt.getTime()) / 1000,
         }),
       );
     } else {
       out(outcomeLine(outcome, values.wait === true, c));
+    }
+    if (missed.length > 0 && unreachable.length === 0) {
+      console.error(
+        `portcullis allowlist: warning: ${missed.length} task${missed.length === 1 ? '' : 's'} did not answer in time and will take the new list from their poll: ${missed.join(', ')}`,
+      );
     }
     if (unreachable.length > 0) {
       console.error(
