@@ -152,6 +152,7 @@ export async function run(argv: string[]): Promise<number> {
         }),
       );
     } else {
+      if (input.dryRun) for (const line of dryRunReport(outcome.output)) say(`  ${line}`);
       for (const change of changes) {
         const moved = change.from !== change.to;
         say(`  ${change.name}: ${change.from ?? '-'} ${moved ? '→' : '='} ${change.to ?? '-'}`);
@@ -164,6 +165,38 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     await target?.close();
   }
+}
+
+interface PlanLine {
+  name: string;
+  reason: string;
+  renewAt?: string | null;
+  lease?: string;
+  backoff?: { failures: number; lastError: string; retryAt: string; waiting: boolean };
+}
+
+/**
+ * The plan of a dry run, one line per certificate: what would rotate and why, what is skipped
+ * and until when (renewal time, a back-off after failed rotations, another execution's lease).
+ */
+export function dryRunReport(output: unknown): string[] {
+  const plan = output as { rotate?: PlanLine[]; skip?: PlanLine[] } | null | undefined;
+  if (!Array.isArray(plan?.rotate) || !Array.isArray(plan?.skip)) return [];
+  const failures = (b: NonNullable<PlanLine['backoff']>) =>
+    `${b.failures} failed rotation${b.failures === 1 ? '' : 's'} (last ${b.lastError})`;
+  const lines = plan.rotate.map(
+    (e) => `would rotate ${e.name}: ${e.reason}${e.backoff ? `, after ${failures(e.backoff)}` : ''}`,
+  );
+  for (const e of plan.skip) {
+    if (e.reason === 'backing-off' && e.backoff) {
+      lines.push(`skip ${e.name}: backing off after ${failures(e.backoff)} until ${e.backoff.retryAt}`);
+    } else if (e.reason === 'rotation-in-progress') {
+      lines.push(`skip ${e.name}: being rotated by another execution (${e.lease ?? 'lease held'})`);
+    } else {
+      lines.push(`skip ${e.name}: ${e.reason}${e.renewAt ? `, renews at ${e.renewAt}` : ''}`);
+    }
+  }
+  return lines;
 }
 
 /** `AWSCURRENT` serial of each of the fleet's certificates (null: none yet). */

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { dryRunReport } from '../../cli/commands/rotate.ts';
 import { backoffDelayMs, backoffState, nextBackoff } from '../../lib/rotation/backoff.ts';
 import { CertificateSpec } from '../../lib/rotation/certificate-spec.ts';
 import type { CurrentCertificate } from '../../lib/rotation/due.ts';
@@ -60,5 +61,32 @@ describe('rotation back-off', () => {
       ['a', 'invalid-current'],
       ['b', 'forced'],
     ]);
+  });
+});
+
+describe('rotate --dry-run report', () => {
+  it('names what would rotate and why, and what waits until when', () => {
+    const backoff = {
+      failures: 2,
+      lastError: 'ServedVersionMismatch',
+      retryAt: '2026-01-10T14:00:00.000Z',
+      waiting: true,
+    };
+    expect(
+      dryRunReport({
+        rotate: [{ name: 'api', reason: 'invalid-current' }],
+        skip: [
+          { name: 'edge', reason: 'backing-off', backoff },
+          { name: 'client', reason: 'not-due', renewAt: '2026-02-01T00:00:00.000Z' },
+          { name: 'mtls', reason: 'rotation-in-progress', lease: 'AWSPENDING on v1' },
+        ],
+      }),
+    ).toEqual([
+      'would rotate api: invalid-current',
+      'skip edge: backing off after 2 failed rotations (last ServedVersionMismatch) until 2026-01-10T14:00:00.000Z',
+      'skip client: not-due, renews at 2026-02-01T00:00:00.000Z',
+      'skip mtls: being rotated by another execution (AWSPENDING on v1)',
+    ]);
+    expect(dryRunReport({ rotated: [] })).toEqual([]);
   });
 });
