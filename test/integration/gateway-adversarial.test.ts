@@ -567,8 +567,18 @@ describe('HTTP listener', () => {
     expect(httpUpstream.requests.length).toBe(before.http + 1);
   });
 
-  it('refuses two Host header lines, with a JSON line and its reason', async () => {
+  it('refuses two differing Host header lines with a JSON line and its reason; equal ones arrive as one', async () => {
     const before = counts();
+    // HAProxy's parser folds equal Host lines into one before any rule: one value, one name.
+    const same = await http(
+      gw,
+      `GET / HTTP/1.1\r\nHost: ${APP}\r\nHost: ${APP}\r\nConnection: close\r\n\r\n`,
+    );
+    expect(statuses(same.received)).toEqual([200]);
+    expect(httpUpstream.requests.length).toBe(before.http + 1);
+    expect(httpUpstream.requests.at(-1)?.headers.host).toBe(APP);
+    before.http += 1;
+    before.httpConnections = httpUpstream.connections.length;
     const since = gw.logs().length;
     const result = await http(
       gw,
