@@ -7,11 +7,16 @@
  * - failed handshakes and dropped long-lived connections during the rotation;
  * - sidecar CPU (utime+stime from /proc/<pid>/stat over the rotation window) and memory (VmRSS)
  *   per task.
+ * - Step Functions' limits: the most history events of any one execution and the largest state
+ *   payload, as the local runner counts them (limits 25 000 and 262 144 bytes).
  * Targets (reported, never asserted): 50 tasks under 10 s, 0 failures.
+ * `--simulated` sizes run the same machines over an in-process fleet (the real local store and
+ * CA, tasks as records in memory) with many certificates, for the shape at fleet scale.
  * Next to the JSON it draws a PNG dot chart of each task's seconds to serving, one series per
  * fleet size (`--chart-only` redraws it from an existing JSON).
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -26,7 +31,9 @@ import {
   sleep,
   startDemoEnvironment,
 } from '../cli/demo/environment.ts';
+import { type ExecutionStats, runStateMachine, statsTotals } from '../lib/local/state-machine-runner.ts';
 import type { TrafficGenerator } from '../lib/local/traffic.ts';
+import { createSimulatedFixture } from '../test/support/simulated-fleet.ts';
 import { type DotChartSpec, dotChartPng } from './lib/chart.ts';
 import { describeEnvironment, type Environment } from './lib/env.ts';
 import { BenchmarkError } from './lib/errors.ts';
@@ -62,6 +69,24 @@ export interface RotationRun {
     rssMiB: Summary;
   };
   windowSeconds: number;
+  /** The most history events of any one execution (parent or child), as the local runner counts them. */
+  historyEvents?: number;
+  /** The largest state input/output or task result of any execution, UTF-8 bytes. */
+  largestPayloadBytes?: number;
+}
+
+/** One run over the in-process fleet: the execution's shape at scale. */
+export interface SimulatedRotationRun {
+  tasks: number;
+  certificates: number;
+  status: string;
+  error?: string;
+  executionSeconds: number;
+  executions: number;
+  historyEvents: number;
+  historyExecution: string;
+  largestPayloadBytes: number;
+  largestPayloadState: string;
 }
 
 /** The JSON file the suite writes. */
@@ -71,6 +96,56 @@ export interface RotationResults {
   at: string;
   environment: Environment;
   runs: RotationRun[];
+  simulated?: SimulatedRotationRun[];
+}
+
+function limitFigures(
+  stats: ExecutionStats | undefined,
+): Pick<RotationRun, 'historyEvents' | 'largestPayloadBytes'> {
+  if (stats === undefined) return {};
+  const totals = statsTotals(stats);
+  return { historyEvents: totals.maxHistoryEvents, largestPayloadBytes: totals.largestPayloadBytes };
+}
+
+/** rotate-certificates over `tasks` in-process tasks and `certificates` due certificates. */
+export async function simulatedRotationRun(
+  tasks: number,
+  certificates: number,
+  dir: string,
+): Promise<SimulatedRotationRun> {
+  const fx = await createSimulatedFixture(dir, { tasks, certificates });
+  const started = performance.now();
+  const result = await runStateMachine(
+    'rotate-certificates',
+    { graceSeconds: 0, rolloutPollSeconds: 0 },
+    fx.ports,
+    { instant: true },
+  );
+  const totals = statsTotals(result.stats);
+  return {
+    tasks,
+    certificates,
+    status: result.status,
+    ...(result.status === 'FAILED' ? { error: `${result.error}: ${result.cause}` } : {}),
+    executionSeconds: round((performance.now() - started) / 1000),
+    executions: totals.executions,
+    historyEvents: totals.maxHistoryEvents,
+    historyExecution: totals.maxHistoryExecution.replace(/\/.*/, ''),
+    largestPayloadBytes: totals.largestPayloadBytes,
+    largestPayloadState: totals.largestPayloadState,
+  };
+}
+
+/** The Markdown table of the simulated runs. Pure. */
+export function renderSimulatedMarkdown(runs: readonly SimulatedRotationRun[]): string {
+  return [
+    '| tasks (in-process) | certificates | status | execution (s) | executions | most history events (of 25 000) | in | largest payload (of 262 144 B) | in |',
+    '| ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | --- |',
+    ...runs.map(
+      (r) =>
+        `| ${r.tasks} | ${r.certificates} | ${r.status} | ${r.executionSeconds.toFixed(2)} | ${r.executions} | ${r.historyEvents} | ${r.historyExecution} | ${r.largestPayloadBytes} | ${r.largestPayloadState} |`,
+    ),
+  ].join('\n');
 }
 
 export interface Summary {
@@ -114,11 +189,11 @@ export function renderRotationMarkdown(runs: readonly RotationRun[]): string {
   const rows = runs.map((r) => {
     const target = r.tasks >= 50 ? (r.seconds !== null && r.seconds < 10 ? 'met' : 'MISSED') : '—';
     const zero = r.failedHandshakes === 0 && r.droppedLongLived === 0 ? 'met' : 'MISSED';
-    return `| ${r.tasks} | ${r.status} | ${fmt(r.seconds)} | ${target} | ${fmt(r.executionSeconds)} | ${r.handshakes} | ${r.failedHandshakes} | ${r.longLived} | ${r.droppedLongLived} | ${zero} | ${fmt(r.sidecar.cpuSeconds.mean, 3)} (${fmt(r.sidecar.cpuSeconds.max, 3)}) | ${fmt(r.sidecar.cpuPercent.mean, 1)} (${fmt(r.sidecar.cpuPercent.max, 1)}) | ${fmt(r.sidecar.rssMiB.mean, 1)} (${fmt(r.sidecar.rssMiB.max, 1)}) | ${fmt(r.fleetStartSeconds, 1)} |`;
+    return `| ${r.tasks} | ${r.status} | ${fmt(r.seconds)} | ${target} | ${fmt(r.executionSeconds)} | ${r.handshakes} | ${r.failedHandshakes} | ${r.longLived} | ${r.droppedLongLived} | ${zero} | ${fmt(r.sidecar.cpuSeconds.mean, 3)} (${fmt(r.sidecar.cpuSeconds.max, 3)}) | ${fmt(r.sidecar.cpuPercent.mean, 1)} (${fmt(r.sidecar.cpuPercent.max, 1)}) | ${fmt(r.sidecar.rssMiB.mean, 1)} (${fmt(r.sidecar.rssMiB.max, 1)}) | ${fmt(r.fleetStartSeconds, 1)} | ${r.historyEvents ?? 'n/a'} | ${r.largestPayloadBytes ?? 'n/a'} |`;
   });
   return [
-    '| tasks | status | issuance → all serving (s) | < 10 s @ 50 | execution (s) | handshakes | failed | long-lived | dropped | 0 failures | sidecar CPU s/task mean (max) | sidecar CPU % mean (max) | sidecar RSS MiB mean (max) | fleet start (s) |',
-    '| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |',
+    '| tasks | status | issuance → all serving (s) | < 10 s @ 50 | execution (s) | handshakes | failed | long-lived | dropped | 0 failures | sidecar CPU s/task mean (max) | sidecar CPU % mean (max) | sidecar RSS MiB mean (max) | fleet start (s) | history events | largest payload (B) |',
+    '| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
   ].join('\n');
 }
@@ -191,6 +266,7 @@ export async function rotationRun(
         rssMiB: summary(rss),
       },
       windowSeconds: round(windowSeconds),
+      ...limitFigures(outcome.stats),
     };
   } finally {
     await traffic?.stop().catch(() => undefined);
@@ -275,28 +351,43 @@ async function writeRotationChart(
   return path;
 }
 
-const HELP = `Usage: npm run bench -- --suite rotation [--tasks 10,50] [--out FILE] [--chart-only]
+const HELP = `Usage: npm run bench -- --suite rotation [--tasks 10,50] [--simulated 200] [--certificates 100]
+                                         [--out FILE] [--chart-only]
 
 Runs certificate rotation (the real rotate-certificates state machine) on local fleets of each
 size under traffic and reports: seconds from issuance to every task serving the new serial,
-failed handshakes, dropped long-lived connections, sidecar CPU and RSS per task.
+failed handshakes, dropped long-lived connections, sidecar CPU and RSS per task, and the most
+history events of one execution and the largest state payload (Step Functions' limits).
+--simulated sizes run rotate-certificates over an in-process fleet of that many tasks (real
+local store and CA, tasks in memory) with --certificates due certificates: the shape at scale.
 Writes ${RESULTS} (or --out), a PNG chart of each task's seconds to serving next
 to it (rotation.png; generated, not committed) and prints a Markdown table.
 
 Options:
-  --tasks LIST   comma-separated fleet sizes (default 10,50)
+  --tasks LIST   comma-separated fleet sizes of real processes (default 10,50; 0: none)
+  --simulated LIST  comma-separated in-process fleet sizes (default 200; 0: none)
+  --certificates N  due certificates of each simulated run (default 100)
   --out FILE     where to write the JSON results (the chart goes next to it, .png)
   --chart-only   run nothing: redraw the PNG from the existing JSON (--out or the default)
   -h, --help     show this help`;
 
 /** Entry point of the rotation suite. */
 export async function runRotationBench(argv: string[]): Promise<number> {
-  let values: { tasks?: string; out?: string; 'chart-only'?: boolean; help?: boolean };
+  let values: {
+    tasks?: string;
+    simulated?: string;
+    certificates?: string;
+    out?: string;
+    'chart-only'?: boolean;
+    help?: boolean;
+  };
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
         tasks: { type: 'string' },
+        simulated: { type: 'string' },
+        certificates: { type: 'string' },
         out: { type: 'string' },
         'chart-only': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -321,9 +412,26 @@ export async function runRotationBench(argv: string[]): Promise<number> {
       return 1;
     }
   }
-  const sizes = (values.tasks ?? '10,50').split(',').map((s) => Number(s.trim()));
+  const sizes = (values.tasks ?? '10,50')
+    .split(',')
+    .map((s) => Number(s.trim()))
+    .filter((n) => n !== 0);
   if (sizes.some((n) => !Number.isInteger(n) || n < 1 || n > 200)) {
     console.error(`bench rotation: --tasks takes sizes 1–200, got ${values.tasks}`);
+    return 2;
+  }
+  const simulatedSizes = (values.simulated ?? '200')
+    .split(',')
+    .map((s) => Number(s.trim()))
+    .filter((n) => n !== 0);
+  const certificates = Number(values.certificates ?? '100');
+  if (
+    simulatedSizes.some((n) => !Number.isInteger(n) || n < 1 || n > 5000) ||
+    !Number.isInteger(certificates) ||
+    certificates < 1 ||
+    certificates > 500
+  ) {
+    console.error('bench rotation: --simulated takes sizes 1–5000, --certificates 1–500');
     return 2;
   }
   const environment = describeEnvironment();
@@ -358,11 +466,32 @@ export async function runRotationBench(argv: string[]): Promise<number> {
       `  ${last.status}: ${last.seconds ?? 'n/a'} s to every task serving, ${last.failedHandshakes}/${last.handshakes} failed handshakes, ${last.droppedLongLived}/${last.longLived} dropped`,
     );
   }
+  const simulated: SimulatedRotationRun[] = [];
+  for (const tasks of simulatedSizes) {
+    console.error(`rotation of ${certificates} certificate(s) over ${tasks} in-process task(s)`);
+    const dir = await mkdtemp(join(tmpdir(), 'portcullis-bench-sim-'));
+    try {
+      const run = await simulatedRotationRun(tasks, certificates, dir);
+      simulated.push(run);
+      console.error(
+        `  ${run.status} in ${run.executionSeconds} s: ${run.historyEvents} history events at most (${run.historyExecution}), largest payload ${run.largestPayloadBytes} B`,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
   const out = values.out ?? RESULTS;
   await mkdir(dirname(out), { recursive: true });
-  const results: RotationResults = { suite: 'rotation', at: new Date().toISOString(), environment, runs };
+  const results: RotationResults = {
+    suite: 'rotation',
+    at: new Date().toISOString(),
+    environment,
+    runs,
+    ...(simulated.length > 0 ? { simulated } : {}),
+  };
   await writeFile(out, `${JSON.stringify(results, null, 2)}\n`);
-  console.log(renderRotationMarkdown(runs));
+  if (runs.length > 0) console.log(renderRotationMarkdown(runs));
+  if (simulated.length > 0) console.log(renderSimulatedMarkdown(simulated));
   console.error(`results written to ${out}`);
   try {
     console.error(`chart written to ${await writeRotationChart(out, results)}`);
@@ -370,5 +499,7 @@ export async function runRotationBench(argv: string[]): Promise<number> {
     // The figures are on disk already; a chart that cannot be drawn must not hide them.
     console.error(`chart not written: ${error instanceof Error ? error.message : String(error)}`);
   }
-  return runs.every((r) => r.status === 'SUCCEEDED') ? 0 : 1;
+  return runs.every((r) => r.status === 'SUCCEEDED') && simulated.every((r) => r.status === 'SUCCEEDED')
+    ? 0
+    : 1;
 }

@@ -15,6 +15,7 @@ import {
 import { awsClientConfig } from '../../lib/aws/client-config.ts';
 import { ValidationError } from '../../lib/errors.ts';
 import {
+  type ExecutionStats,
   runStateMachine,
   type StateMachineName,
   type StateProgressEvent,
@@ -34,6 +35,8 @@ export interface WorkflowOutcome {
   finishedAt: Date;
   /** Every state transition seen, in order (local: from the runner; AWS: from the history). */
   events: StateProgressEvent[];
+  /** Local only: history events and largest payload of the execution and those it started. */
+  stats?: ExecutionStats;
 }
 
 /**
@@ -139,6 +142,7 @@ export async function runLocalWorkflow(
       startedAt,
       finishedAt,
       events,
+      stats: result.stats,
     };
   }
   return {
@@ -149,6 +153,7 @@ export async function runLocalWorkflow(
     startedAt,
     finishedAt,
     events,
+    stats: result.stats,
   };
 }
 
