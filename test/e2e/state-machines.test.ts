@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -375,6 +375,52 @@ describe('rotate-certificates', () => {
     );
     expect(await readRotationBackoff(fx.store, fixtureSecrets.api, later)).toBeUndefined();
   });
+
+  it('rolls back a certificate whose child execution timed out, from the parent, freeing its lease at once', async () => {
+    await setUp();
+    const old = await bootstrap();
+    // The same definitions, the child's limit cut to 1 s; it times out in its 3 s grace period.
+    const defs = join(dir, 'statemachines');
+    await mkdir(defs);
+    for (const name of StateMachineNames) {
+      const definition = (await loadDefinition(name)) as unknown as Record<string, unknown>;
+      if (name === 'rotate-certificate') definition.TimeoutSeconds = 1;
+      await writeFile(join(defs, `${name}.asl.json`), JSON.stringify(definition));
+    }
+    const result = await runStateMachine(
+      'rotate-certificates',
+      rotateApi({ force: true, graceSeconds: 3 }),
+      fx.ports,
+      {
+        definitionsDir: defs,
+      },
+    );
+    expect(result).toMatchObject({ status: 'FAILED', error: 'States.Timeout' });
+    // The child had promoted the new certificate: the parent's rollback put the old one back,
+    // revoked the new one, dropped every mark and nudged the tasks back.
+    expect((await currentBundle()).versionId).toBe(old.versionId);
+    expect(await pendingHolder(fixtureSecrets.api)).toBeUndefined();
+    expect(servedSerials()).toEqual([old.serial, old.serial]);
+    const revoked = (await fx.ca.list()).filter((r) => r.revocation !== undefined).map((r) => r.serial);
+    expect(revoked).toHaveLength(1);
+    expect(revoked).not.toContain(old.serial);
+    expect(fx.notifier.events).toEqual([
+      {
+        detailType: 'CertificateRotationFailed',
+        detail: expect.objectContaining({
+          certificate: 'api',
+          error: 'TIMED_OUT',
+          rollback: expect.objectContaining({ nudged: 2 }),
+        }),
+      },
+    ]);
+    expect(await readRotationBackoff(fx.store, fixtureSecrets.api)).toMatchObject({
+      failures: 1,
+      lastError: 'TIMED_OUT',
+    });
+    // Nothing is left for the next run to wait out.
+    succeeded(await run('rotate-certificates', rotateApi({ force: true })));
+  }, 30_000);
 
   it('changes nothing on a dry run and answers with the plan', async () => {
     await setUp();
