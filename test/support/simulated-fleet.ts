@@ -197,6 +197,8 @@ export async function createSimulatedFixture(
     /**
      * `memory` (default): SecretsManagerStore over the in-memory Secrets Manager (the store
      * contract suite runs on both), so thousands of reads cost no disk; `file`: FileSecretStore.
+     * The in-memory service is installed on the SDK client class: the fixture created last owns
+     * it, so use one memory-backed fixture at a time.
      */
     store?: 'memory' | 'file';
   },
