@@ -13,6 +13,7 @@
  * reported, never asserted.
  */
 import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +23,7 @@ import { parseArgs } from 'node:util';
 import { type FleetConfigInput, parseFleetConfig } from '../lib/config/index.ts';
 import { startLocalDnsServer } from '../lib/local/dns-server.ts';
 import { createCertificateAuthority, generateKey, issueCertificate } from '../lib/pki/index.ts';
+import { AllowlistLimits } from '../lib/secrets/allowlist-storage.ts';
 import {
   gatewayLayout,
   type RunningHaproxy,
@@ -29,6 +31,7 @@ import {
   startHaproxy,
   writeGateway,
 } from '../proxy/haproxy/index.ts';
+import { startLogSink } from '../proxy/sidecar/log-sink.ts';
 import {
   type DataplanePlan,
   dataplanePlan,
@@ -469,8 +472,13 @@ async function measure(
         ],
         // The upstream is on loopback; the gateway's own address stays denied (ownAddresses).
         allowLoopbackDestinations: true,
-        allowlist: { maxEntries: 1_000_000 },
+        allowlist: { maxEntries: AllowlistLimits.maxEntries },
         ...(variant?.config ?? {}),
+        // Every connection comes from one address: the per-source share would refuse the load.
+        limits: {
+          ...variant?.config?.limits,
+          perSource: { maxConnections: null, maxConnectionRate: null },
+        },
       };
       const config = parseFleetConfig(input, 'bench fleet config');
       const rendered = renderGateway(config, {
@@ -486,6 +494,14 @@ async function measure(
         });
       }
       await writeGateway(root, rendered);
+      // The access log's path in a task: HAProxy's ring → the sidecar's sink → its stdout (a
+      // pipe to the log driver there; /dev/null here, written with the same backpressure).
+      const sinkOutput = createWriteStream('/dev/null');
+      const sink = await startLogSink({ path: layout.logSocket, output: sinkOutput });
+      cleanups.push(async () => {
+        await sink.close();
+        sinkOutput.destroy();
+      });
       const haproxy: RunningHaproxy = await startHaproxy({
         layout,
         binary: build.binary,
@@ -706,7 +722,8 @@ async function measure(
             ? `${plan.generatorWorkers} tlsload processes (C, epoll, OpenSSL), full TLS 1.3 handshakes, certificate not verified`
             : `${plan.generatorWorkers} Node.js processes, node:tls, full handshakes, certificate not verified (${generatorNote})`,
         gateway:
-          `renderGateway(parseFleetConfig(…)) + startHaproxy (image args); access log on stdout as in production; ` +
+          `renderGateway(parseFleetConfig(…)) + startHaproxy (image args); per-source limits off (one client address); ` +
+          `access log through the ring to the sidecar's log sink as in production (the sink runs in the harness process: its CPU is in the harness column); ` +
           `HAProxy ${builds.map((b) => `${b.version} (${b.role})`).join(', ')}`,
         nginx:
           'stream { ssl_preread; proxy_pass $ssl_preread_server_name:$server_port; resolver; allow …; deny all; }',
