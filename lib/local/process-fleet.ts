@@ -384,9 +384,23 @@ export class ProcessFleet implements Fleet {
     }));
   }
 
-  /** HAProxy's stdout lines (JSON access log) of one task so far. */
-  accessLog(taskId: string): readonly string[] {
-    return this.#tasks.get(taskId)?.haproxy?.lines ?? [];
+  /**
+   * One task's access-log lines so far: HAProxy logs into its ring, the sidecar's log sink writes
+   * each line to the sidecar's output (`sidecar.log` here), beside the sidecar's own lines; the
+   * access-log lines are the JSON objects with a `frontend`.
+   */
+  async accessLog(taskId: string): Promise<string[]> {
+    const task = this.#tasks.get(taskId);
+    if (task === undefined) return [];
+    const text = await readFile(join(task.record.dir, 'sidecar.log'), 'utf8').catch(() => '');
+    return text.split('\n').filter((line) => {
+      try {
+        const parsed: unknown = JSON.parse(line);
+        return typeof parsed === 'object' && parsed !== null && 'frontend' in parsed;
+      } catch {
+        return false;
+      }
+    });
   }
 
   async listTasks(): Promise<FleetTask[]> {

@@ -65,7 +65,7 @@ describe('ProcessFleet: tasks on addresses of their own, one fleet config from t
   async function why(taskId: string, outcome: ConnectOutcome): Promise<string> {
     if (outcome.ok) return taskId;
     await new Promise((resolve) => setTimeout(resolve, 300));
-    return `${taskId}: ${JSON.stringify(outcome)}\n${fleet!.accessLog(taskId).slice(-3).join('\n')}`;
+    return `${taskId}: ${JSON.stringify(outcome)}\n${(await fleet!.accessLog(taskId)).slice(-3).join('\n')}`;
   }
 
   beforeAll(async () => {
@@ -196,6 +196,14 @@ describe('ProcessFleet: tasks on addresses of their own, one fleet config from t
       expect(allowed, await why(endpoint.taskId, allowed)).toMatchObject({ ok: true });
       const refused = await connectOnce({ endpoint, route, source: '192.0.2.1', timeoutMs: 3000 });
       expect(refused.ok, endpoint.taskId).toBe(false);
+    }
+    // Each task's access log (HAProxy's ring → the sidecar's sink → sidecar.log) has the refusal.
+    for (const { taskId } of fleet!.endpoints()) {
+      await expect
+        .poll(async () => (await fleet!.accessLog(taskId)).map((l) => JSON.parse(l).refusal), {
+          timeout: 5000,
+        })
+        .toContain('source-not-allowed');
     }
   });
 
