@@ -235,11 +235,15 @@ describe('update-allowlist with 100 000 entries on a local fleet', () => {
     );
     let stdout = '';
     let stderr = '';
+    let interrupted = false;
     child.stderr!.on('data', (d) => (stderr += d));
     child.stdout!.on('data', (d) => {
       stdout += d;
       // Staged, tasks not yet verified: the moment a dying client used to leave behind.
-      if (stdout.includes('✓ StageAllowlist')) child.kill('SIGINT');
+      if (!interrupted && stdout.includes('✓ StageAllowlist')) {
+        interrupted = true;
+        child.kill('SIGINT');
+      }
     });
     const code = await exited(child);
     expect(stdout).toContain('✓ StageAllowlist');
