@@ -99,6 +99,29 @@ export async function readCurrentCertificate(
   }
 }
 
+/** Certificates PlanRotation reads at a time. */
+const PLAN_READ_CONCURRENCY = 10;
+
+/** Runs `work` on every item, `limit` at a time; the first failure is thrown once all have ended. */
+async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const errors: unknown[] = [];
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++]!;
+      await work(item).catch((error: unknown) => {
+        errors.push(error);
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (errors.length > 0) throw errors[0];
+}
+
 /** PlanRotation: which certificates are due (or forced); nothing is written. */
 export function makePlanRotation(ports: ControlPlanePorts) {
   return async function planRotationStep(
@@ -110,12 +133,13 @@ export function makePlanRotation(ports: ControlPlanePorts) {
     const selected = request.certificates === undefined ? undefined : new Set(request.certificates);
     const current = new Map<string, CurrentCertificate | 'unreadable' | undefined>();
     const backoff = new Map<string, BackoffState>();
-    for (const spec of config.certificates) {
-      if (selected !== undefined && !selected.has(spec.name)) continue;
+    const specs = config.certificates.filter((spec) => selected === undefined || selected.has(spec.name));
+    // A hundred certificates read one after the other would use up the step's 30 s.
+    await eachLimited(specs, PLAN_READ_CONCURRENCY, async (spec) => {
       current.set(spec.name, await readCurrentCertificate(ports.store, spec.secretId, spec));
       const state = await readRotationBackoff(ports.store, spec.secretId, nowOf(ports));
       if (state !== undefined) backoff.set(spec.name, state);
-    }
+    });
     const planned = planRotation({
       specs: config.certificates,
       selected: request.certificates,
@@ -126,11 +150,11 @@ export function makePlanRotation(ports: ControlPlanePorts) {
     });
     // A dry run reports the leases too (as skips) but never fails on one: it writes nothing.
     const leased = new Map<string, string>();
-    for (const entry of planned.rotate) {
+    await eachLimited(planned.rotate, PLAN_READ_CONCURRENCY, async (entry) => {
       const own = ownVersionIds(ports, entry.secretId, entry.name, event.executionName);
       const lease = await readLease(ports, entry.secretId, own);
       if (lease.held.length > 0) leased.set(entry.name, describeLease(lease.held));
-    }
+    });
     const plan = deferLeased(planned, leased, request.dryRun ? 'due' : request.mode);
     return {
       fleet,
