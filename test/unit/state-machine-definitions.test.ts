@@ -18,6 +18,8 @@ interface Retrier {
 }
 interface State {
   Type: string;
+  MaxConcurrency?: number;
+  Parameters?: { StateMachineArn?: { Ref?: string } };
   Resource?: string;
   TimeoutSeconds?: number;
   Retry?: Retrier[];
@@ -121,6 +123,39 @@ describe('state machine definitions', () => {
         }
         expect(r.JitterStrategy, name).toBe('FULL');
       }
+    }
+  });
+
+  it('bounds every Map, and waits on each child execution a little longer than the child may run', () => {
+    const machines = Object.fromEntries(
+      readdirSync(DIR)
+        .filter((f) => f.endsWith('.asl.json'))
+        .map((f) => [
+          f.replace('.asl.json', ''),
+          JSON.parse(readFileSync(join(DIR, f), 'utf8')) as {
+            TimeoutSeconds?: number;
+            States: Record<string, State>;
+          },
+        ]),
+    );
+    const all = Object.entries(machines).flatMap(([name, asl]) => allStates(name, asl.States));
+    for (const [name, state] of all.filter(([, s]) => s.Type === 'Map')) {
+      // Unbounded (0 or absent) would start every certificate or batch at once.
+      expect(state.MaxConcurrency, name).toBeGreaterThan(0);
+      expect(state.MaxConcurrency!, name).toBeLessThanOrEqual(40);
+    }
+    const sync = all.filter(([, s]) => s.Resource === 'arn:aws:states:::states:startExecution.sync:2');
+    expect(sync.map(([name]) => name)).toEqual(['rotate-certificates/RotateCertificate']);
+    for (const [name, state] of sync) {
+      const child =
+        machines[
+          state.Parameters!.StateMachineArn!.Ref === 'RotateCertificateStateMachine'
+            ? 'rotate-certificate'
+            : ''
+        ]!;
+      expect(child.TimeoutSeconds, name).toBeDefined();
+      expect(state.TimeoutSeconds!, name).toBeGreaterThan(child.TimeoutSeconds!);
+      expect(state.TimeoutSeconds! - child.TimeoutSeconds!, name).toBeLessThanOrEqual(600);
     }
   });
 });
