@@ -138,10 +138,18 @@ export interface FleetTask {
 
 export type RolloutState = 'IN_PROGRESS' | 'COMPLETED' | 'FAILED';
 
+export interface ListTasksOptions {
+  select?: (taskId: string) => boolean;
+}
+
 /** The set of gateway tasks of one fleet (an ECS service, or local processes). */
 export interface Fleet {
-  /** The tasks that run now (ECS `lastStatus` RUNNING): those a nudge can reach. */
-  listTasks(): Promise<FleetTask[]>;
+  /**
+   * The tasks that run now (ECS `lastStatus` RUNNING): those a nudge can reach. With `select`,
+   * only the tasks whose id it accepts (a batch of the fleet): a fleet that can tell ids before
+   * describing the tasks describes only those.
+   */
+  listTasks(options?: ListTasksOptions): Promise<FleetTask[]>;
   /**
    * One task of the fleet by id or ARN, whatever its status; `undefined` when it is not (or no
    * longer) one of the fleet's. Optional: a fleet without a cheap look-up is searched through

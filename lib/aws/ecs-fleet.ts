@@ -13,7 +13,7 @@ import {
   UpdateServiceCommand,
 } from '@aws-sdk/client-ecs';
 import { NotFoundError, type PortcullisError, ValidationError } from '../errors.ts';
-import type { Fleet, FleetTask, RolloutState } from '../ports.ts';
+import type { Fleet, FleetTask, ListTasksOptions, RolloutState } from '../ports.ts';
 import { awsClientConfig } from './client-config.ts';
 import { AwsServiceError, mapAwsError } from './errors.ts';
 
@@ -146,7 +146,7 @@ export class EcsFleet implements Fleet {
     this.#serviceName = options.service.slice(options.service.lastIndexOf('/') + 1);
   }
 
-  async listTasks(): Promise<FleetTask[]> {
+  async listTasks(options: ListTasksOptions = {}): Promise<FleetTask[]> {
     const arns: string[] = [];
     let nextToken: string | undefined;
     let pages = 0;
@@ -167,6 +167,9 @@ export class EcsFleet implements Fleet {
     } catch (error) {
       throw this.#map(error, 'ListTasks', this.#service);
     }
+    // A batch of the fleet: only its tasks are described (one DescribeTasks per 100 of them).
+    const select = options.select;
+    if (select !== undefined) arns.splice(0, arns.length, ...arns.filter((arn) => select(taskIdOf(arn))));
 
     const tasks: FleetTask[] = [];
     for (let i = 0; i < arns.length; i += DESCRIBE_BATCH) {

@@ -139,9 +139,9 @@ export function makeUpdateTasks(ports: ControlPlanePorts) {
       event.target.kind === 'certificate'
         ? findSpec(await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId), event.target.name)
         : undefined;
-    const tasks = (await ports.fleet.listTasks()).filter(
-      (task) => taskBatchOf(task.taskId, event.batch.of) === event.batch.index,
-    );
+    const inBatch = (taskId: string) => taskBatchOf(taskId, event.batch.of) === event.batch.index;
+    // The fleet describes only this batch's tasks where it can; the filter holds either way.
+    const tasks = (await ports.fleet.listTasks({ select: inBatch })).filter((task) => inBatch(task.taskId));
     const unreachable: string[] = [];
     let updated = 0;
     let failure: unknown;

@@ -95,6 +95,24 @@ describe('EcsFleet.listTasks', () => {
     });
   });
 
+  it('describes only the tasks a batch selects by id, one DescribeTasks per 100 of them', async () => {
+    const ids = Array.from({ length: 250 }, (_, i) => `t${String(i).padStart(3, '0')}`);
+    ecs
+      .on(ListTasksCommand)
+      .resolvesOnce({ taskArns: ids.slice(0, 100).map(taskArn), nextToken: 'p2' })
+      .resolvesOnce({ taskArns: ids.slice(100, 200).map(taskArn), nextToken: 'p3' })
+      .resolvesOnce({ taskArns: ids.slice(200).map(taskArn) });
+    ecs.on(DescribeTasksCommand).callsFake((input: { tasks: string[] }) => ({
+      tasks: input.tasks.map((arn) => runningTask(arn.slice(arn.lastIndexOf('/') + 1), '10.0.0.9')),
+    }));
+
+    const tasks = await fleet().listTasks({ select: (id) => Number(id.slice(1)) % 5 === 0 });
+
+    expect(tasks.map((t) => t.taskId)).toEqual(ids.filter((_, i) => i % 5 === 0));
+    const described = ecs.commandCalls(DescribeTasksCommand).map((c) => c.args[0].input.tasks ?? []);
+    expect(described).toEqual([ids.filter((_, i) => i % 5 === 0).map(taskArn)]);
+  });
+
   it('leaves out tasks whose network interface has no address yet and tasks that vanished meanwhile', async () => {
     ecs.on(ListTasksCommand).resolves({ taskArns: ['a', 'b', 'c'].map(taskArn) });
     ecs.on(DescribeTasksCommand).resolves({
