@@ -1,24 +1,9 @@
 /**
- * Pure wire codecs shared by tests and product code: PROXY protocol v1/v2, TLS ClientHello
- * (builder, splitter, SNI reader), DNS messages, IP address text. No sockets here.
+ * Pure wire codecs shared by tests and product code: PROXY protocol v1/v2, DNS messages, IP
+ * address text. No sockets here. (The ClientHello parser that runs is HAProxy Lua, rendered by
+ * `proxy/haproxy/render-lua.ts`; the TypeScript ClientHello builder and reader the gateway tests
+ * check it against live in `test/support/client-hello.ts`.)
  */
-export {
-  buildClientHello,
-  buildSslv2ClientHello,
-  type ClientHelloInfo,
-  type ClientHelloOptions,
-  type ClientHelloResult,
-  HYBRID_KEY_SHARE_SIZE,
-  handshakeBytes,
-  MAX_RECORD_PAYLOAD,
-  NamedGroup,
-  type ReadClientHelloOptions,
-  readClientHello,
-  readSni,
-  splitIntoRecords,
-  splitWrites,
-  TlsExtension,
-} from './client-hello.ts';
 export {
   answerDnsQuery,
   type DnsAnswerSet,

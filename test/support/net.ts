@@ -6,7 +6,7 @@
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { splitWrites } from '../../lib/net/client-hello.ts';
+import { splitWrites } from './client-hello.ts';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

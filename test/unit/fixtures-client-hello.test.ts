@@ -13,7 +13,7 @@ import {
   splitIntoRecords,
   splitWrites,
   TlsExtension,
-} from '../../lib/net/client-hello.ts';
+} from '../support/client-hello.ts';
 
 const hex = (text: string) => Buffer.from(text.replace(/\s+/g, ''), 'hex');
 const fixed = { random: Buffer.alloc(32, 7), sessionId: Buffer.alloc(0) };

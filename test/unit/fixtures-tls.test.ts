@@ -3,8 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readSni } from '../../lib/net/client-hello.ts';
-import { postQuantumHello } from '../support/client-hello.ts';
+import { postQuantumHello, readSni } from '../support/client-hello.ts';
 import { chunkedTlsConnect, freePort, sendRaw } from '../support/net.ts';
 import { proxyV1, proxyV2, proxyV2Local } from '../support/proxy-protocol.ts';
 import {
