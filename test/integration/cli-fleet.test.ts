@@ -92,7 +92,8 @@ describe('the portcullis CLI against a running local fleet (--local DIR)', () =>
       '--force',
     );
     expect(run.code, run.stderr).toBe(0);
-    expect(run.stdout).toMatch(/✓ VerifyTask/);
+    // Each batch of tasks is nudged and verified by a handshake in UpdateTaskBatch.
+    expect(run.stdout).toMatch(/✓ UpdateTaskBatch/);
     expect(run.stdout).toMatch(/succeeded: /);
     const after = lastJson<StatusJson>(
       (await portcullis('status', '--fleet', DEMO_FLEET, '--local', dir, '--json')).stdout,
