@@ -20,8 +20,8 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { startLocalDnsServer } from '../embedded/dns-server.ts';
 import { type FleetConfigInput, parseFleetConfig } from '../lib/config/index.ts';
-import { startLocalDnsServer } from '../lib/local/dns-server.ts';
 import { createCertificateAuthority, generateKey, issueCertificate } from '../lib/pki/index.ts';
 import { AllowlistLimits } from '../lib/secrets/allowlist-storage.ts';
 import {

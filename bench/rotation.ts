@@ -31,8 +31,8 @@ import {
   sleep,
   startDemoEnvironment,
 } from '../cli/demo/environment.ts';
+import type { TrafficGenerator } from '../embedded/traffic.ts';
 import { type ExecutionStats, runStateMachine, statsTotals } from '../lib/local/state-machine-runner.ts';
-import type { TrafficGenerator } from '../lib/local/traffic.ts';
 import { createSimulatedFixture } from '../test/support/simulated-fleet.ts';
 import { type DotChartSpec, dotChartPng } from './lib/chart.ts';
 import { describeEnvironment, type Environment } from './lib/env.ts';

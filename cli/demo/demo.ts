@@ -11,7 +11,7 @@ import {
   openLongLived,
   type TrafficGenerator,
   type TrafficRoute,
-} from '../../lib/local/traffic.ts';
+} from '../../embedded/traffic.ts';
 import { type AlertScenarioReport, heldOnOldSerial } from './alert.ts';
 import {
   DEMO_FLEET,

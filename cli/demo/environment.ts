@@ -12,20 +12,20 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseFleetConfig } from '../../lib/config/index.ts';
-import { startLocalDnsServer } from '../../lib/local/dns-server.ts';
-import { localAllowlistObjects } from '../../lib/local/file-object-store.ts';
-import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
-import { LocalAuthority } from '../../lib/local/local-authority.ts';
-import { LogNotifier } from '../../lib/local/log-notifier.ts';
+import { startLocalDnsServer } from '../../embedded/dns-server.ts';
 import {
   freeTaskPorts,
   ProcessFleet,
   type ProcessFleetEvent,
   taskAddresses,
-} from '../../lib/local/process-fleet.ts';
-import { TrafficGenerator, type TrafficRoute, type TrafficStats } from '../../lib/local/traffic.ts';
-import { startLocalUpstream } from '../../lib/local/upstream.ts';
+} from '../../embedded/process-fleet.ts';
+import { TrafficGenerator, type TrafficRoute, type TrafficStats } from '../../embedded/traffic.ts';
+import { startLocalUpstream } from '../../embedded/upstream.ts';
+import { parseFleetConfig } from '../../lib/config/index.ts';
+import { localAllowlistObjects } from '../../lib/local/file-object-store.ts';
+import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
+import { LocalAuthority } from '../../lib/local/local-authority.ts';
+import { LogNotifier } from '../../lib/local/log-notifier.ts';
 import { createCsr, generateKey } from '../../lib/pki/index.ts';
 import { sameSerial } from '../../lib/pki/serial.ts';
 import { certificateInfo } from '../../lib/pki/validate.ts';

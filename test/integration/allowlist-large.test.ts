@@ -17,8 +17,8 @@ import {
   startDemoEnvironment,
 } from '../../cli/demo/environment.ts';
 import { fleetSecretIds } from '../../cli/demo/secrets.ts';
+import { connectOnce } from '../../embedded/traffic.ts';
 import { localAllowlistObjects } from '../../lib/local/file-object-store.ts';
-import { connectOnce } from '../../lib/local/traffic.ts';
 import { Stage } from '../../lib/ports.ts';
 import { AllowlistManifest, encodeEntries, sha256Hex } from '../../lib/secrets/allowlist-storage.ts';
 import { CLI_MAIN, type CliRun, lastJson, portcullis } from '../support/cli.ts';

@@ -9,7 +9,7 @@ import {
   DemoSources,
   startDemoEnvironment,
 } from '../../cli/demo/environment.ts';
-import { connectOnce } from '../../lib/local/traffic.ts';
+import { connectOnce } from '../../embedded/traffic.ts';
 import { lastJson, portcullis } from '../support/cli.ts';
 
 interface StatusJson {

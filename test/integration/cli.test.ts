@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CurrentState, TaskRow } from '../../cli/commands/status.ts';
+import type { FleetRegistry } from '../../embedded/process-fleet.ts';
 import { encodePathSegment } from '../../lib/local/file-secret-store.ts';
-import type { FleetRegistry } from '../../lib/local/process-fleet.ts';
 import type { TaskStatus } from '../../lib/ports.ts';
 import { lastJson, portcullis } from '../support/cli.ts';
 

@@ -5,10 +5,10 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLocalDnsServer } from '../../lib/local/dns-server.ts';
+import { startLocalDnsServer } from '../../embedded/dns-server.ts';
+import { connectOnce, openLongLived, TrafficGenerator, type TrafficRoute } from '../../embedded/traffic.ts';
+import { type LocalUpstream, startLocalUpstream } from '../../embedded/upstream.ts';
 import { LocalAuthority } from '../../lib/local/local-authority.ts';
-import { connectOnce, openLongLived, TrafficGenerator, type TrafficRoute } from '../../lib/local/traffic.ts';
-import { type LocalUpstream, startLocalUpstream } from '../../lib/local/upstream.ts';
 import { createCsr, generateKey } from '../../lib/pki/index.ts';
 
 async function credential(ca: LocalAuthority, commonName: string, usage: 'server' | 'client') {

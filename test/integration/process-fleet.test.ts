@@ -4,18 +4,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initFleet } from '../../cli/commands/init.ts';
-import { type LocalDnsServer, startLocalDnsServer } from '../../lib/local/dns-server.ts';
-import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
-import { LocalAuthority } from '../../lib/local/local-authority.ts';
+import { type LocalDnsServer, startLocalDnsServer } from '../../embedded/dns-server.ts';
 import {
   type FleetRegistry,
   freeTaskPorts,
   ProcessFleet,
   RegistryFleet,
   taskAddresses,
-} from '../../lib/local/process-fleet.ts';
-import { type ConnectOutcome, connectOnce, type TrafficRoute } from '../../lib/local/traffic.ts';
-import { type LocalUpstream, startLocalUpstream } from '../../lib/local/upstream.ts';
+} from '../../embedded/process-fleet.ts';
+import { type ConnectOutcome, connectOnce, type TrafficRoute } from '../../embedded/traffic.ts';
+import { type LocalUpstream, startLocalUpstream } from '../../embedded/upstream.ts';
+import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
+import { LocalAuthority } from '../../lib/local/local-authority.ts';
 import { createCsr, generateKey } from '../../lib/pki/index.ts';
 import { readNudgeKey } from '../../lib/secrets/nudge-key.ts';
 import { HttpTaskClient } from '../../lib/task-client/http-task-client.ts';

@@ -59,4 +59,4 @@ export {
   type LocalDnsServerOptions as DnsServerOptions,
   type QueryLogEntry,
   startLocalDnsServer as startDnsServer,
-} from '../../lib/local/dns-server.ts';
+} from '../../embedded/dns-server.ts';

@@ -9,8 +9,8 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { encodeProxyV2 } from '../net/proxy-protocol.ts';
-import { normaliseSerial } from '../pki/serial.ts';
+import { encodeProxyV2 } from '../lib/net/proxy-protocol.ts';
+import { normaliseSerial } from '../lib/pki/serial.ts';
 
 /** A gateway task's TLS listener. */
 export interface TrafficEndpoint {

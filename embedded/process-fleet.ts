@@ -22,16 +22,16 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
-import { gatewayLayout } from '../../proxy/haproxy/layout.ts';
-import { type RunningHaproxy, startHaproxy } from '../../proxy/haproxy/process.ts';
-import { writeFileAtomic } from '../../proxy/haproxy/render-write.ts';
-import { parseFleetConfig } from '../config/index.ts';
-import { NotFoundError, ValidationError } from '../errors.ts';
-import { encodeProxyV2 } from '../net/proxy-protocol.ts';
-import type { Fleet, FleetTask, RolloutState, SecretStore } from '../ports.ts';
-import { Stage } from '../ports.ts';
+import { parseFleetConfig } from '../lib/config/index.ts';
+import { NotFoundError, ValidationError } from '../lib/errors.ts';
+import { encodeProxyV2 } from '../lib/net/proxy-protocol.ts';
+import type { Fleet, FleetTask, RolloutState, SecretStore } from '../lib/ports.ts';
+import { Stage } from '../lib/ports.ts';
+import { gatewayLayout } from '../proxy/haproxy/layout.ts';
+import { type RunningHaproxy, startHaproxy } from '../proxy/haproxy/process.ts';
+import { writeFileAtomic } from '../proxy/haproxy/render-write.ts';
 
-const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const repositoryRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** `node cli/main.ts`: the same entry point the sidecar image runs. */
 export const CLI_MAIN = join(repositoryRoot, 'cli', 'main.ts');
 

@@ -17,7 +17,7 @@ import {
   frameDnsTcp,
   normalizeDnsName,
   readDnsTcpFrame,
-} from '../net/dns.ts';
+} from '../lib/net/dns.ts';
 
 /** name → addresses (IPv4 and IPv6 mixed: A answers take the v4 ones, AAAA the v6 ones). */
 export type LocalDnsRecords = Record<string, string[]>;
