@@ -182,9 +182,7 @@ export function parseExposition(text: string): ExpositionFamily[] {
 }
 
 /** What `parse-prometheus-text-format` (the npm parser) reads from `text`. */
-export function parseWithLibrary(
-  text: string,
-): {
+export function parseWithLibrary(text: string): {
   name: string;
   help: string;
   type: string;

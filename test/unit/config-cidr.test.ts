@@ -131,7 +131,9 @@ describe('normaliseAllowlist', () => {
   it('bounds the number of entries', () => {
     const entries = Array.from({ length: 11 }, (_, i) => `10.0.0.${i}`);
     const result = normaliseAllowlist(entries, { maxEntries: 10 });
-    expect(result.kind === 'invalid' && result.issues).toEqual(['11 entries exceed the limit of 10 (allowlist.maxEntries)']);
+    expect(result.kind === 'invalid' && result.issues).toEqual([
+      '11 entries exceed the limit of 10 (allowlist.maxEntries)',
+    ]);
   });
   it('accepts an empty list (deny everyone)', () => {
     expect(normaliseAllowlist([])).toEqual({ kind: 'ok', cidrs: [] });
