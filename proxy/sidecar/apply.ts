@@ -47,10 +47,26 @@ export const KEY_FILE_MODE = 0o600;
 /** Public material (CA bundle, CRL, ACL and map files). */
 export const PUBLIC_FILE_MODE = 0o644;
 
+/** The runtime-API calls these effects make (a structural subset of `HaproxyRuntime`). */
+type Runtime = Pick<
+  HaproxyRuntime,
+  | 'execute'
+  | 'showInfo'
+  | 'showProc'
+  | 'updateCertificate'
+  | 'showSslCert'
+  | 'replaceAcl'
+  | 'showAclEntries'
+  | 'setMap'
+  | 'cutSessions'
+>;
+
 export interface ApplyTarget {
   layout: GatewayLayout;
   /** Absent while HAProxy is not confirmed serving: files only, the next verification reconciles. */
-  runtime: HaproxyRuntime | undefined;
+  runtime: Runtime | undefined;
+  /** A client for a worker by pid (default: the master CLI of `layout`, see {@link workerRuntime}). */
+  worker?: (pid: number) => Runtime;
 }
 
 async function readOptional(path: string): Promise<string | undefined> {
@@ -148,7 +164,7 @@ function covered(cidrs: readonly string[]): (address: string) => boolean {
  * Connections the old list did not cover either (NLB health checks) are left alone.
  */
 export async function cutRemovedSources(
-  runtime: HaproxyRuntime,
+  runtime: Runtime,
   previous: readonly string[],
   next: readonly string[],
 ): Promise<number> {
@@ -188,10 +204,11 @@ export function workerRuntime(layout: GatewayLayout, pid: number): HaproxyRuntim
 
 /** Cuts removed sources in the current worker and in every previous one still finishing connections. */
 export async function cutRemovedSourcesEverywhere(
-  runtime: HaproxyRuntime,
+  runtime: Runtime,
   layout: GatewayLayout,
   previous: readonly string[],
   next: readonly string[],
+  worker: (pid: number) => Runtime = (pid) => workerRuntime(layout, pid),
 ): Promise<number> {
   let cut = await cutRemovedSources(runtime, previous, next);
   const processes = await runtime.showProc().catch(() => undefined);
@@ -202,7 +219,7 @@ export async function cutRemovedSourcesEverywhere(
   );
   for (const old of processes?.oldWorkers ?? []) {
     if (old.pid === serving) continue;
-    cut += await cutRemovedSources(workerRuntime(layout, old.pid), previous, next).catch(() => 0);
+    cut += await cutRemovedSources(worker(old.pid), previous, next).catch(() => 0);
   }
   return cut;
 }
@@ -237,7 +254,9 @@ export async function installAllowlist(
   }
   if (!options.cutRemovedSessions || previous === undefined) return { cut: 0 };
   // The new list is in force; a failure to cut is reported but does not undo it.
-  return { cut: await cutRemovedSourcesEverywhere(runtime, target.layout, previous, cidrs) };
+  return {
+    cut: await cutRemovedSourcesEverywhere(runtime, target.layout, previous, cidrs, target.worker),
+  };
 }
 
 /** What HAProxy must serve; compared with what it does after a (re)start. */
@@ -253,7 +272,7 @@ export interface ExpectedServing {
  * flag (file first, then `set map`). Returns the objects it had to re-apply.
  */
 export async function reconcile(
-  runtime: HaproxyRuntime,
+  runtime: Runtime,
   layout: GatewayLayout,
   expected: ExpectedServing,
 ): Promise<string[]> {

@@ -33,7 +33,6 @@ import {
   writeFileAtomic,
 } from '../haproxy/index.ts';
 import { TERMINATE, terminatePaths, terminateRoutes, trustReferenced } from '../haproxy/render-terminate.ts';
-import { type HaproxyRuntime, runtimeClientFor } from '../haproxy/runtime.ts';
 import { command } from '../haproxy/runtime-protocol.ts';
 import { defaultObjectStores, loadAllowlist } from './allowlist-source.ts';
 import {
@@ -59,6 +58,7 @@ import {
   type TlsCounters,
   tlsCountersFrom,
 } from './metrics.ts';
+import { type RuntimePort, socketRuntime } from './runtime-port.ts';
 import { type AdminServer, errorReply, type Reply, startAdminServer } from './server.ts';
 import {
   initialState,
@@ -92,6 +92,8 @@ export interface SidecarDeps {
   random?: () => number;
   /** Families added to every `/metrics` scrape after the sidecar's own (see `metrics.ts`). */
   metrics?: readonly MetricsContributor[];
+  /** HAProxy's runtime API; default: the unix sockets of the gateway layout (`socketRuntime`). */
+  runtime?: RuntimePort;
 }
 
 export interface RunningSidecar {
@@ -215,7 +217,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   const now = deps.now ?? (() => new Date());
   const random = deps.random ?? Math.random;
   const layout = gatewayLayout(config.gatewayDir);
-  const runtime: HaproxyRuntime = runtimeClientFor(layout, { timeoutMs: 5000 });
+  const { runtime, worker } = deps.runtime ?? socketRuntime(layout);
   // HAProxy's access log arrives here (its ring's one server) and goes to stdout: see log-sink.ts.
   const accessLog: LogSink | undefined = await startLogSink({
     path: layout.logSocket,
@@ -314,7 +316,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
   /** Set while a fleet change stages new objects: HAProxy loads them with the reload that follows. */
   let filesOnly = false;
   const live = (): boolean => state.phase === Phase.Ready;
-  const target = (): ApplyTarget => ({ layout, runtime: live() && !filesOnly ? runtime : undefined });
+  const target = (): ApplyTarget => ({ layout, runtime: live() && !filesOnly ? runtime : undefined, worker });
 
   const render = (fleet: FleetConfig, allowlist: readonly string[], crl: boolean): RenderedGateway => {
     const rendered = renderGateway(taskFleetConfig(fleet, config.bindAddress), {
