@@ -1,0 +1,402 @@
+/** The `rotate-certificate` state machine; `npm run asl` writes it to `statemachines/rotate-certificate.asl.json`. */
+import { lambdaTask, type StateMachine } from './asl.ts';
+
+export const rotateCertificate: StateMachine = {
+  Comment:
+    'Portcullis rotate-certificate: one certificate, started by rotate-certificates (startExecution.sync:2): issue, stage, nudge + verify the fleet in batches, promote, roll what could not be hot-updated, wait the grace period, revoke the superseded certificate, notify; any failure rolls back. Its history grows with the batches and the failures, not with the tasks.',
+  StartAt: 'IssueCertificate',
+  TimeoutSeconds: 7200,
+  States: {
+    IssueCertificate: lambdaTask('IssueCertificate', {
+      comment:
+        'Fresh key (kept in a working secret version) and CSR; the CA request carries a token derived from execution + certificate.',
+      payload: {
+        'fleet.$': '$.fleet',
+        'executionName.$': '$.executionName',
+        'certificate.$': '$.certificate',
+      },
+      timeoutSeconds: 60,
+      resultSelector: {
+        'certificateId.$': '$.Payload.certificateId',
+        'reused.$': '$.Payload.reused',
+      },
+      resultPath: '$.issued',
+      catch: [
+        {
+          ErrorEquals: ['RotationInProgress'],
+          Next: 'RotationRefused',
+          ResultPath: '$.error',
+        },
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'RollbackRotation',
+          ResultPath: '$.error',
+        },
+      ],
+      next: 'GetCertificate',
+    }),
+    GetCertificate: lambdaTask('GetCertificate', {
+      payload: {
+        'fleet.$': '$.fleet',
+        'certificate.$': '$.certificate',
+        'certificateId.$': '$.issued.certificateId',
+      },
+      timeoutSeconds: 30,
+      resultSelector: {
+        'serial.$': '$.Payload.serial',
+        'notAfter.$': '$.Payload.notAfter',
+      },
+      resultPath: '$.newCertificate',
+      retry: [
+        {
+          ErrorEquals: ['CertificateNotReady'],
+          IntervalSeconds: 2,
+          MaxAttempts: 8,
+          BackoffRate: 2,
+          MaxDelaySeconds: 60,
+          JitterStrategy: 'FULL',
+        },
+      ],
+      catch: [
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'RollbackRotation',
+          ResultPath: '$.error',
+        },
+      ],
+      next: 'StageCertificate',
+    }),
+    StageCertificate: lambdaTask('StageCertificate', {
+      comment: 'Validate key, chain and names, then put the bundle as AWSPENDING.',
+      payload: {
+        'fleet.$': '$.fleet',
+        'executionName.$': '$.executionName',
+        'certificate.$': '$.certificate',
+        'certificateId.$': '$.issued.certificateId',
+      },
+      timeoutSeconds: 60,
+      resultSelector: {
+        'secretId.$': '$.Payload.secretId',
+        'versionId.$': '$.Payload.versionId',
+        'serial.$': '$.Payload.serial',
+        'notAfter.$': '$.Payload.notAfter',
+        'previousVersionId.$': '$.Payload.previousVersionId',
+        'previousSerial.$': '$.Payload.previousSerial',
+        'previousCertificateId.$': '$.Payload.previousCertificateId',
+      },
+      resultPath: '$.staged',
+      catch: [
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'RollbackRotation',
+          ResultPath: '$.error',
+        },
+      ],
+      next: 'TaskBatches',
+    }),
+    TaskBatches: {
+      Comment:
+        'The batch numbers 0 … taskBatches-1; each UpdateTasks lists the fleet and takes the tasks whose id hashes to its number, so no task list travels in the execution.',
+      Type: 'Pass',
+      Parameters: {
+        'batches.$': 'States.ArrayRange(0, States.MathAdd($.settings.taskBatches, -1), 1)',
+      },
+      ResultPath: '$.taskBatches',
+      Next: 'UpdateTasks',
+    },
+    UpdateTasks: {
+      Type: 'Map',
+      Comment:
+        'Nudge and verify every task, one Lambda invocation per batch; a batch returns counts and the tasks it could not reach (marked for a service roll), or fails with the first other error.',
+      ItemsPath: '$.taskBatches.batches',
+      MaxConcurrency: 10,
+      ItemSelector: {
+        'fleet.$': '$.fleet',
+        batch: {
+          'index.$': '$$.Map.Item.Value',
+          'of.$': '$.settings.taskBatches',
+        },
+        target: {
+          kind: 'certificate',
+          'name.$': '$.certificate',
+          'secretId.$': '$.staged.secretId',
+          'versionId.$': '$.staged.versionId',
+          'serial.$': '$.staged.serial',
+        },
+      },
+      ResultPath: '$.taskOutcomes',
+      Next: 'PromoteSecret',
+      Catch: [
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'RollbackRotation',
+          ResultPath: '$.error',
+        },
+      ],
+      ItemProcessor: {
+        ProcessorConfig: {
+          Mode: 'INLINE',
+        },
+        StartAt: 'UpdateTaskBatch',
+        States: {
+          UpdateTaskBatch: lambdaTask('UpdateTasks', {
+            comment:
+              'Ask each sidecar of the batch to apply the staged version now, then check what it serves (a real handshake for server certificates, the status otherwise).',
+            payload: {
+              'fleet.$': '$.fleet',
+              'batch.$': '$.batch',
+              'target.$': '$.target',
+            },
+            timeoutSeconds: 600,
+            resultSelector: {
+              'updated.$': '$.Payload.updated',
+              'unreachable.$': '$.Payload.unreachable',
+              'unreachableCount.$': '$.Payload.unreachableCount',
+            },
+            end: true,
+          }),
+        },
+      },
+    },
+    PromoteSecret: lambdaTask('PromoteSecret', {
+      comment: 'AWSCURRENT onto the verified version (AWSPREVIOUS follows), AWSPENDING removed.',
+      payload: {
+        'fleet.$': '$.fleet',
+        'secretId.$': '$.staged.secretId',
+        'versionId.$': '$.staged.versionId',
+        'batches.$': '$.taskOutcomes',
+      },
+      timeoutSeconds: 30,
+      resultSelector: {
+        'previousVersionId.$': '$.Payload.previousVersionId',
+        'needsRoll.$': '$.Payload.needsRoll',
+        'updated.$': '$.Payload.updatedCount',
+        'unreachable.$': '$.Payload.unreachable',
+        'unreachableCount.$': '$.Payload.unreachableCount',
+      },
+      resultPath: '$.promoted',
+      catch: [
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'RollbackRotation',
+          ResultPath: '$.error',
+        },
+      ],
+      next: 'NeedsRoll',
+    }),
+    NeedsRoll: {
+      Type: 'Choice',
+      Choices: [
+        {
+          Variable: '$.promoted.needsRoll',
+          BooleanEquals: true,
+          Next: 'RollService',
+        },
+      ],
+      Default: 'GracePeriod',
+    },
+    RollService: lambdaTask('RollService', {
+      payload: {
+        'fleet.$': '$.fleet',
+      },
+      timeoutSeconds: 30,
+      resultSelector: {
+        'deploymentId.$': '$.Payload.deploymentId',
+        'poll.$': '$.Payload.poll',
+        'state.$': '$.Payload.state',
+      },
+      resultPath: '$.rollout',
+      catch: [
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'RollbackRotation',
+          ResultPath: '$.error',
+        },
+      ],
+      next: 'WaitForRollout',
+    }),
+    WaitForRollout: {
+      Type: 'Wait',
+      SecondsPath: '$.settings.rolloutPollSeconds',
+      Next: 'CheckRollout',
+    },
+    CheckRollout: lambdaTask('CheckRollout', {
+      comment: 'RolloutFailed when the deployment failed or did not finish within rolloutMaxPolls checks.',
+      payload: {
+        'fleet.$': '$.fleet',
+        'deploymentId.$': '$.rollout.deploymentId',
+        'poll.$': '$.rollout.poll',
+        'maxPolls.$': '$.settings.rolloutMaxPolls',
+      },
+      timeoutSeconds: 30,
+      resultSelector: {
+        'deploymentId.$': '$.Payload.deploymentId',
+        'poll.$': '$.Payload.poll',
+        'state.$': '$.Payload.state',
+      },
+      resultPath: '$.rollout',
+      catch: [
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'RollbackRotation',
+          ResultPath: '$.error',
+        },
+      ],
+      next: 'RolloutDone',
+    }),
+    RolloutDone: {
+      Type: 'Choice',
+      Choices: [
+        {
+          Variable: '$.rollout.state',
+          StringEquals: 'COMPLETED',
+          Next: 'GracePeriod',
+        },
+      ],
+      Default: 'WaitForRollout',
+    },
+    GracePeriod: {
+      Type: 'Wait',
+      Comment: 'Let clients and caches move off the superseded certificate before it is revoked.',
+      SecondsPath: '$.settings.graceSeconds',
+      Next: 'RevokeCertificate',
+    },
+    RevokeCertificate: lambdaTask('RevokeCertificate', {
+      comment: 'Revoke the superseded certificate; skipped when there is none.',
+      payload: {
+        'fleet.$': '$.fleet',
+        'certificate.$': '$.certificate',
+        'certificateId.$': '$.staged.previousCertificateId',
+        'serial.$': '$.staged.previousSerial',
+        reason: 'SUPERSEDED',
+      },
+      timeoutSeconds: 30,
+      resultSelector: {
+        'revoked.$': '$.Payload.revoked',
+        'serial.$': '$.Payload.serial',
+      },
+      resultPath: '$.revoked',
+      catch: [
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'MarkRevocationAttempted',
+          ResultPath: '$.error',
+        },
+      ],
+      next: 'NotifyRotated',
+    }),
+    MarkRevocationAttempted: {
+      Comment:
+        'The superseded certificate may be revoked already (a call can fail after it went through): the rollback must not make it current again.',
+      Type: 'Pass',
+      Result: true,
+      ResultPath: '$.previousRevocationAttempted',
+      Next: 'RollbackRotation',
+    },
+    NotifyRotated: lambdaTask('Notify', {
+      comment: 'No rollback from here: the rotation itself succeeded.',
+      payload: {
+        detailType: 'CertificateRotated',
+        detail: {
+          'certificate.$': '$.certificate',
+          'previousSerial.$': '$.staged.previousSerial',
+          'newSerial.$': '$.staged.serial',
+          'versionId.$': '$.staged.versionId',
+          'notAfter.$': '$.staged.notAfter',
+          'reason.$': '$.reason',
+          'tasks.$': '$.promoted',
+        },
+      },
+      timeoutSeconds: 30,
+      resultSelector: {
+        'published.$': '$.Payload.published',
+      },
+      resultPath: null,
+      next: 'Rotated',
+    }),
+    Rotated: {
+      Type: 'Pass',
+      Parameters: {
+        'certificate.$': '$.certificate',
+        'serial.$': '$.staged.serial',
+        'previousSerial.$': '$.staged.previousSerial',
+        'versionId.$': '$.staged.versionId',
+        'notAfter.$': '$.staged.notAfter',
+        'updatedTasks.$': '$.promoted.updated',
+        'rolledTasks.$': '$.promoted.unreachable',
+        'previousRevoked.$': '$.revoked.revoked',
+        'rolledTaskCount.$': '$.promoted.unreachableCount',
+        failed: false,
+      },
+      End: true,
+    },
+    RotationRefused: {
+      Comment:
+        "Another execution holds the certificate's lease; this one wrote nothing, so there is nothing to roll back (a rollback would nudge the tasks away from the other execution's AWSPENDING).",
+      Type: 'Pass',
+      Result: {
+        restoredCurrentTo: null,
+        droppedPending: false,
+        revokedSerial: null,
+        nudged: 0,
+        unreachable: [],
+        notes: ['another execution is rotating this certificate; nothing was written'],
+      },
+      ResultPath: '$.rollback',
+      Next: 'NotifyRotationFailed',
+    },
+    RollbackRotation: lambdaTask('RollbackRotation', {
+      comment:
+        'AWSCURRENT back if it moved, AWSPENDING dropped, tasks nudged back, the new certificate revoked.',
+      payloadPath: '$',
+      timeoutSeconds: 120,
+      resultSelector: {
+        'restoredCurrentTo.$': '$.Payload.restoredCurrentTo',
+        'droppedPending.$': '$.Payload.droppedPending',
+        'revokedSerial.$': '$.Payload.revokedSerial',
+        'nudged.$': '$.Payload.nudged',
+        'unreachable.$': '$.Payload.unreachable',
+        'notes.$': '$.Payload.notes',
+      },
+      resultPath: '$.rollback',
+      catch: [
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'NotifyRotationFailed',
+          ResultPath: '$.rollback',
+        },
+      ],
+      next: 'NotifyRotationFailed',
+    }),
+    NotifyRotationFailed: lambdaTask('Notify', {
+      payload: {
+        detailType: 'CertificateRotationFailed',
+        detail: {
+          'certificate.$': '$.certificate',
+          'error.$': '$.error.Error',
+          'cause.$': '$.error.Cause',
+          'rollback.$': '$.rollback',
+        },
+      },
+      timeoutSeconds: 30,
+      resultSelector: {
+        'published.$': '$.Payload.published',
+      },
+      resultPath: null,
+      catch: [
+        {
+          ErrorEquals: ['States.ALL'],
+          Next: 'RotationFailed',
+          ResultPath: '$.notifyError',
+        },
+      ],
+      next: 'RotationFailed',
+    }),
+    RotationFailed: {
+      Type: 'Fail',
+      Comment: 'Fails with the original error name.',
+      ErrorPath: '$.error.Error',
+      CausePath: '$.error.Cause',
+    },
+  },
+};
