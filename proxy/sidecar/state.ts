@@ -15,7 +15,9 @@
  * - a version refused by validation is not retried by the poll (a nudge naming it retries it),
  *   unless it was refused against another object that has changed since (see `DEPENDENT_CODES`).
  */
-import type { TaskStatus } from '../../lib/ports.ts';
+import { type GatewayEvent, type GatewayFlags, initialGatewayFlags, reduceGateway } from './gateway-state.ts';
+
+export { toTaskStatus } from './status.ts';
 
 export const ObjectKind = {
   Fleet: 'fleet',
@@ -111,6 +113,8 @@ export interface SidecarState {
   haproxyPid?: number;
   /** `kind|ok` or `kind|failed|reason` → count; exported as a Prometheus counter. */
   applyCounts: Record<string, number>;
+  /** What HAProxy may have loaded (see `gateway-state.ts`). */
+  gateway: GatewayFlags;
 }
 
 /** What a poll or a nudge learned about a secret from the store (`describe`). */
@@ -139,7 +143,8 @@ export type SidecarEvent =
   | { type: 'rendered'; at: string }
   | { type: 'haproxyUp'; pid: number }
   | { type: 'haproxyReady'; pid: number }
-  | { type: 'haproxyDown' };
+  | { type: 'haproxyDown' }
+  | GatewayEvent;
 
 export type SidecarEffect =
   /** Fetch `versionId` of the object's secret, validate it and apply it. */
@@ -148,7 +153,7 @@ export type SidecarEffect =
   | { type: 'verifyHaproxy'; pid: number };
 
 export function initialState(): SidecarState {
-  return { phase: Phase.Starting, objects: {}, applyCounts: {} };
+  return { phase: Phase.Starting, objects: {}, applyCounts: {}, gateway: initialGatewayFlags() };
 }
 
 /**
@@ -396,10 +401,13 @@ export function reduce(
       };
     }
     case 'haproxyUp': {
-      if (state.phase === Phase.Starting) return { state, effects: [] };
-      if (state.phase === Phase.Ready && state.haproxyPid === event.pid) return { state, effects: [] };
+      const seen = state.gateway.haproxySeen
+        ? state
+        : { ...state, gateway: { ...state.gateway, haproxySeen: true } };
+      if (seen.phase === Phase.Starting) return { state: seen, effects: [] };
+      if (seen.phase === Phase.Ready && seen.haproxyPid === event.pid) return { state: seen, effects: [] };
       return {
-        state: { ...state, phase: Phase.Rendered },
+        state: { ...seen, phase: Phase.Rendered },
         effects: [{ type: 'verifyHaproxy', pid: event.pid }],
       };
     }
@@ -411,66 +419,11 @@ export function reduce(
       const { haproxyPid: _gone, ...rest } = state;
       return { state: { ...rest, phase: Phase.Rendered }, effects: [] };
     }
+    case 'started':
+    case 'reloadNeeded':
+    case 'reloaded':
+    case 'staging':
+    case 'crlRendered':
+      return { state: { ...state, gateway: reduceGateway(state.gateway, event) }, effects: [] };
   }
-}
-
-/** The `TaskStatus` of the port (certificates keyed by name), plus sidecar details. */
-export function toTaskStatus(state: SidecarState): TaskStatus & Record<string, unknown> {
-  const certificates: Record<
-    string,
-    { secretId: string; versionId: string; serial: string; notAfter: string; renewAt?: string }
-  > = {};
-  const objects: Record<string, unknown> = {};
-  let trust: { versionId: string } | undefined;
-  let allowlist: { versionId: string; size: number } | undefined;
-  let fleetConfig: { versionId: string } | undefined;
-  for (const object of Object.values(state.objects)) {
-    const { ref, applied, rejected } = object;
-    objects[ref.key] = {
-      kind: ref.kind,
-      secretId: ref.secretId,
-      ...(object.desired ? { desired: object.desired } : {}),
-      ...(applied ? { versionId: applied.versionId, origin: applied.origin, appliedAt: applied.at } : {}),
-      ...(rejected ? { rejected } : {}),
-    };
-    if (applied === undefined) continue;
-    if (ref.kind === 'certificate' && ref.name !== undefined) {
-      certificates[ref.name] = {
-        secretId: ref.secretId,
-        versionId: applied.versionId,
-        serial: applied.facts.serial ?? '',
-        notAfter: applied.facts.notAfter ?? '',
-        ...(applied.facts.renewAt === undefined ? {} : { renewAt: applied.facts.renewAt }),
-      };
-    } else if (ref.kind === 'trust') {
-      trust = { versionId: applied.versionId };
-    } else if (ref.kind === 'allowlist') {
-      allowlist = { versionId: applied.versionId, size: applied.facts.size ?? 0 };
-    } else if (ref.kind === 'fleet') {
-      fleetConfig = { versionId: applied.versionId };
-    }
-  }
-  return {
-    ready: state.phase === Phase.Ready,
-    phase: state.phase,
-    certificates,
-    ...(trust ? { trust } : {}),
-    ...(allowlist ? { allowlist } : {}),
-    ...(fleetConfig ? { fleetConfig } : {}),
-    ...(state.lastApply
-      ? {
-          lastApply: {
-            at: state.lastApply.at,
-            ok: state.lastApply.ok,
-            ...(state.lastApply.error === undefined ? {} : { error: state.lastApply.error }),
-            ...(state.lastApply.code === undefined ? {} : { code: state.lastApply.code }),
-            ...(state.lastApply.key === undefined ? {} : { object: state.lastApply.key }),
-            ...(state.lastApply.versionId === undefined ? {} : { versionId: state.lastApply.versionId }),
-          },
-        }
-      : {}),
-    ...(state.startError ? { startError: state.startError } : {}),
-    ...(state.haproxyPid === undefined ? {} : { haproxyPid: state.haproxyPid }),
-    objects,
-  };
 }
