@@ -89,10 +89,10 @@ export interface DemoReport {
   ok: boolean;
 }
 
-/** Seconds from the execution's start to its last successful `VerifyTask`. */
+/** Seconds from the execution's start to its last successful `UpdateTaskBatch` (every task nudged and verified). */
 function untilLastVerify(outcome: WorkflowOutcome): number {
   const exits = outcome.events
-    .filter((e) => e.type === 'StateExited' && e.stateName === 'VerifyTask')
+    .filter((e) => e.type === 'StateExited' && e.stateName === 'UpdateTaskBatch')
     .map((e) => e.at.getTime());
   const end = exits.length > 0 ? Math.max(...exits) : outcome.finishedAt.getTime();
   return (end - outcome.startedAt.getTime()) / 1000;

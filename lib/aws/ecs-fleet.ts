@@ -37,7 +37,7 @@ export interface EcsFleetOptions {
   adminPort: number;
   /**
    * The gateway's verification listener inside each task (the fleet config's `listeners.verify`,
-   * default 8444): listed tasks carry it as `FleetTask.tlsPort`, where VerifyTask handshakes.
+   * default 8444): listed tasks carry it as `FleetTask.tlsPort`, where UpdateTasks verifies by a handshake.
    */
   verifyPort: number;
 }

@@ -9,7 +9,7 @@ export type DesiredSecret =
       versionId: string;
       /**
        * The `AWSPENDING` version of a rotation in flight (its lease is live), if any. A task
-       * already serving it was nudged there by the rotation, whose VerifyTask expects it.
+       * already serving it was nudged there by the rotation, whose UpdateTasks verification expects it.
        */
       rotatingTo?: string | undefined;
     }
@@ -35,7 +35,7 @@ export function servedVersion(status: TaskStatus, secret: DesiredSecret): string
 /**
  * The versions a task may serve for `secret` without being nudged. Rule for a rotation in
  * flight: a task serving the certificate's live `AWSPENDING` is left there — nudging it back
- * to `AWSCURRENT` would make the rotation's VerifyTask see a mismatch and roll everything back.
+ * to `AWSCURRENT` would make the rotation's verification (UpdateTasks) see a mismatch and roll everything back.
  * A task serving the old `AWSCURRENT` is left too: either the rotation's task Map listed it
  * and nudges it itself, or it started after ListTasks and the sidecar's poll backstop brings it
  * to the new `AWSCURRENT` once the rotation promotes it (a failed rotation's rollback lists

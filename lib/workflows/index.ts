@@ -41,12 +41,11 @@ export * as schemas from './schemas.ts';
 export { DetailType } from './schemas.ts';
 export {
   makeCheckRollout,
-  makeListTasks,
   makeNotify,
   makeNudgeTask,
   makePromoteSecret,
   makeRollService,
-  makeVerifyTask,
+  makeUpdateTasks,
   type PromoteSecretResult,
   type RolloutResult,
   verificationServerName,

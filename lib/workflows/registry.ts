@@ -20,9 +20,7 @@ import {
   ConvergeTaskInput,
   GetCertificateInput,
   IssueCertificateInput,
-  ListTasksInput,
   NotifyInput,
-  NudgeTaskInput,
   PlanRotationInput,
   PromoteSecretInput,
   RevokeCertificateInput,
@@ -33,17 +31,13 @@ import {
   StageCertificateInput,
   UpdateTasksInput,
   ValidateAllowlistInput,
-  VerifyTaskInput,
 } from './schemas.ts';
 import {
   makeCheckRollout,
-  makeListTasks,
   makeNotify,
-  makeNudgeTask,
   makePromoteSecret,
   makeRollService,
   makeUpdateTasks,
-  makeVerifyTask,
 } from './task-steps.ts';
 
 /** A step built from ports: parsed input in, small JSON out. */
@@ -66,9 +60,6 @@ export const steps = {
   issueCertificate: entry(IssueCertificateInput, makeIssueCertificate),
   getCertificate: entry(GetCertificateInput, makeGetCertificate),
   stageCertificate: entry(StageCertificateInput, makeStageCertificate),
-  listTasks: entry(ListTasksInput, makeListTasks),
-  nudgeTask: entry(NudgeTaskInput, makeNudgeTask),
-  verifyTask: entry(VerifyTaskInput, makeVerifyTask),
   updateTasks: entry(UpdateTasksInput, makeUpdateTasks),
   promoteSecret: entry(PromoteSecretInput, makePromoteSecret),
   rollService: entry(RollServiceInput, makeRollService),

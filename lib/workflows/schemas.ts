@@ -69,7 +69,6 @@ export const StageCertificateInput = z.object({
   certificate,
   certificateId: z.string().min(1),
 });
-export const ListTasksInput = z.object({ fleet });
 export const NudgeTaskInput = z.object({
   fleet,
   task: TaskRefSchema,
@@ -77,7 +76,6 @@ export const NudgeTaskInput = z.object({
   /** Serve this version (staged, not yet current); absent or null: `AWSCURRENT`. */
   versionId: nullableString.optional(),
 });
-export const VerifyTaskInput = z.object({ fleet, task: TaskRefSchema, target: VerifyTargetSchema });
 /** One part of the fleet: the tasks whose id hashes to `index` of `of` (see `taskBatchOf`). */
 export const TaskBatchSchema = z.object({
   index: z.number().int().min(0),

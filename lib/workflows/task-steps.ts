@@ -1,6 +1,6 @@
 /**
- * Steps shared by the machines: list, nudge and verify tasks, promote a staged version, roll
- * the service and watch the rollout, publish events.
+ * Steps shared by the machines: update the fleet in batches (nudge and verify each task),
+ * promote a staged version, roll the service and watch the rollout, publish events.
  */
 import type { z } from 'zod';
 import { RolloutFailed, ServedVersionMismatch, TaskUnreachable, ValidationError } from '../errors.ts';
@@ -21,30 +21,19 @@ import { loadControlPlaneFleet, servedSecretIds } from './fleet-config.ts';
 import type { ControlPlanePorts } from './ports.ts';
 import type {
   CheckRolloutInput,
-  ListTasksInput,
   NotifyInput,
   NudgeTaskInput,
   PromoteSecretInput,
   RollServiceInput,
   TaskBatchResult,
-  TaskRef,
   UpdateTasksInput,
   VerifyTarget,
-  VerifyTaskInput,
 } from './schemas.ts';
 
-/** ListTasks: the fleet's running tasks, as small references. */
-export function makeListTasks(ports: ControlPlanePorts) {
-  return async function listTasksStep(event: z.output<typeof ListTasksInput>): Promise<{ tasks: TaskRef[] }> {
-    assertFleet(ports, event.fleet);
-    const tasks = await ports.fleet.listTasks();
-    return { tasks: tasks.map(toTaskRef) };
-  };
-}
-
 /**
- * NudgeTask: asks one sidecar to apply a version now. `TaskUnreachable` (the machine marks the
- * task for a roll) and `ValidationError` (the sidecar refused the content: roll back) pass through.
+ * Asks one sidecar to apply a version now (UpdateTasks, ConvergeTask). `TaskUnreachable` (the
+ * task is marked for a roll) and `ValidationError` (the sidecar refused the content: roll back)
+ * pass through.
  */
 export function makeNudgeTask(ports: ControlPlanePorts) {
   return async function nudgeTaskStep(
@@ -65,25 +54,11 @@ export function verificationServerName(dns: string): string {
 }
 
 /**
- * VerifyTask: checks that a task serves the target. Server certificates by a real TLS
- * handshake (the served leaf's serial), client certificates and allowlists by the sidecar's
- * status. Anything else than the target is `ServedVersionMismatch`.
+ * Checks that a task serves the target: server certificates by a real TLS handshake (the served
+ * leaf's serial), client certificates and allowlists by the sidecar's status. Anything else
+ * than the target is `ServedVersionMismatch`. `spec`: the target certificate's, looked up once
+ * per batch.
  */
-export function makeVerifyTask(ports: ControlPlanePorts) {
-  return async function verifyTaskStep(
-    event: z.output<typeof VerifyTaskInput>,
-  ): Promise<{ taskId: string; needsRoll: boolean }> {
-    assertFleet(ports, event.fleet);
-    const spec =
-      event.target.kind === 'certificate'
-        ? findSpec(await loadControlPlaneFleet(ports.store, ports.fleetConfigSecretId), event.target.name)
-        : undefined;
-    await verifyServed(ports, toFleetTask(event.task), event.target, spec);
-    return { taskId: event.task.taskId, needsRoll: false };
-  };
-}
-
-/** VerifyTask's check, given the target certificate's spec (looked up once per batch by UpdateTasks). */
 async function verifyServed(
   ports: ControlPlanePorts,
   task: FleetTask,
@@ -125,8 +100,7 @@ async function readyStatus(ports: ControlPlanePorts, task: FleetTask): Promise<T
 
 /**
  * UpdateTasks: nudges and verifies one batch of the fleet (the running tasks whose id hashes to
- * `batch.index`), {@link TASK_BATCH_CONCURRENCY} at a time, with the same rules as NudgeTask +
- * VerifyTask: a task it cannot reach (`TaskUnreachable` from either) is marked for a service
+ * `batch.index`), {@link TASK_BATCH_CONCURRENCY} at a time, with the same rules for every task: a task it cannot reach (`TaskUnreachable` from either) is marked for a service
  * roll; any other failure (the sidecar refused the content, `ServedVersionMismatch`) stops the
  * batch — no task is started after it — and is thrown by name, for the machine to roll back.
  * Returns counts and at most {@link UNREACHABLE_SAMPLE} unreachable task ids.

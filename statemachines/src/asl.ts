@@ -115,3 +115,85 @@ export function lambdaTask(fn: string, spec: LambdaTaskSpec): State {
     ...(spec.next === undefined ? { End: true } : { Next: spec.next }),
   };
 }
+
+export interface TaskUpdateSpec {
+  /** How many batches: a path to the count (`$.settings.taskBatches`) or a fixed number. */
+  batches: string | number;
+  /** Path to the fleet name, where the execution's state has one. */
+  fleetPath?: string;
+  /** What each task must serve afterwards (`VerifyTargetSchema`), as an ItemSelector template. */
+  target: Record<string, unknown>;
+  next: string;
+  /** Where any failure of a batch goes (`States.ALL`, the error at `$.error`). */
+  onError: string;
+}
+
+/**
+ * The fleet update every machine that changes a secret runs: `TaskBatches` (the batch numbers)
+ * then `UpdateTasks`, a Map of one `UpdateTasks` Lambda invocation per batch. Each invocation
+ * lists the fleet, takes the tasks whose id hashes to its batch, nudges and verifies them
+ * concurrently and returns counts plus the tasks it could not reach (at most 50 ids): no task
+ * list travels in the execution, so its history and payload grow with batches and failures, not
+ * with tasks. The results land in `$.taskOutcomes`, PromoteSecret's `batches`.
+ */
+export function taskUpdateStates(spec: TaskUpdateSpec): { TaskBatches: State; UpdateTasks: State } {
+  const fixed = typeof spec.batches === 'number';
+  if (fixed && (!Number.isInteger(spec.batches) || (spec.batches as number) < 1)) {
+    throw new Error(`taskUpdateStates: batches must be a positive integer, got ${spec.batches}`);
+  }
+  const fleet = spec.fleetPath === undefined ? {} : { 'fleet.$': spec.fleetPath };
+  return {
+    TaskBatches: {
+      Comment:
+        'The batch numbers 0 … taskBatches-1; each UpdateTasks lists the fleet and takes the tasks whose id hashes to its number, so no task list travels in the execution.',
+      Type: 'Pass',
+      Parameters: {
+        'batches.$': fixed
+          ? `States.ArrayRange(0, ${(spec.batches as number) - 1}, 1)`
+          : `States.ArrayRange(0, States.MathAdd(${spec.batches}, -1), 1)`,
+      },
+      ResultPath: '$.taskBatches',
+      Next: 'UpdateTasks',
+    },
+    UpdateTasks: {
+      Type: 'Map',
+      Comment:
+        'Nudge and verify every task, one Lambda invocation per batch; a batch returns counts and the tasks it could not reach (marked for a service roll), or fails with the first other error.',
+      ItemsPath: '$.taskBatches.batches',
+      MaxConcurrency: 10,
+      ItemSelector: {
+        ...fleet,
+        batch: {
+          'index.$': '$$.Map.Item.Value',
+          ...(fixed ? { of: spec.batches } : { 'of.$': spec.batches }),
+        },
+        target: spec.target,
+      },
+      ResultPath: '$.taskOutcomes',
+      Next: spec.next,
+      Catch: [{ ErrorEquals: ['States.ALL'], Next: spec.onError, ResultPath: '$.error' }],
+      ItemProcessor: {
+        ProcessorConfig: { Mode: 'INLINE' },
+        StartAt: 'UpdateTaskBatch',
+        States: {
+          UpdateTaskBatch: lambdaTask('UpdateTasks', {
+            comment:
+              'Ask each sidecar of the batch to apply the staged version now, then check what it serves (a real handshake for server certificates, the status otherwise).',
+            payload: {
+              ...(spec.fleetPath === undefined ? {} : { 'fleet.$': '$.fleet' }),
+              'batch.$': '$.batch',
+              'target.$': '$.target',
+            },
+            timeoutSeconds: 600,
+            resultSelector: {
+              'updated.$': '$.Payload.updated',
+              'unreachable.$': '$.Payload.unreachable',
+              'unreachableCount.$': '$.Payload.unreachableCount',
+            },
+            end: true,
+          }),
+        },
+      },
+    },
+  };
+}

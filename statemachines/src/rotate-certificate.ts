@@ -1,5 +1,5 @@
 /** The `rotate-certificate` state machine; `npm run asl` writes it to `statemachines/rotate-certificate.asl.json`. */
-import { lambdaTask, type StateMachine } from './asl.ts';
+import { lambdaTask, type StateMachine, taskUpdateStates } from './asl.ts';
 
 export const rotateCertificate: StateMachine = {
   Comment:
@@ -94,70 +94,19 @@ export const rotateCertificate: StateMachine = {
       ],
       next: 'TaskBatches',
     }),
-    TaskBatches: {
-      Comment:
-        'The batch numbers 0 … taskBatches-1; each UpdateTasks lists the fleet and takes the tasks whose id hashes to its number, so no task list travels in the execution.',
-      Type: 'Pass',
-      Parameters: {
-        'batches.$': 'States.ArrayRange(0, States.MathAdd($.settings.taskBatches, -1), 1)',
+    ...taskUpdateStates({
+      batches: '$.settings.taskBatches',
+      fleetPath: '$.fleet',
+      target: {
+        kind: 'certificate',
+        'name.$': '$.certificate',
+        'secretId.$': '$.staged.secretId',
+        'versionId.$': '$.staged.versionId',
+        'serial.$': '$.staged.serial',
       },
-      ResultPath: '$.taskBatches',
-      Next: 'UpdateTasks',
-    },
-    UpdateTasks: {
-      Type: 'Map',
-      Comment:
-        'Nudge and verify every task, one Lambda invocation per batch; a batch returns counts and the tasks it could not reach (marked for a service roll), or fails with the first other error.',
-      ItemsPath: '$.taskBatches.batches',
-      MaxConcurrency: 10,
-      ItemSelector: {
-        'fleet.$': '$.fleet',
-        batch: {
-          'index.$': '$$.Map.Item.Value',
-          'of.$': '$.settings.taskBatches',
-        },
-        target: {
-          kind: 'certificate',
-          'name.$': '$.certificate',
-          'secretId.$': '$.staged.secretId',
-          'versionId.$': '$.staged.versionId',
-          'serial.$': '$.staged.serial',
-        },
-      },
-      ResultPath: '$.taskOutcomes',
-      Next: 'PromoteSecret',
-      Catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackRotation',
-          ResultPath: '$.error',
-        },
-      ],
-      ItemProcessor: {
-        ProcessorConfig: {
-          Mode: 'INLINE',
-        },
-        StartAt: 'UpdateTaskBatch',
-        States: {
-          UpdateTaskBatch: lambdaTask('UpdateTasks', {
-            comment:
-              'Ask each sidecar of the batch to apply the staged version now, then check what it serves (a real handshake for server certificates, the status otherwise).',
-            payload: {
-              'fleet.$': '$.fleet',
-              'batch.$': '$.batch',
-              'target.$': '$.target',
-            },
-            timeoutSeconds: 600,
-            resultSelector: {
-              'updated.$': '$.Payload.updated',
-              'unreachable.$': '$.Payload.unreachable',
-              'unreachableCount.$': '$.Payload.unreachableCount',
-            },
-            end: true,
-          }),
-        },
-      },
-    },
+      next: 'PromoteSecret',
+      onError: 'RollbackRotation',
+    }),
     PromoteSecret: lambdaTask('PromoteSecret', {
       comment: 'AWSCURRENT onto the verified version (AWSPREVIOUS follows), AWSPENDING removed.',
       payload: {

@@ -1,5 +1,8 @@
 /** The `update-allowlist` state machine; `npm run asl` writes it to `statemachines/update-allowlist.asl.json`. */
-import { lambdaTask, type StateMachine } from './asl.ts';
+import { lambdaTask, type StateMachine, taskUpdateStates } from './asl.ts';
+
+/** UpdateTasks invocations per change: each takes the tasks whose id hashes to its number. */
+export const ALLOWLIST_TASK_BATCHES = 10;
 
 export const updateAllowlist: StateMachine = {
   Comment:
@@ -49,7 +52,7 @@ export const updateAllowlist: StateMachine = {
           Next: 'StageAllowlist',
         },
       ],
-      Default: 'ListTasks',
+      Default: 'TaskBatches',
     },
     Ignored: {
       Type: 'Succeed',
@@ -81,120 +84,33 @@ export const updateAllowlist: StateMachine = {
           ResultPath: '$.error',
         },
       ],
-      next: 'ListTasks',
+      next: 'TaskBatches',
     }),
-    ListTasks: lambdaTask('ListTasks', {
-      payload: {},
-      timeoutSeconds: 30,
-      resultSelector: {
-        'tasks.$': '$.Payload.tasks',
+    // A fixed number of batches: the allowlist's executions carry no fleet settings.
+    ...taskUpdateStates({
+      batches: ALLOWLIST_TASK_BATCHES,
+      target: {
+        kind: 'allowlist',
+        'secretId.$': '$.allowlist.secretId',
+        'versionId.$': '$.allowlist.versionId',
       },
-      resultPath: '$.fleetTasks',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackAllowlist',
-          ResultPath: '$.error',
-        },
-      ],
-      next: 'UpdateTasks',
+      next: 'PromoteSecret',
+      onError: 'RollbackAllowlist',
     }),
-    UpdateTasks: {
-      Type: 'Map',
-      Comment:
-        "Nudge and verify every task; unreachable ones are reported (the sidecar's poll backstop and converge-task catch up).",
-      ItemsPath: '$.fleetTasks.tasks',
-      MaxConcurrency: 10,
-      ItemSelector: {
-        'task.$': '$$.Map.Item.Value',
-        target: {
-          kind: 'allowlist',
-          'secretId.$': '$.allowlist.secretId',
-          'versionId.$': '$.allowlist.versionId',
-        },
-      },
-      ResultPath: '$.taskOutcomes',
-      Next: 'PromoteSecret',
-      Catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackAllowlist',
-          ResultPath: '$.error',
-        },
-      ],
-      ItemProcessor: {
-        ProcessorConfig: {
-          Mode: 'INLINE',
-        },
-        StartAt: 'NudgeTask',
-        States: {
-          NudgeTask: lambdaTask('NudgeTask', {
-            comment: 'Ask the sidecar to apply the staged version now; it answers once applied.',
-            payload: {
-              'task.$': '$.task',
-              'secretId.$': '$.target.secretId',
-              'versionId.$': '$.target.versionId',
-            },
-            timeoutSeconds: 30,
-            resultSelector: {
-              'taskId.$': '$.Payload.taskId',
-            },
-            resultPath: null,
-            catch: [
-              {
-                ErrorEquals: ['TaskUnreachable'],
-                Next: 'MarkNeedsRoll',
-                ResultPath: '$.error',
-              },
-            ],
-            next: 'VerifyTask',
-          }),
-          VerifyTask: lambdaTask('VerifyTask', {
-            comment:
-              'Check what the task serves: a real handshake for server certificates, the status otherwise.',
-            payload: {
-              'task.$': '$.task',
-              'target.$': '$.target',
-            },
-            timeoutSeconds: 30,
-            resultSelector: {
-              'taskId.$': '$.Payload.taskId',
-              'needsRoll.$': '$.Payload.needsRoll',
-            },
-            catch: [
-              {
-                ErrorEquals: ['TaskUnreachable'],
-                Next: 'MarkNeedsRoll',
-                ResultPath: '$.error',
-              },
-            ],
-            end: true,
-          }),
-          MarkNeedsRoll: {
-            Type: 'Pass',
-            Comment: 'Not reachable for a hot update: only a fresh deployment will fix this task.',
-            Parameters: {
-              'taskId.$': '$.task.taskId',
-              needsRoll: true,
-            },
-            End: true,
-          },
-        },
-      },
-    },
     PromoteSecret: lambdaTask('PromoteSecret', {
       comment: 'A no-op for a converge run (AWSCURRENT already is the version).',
       payload: {
         'secretId.$': '$.allowlist.secretId',
         'versionId.$': '$.allowlist.versionId',
-        'tasks.$': '$.taskOutcomes',
+        'batches.$': '$.taskOutcomes',
       },
       timeoutSeconds: 30,
       resultSelector: {
         'previousVersionId.$': '$.Payload.previousVersionId',
         'needsRoll.$': '$.Payload.needsRoll',
-        'updated.$': '$.Payload.updated',
+        'updated.$': '$.Payload.updatedCount',
         'unreachable.$': '$.Payload.unreachable',
+        'unreachableCount.$': '$.Payload.unreachableCount',
       },
       resultPath: '$.promoted',
       catch: [
@@ -242,6 +158,7 @@ export const updateAllowlist: StateMachine = {
         'removedCount.$': '$.allowlist.removedCount',
         'updatedTasks.$': '$.promoted.updated',
         'unreachableTasks.$': '$.promoted.unreachable',
+        'unreachableTaskCount.$': '$.promoted.unreachableCount',
       },
       End: true,
     },

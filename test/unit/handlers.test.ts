@@ -18,13 +18,12 @@ import {
   makeConvergeTask,
   makeGetCertificate,
   makeIssueCertificate,
-  makeNudgeTask,
   makePlanRotation,
   makePromoteSecret,
   makeRollbackRotation,
   makeStageCertificate,
+  makeUpdateTasks,
   makeValidateAllowlist,
-  makeVerifyTask,
   schemas,
 } from '../../lib/workflows/index.ts';
 import { type ControlPlaneFixture, createControlPlaneFixture, fixtureSecrets } from '../support/fakes.ts';
@@ -190,7 +189,7 @@ describe('StageCertificate', () => {
   });
 });
 
-describe('NudgeTask and VerifyTask', () => {
+describe('UpdateTasks', () => {
   /** A first certificate, promoted and served by every task, so that there is an "old" one. */
   async function bootstrap() {
     const first = await issue('api', 'bootstrap');
@@ -202,14 +201,7 @@ describe('NudgeTask and VerifyTask', () => {
   async function staged() {
     await bootstrap();
     const { certificateId } = await issue();
-    return stage(certificateId);
-  }
-
-  it('nudges a task to the staged version and verifies the served serial', async () => {
-    const s = await staged();
-    const [first] = await fx.gateway.listTasks();
-    const task = schemas.TaskRefSchema.parse(first);
-    await makeNudgeTask(fx.ports)({ task, secretId: s.secretId, versionId: s.versionId });
+    const s = await stage(certificateId);
     const target = {
       kind: 'certificate' as const,
       name: 'api',
@@ -217,47 +209,44 @@ describe('NudgeTask and VerifyTask', () => {
       versionId: s.versionId,
       serial: s.serial,
     };
-    expect(await makeVerifyTask(fx.ports)({ task, target })).toEqual({
-      taskId: task.taskId,
-      needsRoll: false,
+    return { s, target };
+  }
+  const wholeFleet = { index: 0, of: 1 };
+
+  it('nudges every task to the staged version and verifies the served serial by a handshake', async () => {
+    const { s, target } = await staged();
+    const tasks = await fx.gateway.listTasks();
+    expect(await makeUpdateTasks(fx.ports)({ batch: wholeFleet, target })).toEqual({
+      updated: tasks.length,
+      unreachable: [],
+      unreachableCount: 0,
     });
+    for (const fake of fx.gateway.tasks) expect(fake.served.get(s.secretId)?.versionId).toBe(s.versionId);
   });
 
-  it('says ServedVersionMismatch when the task still serves something else', async () => {
-    const s = await staged();
-    const task = schemas.TaskRefSchema.parse((await fx.gateway.listTasks())[0]);
-    const target = {
-      kind: 'certificate' as const,
-      name: 'api',
-      secretId: s.secretId,
-      versionId: s.versionId,
-      serial: s.serial,
-    };
-    await expect(makeVerifyTask(fx.ports)({ task, target })).rejects.toMatchObject({
+  it('says ServedVersionMismatch when a task keeps serving something else after its nudge', async () => {
+    const { target } = await staged();
+    fx.gateway.tasks[0]!.behaviour.ignoreNudges = true;
+    await expect(makeUpdateTasks(fx.ports)({ batch: wholeFleet, target })).rejects.toMatchObject({
       name: 'ServedVersionMismatch',
     });
   });
 
-  it('says TaskUnreachable for a task that does not answer', async () => {
-    const s = await staged();
-    const fake = fx.gateway.tasks[0]!;
-    fake.behaviour.unreachable = true;
-    const task = schemas.TaskRefSchema.parse(fake.task);
-    await expect(
-      makeNudgeTask(fx.ports)({ task, secretId: s.secretId, versionId: s.versionId }),
-    ).rejects.toMatchObject({
-      name: 'TaskUnreachable',
-    });
+  it('marks a task that does not answer for a roll instead of failing', async () => {
+    const { target } = await staged();
+    fx.gateway.tasks[0]!.behaviour.unreachable = true;
+    const result = await makeUpdateTasks(fx.ports)({ batch: wholeFleet, target });
+    expect(result).toMatchObject({ unreachable: [fx.gateway.tasks[0]!.task.taskId], unreachableCount: 1 });
+    expect(result.updated).toBe(fx.gateway.tasks.length - 1);
   });
 
-  it('says TaskUnreachable, not ServedVersionMismatch, when the sidecar reports it is not ready yet', async () => {
-    const fake = fx.gateway.tasks[0]!;
-    fake.behaviour.notReady = true;
-    const task = schemas.TaskRefSchema.parse(fake.task);
-    const target = { kind: 'allowlist' as const, secretId: fixtureSecrets.allowlist, versionId: 'v-new' };
-    await expect(makeVerifyTask(fx.ports)({ task, target })).rejects.toMatchObject({
-      name: 'TaskUnreachable',
-    });
+  it('verifies an allowlist by the sidecar status, marking a sidecar not ready yet for a roll', async () => {
+    const current = await fx.store.get(fixtureSecrets.allowlist);
+    fx.gateway.tasks[0]!.behaviour.notReady = true;
+    const target = { kind: 'allowlist' as const, secretId: current.secretId, versionId: current.versionId };
+    const result = await makeUpdateTasks(fx.ports)({ batch: wholeFleet, target });
+    expect(result).toMatchObject({ unreachable: [fx.gateway.tasks[0]!.task.taskId], unreachableCount: 1 });
+    expect(result.updated).toBe(fx.gateway.tasks.length - 1);
   });
 });
 

@@ -36,9 +36,6 @@ const FUNCTIONS = [
   'issueCertificate',
   'getCertificate',
   'stageCertificate',
-  'listTasks',
-  'nudgeTask',
-  'verifyTask',
   'updateTasks',
   'promoteSecret',
   'rollService',
@@ -51,14 +48,7 @@ const FUNCTIONS = [
   'rollbackAllowlist',
   'convergeTask',
 ] as const;
-const VPC_FUNCTIONS = new Set([
-  'nudgeTask',
-  'verifyTask',
-  'updateTasks',
-  'convergeTask',
-  'rollbackRotation',
-  'rollbackAllowlist',
-]);
+const VPC_FUNCTIONS = new Set(['updateTasks', 'convergeTask', 'rollbackRotation', 'rollbackAllowlist']);
 const STATE_MACHINES = [
   'RotateCertificateStateMachine',
   'RotateCertificatesStateMachine',

@@ -79,7 +79,7 @@ describe('state machine definitions', () => {
       'rotate-certificates',
       'update-allowlist',
     ]);
-    expect(lambdaTasks.length).toBeGreaterThanOrEqual(25);
+    expect(lambdaTasks.length).toBeGreaterThanOrEqual(20);
   });
 
   it('retries the Lambda service errors, ClientExecutionTimeoutException included, on every Lambda task', () => {
