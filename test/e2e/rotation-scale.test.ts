@@ -1,5 +1,5 @@
 /**
- * rotate-certificates at fleet scale on the local runner: 100 due certificates over 1 000
+ * rotate-certificates (100 due certificates) and update-allowlist at fleet scale on the local runner, over 1 000
  * simulated tasks (the real store and CA; tasks in memory). The runner counts each
  * execution's history events and largest payload as Step Functions does; both must stay under
  * half of the limits, and one failing task must end as it does in a two-task fleet.
@@ -68,6 +68,28 @@ describe('rotate-certificates at fleet scale', () => {
     // The parent's history grows with the certificates, a child's with its batches: neither with the tasks.
     const child = result.stats.children.find((c) => c.historyEvents > 0)!;
     expect(child.historyEvents).toBeLessThan(400);
+  }, 60_000);
+
+  it('updates the allowlist of 1 000 tasks in batches, far under the limits, naming the one task it could not reach', async () => {
+    const fx = await createSimulatedFixture(dir, { tasks: 1000, certificates: 1 });
+    const gone = fx.fleet.tasks[321]!.taskId;
+    fx.fleet.faults = [{ taskId: gone, secretId: '*', unreachable: true }];
+    const result = await runStateMachine(
+      'update-allowlist',
+      { add: ['192.0.2.0/24'], reason: 'partner office' },
+      fx.ports,
+      { instant: true, executionName: 'allowlist-scale' },
+    );
+    expect(result).toMatchObject({
+      status: 'SUCCEEDED',
+      output: { updatedTasks: 999, unreachableTasks: [gone], unreachableTaskCount: 1 },
+    });
+    const current = await fx.store.get('sim/allowlist', { stage: Stage.Current });
+    expect(JSON.parse(current.value).cidrs).toEqual(['10.0.0.0/8', '192.0.2.0/24']);
+    const totals = statsTotals(result.stats);
+    // 10 batches, not 1 000 tasks: a few dozen events.
+    expect(totals.maxHistoryEvents).toBeLessThan(200);
+    expect(totals.largestPayloadBytes).toBeLessThan(StepFunctionsLimits.payloadBytes / 2);
   }, 60_000);
 
   it('fails a run that would pass a Step Functions limit, naming the limit', async () => {

@@ -30,6 +30,9 @@ import { mockAwsClient } from './aws-mock.ts';
 import { FakeSecretsManager } from './fake-secrets-manager.ts';
 import { RecordingNotifier } from './fakes.ts';
 
+/** The simulated fleet's allowlist secret; each task reports the version it serves. */
+export const ALLOWLIST_SECRET = 'sim/allowlist';
+
 /** What one simulated task does wrong, for one certificate secret (or every one with `*`). */
 export interface SimulatedFault {
   taskId: string;
@@ -114,7 +117,12 @@ export class SimulatedFleet implements Fleet, TaskClient {
         };
       }
     }
-    return { ready: true, certificates };
+    const allowlist = this.served.get(task.taskId)?.get(ALLOWLIST_SECRET);
+    return {
+      ready: true,
+      certificates,
+      ...(allowlist === undefined ? {} : { allowlist: { versionId: allowlist, size: 0 } }),
+    };
   }
 
   async servedCertificate(
@@ -226,13 +234,13 @@ export async function createSimulatedFixture(
     })),
     trust: { secretId: 'sim/trust' },
     nudgeKey: { secretId: 'sim/nudge-key' },
-    allowlist: { source: { secretId: 'sim/allowlist' }, allowAll0: false, maxEntries: 100 },
+    allowlist: { source: { secretId: ALLOWLIST_SECRET }, allowAll0: false, maxEntries: 100 },
   };
   const create = (id: string, value: unknown) =>
     store.create(id, JSON.stringify(value), { clientRequestToken: randomUUID() });
   await create('sim/fleet-config', fleetConfig);
   await create('sim/trust', { caBundlePem: await ca.trustAnchorPem() });
-  await create('sim/allowlist', { cidrs: ['10.0.0.0/8'], reason: 'initial' });
+  await create(ALLOWLIST_SECRET, { cidrs: ['10.0.0.0/8'], reason: 'initial' });
   const fleet = new SimulatedFleet(store, certificates);
   fleet.start(options.tasks);
   const notifier = new RecordingNotifier();
