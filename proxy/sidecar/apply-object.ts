@@ -3,10 +3,11 @@
  * outcome as `applied`, `rejected` or `failed`) and `verifyHaproxy`.
  */
 import { NotFoundError } from '../../lib/errors.ts';
+import { Rejection } from './checks.ts';
 import { message, type SidecarContext } from './context.ts';
 import { ApplyFailed, ContentRejected } from './errors.ts';
 import { verifyHaproxy } from './haproxy-sync.ts';
-import { installObject, Rejection } from './install.ts';
+import { installObject } from './install.ts';
 import type { Origin, SidecarEffect } from './state.ts';
 
 /** Runs one `apply` effect; returns the error (already logged and recorded) when it did not apply. */

@@ -1,15 +1,17 @@
 /**
- * A new fleet config. The certificates in service must still cover its route names; the objects
- * it adds (or reads from another secret) are described together and checked as one snapshot
- * (`snapshot.ts`) before anything changes, then fetched, validated and installed as files only,
- * and HAProxy reloads once to load them. Any failure puts back the config that was serving.
+ * A new fleet config, checked with the objects it references as one snapshot before anything
+ * changes: the certificates in service must still cover its route names; the objects it adds
+ * (or reads from another secret) must exist (`snapshot.ts`) and validate against the new config.
+ * Only then are they installed, as files only, and HAProxy reloads once to load them. A failure
+ * while installing puts back the config that was serving.
  */
 import type { FleetConfig } from '../../lib/config/index.ts';
 import { coversHostnames } from '../../lib/pki/index.ts';
+import { appliedBasis, type Basis, type CheckedObject, checkObject, Rejection } from './checks.ts';
 import { message, type SidecarContext } from './context.ts';
 import { hostnamesFor, loadedCertificates, objectRefs } from './gateway-files.ts';
 import { rerender } from './haproxy-sync.ts';
-import { installObject, Rejection } from './install.ts';
+import { installChecked } from './install.ts';
 import { checkSnapshot, type SnapshotEntry } from './snapshot.ts';
 import { type ObjectRef, Phase } from './state.ts';
 import { checkFleetDocument } from './validate.ts';
@@ -67,16 +69,25 @@ export async function installFleet(ctx: SidecarContext, text: string): Promise<v
   const snapshot = checkSnapshot(entries, loadedCertificates(next));
   if (snapshot.kind === 'inconsistent') throw new Rejection(snapshot.code, snapshot.reason);
   if (snapshot.kind === 'unavailable') throw snapshot.error;
+  // Every added object fetched and validated against the new config (and a trust bundle it
+  // adds, which the certificates after it must chain to) before the first one is installed.
+  const staged: { ref: ObjectRef; versionId: string; object: CheckedObject }[] = [];
+  let basis: Basis = { ...appliedBasis(material), fleet: next };
+  for (const { ref, versionId } of snapshot.current) {
+    const text = await ctx.store.fetchVersion(ref.secretId, versionId);
+    const object = await checkObject(ctx, basis, ref, text);
+    if (object.kind === 'trust') basis = { ...basis, trust: object.value };
+    staged.push({ ref, versionId, object });
+  }
   material.fleet = next;
   ctx.dispatch({ type: 'configured', refs });
   let installed = 0;
   try {
-    for (const { ref, versionId } of snapshot.current) {
-      const text = await ctx.store.fetchVersion(ref.secretId, versionId);
+    for (const { ref, versionId, object } of staged) {
       // Files only: HAProxy loads them with the reload below.
       ctx.dispatch({ type: 'staging', filesOnly: true });
       try {
-        const facts = await installObject(ctx, ref, versionId, text);
+        const facts = await installChecked(ctx, ref, versionId, object);
         installed++;
         ctx.dispatch({
           type: 'applied',

@@ -3,6 +3,7 @@
  * `commit ssl ca-file` (see apply.ts): the files are written and HAProxy reloads seamlessly;
  * established connections finish on the previous worker. While HAProxy is not live, or a fleet
  * change stages objects, only the files are written and a reload is noted as pending.
+ * The bundle comes checked against the certificates in service (`checks.ts`).
  */
 import { readFile } from 'node:fs/promises';
 import { terminatePaths, trustReferenced } from '../haproxy/render-terminate.ts';
@@ -11,26 +12,16 @@ import { live, message, type SidecarContext } from './context.ts';
 import { ApplyFailed } from './errors.ts';
 import { mayServeOldFiles } from './gateway-state.ts';
 import { rerender } from './haproxy-sync.ts';
-import { Rejection } from './install.ts';
 import { type AppliedFacts, type ObjectRef, Phase } from './state.ts';
-import { checkTrustDocument } from './validate.ts';
+import type { CheckedTrust } from './validate.ts';
 
-export async function installTrust(ctx: SidecarContext, ref: ObjectRef, text: string): Promise<AppliedFacts> {
+export async function installTrust(
+  ctx: SidecarContext,
+  ref: ObjectRef,
+  trust: CheckedTrust,
+): Promise<AppliedFacts> {
   const { material, layout } = ctx;
   const fleet = material.fleet;
-  // Only certificates the fleet config still declares: one whose route and entry were
-  // removed stays in memory but is served by nobody, and must not hold back a CA rollover.
-  const declared = new Set(fleet?.certificates.map((c) => c.name) ?? []);
-  const serving = [...material.certificates.entries()]
-    .filter(([name]) => declared.has(name))
-    .map(([name, c]) => ({ name, chainPem: c.pem }));
-  const checked = await checkTrustDocument(text, {
-    at: ctx.now(),
-    skewSeconds: ctx.config.clockSkewSeconds,
-    serving,
-  });
-  if (checked.kind === 'invalid') throw new Rejection(checked.code, checked.reason);
-  const trust = checked.value;
   const crl = trust.crlPem !== undefined;
   const facts = { caCount: trust.caCount, crl };
   if (fleet === undefined || !trustReferenced(fleet) || ctx.state.gateway.filesOnly || !live(ctx)) {

@@ -36,7 +36,7 @@ let fake: FakeRuntime;
 let ctx: SidecarContext;
 let lines: string[];
 
-function fleet(names: string[], options: { allowlist?: boolean } = {}): string {
+function fleet(names: string[], options: { allowlist?: boolean; trust?: string } = {}): string {
   const config: FleetConfigInput = {
     fleet: 'effects-test',
     listeners: { bind: ['127.0.0.1'], tls: 18443, http: null, health: 18080, metrics: null },
@@ -47,7 +47,7 @@ function fleet(names: string[], options: { allowlist?: boolean } = {}): string {
       dns: [name],
       usage: 'server' as const,
     })),
-    trust: { secretId: 'trust' },
+    trust: { secretId: options.trust ?? 'trust' },
     nudgeKey: { secretId: 'nudge-key' },
     allowlist:
       options.allowlist === false
@@ -259,6 +259,28 @@ describe('fleet config changes', () => {
     });
     expect(Object.keys(ctx.state.objects)).toEqual(objects);
     expect(await readFile(ctx.layout.config, 'utf8')).toBe(before);
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('installs none of the objects it adds when one of them does not validate', async () => {
+    await ready();
+    const trustFile = join(dir, 'gw', 'certs', 'trust.pem');
+    const trustBefore = await readFile(trustFile, 'utf8');
+    // A valid bundle from another secret, and a leaf that does not chain to it.
+    await putSecret(
+      store,
+      'trust-2',
+      JSON.stringify({ caBundlePem: ca.certificatePem + otherCa.certificatePem }),
+    );
+    const stranger = await createCertificateAuthority({ commonName: 'Effects Stranger CA' });
+    await putSecret(store, `cert/${B}`, await leaf(B, stranger));
+    const versionId = await putSecret(store, 'fleet', fleet([A, B], { trust: 'trust-2' }));
+    const error = await applyObject(ctx, 'fleet', versionId, 'current', versionId);
+    expect(error?.name).toBe('ContentRejected');
+    expect(ctx.state.objects.fleet?.rejected).toMatchObject({ versionId, code: 'untrusted-chain' });
+    expect(await readFile(trustFile, 'utf8')).toBe(trustBefore);
+    expect(ctx.material.trust?.caCount).toBe(1);
+    expect(ctx.state.objects.trust?.ref.secretId).toBe('trust');
     expect(fake.calls).toEqual([]);
   });
 
