@@ -13,6 +13,7 @@ import { Stage } from '../../lib/ports.ts';
 import { type DesiredSecret, taskInSync } from '../../lib/rotation/converge.ts';
 import { CertificateSecret } from '../../lib/secrets/formats.ts';
 import { errorName, readDocument } from '../../lib/workflows/common.ts';
+import { livePendingVersion } from '../../lib/workflows/converge-steps.ts';
 import { PlaceholderDocument } from '../../lib/workflows/documents.ts';
 import { allowlistSecretId, loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
@@ -97,6 +98,8 @@ export interface CurrentState {
   certificates: Record<string, string | null>;
   /** Version id of each certificate's `AWSCURRENT` (null as above); absent: compared by serial. */
   certificateVersions?: Record<string, string | null>;
+  /** The `AWSPENDING` version of each certificate a rotation in flight holds (lease live). */
+  certificateRotatingTo?: Record<string, string>;
   allowlistVersionId: string | null;
   /** `AWSCURRENT` of the trust secret; null or absent when the fleet has none (or it is missing). */
   trustVersionId?: string | null;
@@ -124,7 +127,16 @@ function label(secret: DesiredSecret): string {
 export function desiredSecrets(current: CurrentState): DesiredSecret[] {
   const desired: DesiredSecret[] = [];
   for (const [name, versionId] of Object.entries(current.certificateVersions ?? {})) {
-    if (versionId !== null) desired.push({ kind: 'certificate', name, secretId: '', versionId });
+    if (versionId !== null) {
+      const rotatingTo = current.certificateRotatingTo?.[name];
+      desired.push({
+        kind: 'certificate',
+        name,
+        secretId: '',
+        versionId,
+        ...(rotatingTo === undefined ? {} : { rotatingTo }),
+      });
+    }
   }
   if (current.allowlistVersionId !== null)
     desired.push({ kind: 'allowlist', secretId: '', versionId: current.allowlistVersionId });
@@ -332,12 +344,18 @@ export async function currentState(target: ControlPlaneTarget): Promise<Required
   }
   const certificates: Record<string, string | null> = {};
   const certificateVersions: Record<string, string | null> = {};
+  const certificateRotatingTo: Record<string, string> = {};
   for (const spec of config.certificates) {
     const current = await read(`certificate ${spec.name}`, spec.secretId, () =>
       currentCertificate(target.store, spec.secretId),
     );
     certificates[spec.name] = current?.serial ?? null;
     certificateVersions[spec.name] = current?.versionId ?? null;
+    // A task already on a live rotation's AWSPENDING is where that rotation put it: in sync.
+    const rotatingTo = await livePendingVersion(target.store, spec.secretId, new Date()).catch(
+      () => undefined,
+    );
+    if (rotatingTo !== undefined) certificateRotatingTo[spec.name] = rotatingTo;
   }
   const allowlistId = allowlistSecretId(config);
   const allowlistVersionId =
@@ -354,6 +372,7 @@ export async function currentState(target: ControlPlaneTarget): Promise<Required
   return {
     certificates,
     certificateVersions,
+    certificateRotatingTo,
     allowlistVersionId,
     trustVersionId,
     fleetConfigVersionId,

@@ -102,7 +102,7 @@ export function makeConvergeTask(ports: ControlPlanePorts) {
         name: spec.name,
         secretId: spec.secretId,
         versionId: current.versionId,
-        rotatingTo: await livePending(ports, spec.secretId),
+        rotatingTo: await livePendingVersion(ports.store, spec.secretId, nowOf(ports)),
       });
     }
     const allowlist = allowlistSecretId(config);
@@ -133,19 +133,23 @@ export function makeConvergeTask(ports: ControlPlanePorts) {
 
 /**
  * The certificate's `AWSPENDING` while a rotation holds it (lease live), so converge leaves a
- * task the rotation nudged there alone; an abandoned (stale) one is not returned.
+ * task the rotation nudged there alone and `status` counts it in sync; an abandoned (stale) one
+ * is not returned.
  */
-async function livePending(ports: ControlPlanePorts, secretId: string): Promise<string | undefined> {
-  const description = await ports.store.describe(secretId);
+export async function livePendingVersion(
+  store: SecretStore,
+  secretId: string,
+  now: Date,
+): Promise<string | undefined> {
+  const description = await store.describe(secretId);
   const version = description.versions.find((v) => v.stages.includes(Stage.Pending));
   if (version === undefined) return undefined;
-  const createdAt =
-    version.createdAt ?? (await tryGetVersion(ports.store, secretId, version.versionId))?.createdAt;
+  const createdAt = version.createdAt ?? (await tryGetVersion(store, secretId, version.versionId))?.createdAt;
   if (createdAt === undefined) return undefined;
   const lease = rotationLease({
     versions: [{ versionId: version.versionId, stages: [Stage.Pending], createdAt }],
     ownVersionIds: new Set(),
-    now: nowOf(ports),
+    now,
   });
   return lease.held.length > 0 ? version.versionId : undefined;
 }

@@ -38,6 +38,7 @@ const served: TaskStatus = {
 const current: Required<CurrentState> = {
   certificates: { api: 'abc123' },
   certificateVersions: { api: 'v-api-2' },
+  certificateRotatingTo: {},
   allowlistVersionId: 'allow-7',
   trustVersionId: 'trust-1',
   fleetConfigVersionId: 'fleet-3',
@@ -64,6 +65,20 @@ describe('status rows', () => {
     const row = taskRow(task, served, { ...current, ...change }, NOW);
     expect(row).toMatchObject({ inSync: false, outOfSync: [name] });
     expect(formatTable([row], plain).split('\n')[1]).toMatch(new RegExp(`no \\(${name}\\)$`));
+  });
+
+  it('count a task on a live rotation’s AWSPENDING in sync, and one on neither version behind', () => {
+    const rotating = {
+      ...current,
+      certificateVersions: { api: 'v-api-1' },
+      certificateRotatingTo: { api: 'v-api-2' },
+    };
+    expect(taskRow(task, served, rotating, NOW)).toMatchObject({ inSync: true, outOfSync: [] });
+    const elsewhere = { ...rotating, certificateRotatingTo: { api: 'v-api-9' } };
+    expect(taskRow(task, served, elsewhere, NOW)).toMatchObject({
+      inSync: false,
+      outOfSync: ['certificate api'],
+    });
   });
 
   it('use the same rule as converge-task', () => {
