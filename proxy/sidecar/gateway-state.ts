@@ -11,7 +11,10 @@
  *   compares certificates and ACLs only, so the next verification reloads first;
  * - `filesOnly`: a fleet change is staging the objects it adds: they are written as files and
  *   loaded by the reload that follows, not through the runtime API;
- * - `renderedCrl`: the rendered config references the CRL file.
+ * - `renderedCrl`: the rendered config references the CRL file;
+ * - `haproxyAwaitedSinceMs`, `warnedHaproxyWait`: since when files are rendered and no HAProxy
+ *   answered, and whether that was already logged (once past `haproxyStartWaitMs`);
+ * - `startAttempts`: start attempts that did not render, since the last that did (the backoff).
  */
 export interface GatewayFlags {
   previouslyRendered: boolean;
@@ -19,6 +22,9 @@ export interface GatewayFlags {
   reloadPending: boolean;
   filesOnly: boolean;
   renderedCrl: boolean;
+  haproxyAwaitedSinceMs?: number;
+  warnedHaproxyWait: boolean;
+  startAttempts: number;
 }
 
 export type GatewayEvent =
@@ -30,7 +36,13 @@ export type GatewayEvent =
   /** A fleet change starts (`filesOnly: true`) or ends staging the objects it adds. */
   | { type: 'staging'; filesOnly: boolean }
   /** Whether the config now rendered (or about to be) references the CRL file. */
-  | { type: 'crlRendered'; crl: boolean };
+  | { type: 'crlRendered'; crl: boolean }
+  /** Files rendered by a start attempt at `atMs` (epoch ms): HAProxy is awaited from then. */
+  | { type: 'haproxyAwaited'; atMs: number }
+  /** The wait for HAProxy was logged as too long. */
+  | { type: 'haproxyWaitWarned' }
+  /** A start attempt ended without rendering; the next waits longer. */
+  | { type: 'startRetried' };
 
 export function initialGatewayFlags(): GatewayFlags {
   return {
@@ -39,6 +51,8 @@ export function initialGatewayFlags(): GatewayFlags {
     reloadPending: false,
     filesOnly: false,
     renderedCrl: false,
+    warnedHaproxyWait: false,
+    startAttempts: 0,
   };
 }
 
@@ -54,10 +68,25 @@ export function reduceGateway(flags: GatewayFlags, event: GatewayEvent): Gateway
       return { ...flags, filesOnly: event.filesOnly };
     case 'crlRendered':
       return { ...flags, renderedCrl: event.crl };
+    case 'haproxyAwaited':
+      return { ...flags, haproxyAwaitedSinceMs: event.atMs, startAttempts: 0 };
+    case 'haproxyWaitWarned':
+      return { ...flags, warnedHaproxyWait: true };
+    case 'startRetried':
+      return { ...flags, startAttempts: flags.startAttempts + 1 };
   }
 }
 
 /** A running HAProxy may have loaded earlier files: a restarted sidecar, or a HAProxy seen. */
 export function mayServeOldFiles(flags: GatewayFlags): boolean {
   return flags.haproxySeen || flags.previouslyRendered;
+}
+
+/** Whether the wait for HAProxy is long enough to log, and not logged yet. */
+export function haproxyWaitOverdue(flags: GatewayFlags, nowMs: number, limitMs: number): boolean {
+  return (
+    flags.haproxyAwaitedSinceMs !== undefined &&
+    !flags.warnedHaproxyWait &&
+    nowMs - flags.haproxyAwaitedSinceMs > limitMs
+  );
 }

@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import { runEffects } from './apply-object.ts';
 import { message, type SidecarContext } from './context.ts';
 import { type EmfCursor, emfLines, tlsTotals as sumTls } from './emf.ts';
+import { haproxyWaitOverdue } from './gateway-state.ts';
 import type { TlsCounters } from './metrics.ts';
 import { tryStart } from './start.ts';
 import { Phase } from './state.ts';
@@ -36,10 +37,7 @@ export function createLoops(ctx: SidecarContext, deps: LoopDeps): Loops {
   const { config, log } = ctx;
   let closed = false;
   const timers = new Set<NodeJS.Timeout>();
-  let attempt = 0;
   let starting: Promise<void> | undefined;
-  let haproxyWaitSince: number | undefined;
-  let warnedHaproxyWait = false;
   let emfCursor: EmfCursor | undefined;
 
   const later = (delayMs: number, run: () => void) => {
@@ -53,11 +51,8 @@ export function createLoops(ctx: SidecarContext, deps: LoopDeps): Loops {
 
   const startAttempt = async (): Promise<void> => {
     if (closed || ctx.state.phase !== Phase.Starting) return;
-    await tryStart(ctx, attempt);
-    if (ctx.state.phase !== Phase.Starting) {
-      attempt = 0;
-      haproxyWaitSince = Date.now();
-    }
+    await tryStart(ctx, ctx.state.gateway.startAttempts);
+    if (ctx.state.phase !== Phase.Starting) ctx.dispatch({ type: 'haproxyAwaited', atMs: Date.now() });
   };
 
   const scheduleStart = (delayMs: number) =>
@@ -67,7 +62,8 @@ export function createLoops(ctx: SidecarContext, deps: LoopDeps): Loops {
         .catch((error: unknown) => log.error('start attempt failed', { error: message(error) }))
         .then(() => {
           if (ctx.state.phase === Phase.Starting) {
-            attempt++;
+            ctx.dispatch({ type: 'startRetried' });
+            const attempt = ctx.state.gateway.startAttempts;
             scheduleStart(
               Math.min(config.retry.maxMs, config.retry.initialMs * 2 ** Math.min(attempt - 1, 16)),
             );
@@ -83,17 +79,16 @@ export function createLoops(ctx: SidecarContext, deps: LoopDeps): Loops {
     } catch (error) {
       if (ctx.state.phase === Phase.Ready) log.warn('haproxy unreachable', { error: message(error) });
       ctx.dispatch({ type: 'haproxyDown' });
+      const since = ctx.state.gateway.haproxyAwaitedSinceMs;
       if (
-        haproxyWaitSince !== undefined &&
-        !warnedHaproxyWait &&
-        Date.now() - haproxyWaitSince > config.haproxyStartWaitMs
+        since !== undefined &&
+        haproxyWaitOverdue(ctx.state.gateway, Date.now(), config.haproxyStartWaitMs)
       ) {
-        warnedHaproxyWait = true;
-        log.warn('haproxy has not started', { waitedMs: Date.now() - haproxyWaitSince });
+        ctx.dispatch({ type: 'haproxyWaitWarned' });
+        log.warn('haproxy has not started', { waitedMs: Date.now() - since });
       }
       return;
     }
-    haproxyWaitSince = undefined;
     await runEffects(ctx, ctx.dispatch({ type: 'haproxyUp', pid }));
   };
 

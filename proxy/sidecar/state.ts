@@ -356,9 +356,12 @@ export function reduce(
       };
     }
     case 'haproxyUp': {
-      const seen = state.gateway.haproxySeen
-        ? state
-        : { ...state, gateway: { ...state.gateway, haproxySeen: true } };
+      // A HAProxy answered: it may hold files older than the disk, and it is no longer awaited.
+      const { haproxyAwaitedSinceMs, ...flags } = state.gateway;
+      const seen =
+        state.gateway.haproxySeen && haproxyAwaitedSinceMs === undefined
+          ? state
+          : { ...state, gateway: { ...flags, haproxySeen: true } };
       if (seen.phase === Phase.Starting) return { state: seen, effects: [] };
       if (seen.phase === Phase.Ready && seen.haproxyPid === event.pid) return { state: seen, effects: [] };
       return {
@@ -379,6 +382,9 @@ export function reduce(
     case 'reloaded':
     case 'staging':
     case 'crlRendered':
+    case 'haproxyAwaited':
+    case 'haproxyWaitWarned':
+    case 'startRetried':
       return { state: { ...state, gateway: reduceGateway(state.gateway, event) }, effects: [] };
   }
 }

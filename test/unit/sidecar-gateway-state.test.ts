@@ -3,7 +3,7 @@
  * by events, and the rule built on them (a running HAProxy may serve older files).
  */
 import { describe, expect, it } from 'vitest';
-import { mayServeOldFiles } from '../../proxy/sidecar/gateway-state.ts';
+import { haproxyWaitOverdue, mayServeOldFiles } from '../../proxy/sidecar/gateway-state.ts';
 import { initialState, reduce, type SidecarEvent, type SidecarState } from '../../proxy/sidecar/state.ts';
 
 function run(events: SidecarEvent[], from: SidecarState = initialState()): SidecarState {
@@ -24,6 +24,8 @@ describe('gateway flags', () => {
       reloadPending: false,
       filesOnly: false,
       renderedCrl: false,
+      warnedHaproxyWait: false,
+      startAttempts: 0,
     });
     expect(mayServeOldFiles(initialState().gateway)).toBe(false);
   });
@@ -58,6 +60,27 @@ describe('gateway flags', () => {
       state: { phase: 'rendered', gateway: { haproxySeen: true } },
       effects: [{ type: 'verifyHaproxy', pid: 7 }],
     });
+  });
+
+  it('counts start attempts until one renders, then awaits HAProxy until it answers', () => {
+    const retried = run([{ type: 'startRetried' }, { type: 'startRetried' }]);
+    expect(retried.gateway.startAttempts).toBe(2);
+    const awaited = run(
+      [
+        { type: 'rendered', at: 't' },
+        { type: 'haproxyAwaited', atMs: 1000 },
+      ],
+      retried,
+    );
+    expect(awaited.gateway).toMatchObject({ startAttempts: 0, haproxyAwaitedSinceMs: 1000 });
+    expect(haproxyWaitOverdue(awaited.gateway, 1500, 1000)).toBe(false);
+    expect(haproxyWaitOverdue(awaited.gateway, 2001, 1000)).toBe(true);
+    // Logged once.
+    const warned = run([{ type: 'haproxyWaitWarned' }], awaited);
+    expect(haproxyWaitOverdue(warned.gateway, 5000, 1000)).toBe(false);
+    const answered = reduce(awaited, { type: 'haproxyUp', pid: 3 }).state;
+    expect(answered.gateway.haproxyAwaitedSinceMs).toBeUndefined();
+    expect(haproxyWaitOverdue(answered.gateway, 5000, 1000)).toBe(false);
   });
 
   it('other events leave the flags as they are', () => {
