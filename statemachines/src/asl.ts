@@ -197,3 +197,35 @@ export function taskUpdateStates(spec: TaskUpdateSpec): { TaskBatches: State; Up
     },
   };
 }
+
+/**
+ * A ResultSelector that keeps these fields of the Lambda's answer under their own names:
+ * `fromPayload('serial', 'notAfter')` → `{ 'serial.$': '$.Payload.serial', 'notAfter.$': '$.Payload.notAfter' }`.
+ */
+export function fromPayload(...fields: string[]): Record<string, string> {
+  return Object.fromEntries(fields.map((field) => [`${field}.$`, `$.Payload.${field}`]));
+}
+
+/** A Catch of every error (`States.ALL`) into `next`, the error at `resultPath` (default `$.error`). */
+export function catchAll(next: string, resultPath: string | null = '$.error'): Catcher[] {
+  return [{ ErrorEquals: ['States.ALL'], Next: next, ResultPath: resultPath }];
+}
+
+/** PromoteSecret's answer as both machines keep it at `$.promoted` (counts from the batches). */
+export const PROMOTED_RESULT: Record<string, string> = {
+  'previousVersionId.$': '$.Payload.previousVersionId',
+  'needsRoll.$': '$.Payload.needsRoll',
+  'updated.$': '$.Payload.updatedCount',
+  'unreachable.$': '$.Payload.unreachable',
+  'unreachableCount.$': '$.Payload.unreachableCount',
+};
+
+/** RollbackRotation's answer, kept at `$.rollback` by rotate-certificate and by its parent for a stopped child. */
+export const ROTATION_ROLLBACK_RESULT = fromPayload(
+  'restoredCurrentTo',
+  'droppedPending',
+  'revokedSerial',
+  'nudged',
+  'unreachable',
+  'notes',
+);

@@ -1,5 +1,5 @@
 /** The `converge-task` state machine; `npm run asl` writes it to `statemachines/converge-task.asl.json`. */
-import { lambdaTask, type StateMachine } from './asl.ts';
+import { catchAll, fromPayload, lambdaTask, type StateMachine } from './asl.ts';
 
 export const convergeTask: StateMachine = {
   Comment:
@@ -11,11 +11,7 @@ export const convergeTask: StateMachine = {
         "Compare the task's status with AWSCURRENT of each secret, nudge the stale ones, check again. A sidecar still starting is TaskUnreachable: retried with backoff.",
       payloadPath: '$',
       timeoutSeconds: 60,
-      resultSelector: {
-        'taskId.$': '$.Payload.taskId',
-        'outcome.$': '$.Payload.outcome',
-        'nudged.$': '$.Payload.nudged',
-      },
+      resultSelector: fromPayload('taskId', 'outcome', 'nudged'),
       resultPath: '$.converge',
       retry: [
         {
@@ -27,13 +23,7 @@ export const convergeTask: StateMachine = {
           JitterStrategy: 'FULL',
         },
       ],
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'NotifyConvergeFailed',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('NotifyConvergeFailed'),
       next: 'Converged',
     }),
     Converged: {
@@ -55,17 +45,9 @@ export const convergeTask: StateMachine = {
         },
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'published.$': '$.Payload.published',
-      },
+      resultSelector: fromPayload('published'),
       resultPath: null,
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'ConvergeFailed',
-          ResultPath: '$.notifyError',
-        },
-      ],
+      catch: catchAll('ConvergeFailed', '$.notifyError'),
       next: 'ConvergeFailed',
     }),
     ConvergeFailed: {

@@ -1,5 +1,13 @@
 /** The `rotate-certificate` state machine; `npm run asl` writes it to `statemachines/rotate-certificate.asl.json`. */
-import { lambdaTask, type StateMachine, taskUpdateStates } from './asl.ts';
+import {
+  catchAll,
+  fromPayload,
+  lambdaTask,
+  PROMOTED_RESULT,
+  ROTATION_ROLLBACK_RESULT,
+  type StateMachine,
+  taskUpdateStates,
+} from './asl.ts';
 
 export const rotateCertificate: StateMachine = {
   Comment:
@@ -16,10 +24,7 @@ export const rotateCertificate: StateMachine = {
         'certificate.$': '$.certificate',
       },
       timeoutSeconds: 60,
-      resultSelector: {
-        'certificateId.$': '$.Payload.certificateId',
-        'reused.$': '$.Payload.reused',
-      },
+      resultSelector: fromPayload('certificateId', 'reused'),
       resultPath: '$.issued',
       catch: [
         {
@@ -42,10 +47,7 @@ export const rotateCertificate: StateMachine = {
         'certificateId.$': '$.issued.certificateId',
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'serial.$': '$.Payload.serial',
-        'notAfter.$': '$.Payload.notAfter',
-      },
+      resultSelector: fromPayload('serial', 'notAfter'),
       resultPath: '$.newCertificate',
       retry: [
         {
@@ -57,13 +59,7 @@ export const rotateCertificate: StateMachine = {
           JitterStrategy: 'FULL',
         },
       ],
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackRotation',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('RollbackRotation'),
       next: 'StageCertificate',
     }),
     StageCertificate: lambdaTask('StageCertificate', {
@@ -75,23 +71,17 @@ export const rotateCertificate: StateMachine = {
         'certificateId.$': '$.issued.certificateId',
       },
       timeoutSeconds: 60,
-      resultSelector: {
-        'secretId.$': '$.Payload.secretId',
-        'versionId.$': '$.Payload.versionId',
-        'serial.$': '$.Payload.serial',
-        'notAfter.$': '$.Payload.notAfter',
-        'previousVersionId.$': '$.Payload.previousVersionId',
-        'previousSerial.$': '$.Payload.previousSerial',
-        'previousCertificateId.$': '$.Payload.previousCertificateId',
-      },
+      resultSelector: fromPayload(
+        'secretId',
+        'versionId',
+        'serial',
+        'notAfter',
+        'previousVersionId',
+        'previousSerial',
+        'previousCertificateId',
+      ),
       resultPath: '$.staged',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackRotation',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('RollbackRotation'),
       next: 'TaskBatches',
     }),
     ...taskUpdateStates({
@@ -116,21 +106,9 @@ export const rotateCertificate: StateMachine = {
         'batches.$': '$.taskOutcomes',
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'previousVersionId.$': '$.Payload.previousVersionId',
-        'needsRoll.$': '$.Payload.needsRoll',
-        'updated.$': '$.Payload.updatedCount',
-        'unreachable.$': '$.Payload.unreachable',
-        'unreachableCount.$': '$.Payload.unreachableCount',
-      },
+      resultSelector: PROMOTED_RESULT,
       resultPath: '$.promoted',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackRotation',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('RollbackRotation'),
       next: 'NeedsRoll',
     }),
     NeedsRoll: {
@@ -149,19 +127,9 @@ export const rotateCertificate: StateMachine = {
         'fleet.$': '$.fleet',
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'deploymentId.$': '$.Payload.deploymentId',
-        'poll.$': '$.Payload.poll',
-        'state.$': '$.Payload.state',
-      },
+      resultSelector: fromPayload('deploymentId', 'poll', 'state'),
       resultPath: '$.rollout',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackRotation',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('RollbackRotation'),
       next: 'WaitForRollout',
     }),
     WaitForRollout: {
@@ -178,19 +146,9 @@ export const rotateCertificate: StateMachine = {
         'maxPolls.$': '$.settings.rolloutMaxPolls',
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'deploymentId.$': '$.Payload.deploymentId',
-        'poll.$': '$.Payload.poll',
-        'state.$': '$.Payload.state',
-      },
+      resultSelector: fromPayload('deploymentId', 'poll', 'state'),
       resultPath: '$.rollout',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackRotation',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('RollbackRotation'),
       next: 'RolloutDone',
     }),
     RolloutDone: {
@@ -220,18 +178,9 @@ export const rotateCertificate: StateMachine = {
         reason: 'SUPERSEDED',
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'revoked.$': '$.Payload.revoked',
-        'serial.$': '$.Payload.serial',
-      },
+      resultSelector: fromPayload('revoked', 'serial'),
       resultPath: '$.revoked',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'MarkRevocationAttempted',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('MarkRevocationAttempted'),
       next: 'NotifyRotated',
     }),
     MarkRevocationAttempted: {
@@ -257,9 +206,7 @@ export const rotateCertificate: StateMachine = {
         },
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'published.$': '$.Payload.published',
-      },
+      resultSelector: fromPayload('published'),
       resultPath: null,
       next: 'Rotated',
     }),
@@ -299,22 +246,9 @@ export const rotateCertificate: StateMachine = {
         'AWSCURRENT back if it moved, AWSPENDING dropped, tasks nudged back, the new certificate revoked.',
       payloadPath: '$',
       timeoutSeconds: 120,
-      resultSelector: {
-        'restoredCurrentTo.$': '$.Payload.restoredCurrentTo',
-        'droppedPending.$': '$.Payload.droppedPending',
-        'revokedSerial.$': '$.Payload.revokedSerial',
-        'nudged.$': '$.Payload.nudged',
-        'unreachable.$': '$.Payload.unreachable',
-        'notes.$': '$.Payload.notes',
-      },
+      resultSelector: ROTATION_ROLLBACK_RESULT,
       resultPath: '$.rollback',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'NotifyRotationFailed',
-          ResultPath: '$.rollback',
-        },
-      ],
+      catch: catchAll('NotifyRotationFailed', '$.rollback'),
       next: 'NotifyRotationFailed',
     }),
     NotifyRotationFailed: lambdaTask('Notify', {
@@ -328,17 +262,9 @@ export const rotateCertificate: StateMachine = {
         },
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'published.$': '$.Payload.published',
-      },
+      resultSelector: fromPayload('published'),
       resultPath: null,
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RotationFailed',
-          ResultPath: '$.notifyError',
-        },
-      ],
+      catch: catchAll('RotationFailed', '$.notifyError'),
       next: 'RotationFailed',
     }),
     RotationFailed: {

@@ -1,5 +1,5 @@
 /** The `rotate-certificates` state machine; `npm run asl` writes it to `statemachines/rotate-certificates.asl.json`. */
-import { lambdaTask, type StateMachine } from './asl.ts';
+import { catchAll, fromPayload, lambdaTask, ROTATION_ROLLBACK_RESULT, type StateMachine } from './asl.ts';
 
 export const rotateCertificates: StateMachine = {
   Comment:
@@ -15,15 +15,7 @@ export const rotateCertificates: StateMachine = {
         'executionName.$': '$$.Execution.Name',
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'fleet.$': '$.Payload.fleet',
-        'executionName.$': '$.Payload.executionName',
-        'mode.$': '$.Payload.mode',
-        'dryRun.$': '$.Payload.dryRun',
-        'settings.$': '$.Payload.settings',
-        'rotate.$': '$.Payload.rotate',
-        'skip.$': '$.Payload.skip',
-      },
+      resultSelector: fromPayload('fleet', 'executionName', 'mode', 'dryRun', 'settings', 'rotate', 'skip'),
       resultPath: '$.plan',
       next: 'IsDryRun',
     }),
@@ -128,13 +120,7 @@ export const rotateCertificates: StateMachine = {
                 JitterStrategy: 'FULL',
               },
             ],
-            Catch: [
-              {
-                ErrorEquals: ['States.ALL'],
-                Next: 'ChildFailed',
-                ResultPath: '$.error',
-              },
-            ],
+            Catch: catchAll('ChildFailed'),
             End: true,
           },
           ChildFailed: {
@@ -206,22 +192,9 @@ export const rotateCertificates: StateMachine = {
               },
             },
             timeoutSeconds: 120,
-            resultSelector: {
-              'restoredCurrentTo.$': '$.Payload.restoredCurrentTo',
-              'droppedPending.$': '$.Payload.droppedPending',
-              'revokedSerial.$': '$.Payload.revokedSerial',
-              'nudged.$': '$.Payload.nudged',
-              'unreachable.$': '$.Payload.unreachable',
-              'notes.$': '$.Payload.notes',
-            },
+            resultSelector: ROTATION_ROLLBACK_RESULT,
             resultPath: '$.rollback',
-            catch: [
-              {
-                ErrorEquals: ['States.ALL'],
-                Next: 'NotifyStoppedChild',
-                ResultPath: '$.rollback',
-              },
-            ],
+            catch: catchAll('NotifyStoppedChild', '$.rollback'),
             next: 'NotifyStoppedChild',
           }),
           NotifyStoppedChild: lambdaTask('Notify', {
@@ -235,17 +208,9 @@ export const rotateCertificates: StateMachine = {
               },
             },
             timeoutSeconds: 30,
-            resultSelector: {
-              'published.$': '$.Payload.published',
-            },
+            resultSelector: fromPayload('published'),
             resultPath: null,
-            catch: [
-              {
-                ErrorEquals: ['States.ALL'],
-                Next: 'StoppedChildFailed',
-                ResultPath: '$.notifyError',
-              },
-            ],
+            catch: catchAll('StoppedChildFailed', '$.notifyError'),
             next: 'StoppedChildFailed',
           }),
           StoppedChildFailed: {

@@ -1,8 +1,28 @@
 /** The `update-allowlist` state machine; `npm run asl` writes it to `statemachines/update-allowlist.asl.json`. */
-import { lambdaTask, type StateMachine, taskUpdateStates } from './asl.ts';
+import {
+  catchAll,
+  fromPayload,
+  lambdaTask,
+  PROMOTED_RESULT,
+  type StateMachine,
+  taskUpdateStates,
+} from './asl.ts';
 
 /** UpdateTasks invocations per change: each takes the tasks whose id hashes to its number. */
 export const ALLOWLIST_TASK_BATCHES = 10;
+
+/** The allowlist change as Validate and Stage answer it, kept at `$.allowlist`. */
+const ALLOWLIST_STATE = fromPayload(
+  'mode',
+  'secretId',
+  'baseVersionId',
+  'versionId',
+  'size',
+  'added',
+  'removed',
+  'addedCount',
+  'removedCount',
+);
 
 export const updateAllowlist: StateMachine = {
   Comment:
@@ -17,25 +37,9 @@ export const updateAllowlist: StateMachine = {
         'executionName.$': '$$.Execution.Name',
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'mode.$': '$.Payload.mode',
-        'secretId.$': '$.Payload.secretId',
-        'baseVersionId.$': '$.Payload.baseVersionId',
-        'versionId.$': '$.Payload.versionId',
-        'size.$': '$.Payload.size',
-        'added.$': '$.Payload.added',
-        'removed.$': '$.Payload.removed',
-        'addedCount.$': '$.Payload.addedCount',
-        'removedCount.$': '$.Payload.removedCount',
-      },
+      resultSelector: ALLOWLIST_STATE,
       resultPath: '$.allowlist',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'NothingStaged',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('NothingStaged'),
       next: 'ChooseMode',
     }),
     ChooseMode: {
@@ -65,25 +69,9 @@ export const updateAllowlist: StateMachine = {
         'request.$': '$$.Execution.Input',
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'mode.$': '$.Payload.mode',
-        'secretId.$': '$.Payload.secretId',
-        'baseVersionId.$': '$.Payload.baseVersionId',
-        'versionId.$': '$.Payload.versionId',
-        'size.$': '$.Payload.size',
-        'added.$': '$.Payload.added',
-        'removed.$': '$.Payload.removed',
-        'addedCount.$': '$.Payload.addedCount',
-        'removedCount.$': '$.Payload.removedCount',
-      },
+      resultSelector: ALLOWLIST_STATE,
       resultPath: '$.allowlist',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackAllowlist',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('RollbackAllowlist'),
       next: 'TaskBatches',
     }),
     // A fixed number of batches: the allowlist's executions carry no fleet settings.
@@ -105,21 +93,9 @@ export const updateAllowlist: StateMachine = {
         'batches.$': '$.taskOutcomes',
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'previousVersionId.$': '$.Payload.previousVersionId',
-        'needsRoll.$': '$.Payload.needsRoll',
-        'updated.$': '$.Payload.updatedCount',
-        'unreachable.$': '$.Payload.unreachable',
-        'unreachableCount.$': '$.Payload.unreachableCount',
-      },
+      resultSelector: PROMOTED_RESULT,
       resultPath: '$.promoted',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'RollbackAllowlist',
-          ResultPath: '$.error',
-        },
-      ],
+      catch: catchAll('RollbackAllowlist'),
       next: 'NotifyAllowlistUpdated',
     }),
     NotifyAllowlistUpdated: lambdaTask('Notify', {
@@ -138,9 +114,7 @@ export const updateAllowlist: StateMachine = {
         },
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'published.$': '$.Payload.published',
-      },
+      resultSelector: fromPayload('published'),
       resultPath: null,
       next: 'AllowlistUpdated',
     }),
@@ -169,20 +143,9 @@ export const updateAllowlist: StateMachine = {
         'error.$': '$.error',
       },
       timeoutSeconds: 60,
-      resultSelector: {
-        'restoredCurrentTo.$': '$.Payload.restoredCurrentTo',
-        'droppedPending.$': '$.Payload.droppedPending',
-        'nudged.$': '$.Payload.nudged',
-        'notes.$': '$.Payload.notes',
-      },
+      resultSelector: fromPayload('restoredCurrentTo', 'droppedPending', 'nudged', 'notes'),
       resultPath: '$.rollback',
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'NotifyAllowlistFailed',
-          ResultPath: '$.rollback',
-        },
-      ],
+      catch: catchAll('NotifyAllowlistFailed', '$.rollback'),
       next: 'NotifyAllowlistFailed',
     }),
     NothingStaged: {
@@ -207,17 +170,9 @@ export const updateAllowlist: StateMachine = {
         },
       },
       timeoutSeconds: 30,
-      resultSelector: {
-        'published.$': '$.Payload.published',
-      },
+      resultSelector: fromPayload('published'),
       resultPath: null,
-      catch: [
-        {
-          ErrorEquals: ['States.ALL'],
-          Next: 'AllowlistUpdateFailed',
-          ResultPath: '$.notifyError',
-        },
-      ],
+      catch: catchAll('AllowlistUpdateFailed', '$.notifyError'),
       next: 'AllowlistUpdateFailed',
     }),
     AllowlistUpdateFailed: {
