@@ -749,6 +749,8 @@ describe('portcullis status against AWS', () => {
       certificateVersions: Object.fromEntries(
         fleetConfig.certificates.map((spec) => [spec.name, secrets.current(spec.secretId).versionId]),
       ),
+      // No rotation holds an AWSPENDING: nothing else counts as in sync.
+      certificateRotatingTo: {},
       allowlistVersionId: allowlist,
       trustVersionId: secrets.current(`${PREFIX}/trust`).versionId,
       fleetConfigVersionId: secrets.current(`${PREFIX}/fleet-config`).versionId,
@@ -885,6 +887,7 @@ describe('portcullis status against AWS', () => {
         certificateVersions: Object.fromEntries(
           Object.entries(inSync.certificates).map(([name, c]) => [name, c.versionId]),
         ),
+        certificateRotatingTo: {},
         allowlistVersionId: null,
         trustVersionId: inSync.trust!.versionId,
         fleetConfigVersionId: inSync.fleetConfig!.versionId,
