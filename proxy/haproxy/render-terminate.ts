@@ -38,7 +38,8 @@ import { posix } from 'node:path';
 import type { FleetConfig, TerminateRoute } from '../../lib/config/index.ts';
 import { isIpLiteral } from '../../lib/config/index.ts';
 import type { GatewayLayout } from './layout.ts';
-import { errorLogFormat, type RenderedFile } from './render.ts';
+import type { RenderedFile } from './render.ts';
+import { errorLogFormat } from './render-log.ts';
 
 /** Section names of the terminate half (runtime API `show table`, `show sess`, metrics labels). */
 export const TERMINATE = {
