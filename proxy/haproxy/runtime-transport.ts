@@ -5,7 +5,7 @@
  * Half-closing is per socket: the 2.6 master CLI keeps a non-interactive connection open until
  * the client shuts down its side, while the worker CLI closes after the line by itself and, when
  * it sees the client's shutdown early, drops the commands of a long `;` line it has not read yet
- * (measured on 2.6.12 under load; see `runtime.ts`).
+ * (measured on 2.6.12 under load; see `chunkBatch` in `runtime-protocol.ts`).
  */
 import { createConnection } from 'node:net';
 import { RuntimeTimeout, RuntimeUnavailable } from './errors.ts';

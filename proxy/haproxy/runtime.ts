@@ -26,21 +26,9 @@
  * ACLs and maps in 2.6 (sessions and servers need `operator`/`admin`): keep every stats socket
  * `level admin` and mode 0600, as the config renderer does.
  *
- * Transport, measured on 2.6.12 (2 vCPU, with and without two busy loops competing) with
- * 10 000 `add acl @<ver>` commands:
- * - one connection per command: ~0.85 ms each, ~8.5 s in all — fine for single commands only;
- * - `;`-separated commands on one non-interactive line: ~50–130 ms in all. A line longer than
- *   `tune.bufsize` (16 kB) sent with a half-close lost part of its commands in 6 of 20 loaded
- *   runs; lines under the buffer (half-closed: 0 of 60) or long lines without the half-close
- *   (0 of 40) lost none, nor did both together (0 of 50, loaded). Both together are the batched
- *   mode used here (`chunkBatch`; the worker closes after the line by itself);
- * - interactive `prompt` mode, 10 000 pipelined lines then a half-close: HAProxy reset the
- *   connection after ~8 900 answers in 1 of 60 runs (it stops at our shutdown with input still
- *   unread), and its answers need prompt parsing; not used.
- * Several newline-separated lines without `prompt` also "work", but only while HAProxy still has
- * unread input: racy, never used.
+ * Batching (`executeBatch`: `;`-lines under the buffer, see `chunkBatch` in runtime-protocol.ts
+ * for why) is how 10 000 `add acl @<ver>` take ~50–130 ms instead of ~8.5 s.
  */
-import { X509Certificate } from 'node:crypto';
 import { ServedVersionMismatch, ValidationError } from '../../lib/errors.ts';
 import { sameSerial } from '../../lib/pki/serial.ts';
 import { RuntimeApiError, RuntimeProtocolError, RuntimeTimeout, RuntimeUnavailable } from './errors.ts';
@@ -62,6 +50,8 @@ import {
   type SslCertificateInfo,
 } from './runtime-parsers.ts';
 import {
+  BUFFER_RESERVE,
+  chunkBatch,
   command,
   type EncodedCommand,
   encodeArgument,
@@ -70,6 +60,7 @@ import {
   expectEmpty,
   expectMatch,
   failure,
+  leafOf,
   rejectErrorText,
   renderBatch,
   renderRequest,
@@ -89,6 +80,7 @@ export type {
   SessionInfo,
   SslCertificateInfo,
 } from './runtime-parsers.ts';
+export { chunkBatch, leafOf } from './runtime-protocol.ts';
 export type { RuntimeTransport } from './runtime-transport.ts';
 
 /** An ACL or map: its file name as loaded, or its numeric id. */
@@ -117,57 +109,11 @@ export interface CertificateUpdate {
   info: SslCertificateInfo;
 }
 
-/**
- * Bytes of `tune.bufsize` a batched line leaves unused: HAProxy documents that what it reads at
- * once must fit in the buffer, and long lines did lose commands (see the header comment).
- */
-const BUFFER_RESERVE = 1024;
-
-/**
- * Splits commands into `;`-lines of at most `maxCommands` commands and `maxBytes` bytes
- * (HAProxy documents that what it reads at once must fit in `tune.bufsize`).
- */
-export function chunkBatch(
-  cmds: readonly EncodedCommand[],
-  maxCommands: number,
-  maxBytes: number,
-): EncodedCommand[][] {
-  const chunks: EncodedCommand[][] = [];
-  let current: EncodedCommand[] = [];
-  let bytes = 0;
-  for (const cmd of cmds) {
-    const size = Buffer.byteLength(cmd.line) + 1;
-    if (size > maxBytes) {
-      throw new ValidationError(`'${cmd.verb}' is longer than HAProxy's buffer`, { path: 'commands' });
-    }
-    if (current.length > 0 && (current.length >= maxCommands || bytes + size > maxBytes)) {
-      chunks.push(current);
-      current = [];
-      bytes = 0;
-    }
-    current.push(cmd);
-    bytes += size;
-  }
-  if (current.length > 0) chunks.push(current);
-  return chunks;
-}
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 // Serials are compared as lib/pki reads them (HAProxy prints uppercase hex without leading zeros,
 // node:crypto with them); re-exported for the runtime's callers.
 export { sameSerial };
-
-/** The leaf (first certificate) of a PEM bundle, or a `ValidationError`. */
-export function leafOf(pem: string): X509Certificate {
-  const block = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(pem);
-  if (!block) throw new ValidationError('PEM bundle holds no certificate', { path: 'pem' });
-  try {
-    return new X509Certificate(block[0]);
-  } catch (cause) {
-    throw new ValidationError('PEM bundle: the first certificate does not parse', { path: 'pem', cause });
-  }
-}
 
 /**
  * Client for one HAProxy instance's runtime API.
