@@ -12,7 +12,7 @@
  * sees a whole version or none.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import {
@@ -23,7 +23,7 @@ import {
 } from '../secrets/allowlist-storage.ts';
 import { AllowlistDigestMismatch } from '../secrets/errors.ts';
 import { encodePathSegment } from './file-secret-store.ts';
-import { fsyncDirectory, isCode } from './files.ts';
+import { isCode, writeFileAtomic } from './files.ts';
 
 const SUFFIX = '.object';
 const VERSION_ID = /^[0-9a-f]{32}$/;
@@ -59,21 +59,7 @@ export class FileObjectStore implements ObjectStore {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const versionId = randomBytes(16).toString('hex');
     const path = join(dir, `${versionId}${SUFFIX}`);
-    const temporary = `${path}.${process.pid}.tmp`;
-    const handle = await open(temporary, 'wx', 0o600);
-    try {
-      try {
-        await handle.writeFile(body);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temporary, path);
-    } catch (error) {
-      await unlink(temporary).catch(() => undefined);
-      throw error;
-    }
-    await fsyncDirectory(dir);
+    await writeFileAtomic(path, body, { mode: 0o600, syncDirectory: true });
     return { bucket: this.bucket, key, versionId };
   }
 

@@ -222,7 +222,7 @@ export async function fsyncDirectory(dir: string): Promise<void> {
  */
 export async function writeFileAtomic(
   path: string,
-  data: string,
+  data: string | Uint8Array,
   options: { mode: number; syncDirectory?: boolean; makeDirectory?: boolean },
 ): Promise<void> {
   if (options.makeDirectory) await mkdir(dirname(path), { recursive: true, mode: 0o755 });
@@ -230,7 +230,7 @@ export async function writeFileAtomic(
   const handle = await open(temporary, 'wx', options.mode);
   try {
     try {
-      await handle.writeFile(data, 'utf8');
+      await handle.writeFile(data);
       // The umask may have narrowed `mode` at creation: set it exactly before the file is visible.
       await handle.chmod(options.mode);
       await handle.sync();
