@@ -41,25 +41,15 @@ import { command } from '../haproxy/runtime-protocol.ts';
 import { unixSocketTransport } from '../haproxy/runtime-transport.ts';
 import { ApplyFailed } from './errors.ts';
 import { parseStickTable } from './metrics.ts';
+import type { GatewayRuntime } from './runtime-port.ts';
 
 /** Mode of every file under `certs/` that holds a private key. */
 export const KEY_FILE_MODE = 0o600;
 /** Public material (CA bundle, CRL, ACL and map files). */
 export const PUBLIC_FILE_MODE = 0o644;
 
-/** The runtime-API calls these effects make (a structural subset of `HaproxyRuntime`). */
-type Runtime = Pick<
-  HaproxyRuntime,
-  | 'execute'
-  | 'showInfo'
-  | 'showProc'
-  | 'updateCertificate'
-  | 'showSslCert'
-  | 'replaceAcl'
-  | 'showAclEntries'
-  | 'setMap'
-  | 'cutSessions'
->;
+/** The runtime-API calls these effects make: the sidecar's, less reloading. */
+type Runtime = Omit<GatewayRuntime, 'reload' | 'waitForReload'>;
 
 export interface ApplyTarget {
   layout: GatewayLayout;
