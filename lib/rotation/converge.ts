@@ -36,8 +36,8 @@ export function servedVersion(status: TaskStatus, secret: DesiredSecret): string
  * The versions a task may serve for `secret` without being nudged. Rule for a rotation in
  * flight: a task serving the certificate's live `AWSPENDING` is left there — nudging it back
  * to `AWSCURRENT` would make the rotation's verification (UpdateTasks) see a mismatch and roll everything back.
- * A task serving the old `AWSCURRENT` is left too: either the rotation's task Map listed it
- * and nudges it itself, or it started after ListTasks and the sidecar's poll backstop brings it
+ * A task serving the old `AWSCURRENT` is left too: either the rotation's UpdateTasks batch listed
+ * it and nudges it itself, or it started after its batch listed the fleet and the sidecar's poll backstop brings it
  * to the new `AWSCURRENT` once the rotation promotes it (a failed rotation's rollback lists
  * tasks again and nudges it back). Only a task serving neither (or nothing) is nudged, to
  * `AWSCURRENT`. A stale (abandoned) `AWSPENDING` is never passed as `rotatingTo`.
