@@ -15,6 +15,7 @@ import { LimitsSchema } from '../../lib/config/schema.ts';
 import { containerLayout, haproxyArgs } from '../../proxy/haproxy/process.ts';
 import { renderGateway } from '../../proxy/haproxy/render.ts';
 import { loadSidecarConfig, parseSidecarConfig } from '../../proxy/sidecar/config.ts';
+import { created, evaluateConditions, resolveIf } from '../deploy/conditions.ts';
 import {
   type CfnResource,
   type CfnTemplate,
@@ -160,60 +161,9 @@ function definition(
   return { asl: JSON.parse(substituted), refs: functionRefs };
 }
 
-/** Evaluates the template's Conditions (Fn::Equals/Not/Or/And over literals and Condition names). */
-function evaluateConditions(template: CfnTemplate): Record<string, boolean> {
-  const conditions = template.Conditions ?? {};
-  const cache: Record<string, boolean> = {};
-  const evaluate = (node: unknown): unknown => {
-    if (typeof node !== 'object' || node === null) return node;
-    const [[fn, args]] = Object.entries(node) as [[string, unknown]];
-    const values = list(args as unknown[]);
-    switch (fn) {
-      case 'Fn::Equals':
-        return evaluate(values[0]) === evaluate(values[1]);
-      case 'Fn::Not':
-        return !evaluate(values[0]);
-      case 'Fn::Or':
-        return values.some((v) => evaluate(v) === true);
-      case 'Fn::And':
-        return values.every((v) => evaluate(v) === true);
-      case 'Condition':
-        return byName(args as string);
-      default:
-        throw new Error(`cannot evaluate ${fn}`);
-    }
-  };
-  const byName = (name: string): boolean => {
-    cache[name] ??= evaluate(conditions[name]) === true;
-    return cache[name];
-  };
-  for (const name of Object.keys(conditions)) byName(name);
-  return cache;
-}
-
-/** Resolves `Fn::If` (and leaves everything else) under the evaluated conditions. */
-function resolveIf(value: unknown, conditions: Record<string, boolean>): unknown {
-  if (Array.isArray(value)) return value.map((v) => resolveIf(v, conditions));
-  if (typeof value !== 'object' || value === null) return value;
-  const fnIf = (value as { 'Fn::If'?: [string, unknown, unknown] })['Fn::If'];
-  if (fnIf !== undefined) {
-    const [name, yes, no] = fnIf;
-    if (!(name in conditions)) throw new Error(`unknown condition ${name}`);
-    return resolveIf(conditions[name] ? yes : no, conditions);
-  }
-  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolveIf(v, conditions)]));
-}
-
-/** The resources CloudFormation would create under the evaluated conditions. */
-function created(template: CfnTemplate, conditions: Record<string, boolean>): [string, CfnResource][] {
-  return Object.entries(template.Resources).filter(
-    ([, r]) => r.Condition === undefined || conditions[r.Condition],
-  );
-}
-
 /** `com.amazonaws.<region>.<service>` of every VPC endpoint that would be created. */
 function endpointServices(template: CfnTemplate, conditions: Record<string, boolean>): string[] {
-  return created(template, conditions)
+  return Object.entries(created(template, conditions))
     .filter(([, r]) => r.Type === 'AWS::EC2::VPCEndpoint')
     .map(([, r]) => {
       const name = (r.Properties as { ServiceName: { 'Fn::Sub': string } }).ServiceName['Fn::Sub'];
@@ -1083,7 +1033,7 @@ describe('serverless.yml packaged for a second deploy (secrets ready) into a VPC
     ]);
     expect(endpointServices(template, conditions)).toEqual([...new Set([...needed, 's3'])].sort());
 
-    const interfaces = created(template, conditions).filter(
+    const interfaces = Object.entries(created(template, conditions)).filter(
       ([, r]) =>
         r.Type === 'AWS::EC2::VPCEndpoint' &&
         (r.Properties as { VpcEndpointType: string }).VpcEndpointType === 'Interface',
