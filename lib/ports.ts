@@ -177,6 +177,11 @@ export interface NudgeRequest {
   secretId: string;
   /** Serve this version (for example the one labelled `AWSPENDING`) before it is promoted. */
   versionId?: string;
+  /**
+   * How long to wait for the sidecar's answer, which comes once the version is applied; default
+   * the client's timeout. Longer for a large allowlist, whose apply is a 100 000-entry ACL swap.
+   */
+  timeoutMs?: number;
 }
 
 /** Talks to one task's sidecar and verification listener. */

@@ -166,11 +166,18 @@ export class HttpTaskClient implements TaskClient {
     );
     const key = await this.#nudgeKey();
     const timestamp = this.#now();
-    const response = await this.#request(task, 'POST', '/v1/nudge', body, {
-      'content-type': 'application/json',
-      [NudgeHeaders.timestamp]: String(timestamp),
-      [NudgeHeaders.signature]: signNudge(key, timestamp, body),
-    });
+    const response = await this.#request(
+      task,
+      'POST',
+      '/v1/nudge',
+      body,
+      {
+        'content-type': 'application/json',
+        [NudgeHeaders.timestamp]: String(timestamp),
+        [NudgeHeaders.signature]: signNudge(key, timestamp, body),
+      },
+      request.timeoutMs,
+    );
     try {
       return this.#statusFrom(task, 'nudge', response, request.secretId);
     } catch (error) {
@@ -311,16 +318,17 @@ export class HttpTaskClient implements TaskClient {
     path: string,
     body: string | undefined,
     headers: Record<string, string>,
+    timeoutMs = this.#timeoutMs,
   ): Promise<{ statusCode: number; headers: IncomingHttpHeaders; text: string }> {
     const where = `${adminEndpoint(task)} (task ${task.taskId})`;
     return new Promise((resolve, reject) => {
-      const signal = AbortSignal.timeout(this.#timeoutMs);
+      const signal = AbortSignal.timeout(timeoutMs);
       // Every transport failure is "cannot talk to this task now"; the code says which.
       const fail = (error: unknown) => {
         const code = errorCode(error);
         const why =
           code === 'ABORT_ERR'
-            ? `no answer within ${this.#timeoutMs} ms`
+            ? `no answer within ${timeoutMs} ms`
             : code && UNREACHABLE_CODES.has(code)
               ? code
               : String(error);

@@ -75,6 +75,8 @@ export const NudgeTaskInput = z.object({
   secretId: z.string().min(1),
   /** Serve this version (staged, not yet current); absent or null: `AWSCURRENT`. */
   versionId: nullableString.optional(),
+  /** How long to wait for the sidecar to answer (it answers once applied); default the client's. */
+  timeoutMs: z.number().int().positive().optional(),
 });
 /** One part of the fleet: the tasks whose id hashes to `index` of `of` (see `taskBatchOf`). */
 export const TaskBatchSchema = z.object({

@@ -43,6 +43,7 @@ export function makeNudgeTask(ports: ControlPlanePorts) {
     const status = await ports.taskClient.nudge(toFleetTask(event.task), {
       secretId: event.secretId,
       ...(event.versionId ? { versionId: event.versionId } : {}),
+      ...(event.timeoutMs === undefined ? {} : { timeoutMs: event.timeoutMs }),
     });
     return { taskId: event.task.taskId, applied: status.lastApply?.ok ?? true };
   };
@@ -99,10 +100,19 @@ async function readyStatus(ports: ControlPlanePorts, task: FleetTask): Promise<T
 }
 
 /**
+ * How long UpdateTasks waits for a sidecar to answer an allowlist nudge: applying 100 000
+ * entries (fetch, digest, parse, one ACL swap, read back) takes seconds on a small Fargate task,
+ * longer than a certificate's. A batch of 100 tasks, 10 at a time, stays inside the function's
+ * 600 s even if every nudge waits this long and every status check its 10 s.
+ */
+export const ALLOWLIST_NUDGE_TIMEOUT_MS = 30_000;
+
+/**
  * UpdateTasks: nudges and verifies one batch of the fleet (the running tasks whose id hashes to
- * `batch.index`), {@link TASK_BATCH_CONCURRENCY} at a time, with the same rules for every task: a task it cannot reach (`TaskUnreachable` from either) is marked for a service
- * roll; any other failure (the sidecar refused the content, `ServedVersionMismatch`) stops the
- * batch — no task is started after it — and is thrown by name, for the machine to roll back.
+ * `batch.index`), {@link TASK_BATCH_CONCURRENCY} at a time, with the same rules for every task:
+ * a task it cannot reach (`TaskUnreachable` from either) is marked for a service roll; any
+ * other failure (the sidecar refused the content, `ServedVersionMismatch`) stops the batch — no
+ * task is started after it — and is thrown by name, for the machine to roll back.
  * Returns counts and at most {@link UNREACHABLE_SAMPLE} unreachable task ids.
  */
 export function makeUpdateTasks(ports: ControlPlanePorts) {
@@ -129,6 +139,7 @@ export function makeUpdateTasks(ports: ControlPlanePorts) {
             task: ref,
             secretId: event.target.secretId,
             versionId: event.target.versionId,
+            ...(event.target.kind === 'allowlist' ? { timeoutMs: ALLOWLIST_NUDGE_TIMEOUT_MS } : {}),
           });
           await verifyServed(ports, toFleetTask(ref), event.target, spec);
           updated += 1;

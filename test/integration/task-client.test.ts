@@ -87,6 +87,10 @@ function fakeSidecar(): { server: Server; accepted: unknown[] } {
           return reply(res, 418, {});
         case 'prod/cert/hang':
           return; // never answers: the client's timeout must end the call
+        case 'prod/allowlist/slow':
+          // Answers once a long apply is done, later than the client's default timeout.
+          setTimeout(() => reply(res, 200, status), 700);
+          return;
         default:
           accepted.push(nudge);
           return reply(res, 200, status);
@@ -223,6 +227,17 @@ describe('HttpTaskClient over HTTP', () => {
       message: expect.stringContaining('ECONNREFUSED'),
     });
     await expect(client.status(task(closedPort))).rejects.toMatchObject({ name: 'TaskUnreachable' });
+  });
+
+  it('waits for a slow apply as long as the nudge asks, and only that long', async () => {
+    const client = new HttpTaskClient({ nudgeKey: key, timeoutMs: 300 });
+    await expect(client.nudge(task(port), { secretId: 'prod/allowlist/slow' })).rejects.toMatchObject({
+      name: 'TaskUnreachable',
+      message: expect.stringContaining('no answer within 300 ms'),
+    });
+    await expect(
+      client.nudge(task(port), { secretId: 'prod/allowlist/slow', timeoutMs: 5000 }),
+    ).resolves.toMatchObject({ ready: true });
   });
 
   it('gives up on a sidecar that never answers and reports it as TaskUnreachable', async () => {

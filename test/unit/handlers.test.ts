@@ -26,6 +26,7 @@ import {
   makeValidateAllowlist,
   schemas,
 } from '../../lib/workflows/index.ts';
+import { ALLOWLIST_NUDGE_TIMEOUT_MS } from '../../lib/workflows/task-steps.ts';
 import { type ControlPlaneFixture, createControlPlaneFixture, fixtureSecrets } from '../support/fakes.ts';
 
 const apiSubject = certificateTokenSubject('demo', fixtureSecrets.api, 'api');
@@ -247,6 +248,19 @@ describe('UpdateTasks', () => {
     const result = await makeUpdateTasks(fx.ports)({ batch: wholeFleet, target });
     expect(result).toMatchObject({ unreachable: [fx.gateway.tasks[0]!.task.taskId], unreachableCount: 1 });
     expect(result.updated).toBe(fx.gateway.tasks.length - 1);
+    // An allowlist apply (up to 100 000 entries) gets longer than the client's default to answer.
+    for (const fake of fx.gateway.tasks) {
+      expect(fake.nudges.at(-1)).toMatchObject({
+        secretId: current.secretId,
+        timeoutMs: ALLOWLIST_NUDGE_TIMEOUT_MS,
+      });
+    }
+  });
+
+  it('nudges certificates with the client default timeout', async () => {
+    const { target } = await staged();
+    await makeUpdateTasks(fx.ports)({ batch: wholeFleet, target });
+    for (const fake of fx.gateway.tasks) expect(fake.nudges.at(-1)?.timeoutMs).toBeUndefined();
   });
 });
 
