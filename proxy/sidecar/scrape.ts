@@ -2,7 +2,9 @@
  * `GET /metrics`: the sidecar's families from its state (`metrics.ts`), HAProxy's TLS counters
  * per terminate route (summed over reloads) and the access log sink's counters.
  */
-import { TERMINATE, terminateRoutes } from '../haproxy/render-terminate.ts';
+
+import { TERMINATE, TLS_COUNTER, type TlsCounter, terminateRoutes } from '../haproxy/render-terminate.ts';
+import type { HaproxyInfo } from '../haproxy/runtime.ts';
 import { command } from '../haproxy/runtime-protocol.ts';
 import { message, type SidecarContext } from './context.ts';
 import type { LogSink } from './log-sink.ts';
@@ -17,9 +19,16 @@ import {
 } from './metrics.ts';
 import { Phase } from './state.ts';
 
+/** A route's counters before its first connection (no stick-table entry yet). */
+const ZERO_TLS_COUNTERS = () =>
+  Object.fromEntries(Object.keys(TLS_COUNTER).map((name) => [name, 0])) as Record<TlsCounter, number>;
+
 export interface Scrape {
-  /** TLS counters of the terminate routes while HAProxy is ready, else `undefined`. */
-  readTls(): Promise<TlsCounters | undefined>;
+  /**
+   * TLS counters of the terminate routes while HAProxy is ready, else `undefined`; `info`: the
+   * worker's `show info` when the caller has just read it.
+   */
+  readTls(info?: HaproxyInfo): Promise<TlsCounters | undefined>;
   /** The Prometheus text of one scrape. */
   metrics(): Promise<string>;
 }
@@ -35,24 +44,18 @@ export function createScrape(
     ...(accessLog === undefined ? [] : [accessLog.contributor]),
     ...extra,
   ];
-  const readTls = async (): Promise<TlsCounters | undefined> => {
+  const readTls = async (info?: HaproxyInfo): Promise<TlsCounters | undefined> => {
     const fleet = ctx.material.fleet;
     if (ctx.state.phase !== Phase.Ready || fleet === undefined || terminateRoutes(fleet).length === 0)
       return undefined;
     try {
-      const pid = (await ctx.runtime.showInfo()).pid;
+      const pid = (info ?? (await ctx.runtime.showInfo())).pid;
       const tls = tlsCountersFrom(
         parseStickTable(await ctx.runtime.execute(command('show table', TERMINATE.table))),
       );
       // Routes without traffic have no table entry yet: show them at 0.
       for (const { route } of terminateRoutes(fleet)) {
-        tls[route.serverName] ??= {
-          handshake: 0,
-          noCertificate: 0,
-          failVerifyNoCert: 0,
-          failVerifyError: 0,
-          failVerifySan: 0,
-        };
+        tls[route.serverName] ??= ZERO_TLS_COUNTERS();
       }
       return reloadSafeTls(tlsTotals, pid, tls);
     } catch (error) {
@@ -60,17 +63,19 @@ export function createScrape(
       return undefined;
     }
   };
-  /** HAProxy's DroppedLogs (lines its ring had no room for), summed by the sink across workers. */
-  const readDroppedLogs = async (): Promise<void> => {
-    if (accessLog === undefined || ctx.state.phase === Phase.Starting) return;
-    const info = await ctx.runtime.showInfo().catch(() => undefined);
-    if (info !== undefined) accessLog.observeDropped(info.pid, Number(info.fields['DroppedLogs'] ?? 0));
-  };
   return {
     readTls,
     async metrics() {
-      await readDroppedLogs();
-      return renderMetrics(ctx.state, { tls: await readTls(), contributors });
+      // One `show info` per scrape: HAProxy's DroppedLogs (lines its ring had no room for,
+      // summed by the sink across workers) and the worker pid the TLS counters belong to.
+      const info =
+        accessLog === undefined || ctx.state.phase === Phase.Starting
+          ? undefined
+          : await ctx.runtime.showInfo().catch(() => undefined);
+      if (accessLog !== undefined && info !== undefined) {
+        accessLog.observeDropped(info.pid, Number(info.fields['DroppedLogs'] ?? 0));
+      }
+      return renderMetrics(ctx.state, { tls: await readTls(info), contributors });
     },
   };
 }
