@@ -30,6 +30,20 @@ export class NotFoundError extends PortcullisError {
   }
 }
 
+/**
+ * `work`'s result, or `undefined` when it fails with `NotFoundError` (by name, so errors of
+ * every adapter count); any other error is thrown.
+ * @example const pending = await unlessNotFound(store.get(secretId, { stage: Stage.Pending }));
+ */
+export async function unlessNotFound<T>(work: Promise<T>): Promise<T | undefined> {
+  try {
+    return await work;
+  } catch (error) {
+    if (error instanceof Error && error.name === 'NotFoundError') return undefined;
+    throw error;
+  }
+}
+
 /** The operation conflicts with the current state (token reused with other content, stage moved). */
 export class ConflictError extends PortcullisError {
   constructor(message: string, options?: ErrorOptions) {

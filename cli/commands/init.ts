@@ -13,7 +13,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { normaliseAllowlist } from '../../lib/allowlist/index.ts';
-import { ValidationError } from '../../lib/errors.ts';
+import { unlessNotFound, ValidationError } from '../../lib/errors.ts';
 import { createCsr, generateKey } from '../../lib/pki/index.ts';
 import { type CertificateAuthority, type SecretStore, Stage } from '../../lib/ports.ts';
 import { checkedIssuedBundle } from '../../lib/rotation/certificate-bundle.ts';
@@ -71,13 +71,7 @@ export interface InitFleetResult {
 }
 
 async function exists(store: SecretStore, secretId: string): Promise<boolean> {
-  try {
-    await store.describe(secretId);
-    return true;
-  } catch (error) {
-    if (error instanceof Error && error.name === 'NotFoundError') return false;
-    throw error;
-  }
+  return (await unlessNotFound(store.describe(secretId))) !== undefined;
 }
 
 /** A deterministic token for an init write: the same fleet, secret and content give the same token. */

@@ -7,6 +7,7 @@
  * needed and a new `AWSCURRENT` (a rotation that succeeded, or one by hand) ends it.
  */
 import { z } from 'zod';
+import { unlessNotFound } from '../errors.ts';
 import { type SecretStore, Stage } from '../ports.ts';
 
 export const BackoffStage = 'PORTCULLIS_BACKOFF';
@@ -72,15 +73,6 @@ export function nextBackoff(previous: BackoffState | undefined, error: string, a
   };
 }
 
-async function tryGet(store: SecretStore, secretId: string, stage: string) {
-  try {
-    return await store.get(secretId, { stage });
-  } catch (error) {
-    if (error instanceof Error && error.name === 'NotFoundError') return undefined;
-    throw error;
-  }
-}
-
 /**
  * A certificate's back-off as the store shows it now (`undefined`: none). For the plan,
  * `rotate --dry-run` and `portcullis status`.
@@ -90,7 +82,7 @@ export async function readRotationBackoff(
   secretId: string,
   now: Date = new Date(),
 ): Promise<BackoffState | undefined> {
-  const version = await tryGet(store, secretId, BackoffStage);
+  const version = await unlessNotFound(store.get(secretId, { stage: BackoffStage }));
   if (version === undefined) return undefined;
   let record: BackoffDocument | undefined;
   try {
@@ -99,6 +91,6 @@ export async function readRotationBackoff(
   } catch {
     record = undefined;
   }
-  const current = await tryGet(store, secretId, Stage.Current);
+  const current = await unlessNotFound(store.get(secretId, { stage: Stage.Current }));
   return backoffState(record, current?.createdAt, now);
 }

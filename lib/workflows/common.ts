@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { NotFoundError, ValidationError } from '../errors.ts';
+import { NotFoundError, unlessNotFound, ValidationError } from '../errors.ts';
 import {
   type FleetTask,
   type SecretDescription,
@@ -42,24 +42,14 @@ export async function tryGetVersion(
   secretId: string,
   versionId: string,
 ): Promise<SecretValue | undefined> {
-  try {
-    return await store.get(secretId, { versionId });
-  } catch (error) {
-    if (error instanceof Error && error.name === 'NotFoundError') return undefined;
-    throw error;
-  }
+  return unlessNotFound(store.get(secretId, { versionId }));
 }
 
 export async function tryDescribe(
   store: SecretStore,
   secretId: string,
 ): Promise<SecretDescription | undefined> {
-  try {
-    return await store.describe(secretId);
-  } catch (error) {
-    if (error instanceof Error && error.name === 'NotFoundError') return undefined;
-    throw error;
-  }
+  return unlessNotFound(store.describe(secretId));
 }
 
 export function stageHolder(description: SecretDescription | undefined, stage: string): string | undefined {

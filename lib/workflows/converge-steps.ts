@@ -1,7 +1,7 @@
 /** The converge-task step: bring one (new) task to the fleet's current versions. */
 import type { z } from 'zod';
-import { ServedVersionMismatch, TaskUnreachable } from '../errors.ts';
-import { type FleetTask, type SecretStore, type SecretValue, Stage } from '../ports.ts';
+import { ServedVersionMismatch, TaskUnreachable, unlessNotFound } from '../errors.ts';
+import { type FleetTask, type SecretStore, Stage } from '../ports.ts';
 import { type DesiredSecret, staleSecrets } from '../rotation/converge.ts';
 import { rotationLease } from '../rotation/lease.ts';
 import { assertFleet, nowOf, readDocument, requireStageHolder, tryGetVersion } from './common.ts';
@@ -95,7 +95,7 @@ export function makeConvergeTask(ports: ControlPlanePorts) {
     const desired: DesiredSecret[] = [];
     for (const spec of config.certificates) {
       // A certificate not issued yet (no secret, or its placeholder) is nothing to converge to.
-      const current = await tryGetCurrent(ports.store, spec.secretId);
+      const current = await unlessNotFound(ports.store.get(spec.secretId, { stage: Stage.Current }));
       if (current === undefined || readDocument(PlaceholderDocument, current.value) !== undefined) continue;
       desired.push({
         kind: 'certificate',
@@ -152,13 +152,4 @@ export async function livePendingVersion(
     now,
   });
   return lease.held.length > 0 ? version.versionId : undefined;
-}
-
-async function tryGetCurrent(store: SecretStore, secretId: string): Promise<SecretValue | undefined> {
-  try {
-    return await store.get(secretId, { stage: Stage.Current });
-  } catch (error) {
-    if (error instanceof Error && error.name === 'NotFoundError') return undefined;
-    throw error;
-  }
 }
