@@ -221,12 +221,7 @@ export function chooseStorage(
   list: { cidrs: readonly string[]; reason: string; updatedBy?: string },
   options: { objectStore: boolean },
 ): StorageChoice {
-  if (list.cidrs.length > AllowlistLimits.maxEntries) {
-    throw new AllowlistTooLarge(
-      `${list.cidrs.length} allowlist entries exceed the store's limit of ${AllowlistLimits.maxEntries} entries (AllowlistLimits.maxEntries)`,
-      { limit: 'AllowlistLimits.maxEntries', path: 'cidrs' },
-    );
-  }
+  checkEntryCount(list.cidrs.length, 'allowlist entries', 'cidrs');
   const value = inlineDocument(list);
   if (Buffer.byteLength(value, 'utf8') <= AllowlistLimits.secretValueMaxBytes)
     return { kind: 'inline', value };
@@ -236,14 +231,30 @@ export function chooseStorage(
       { limit: 'Secrets Manager secret value 65536 bytes', path: 'cidrs' },
     );
   }
-  const body = encodeEntries(list.cidrs);
-  if (body.length > AllowlistLimits.objectMaxBytes) {
+  const body = encodeBounded(list.cidrs, 'the allowlist object would be', 'cidrs');
+  return { kind: 'object', body, sha256: sha256Hex(body), entries: list.cidrs.length };
+}
+
+/** `AllowlistTooLarge` when `count` entries exceed the store's limit. */
+function checkEntryCount(count: number, noun: string, path: string): void {
+  if (count > AllowlistLimits.maxEntries) {
     throw new AllowlistTooLarge(
-      `the allowlist object would be ${body.length} bytes, over the store's limit of ${AllowlistLimits.objectMaxBytes} bytes (AllowlistLimits.objectMaxBytes)`,
-      { limit: 'AllowlistLimits.objectMaxBytes', path: 'cidrs' },
+      `${count} ${noun} exceed the store's limit of ${AllowlistLimits.maxEntries} entries (AllowlistLimits.maxEntries)`,
+      { limit: 'AllowlistLimits.maxEntries', path },
     );
   }
-  return { kind: 'object', body, sha256: sha256Hex(body), entries: list.cidrs.length };
+}
+
+/** The object body of `entries`, or `AllowlistTooLarge` when it exceeds the store's object limit. */
+function encodeBounded(entries: readonly string[], subject: string, path: string): Buffer {
+  const body = encodeEntries(entries);
+  if (body.length > AllowlistLimits.objectMaxBytes) {
+    throw new AllowlistTooLarge(
+      `${subject} ${body.length} bytes, over the store's limit of ${AllowlistLimits.objectMaxBytes} bytes (AllowlistLimits.objectMaxBytes)`,
+      { limit: 'AllowlistLimits.objectMaxBytes', path },
+    );
+  }
+  return body;
 }
 
 /**
@@ -293,19 +304,8 @@ export async function uploadChange(
   action: AllowlistChangeObject['action'],
   entries: readonly string[],
 ): Promise<AllowlistChangeObject> {
-  if (entries.length > AllowlistLimits.maxEntries) {
-    throw new AllowlistTooLarge(
-      `${entries.length} entries exceed the store's limit of ${AllowlistLimits.maxEntries} entries (AllowlistLimits.maxEntries)`,
-      { limit: 'AllowlistLimits.maxEntries', path: action },
-    );
-  }
-  const body = encodeEntries(entries);
-  if (body.length > AllowlistLimits.objectMaxBytes) {
-    throw new AllowlistTooLarge(
-      `the change is ${body.length} bytes, over the store's limit of ${AllowlistLimits.objectMaxBytes} bytes (AllowlistLimits.objectMaxBytes)`,
-      { limit: 'AllowlistLimits.objectMaxBytes', path: action },
-    );
-  }
+  checkEntryCount(entries.length, 'entries', action);
+  const body = encodeBounded(entries, 'the change is', action);
   const sha256 = sha256Hex(body);
   const object = await store.put(`${prefix}changes/${sha256}.cidrs`, body, {
     sha256,
