@@ -24,11 +24,6 @@ import { RuntimeApiError, type RuntimeErrorReason, RuntimeProtocolError } from '
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
-/** True when `value` holds a C0 control character or DEL. */
-export function hasControlCharacter(value: string): boolean {
-  return CONTROL.test(value);
-}
-
 /** Where an argument sits decides which prefixes HAProxy gives a meaning to. */
 export type ArgumentKind = 'identifier' | 'key' | 'value';
 
