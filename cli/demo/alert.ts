@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createCertificateAuthority, generateKey, issueCertificate } from '../../lib/pki/index.ts';
 import { type FleetTask, Stage } from '../../lib/ports.ts';
 import { loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
+import { labelValue } from '../../proxy/sidecar/metrics-registry.ts';
 import type { DemoEnvironment } from './environment.ts';
 
 /** An alert rule on one sample: `metric{labels} <condition>` held for `forMs`. */
@@ -69,7 +70,7 @@ export function sampleValue(
   labels: Readonly<Record<string, string>>,
 ): number | undefined {
   const wanted = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
+    .map(([k, v]) => `${k}="${labelValue(v)}"`)
     .join(',');
   const prefix = wanted === '' ? `${metric} ` : `${metric}{${wanted}} `;
   for (const line of exposition.split('\n')) {
