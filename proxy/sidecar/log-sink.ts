@@ -16,9 +16,10 @@
  *
  * Counters (the sidecar's `/metrics`, living in the sidecar so that HAProxy reloads do not reset
  * them): lines forwarded; lines lost before the sink, which HAProxy reports two ways, both
- * counted: a full ring announces "N events dropped" in the ring once it has room again (not in
- * `DroppedLogs`), and any other failed log write counts in `DroppedLogs` of `show info` (summed
- * across workers); the number of such announcements (ring overflows); and refusals by listener
+ * counted: a full ring announces "N events dropped" in the ring, with the first line it logs
+ * once it has room again (not in `DroppedLogs`), and any other failed log write counts in
+ * `DroppedLogs` of `show info` (summed across workers); the number of such announcements (ring
+ * overflows); and refusals by listener
  * and reason, read from the lines' `refusal` field. Measured on 2.6.12 and 3.2.0, the
  * announcements of a long overflow add up to far fewer lines than were lost (most say "1 event
  * dropped"), so the dropped counter is a lower bound and any overflow is the signal to alarm on:

@@ -156,14 +156,19 @@ describe(`access log under a burst (${HAPROXY.label})`, () => {
         { timeout: 10_000, interval: 300 },
       )
       .toBe(true);
-    const lines = tlsLines(small, since);
+    const settled = tlsLines(small, since);
+    expect(settled).toBeLessThan(connections);
+    // HAProxy announces the drops with the first line it logs once the ring has room again. A
+    // burst against a stalled sink may end with no such line, so one more connection brings it.
+    await burst(small, 1);
+    await expect.poll(() => tlsLines(small, since), { timeout: 10_000 }).toBe(settled + 1);
+    const lines = settled + 1;
     const overflows = small.sink.counts().overflows - before.overflows;
-    const lost = small.sink.dropped() - before.lost;
-    expect(lines).toBeLessThan(connections);
     expect(overflows).toBeGreaterThan(0);
+    const lost = small.sink.dropped() - before.lost;
     expect(lost).toBeGreaterThan(0);
     // A lower bound: HAProxy's announcements undercount a long overflow (module comment).
-    expect(lines + lost).toBeLessThanOrEqual(connections);
+    expect(lines + lost).toBeLessThanOrEqual(connections + 1);
     // The overflow is not in DroppedLogs: only the ring's announcements tell it.
     expect(await droppedLogs(small)).toBe(droppedBefore);
     const registry = new MetricsRegistry();
