@@ -20,6 +20,8 @@ export interface StackSettings {
   convergeStateMachineArn?: string;
   eventLogGroupName?: string;
   sidecarLogGroupName?: string;
+  allowlistBucket?: string;
+  certificateAuthorityArn?: string;
 }
 
 /** The output keys read, by setting. */
@@ -33,6 +35,8 @@ export const STACK_OUTPUTS = {
   convergeStateMachineArn: 'ConvergeTaskStateMachineArn',
   eventLogGroupName: 'EventLogGroupName',
   sidecarLogGroupName: 'SidecarLogGroupName',
+  allowlistBucket: 'AllowlistBucketName',
+  certificateAuthorityArn: 'CertificateAuthorityArn',
 } as const satisfies Record<Exclude<keyof StackSettings, 'stackName'>, string>;
 
 /** Settings from output key → value. Pure. */

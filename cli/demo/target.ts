@@ -64,8 +64,8 @@ export const targetHelp = `Target (AWS by default: SDK credentials and region):
   --fleet-config-secret-id ID   default $FLEET_CONFIG_SECRET_ID or portcullis/<fleet>/fleet-config
   --ca-arn ARN          Private CA (default $CA_ARN); --template-arn ARN (default $CA_TEMPLATE_ARN)
   --cluster NAME        ECS cluster (default $ECS_CLUSTER); --service NAME (default $ECS_SERVICE)
-  --stack NAME          read the fleet, fleet config secret, cluster, service, state machine ARNs
-                        and log groups from this CloudFormation stack's outputs
+  --stack NAME          read the fleet, fleet config secret, cluster, service, state machine ARNs,
+                        allowlist bucket, CA and log groups from this CloudFormation stack's outputs
   --profile NAME        AWS shared-config profile (default: the SDK's, e.g. AWS_PROFILE)
   --allowlist-bucket B  the fleet's allowlist bucket (default $ALLOWLIST_BUCKET; prefix $ALLOWLIST_PREFIX
                         or allowlists/<fleet>/): large allowlist changes are uploaded there
@@ -177,6 +177,8 @@ export async function openTarget(
       'fleet-config-secret-id': stack.fleetConfigSecretId,
       cluster: stack.cluster,
       service: stack.service,
+      'allowlist-bucket': stack.allowlistBucket,
+      'ca-arn': stack.certificateAuthorityArn,
     };
     values = {
       ...fromStack,

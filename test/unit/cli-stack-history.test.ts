@@ -33,6 +33,7 @@ import { openTarget } from '../../cli/demo/target.ts';
 import { hoistGlobalOptions, main, VERSION } from '../../cli/main.ts';
 import { AccessDenied } from '../../lib/aws/errors.ts';
 import { eventFromLogMessage, readEventHistory } from '../../lib/aws/event-history.ts';
+import { S3ObjectStore } from '../../lib/aws/s3-object-store.ts';
 import { readStackOutputs } from '../../lib/aws/stack-outputs.ts';
 import { NotFoundError, ValidationError } from '../../lib/errors.ts';
 import { mockAwsClient, sdkError } from '../support/aws-mock.ts';
@@ -60,6 +61,8 @@ const OUTPUTS = {
   FleetConfigSecretId: 'portcullis/edge/fleet-config',
   SidecarLogGroupName: '/portcullis/prod/edge/sidecar',
   EventLogGroupName: `/aws/events/${STACK}`,
+  AllowlistBucketName: 'portcullis-prod-edge-allowlists',
+  CertificateAuthorityArn: 'arn:aws:acm-pca:eu-west-1:111122223333:certificate-authority/ca',
 };
 
 function stackAnswer(outputs: Record<string, string> = OUTPUTS) {
@@ -165,6 +168,11 @@ describe('openTarget --stack', () => {
       expect(target.fleet).toBe('edge');
       expect(target.fleetConfigSecretId).toBe('portcullis/edge/fleet-config');
       expect(target.stack?.eventLogGroupName).toBe(`/aws/events/${STACK}`);
+      // Large allowlist changes upload to the stack's bucket, under the fleet's prefix.
+      expect(target.allowlistObjects()?.prefix).toBe('allowlists/edge/');
+      const objects = target.allowlistObjects()?.store;
+      expect(objects).toBeInstanceOf(S3ObjectStore);
+      expect((objects as S3ObjectStore).bucket).toBe(OUTPUTS.AllowlistBucketName);
       expect(await target.fleetPort().listTasks()).toEqual([]);
       expect(ecs.commandCalls(ListTasksCommand)[0]?.args[0].input).toMatchObject({
         cluster: STACK,

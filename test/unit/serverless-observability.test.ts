@@ -4,7 +4,9 @@
  * the metric it reads and the topic it notifies, the dashboard, the event log `portcullis
  * history` reads, and the outputs `--stack` reads; then the same with every part turned off.
  */
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STACK_OUTPUTS } from '../../cli/demo/stack.ts';
 import { parseSidecarConfig, type SidecarConfig } from '../../proxy/sidecar/config.ts';
 import { EMF_METRICS } from '../../proxy/sidecar/emf.ts';
 import { created, evaluateConditions, resolveIf } from '../deploy/conditions.ts';
@@ -235,19 +237,8 @@ describe('observability in the packaged stack (defaults)', () => {
     expect(vars.EventRuleArn).toEqual({ 'Fn::GetAtt': ['EventLogRule', 'Arn'] });
   });
 
-  it('outputs what `portcullis --stack` reads: state machines, cluster, service, fleet, log groups', () => {
-    for (const key of [
-      'RotateCertificatesStateMachineArn',
-      'UpdateAllowlistStateMachineArn',
-      'ConvergeTaskStateMachineArn',
-      'ClusterName',
-      'ServiceName',
-      'FleetName',
-      'FleetConfigSecretId',
-      'SidecarLogGroupName',
-      'EventLogGroupName',
-      'DashboardName',
-    ])
+  it('outputs everything `portcullis --stack` reads, and the dashboard', () => {
+    for (const key of [...Object.values(STACK_OUTPUTS), 'DashboardName'])
       expect(template.Outputs).toHaveProperty(key);
   });
 });
