@@ -31,8 +31,8 @@ const aslValidator = createRequire(import.meta.url)('asl-validator') as (
   options?: { checkPaths?: boolean; checkArn?: boolean },
 ) => { isValid: boolean; errors: unknown[] };
 
-/** The contract: serverless.yml key → handler file (functions/<kebab>.ts). */
-const FUNCTIONS = [
+/** The contract: serverless.yml key → handler file (functions/<kebab>.ts); these run as steps. */
+const STEP_FUNCTIONS = [
   'planRotation',
   'issueCertificate',
   'getCertificate',
@@ -49,6 +49,8 @@ const FUNCTIONS = [
   'rollbackAllowlist',
   'convergeTask',
 ] as const;
+/** And the function behind the FleetReadiness custom resource, run by CloudFormation at each deploy. */
+const FUNCTIONS = [...STEP_FUNCTIONS, 'fleetReadiness'] as const;
 const VPC_FUNCTIONS = new Set(['updateTasks', 'convergeTask', 'rollbackRotation', 'rollbackAllowlist']);
 const STATE_MACHINES = [
   'RotateCertificateStateMachine',
@@ -197,6 +199,9 @@ function ruleTargeting(
   return match[0];
 }
 
+/** The FleetReadiness resource's Deployment property in the first packaging. */
+let firstDeployment: unknown;
+
 describe('serverless.yml packaged offline', () => {
   let packaged: PackagedService;
   let template: CfnTemplate;
@@ -204,6 +209,7 @@ describe('serverless.yml packaged offline', () => {
   beforeAll(async () => {
     packaged = await packageService({ stage: STAGE, timeoutMs: 150_000 });
     template = packaged.template;
+    firstDeployment = (template.Resources.FleetReadiness?.Properties as { Deployment?: unknown }).Deployment;
     console.table(
       packaged.bundleReport.map((r) => ({
         function: r.function,
@@ -344,7 +350,7 @@ describe('serverless.yml packaged offline', () => {
           used.add(ref);
         }
       }
-      expect([...used].sort()).toEqual(FUNCTIONS.map((key) => `${pascal(key)}LambdaFunction`).sort());
+      expect([...used].sort()).toEqual(STEP_FUNCTIONS.map((key) => `${pascal(key)}LambdaFunction`).sort());
     });
 
     it('lets each state machine invoke exactly the functions its definition names', () => {
@@ -855,17 +861,41 @@ describe('serverless.yml packaged offline', () => {
       expect(service.LaunchType).toBe('FARGATE');
     });
 
-    it('creates the service without tasks until the fleet secrets exist, so the first deploy cannot deadlock on them', () => {
-      const conditions = evaluateConditions(template);
-      expect(conditions.SecretsReady).toBe(false);
-      const service = resolveIf(props(template, 'GatewayService'), conditions) as { DesiredCount: unknown };
-      expect(Number(service.DesiredCount)).toBe(0);
-      const target = resolveIf(props(template, 'GatewayScalableTarget'), conditions) as {
-        MinCapacity: unknown;
-        MaxCapacity: unknown;
-      };
-      // Autoscaling cannot add a task either: its maximum is 0 too.
-      expect([Number(target.MinCapacity), Number(target.MaxCapacity)]).toEqual([0, 0]);
+    it('creates the service without tasks until the fleet secrets exist, asking at every deploy', () => {
+      // The counts come from the FleetReadiness custom resource (functions/fleet-readiness.ts,
+      // tested in fleet-readiness.test.ts): 0 tasks and 0..0 autoscaling before init.
+      const service = props<{ DesiredCount: unknown }>(template, 'GatewayService');
+      expect(service.DesiredCount).toEqual({ 'Fn::GetAtt': ['FleetReadiness', 'DesiredCount'] });
+      const target = props<{ MinCapacity: unknown; MaxCapacity: unknown }>(template, 'GatewayScalableTarget');
+      expect(target.MinCapacity).toEqual({ 'Fn::GetAtt': ['FleetReadiness', 'MinCapacity'] });
+      expect(target.MaxCapacity).toEqual({ 'Fn::GetAtt': ['FleetReadiness', 'MaxCapacity'] });
+      const readiness = template.Resources.FleetReadiness!;
+      expect(readiness.Type).toBe('Custom::FleetReadiness');
+      const p = readiness.Properties as Record<string, unknown>;
+      expect(p).toMatchObject({
+        ServiceToken: { 'Fn::GetAtt': ['FleetReadinessLambdaFunction', 'Arn'] },
+        Fleet: 'main',
+        FleetConfigSecretId: 'portcullis/main/fleet-config',
+        DesiredCount: '3',
+        MinCapacity: '3',
+        MaxCapacity: '9',
+      });
+      // A lost answer fails the deploy within minutes, not CloudFormation's default hour; the
+      // function's own deadline (its timeout) comes first.
+      expect(Number(p.ServiceTimeout)).toBeGreaterThan(
+        props<{ Timeout: number }>(template, 'FleetReadinessLambdaFunction').Timeout,
+      );
+      expect(Number(p.ServiceTimeout)).toBeLessThanOrEqual(3600);
+      // A property new at every packaging, so that CloudFormation runs the check at every deploy.
+      expect(typeof p.Deployment).toBe('string');
+      expect(p.Deployment).not.toBe('');
+      // Reads the fleet's secrets, writes nothing.
+      const actions = roleStatements(template, 'FleetReadinessRole').flatMap((st) => list(st.Action));
+      expect(actions.filter((a) => String(a).startsWith('secretsmanager:')).sort()).toEqual([
+        'secretsmanager:DescribeSecret',
+        'secretsmanager:GetSecretValue',
+        'secretsmanager:ListSecretVersionIds',
+      ]);
       // The stack never creates the secrets (`portcullis init` does), and the tasks read exactly
       // the ones init creates: the fleet config under the fleet's prefix, which names the rest.
       expect(ofType(template, 'AWS::SecretsManager::Secret')).toEqual([]);
@@ -877,7 +907,7 @@ describe('serverless.yml packaged offline', () => {
       const env = (writer.Environment as { Name: string; Value: string }[]).find(
         (e) => e.Name === 'PORTCULLIS_SIDECAR_CONFIG',
       )!;
-      expect(JSON.parse(resolveIf(env.Value, conditions) as string).fleetConfig).toEqual({
+      expect(JSON.parse(resolveIf(env.Value, evaluateConditions(template)) as string).fleetConfig).toEqual({
         secretId: 'portcullis/main/fleet-config',
       });
     });
@@ -939,8 +969,8 @@ describe('serverless.yml packaged offline', () => {
         'GatewayScalableTarget',
       );
       expect(target).toMatchObject({
-        MinCapacity: { 'Fn::If': ['SecretsReady', '3', '0'] },
-        MaxCapacity: { 'Fn::If': ['SecretsReady', '9', '0'] },
+        MinCapacity: { 'Fn::GetAtt': ['FleetReadiness', 'MinCapacity'] },
+        MaxCapacity: { 'Fn::GetAtt': ['FleetReadiness', 'MaxCapacity'] },
         ScalableDimension: 'ecs:service:DesiredCount',
       });
       const policy = props<{
@@ -961,7 +991,7 @@ describe('serverless.yml packaged offline', () => {
   });
 });
 
-describe('serverless.yml packaged for a second deploy (secrets ready) into a VPC without NAT, with both NLBs, dual stack and a Lattice service network', () => {
+describe('serverless.yml packaged for a later deploy with other counts into a VPC without NAT, with both NLBs, dual stack and a Lattice service network', () => {
   let packaged: PackagedService;
 
   beforeAll(async () => {
@@ -970,7 +1000,9 @@ describe('serverless.yml packaged for a second deploy (secrets ready) into a VPC
         deploymentMode: 'both',
         dualStack: 'true',
         latticeServiceNetworkId: 'sn-0123456789abcdef0',
-        secretsReady: 'true',
+        desiredCount: '6',
+        minCapacity: '4',
+        maxCapacity: '12',
         vpcEndpoints: 'true',
         privateRouteTableIds: 'rtb-00000000000000001,rtb-00000000000000002',
         ecrPullThroughPrefix: 'ecr-public',
@@ -980,17 +1012,12 @@ describe('serverless.yml packaged for a second deploy (secrets ready) into a VPC
     });
   }, 180_000);
 
-  it('runs desiredCount tasks and autoscales between minCapacity and maxCapacity once the secrets exist', () => {
-    const { template } = packaged;
-    const conditions = evaluateConditions(template);
-    expect(conditions.SecretsReady).toBe(true);
-    expect(
-      (resolveIf(props(template, 'GatewayService'), conditions) as { DesiredCount: unknown }).DesiredCount,
-    ).toBe('3');
-    expect(resolveIf(props(template, 'GatewayScalableTarget'), conditions)).toMatchObject({
-      MinCapacity: '3',
-      MaxCapacity: '9',
-    });
+  it('asks the readiness check for the configured counts, again at this deploy', () => {
+    const p = props<Record<string, unknown>>(packaged.template, 'FleetReadiness');
+    expect(p).toMatchObject({ DesiredCount: '6', MinCapacity: '4', MaxCapacity: '12' });
+    // Another packaging, another Deployment value: CloudFormation updates the resource, so the
+    // check runs again (the deploy after init starts the tasks without any parameter).
+    expect(p.Deployment).not.toBe(firstDeployment);
   });
 
   it('creates an interface endpoint for every AWS API the tasks and the VPC functions call, and the S3 gateway for image layers', () => {
