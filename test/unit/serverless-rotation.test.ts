@@ -68,10 +68,20 @@ describe('rotation machines in the packaged stack', () => {
     const start = statements.filter((s) => list(s.Action).includes('states:StartExecution'));
     expect(start).toHaveLength(1);
     expect(JSON.stringify(start[0]!.Resource)).toContain('RotateCertificateStateMachine');
-    // serverless-step-functions cannot derive the execution ARNs from a Ref, so it grants these
-    // two on any resource; they read and stop executions, they start none.
-    const granted = statements.filter((s) => s.Effect === 'Allow').flatMap((s) => list(s.Action));
-    expect(granted).toEqual(expect.arrayContaining(['states:DescribeExecution', 'states:StopExecution']));
+    // Describe and stop: the child machine's executions only, never any resource.
+    const follow = statements.filter((s) =>
+      list(s.Action).some((a) => /^states:(Describe|Stop)Execution$/.test(a)),
+    );
+    expect(follow).toHaveLength(1);
+    expect(list(follow[0]!.Action).sort()).toEqual(['states:DescribeExecution', 'states:StopExecution']);
+    expect(follow[0]!.Resource).toEqual({
+      'Fn::Sub':
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: a CloudFormation Fn::Sub string
+        'arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${RotateCertificateStateMachine.Name}:*',
+    });
+    // Only log delivery and X-Ray, which have no resource-level permissions, go on '*'.
+    for (const statement of statements.filter((s) => JSON.stringify(s.Resource).includes('"*"')))
+      for (const action of list(statement.Action)) expect(action).toMatch(/^(logs|xray):/);
     const rule = actionsOn(statements, 'rule/StepFunctionsGetEventsForStepFunctionsExecutionRule');
     expect(rule.sort()).toEqual(['events:DescribeRule', 'events:PutRule', 'events:PutTargets']);
     // It invokes only what it runs itself: the plan, the rollback of a stopped child, the notice.
