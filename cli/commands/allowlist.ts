@@ -9,7 +9,6 @@
  * store does not hold as `AWSCURRENT`; the command then exits 128 + the signal number.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { parseCidr } from '../../lib/allowlist/index.ts';
 import { S3ObjectStore } from '../../lib/aws/s3-object-store.ts';
@@ -27,6 +26,7 @@ import { AllowlistTooLarge } from '../../lib/secrets/errors.ts';
 import { parseSecret } from '../../lib/secrets/formats.ts';
 import { allowlistSecretId, loadControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { ALLOWLIST_SAMPLE_ENTRIES, INLINE_REQUEST_MAX_BYTES } from '../../lib/workflows/schemas.ts';
+import { parseCidrLines, readListText } from '../allowlist-input.ts';
 import { colour, ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
 import { stateMachineArn } from '../demo/stack.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
@@ -72,6 +72,8 @@ Exit status: 0 done, 1 invalid CIDR, refused, the workflow failed, or a removal 
 every task (they are named; the sidecars' poll converges them), 2 usage error,
 130/143 interrupted (the change completed or rolled back first).`;
 
+export { parseCidrLines } from '../allowlist-input.ts';
+
 const ACTIONS = ['show', 'set', 'add', 'remove'] as const;
 type Action = (typeof ACTIONS)[number];
 type ChangeAction = Exclude<Action, 'show'>;
@@ -96,17 +98,6 @@ export function cidrProblems(cidrs: readonly string[]): string[] {
     if (parsed.kind === 'invalid') problems.push(`${JSON.stringify(text)}: ${parsed.reason}`);
   }
   return problems;
-}
-
-/** The CIDRs of a list file: one a line, `#` to the end of the line is a comment, blank lines skipped. Pure. */
-export function parseCidrLines(text: string): string[] {
-  const out: string[] = [];
-  for (const line of text.split(/\r?\n/)) {
-    const hash = line.indexOf('#');
-    const entry = (hash < 0 ? line : line.slice(0, hash)).trim();
-    if (entry !== '') out.push(entry);
-  }
-  return out;
 }
 
 /**
@@ -169,12 +160,6 @@ export function diffLines(
   side(preview.removed, '-', 31);
   if (preview.added.length === 0 && preview.removed.length === 0) lines.push('  no change');
   return lines;
-}
-
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 async function ask(question: string): Promise<boolean> {
@@ -281,7 +266,7 @@ export async function run(argv: string[]): Promise<number> {
       if (typeof values.file === 'string') {
         let text: string;
         try {
-          text = values.file === '-' ? await readStdin() : await readFile(values.file, 'utf8');
+          text = await readListText(values.file);
         } catch (error) {
           console.error(`portcullis allowlist: cannot read ${values.file}: ${(error as Error).message}`);
           return ExitCode.Failure;

@@ -8,6 +8,10 @@
  * Re-running it changes nothing that exists: each secret is created only when missing, and a
  * certificate is issued only while its secret has no certificate as `AWSCURRENT` (missing, or
  * the placeholder a first rotation leaves). Later certificates come from `rotate`.
+ *
+ * The first allowlist is stored the way the update-allowlist workflow stores one
+ * (lib/secrets/allowlist-storage.ts): inline when its document fits a secret value, otherwise
+ * as an object in the fleet's allowlist object store, pinned by the manifest the secret holds.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -19,14 +23,16 @@ import { type CertificateAuthority, type SecretStore, Stage } from '../../lib/po
 import { checkedIssuedBundle } from '../../lib/rotation/certificate-bundle.ts';
 import type { CertificateSpec } from '../../lib/rotation/certificate-spec.ts';
 import { deriveToken, TokenStep } from '../../lib/rotation/tokens.ts';
-import type {
-  AllowlistSecret,
-  CertificateSecret,
-  NudgeKeySecret,
-  TrustSecret,
-} from '../../lib/secrets/formats.ts';
+import {
+  chooseStorage,
+  inlineDocument,
+  type ObjectStore,
+  storeAllowlist,
+} from '../../lib/secrets/allowlist-storage.ts';
+import type { CertificateSecret, NudgeKeySecret, TrustSecret } from '../../lib/secrets/formats.ts';
 import { allowlistSecretId, parseControlPlaneFleet } from '../../lib/workflows/fleet-config.ts';
 import { readCurrentCertificate } from '../../lib/workflows/rotation-steps.ts';
+import { readCidrFile } from '../allowlist-input.ts';
 import { ExitCode, parseCommandArgs, reportError, usageError } from '../command.ts';
 import { checkFleetName, fleetSecretIds, waitIssued } from '../demo/secrets.ts';
 import { type ControlPlaneTarget, commonOptions, openTarget, targetHelp } from '../demo/target.ts';
@@ -53,6 +59,12 @@ export interface InitFleetOptions {
   fleetConfigText?: string;
   /** The allowlist written when its secret does not exist yet. Default: empty (nobody allowed). */
   allowlist?: readonly string[];
+  /**
+   * The fleet's allowlist object store, where a first allowlist too large for a secret value
+   * goes (under `<prefix>lists/`). Without it such a list is refused (`AllowlistTooLarge`)
+   * before anything is written.
+   */
+  allowlistObjects?: { store: ObjectStore; prefix: string } | undefined;
   /** Why (kept in the allowlist document). */
   reason?: string;
   /** Called after each secret, for progress. */
@@ -177,6 +189,17 @@ export async function initFleet(options: InitFleetOptions): Promise<InitFleetRes
   if (allowlist.kind === 'invalid') {
     throw new ValidationError(`invalid allowlist: ${allowlist.issues.join('; ')}`, { path: 'allowlist' });
   }
+  const allowlistId = allowlistSecretId(config);
+  const allowlistDocument = {
+    cidrs: allowlist.cidrs.map((c) => c.text),
+    reason: options.reason ?? 'portcullis init',
+    updatedBy: 'portcullis init',
+  };
+  const objects = options.allowlistObjects;
+  // The storage limits (entries, object bytes, the secret value without an object store), for
+  // a list that will be written: an existing allowlist secret is kept and nothing is uploaded.
+  const writeAllowlist = allowlistId !== undefined && !(await exists(store, allowlistId));
+  if (writeAllowlist) chooseStorage(allowlistDocument, { objectStore: objects !== undefined });
 
   if (configExists) {
     step({
@@ -196,19 +219,21 @@ export async function initFleet(options: InitFleetOptions): Promise<InitFleetRes
   const createOnce = async (
     secretId: string,
     kind: InitStep['kind'],
-    make: () => Promise<string>,
+    make: () => Promise<string | { value: string; token: string; note?: string }>,
     description: string,
+    keptNote?: string,
   ) => {
     if (await exists(store, secretId)) {
-      step({ secretId, kind, action: 'kept' });
+      step({ secretId, kind, action: 'kept', ...(keptNote === undefined ? {} : { note: keptNote }) });
       return;
     }
-    const value = await make();
-    await store.create(secretId, value, {
-      clientRequestToken: initToken(fleet, secretId, value),
-      description,
-    });
-    step({ secretId, kind, action: 'created' });
+    const made = await make();
+    const { value, token, note } =
+      typeof made === 'string'
+        ? { value: made, token: initToken(fleet, secretId, made), note: undefined }
+        : made;
+    await store.create(secretId, value, { clientRequestToken: token, description });
+    step({ secretId, kind, action: 'created', ...(note === undefined ? {} : { note }) });
   };
 
   if (config.trust !== undefined) {
@@ -227,18 +252,35 @@ export async function initFleet(options: InitFleetOptions): Promise<InitFleetRes
       `Portcullis nudge signing key (${fleet})`,
     );
   }
-  const allowlistId = allowlistSecretId(config);
   if (allowlistId !== undefined) {
     await createOnce(
       allowlistId,
       'allowlist',
-      async () =>
-        JSON.stringify({
-          cidrs: allowlist.cidrs.map((c) => c.text),
-          reason: options.reason ?? 'portcullis init',
-          updatedBy: 'portcullis init',
-        } satisfies AllowlistSecret),
+      async () => {
+        // The token derives from the list, not the stored value (a manifest names an object
+        // version that differs on every upload); like a staged version, the object is keyed by it.
+        const token = initToken(fleet, allowlistId, inlineDocument(allowlistDocument));
+        const { value, manifest } = await storeAllowlist(
+          allowlistDocument,
+          objects === undefined
+            ? undefined
+            : { store: objects.store, key: `${objects.prefix}lists/${token}.cidrs` },
+        );
+        const n = allowlistDocument.cidrs.length;
+        const count = `${n} entr${n === 1 ? 'y' : 'ies'}`;
+        return {
+          value,
+          token,
+          note:
+            manifest === undefined
+              ? `${count} inline`
+              : `${count} in object ${manifest.object.bucket}/${manifest.object.key} version ${manifest.object.versionId}`,
+        };
+      },
       `Portcullis source allowlist (${fleet})`,
+      (options.allowlist ?? []).length === 0
+        ? undefined
+        : 'exists; the given allowlist is not written (portcullis allowlist set changes it)',
     );
   }
 
@@ -271,17 +313,29 @@ export async function initFleet(options: InitFleetOptions): Promise<InitFleetRes
   return { fleet, fleetConfigSecretId, steps };
 }
 
-const HELP = `Usage: portcullis init --fleet NAME [--config FILE] [--allowlist CIDR]… [options]
+const HELP = `Usage: portcullis init --fleet NAME [--config FILE] [--allowlist CIDR]… [--allowlist-file FILE] [options]
 
 Creates the fleet's secrets where they are missing: the fleet config (from --config), the trust
-bundle (the CA's certificates), the nudge signing key, the allowlist (from --allowlist) and a
-first certificate for every entry of the fleet config's certificates. Existing secrets are kept;
-re-running is safe.
+bundle (the CA's certificates), the nudge signing key, the allowlist (from --allowlist and
+--allowlist-file) and a first certificate for every entry of the fleet config's certificates.
+Existing secrets are kept; re-running is safe (an existing allowlist is neither changed nor
+uploaded again: portcullis allowlist set changes it).
+
+The allowlist is checked before anything is written: every CIDR, the fleet config's
+allowlist.maxEntries and the store's limits (200 000 entries, 10 MiB). A list whose document fits
+a secret value (64 KiB, about 3 500 entries) is kept inline; a larger one goes to the allowlist
+bucket (--allowlist-bucket, $ALLOWLIST_BUCKET or the --stack output; locally the directory's own
+object store) under <prefix>lists/, pinned by the manifest the secret holds. Without a bucket such
+a list is refused (AllowlistTooLarge) and nothing is written. On AWS the caller needs
+s3:PutObject on that prefix (and the bucket's KMS key through S3).
 
 Options:
   --fleet NAME          fleet name (secrets live under portcullis/NAME/)
   --config FILE         fleet config document (YAML or JSON), for a fleet without one yet
   --allowlist CIDR      initial allowlist entry (repeatable); default: nobody allowed
+  --allowlist-file FILE initial allowlist entries from FILE, as allowlist set --file reads them:
+                        one CIDR a line, '#' starts a comment, '-' reads standard input;
+                        combined with --allowlist
   --reason TEXT         why, kept in the allowlist document (default "portcullis init")
   --json                print the result as JSON
 ${targetHelp}
@@ -297,6 +351,7 @@ export async function run(argv: string[]): Promise<number> {
       ...commonOptions,
       config: { type: 'string' },
       allowlist: { type: 'string', multiple: true },
+      'allowlist-file': { type: 'string' },
       reason: { type: 'string' },
       json: { type: 'boolean' },
     },
@@ -308,6 +363,8 @@ export async function run(argv: string[]): Promise<number> {
   let target: ControlPlaneTarget | undefined;
   try {
     const fleetConfigText = typeof values.config === 'string' ? await readConfig(values.config) : undefined;
+    const file = values['allowlist-file'];
+    const fromFile = typeof file === 'string' ? await readCidrFile(file) : [];
     target = await openTarget(values, { needAuthority: true });
     const result = await initFleet({
       store: target.store,
@@ -315,7 +372,8 @@ export async function run(argv: string[]): Promise<number> {
       fleet: values.fleet,
       fleetConfigSecretId: target.fleetConfigSecretId,
       ...(fleetConfigText === undefined ? {} : { fleetConfigText }),
-      allowlist: (values.allowlist as string[] | undefined) ?? [],
+      allowlist: [...((values.allowlist as string[] | undefined) ?? []), ...fromFile],
+      allowlistObjects: target.allowlistObjects(),
       ...(typeof values.reason === 'string' ? { reason: values.reason } : {}),
       onStep: (s) => {
         if (values.json !== true) {
