@@ -388,10 +388,8 @@ export async function run(argv: string[]): Promise<number> {
     else if (target.kind === 'aws') {
       // The stack runs no task until its secrets exist (docs/deploy.md, "Deploy order").
       console.log(
-        `\nThe fleet's secrets are in place. If the stack was deployed with secretsReady=false, start the tasks with\n` +
-          `  npx sls deploy … --param "secretsReady=true"\n` +
-          `and keep secretsReady=true for every later deploy of this stage (params.<stage> in serverless.yml):\n` +
-          `a deploy without it scales the service back to 0 tasks.`,
+        `\nThe fleet's secrets are in place. If the stack was deployed before them, its service runs no task yet:\n` +
+          `deploy again with the same parameters (npx sls deploy …) and the tasks start.`,
       );
     }
     return ExitCode.Ok;

@@ -316,8 +316,8 @@ describe('portcullis init against AWS', () => {
     const run = await init();
 
     expect(run.code, run.stderr).toBe(0);
-    // The next deploy step: the stack runs no task until secretsReady=true.
-    expect(run.stdout).toContain('--param "secretsReady=true"');
+    // The next deploy step: a stack deployed before its secrets runs no task until deployed again.
+    expect(run.stdout).toContain('deploy again with the same parameters');
     const created = sm.commandCalls(CreateSecretCommand).map((c) => c.args[0].input.Name);
     expect([...created].sort()).toEqual(expectedSecrets);
     expect(created[0]).toBe(`${PREFIX}/fleet-config`);
