@@ -78,7 +78,7 @@ const ACTIONS = ['show', 'set', 'add', 'remove'] as const;
 type Action = (typeof ACTIONS)[number];
 type ChangeAction = Exclude<Action, 'show'>;
 
-const OPTIONS = {
+export const options = {
   ...commonOptions,
   reason: { type: 'string' },
   file: { type: 'string' },
@@ -230,16 +230,16 @@ function objectStores(target: ControlPlaneTarget): ObjectStoreFor {
 
 /** Entry point of `portcullis allowlist`. */
 export async function run(argv: string[]): Promise<number> {
-  const unknown = unknownOption(argv, Object.keys(OPTIONS).concat('help'));
+  const unknown = unknownOption(argv, Object.keys(options).concat('help'));
   if (unknown !== undefined) {
     return usageError(
-      `allowlist does not know the option ${unknown}. Options: ${Object.keys(OPTIONS)
+      `allowlist does not know the option ${unknown}. Options: ${Object.keys(options)
         .filter((name) => !(name in commonOptions))
         .map((name) => `--${name}`)
         .join(' ')} (and the target options); see portcullis allowlist --help`,
     );
   }
-  const parsed = parseCommandArgs(argv, OPTIONS, HELP, { allowPositionals: true });
+  const parsed = parseCommandArgs(argv, options, HELP, { allowPositionals: true });
   if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
   const [action, ...args] = positionals;

@@ -75,18 +75,17 @@ const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 /** A second signal within this long is the first one delivered twice (terminal and npm). */
 const REPEAT_SIGNAL_MS = 2000;
 
+/** The command's options (shell completion reads them too). */
+export const options = {
+  tasks: { type: 'string' },
+  json: { type: 'boolean' },
+  'state-dir': { type: 'string' },
+  keep: { type: 'boolean' },
+} as const;
+
 /** Entry point of `portcullis demo`. */
 export async function run(argv: string[]): Promise<number> {
-  const parsed = parseCommandArgs(
-    argv,
-    {
-      tasks: { type: 'string' },
-      json: { type: 'boolean' },
-      'state-dir': { type: 'string' },
-      keep: { type: 'boolean' },
-    },
-    HELP,
-  );
+  const parsed = parseCommandArgs(argv, options, HELP);
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
   const tasks = values.tasks === undefined ? 3 : Number(values.tasks);

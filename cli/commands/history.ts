@@ -125,20 +125,19 @@ export function formatEvents(events: readonly LoggedEvent[]): string {
   return [`${'TIME'.padEnd(19)}  ${'TYPE'.padEnd(width)}  DETAIL`, ...lines].join('\n');
 }
 
+/** The command's options (shell completion reads them too). */
+export const options = {
+  ...commonOptions,
+  since: { type: 'string' },
+  type: { type: 'string', multiple: true },
+  limit: { type: 'string' },
+  'log-group': { type: 'string' },
+  output: { type: 'string', short: 'o' },
+} as const;
+
 /** Entry point of `portcullis history`. */
 export async function run(argv: string[]): Promise<number> {
-  const parsed = parseCommandArgs(
-    argv,
-    {
-      ...commonOptions,
-      since: { type: 'string' },
-      type: { type: 'string', multiple: true },
-      limit: { type: 'string' },
-      'log-group': { type: 'string' },
-      output: { type: 'string', short: 'o' },
-    },
-    HELP,
-  );
+  const parsed = parseCommandArgs(argv, options, HELP);
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
   if (typeof values.fleet !== 'string' && typeof values.stack !== 'string')

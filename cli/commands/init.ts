@@ -343,20 +343,19 @@ ${targetHelp}
 
 Exit status: 0 done, 1 failed (invalid input, AWS error), 2 usage error.`;
 
+/** The command's options (shell completion reads them too). */
+export const options = {
+  ...commonOptions,
+  config: { type: 'string' },
+  allowlist: { type: 'string', multiple: true },
+  'allowlist-file': { type: 'string' },
+  reason: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
 /** Entry point of `portcullis init`. */
 export async function run(argv: string[]): Promise<number> {
-  const parsed = parseCommandArgs(
-    argv,
-    {
-      ...commonOptions,
-      config: { type: 'string' },
-      allowlist: { type: 'string', multiple: true },
-      'allowlist-file': { type: 'string' },
-      reason: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    HELP,
-  );
+  const parsed = parseCommandArgs(argv, options, HELP);
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
   if (typeof values.fleet !== 'string') return usageError(`init needs --fleet\n\n${HELP}`);

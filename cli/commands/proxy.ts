@@ -51,16 +51,7 @@ export function parseAllowlistText(text: string): string[] {
 }
 
 async function render(argv: string[]): Promise<number> {
-  const parsed = parseCommandArgs(
-    argv,
-    {
-      config: { type: 'string' },
-      out: { type: 'string' },
-      allowlist: { type: 'string' },
-      'own-address': { type: 'string', multiple: true },
-    },
-    HELP,
-  );
+  const parsed = parseCommandArgs(argv, options, HELP);
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
   if (values.config === undefined || values.out === undefined) {
@@ -98,6 +89,14 @@ async function render(argv: string[]): Promise<number> {
     throw error;
   }
 }
+
+/** The command's options (shell completion reads them too). */
+export const options = {
+  config: { type: 'string' },
+  out: { type: 'string' },
+  allowlist: { type: 'string' },
+  'own-address': { type: 'string', multiple: true },
+} as const;
 
 /** Entry point of `portcullis proxy <subcommand>`. */
 export async function run(argv: string[]): Promise<number> {

@@ -46,24 +46,23 @@ ${targetHelp}
 
 Exit status: 0 succeeded (or started, without --wait), 1 failed or rolled back, 2 usage error.`;
 
+/** The command's options (shell completion reads them too). */
+export const options = {
+  ...commonOptions,
+  certificate: { type: 'string', multiple: true },
+  force: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  wait: { type: 'boolean' },
+  'grace-seconds': { type: 'string' },
+  'state-machine-arn': { type: 'string' },
+  'execution-name': { type: 'string' },
+  'bucket-minutes': { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
 /** Entry point of `portcullis rotate`. */
 export async function run(argv: string[]): Promise<number> {
-  const parsed = parseCommandArgs(
-    argv,
-    {
-      ...commonOptions,
-      certificate: { type: 'string', multiple: true },
-      force: { type: 'boolean' },
-      'dry-run': { type: 'boolean' },
-      wait: { type: 'boolean' },
-      'grace-seconds': { type: 'string' },
-      'state-machine-arn': { type: 'string' },
-      'execution-name': { type: 'string' },
-      'bucket-minutes': { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    HELP,
-  );
+  const parsed = parseCommandArgs(argv, options, HELP);
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
   if (typeof values.fleet !== 'string' && typeof values.stack !== 'string')

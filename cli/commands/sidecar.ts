@@ -26,17 +26,16 @@ Example (file-backed store):
 
 Exit status: 0 stopped by a signal (or --check passed), 1 invalid configuration, 2 usage error.`;
 
+/** The command's options (shell completion reads them too). */
+export const options = {
+  config: { type: 'string' },
+  'admin-host': { type: 'string' },
+  'admin-port': { type: 'string' },
+  check: { type: 'boolean' },
+} as const;
+
 export async function run(argv: string[]): Promise<number> {
-  const parsed = parseCommandArgs(
-    argv,
-    {
-      config: { type: 'string' },
-      'admin-host': { type: 'string' },
-      'admin-port': { type: 'string' },
-      check: { type: 'boolean' },
-    },
-    HELP,
-  );
+  const parsed = parseCommandArgs(argv, options, HELP);
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
   if (values.config === undefined) return usageError(`--config is required\n\n${HELP}`);

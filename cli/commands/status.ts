@@ -426,20 +426,19 @@ function positive(text: unknown, name: string, integer: boolean): number | undef
   return value;
 }
 
+/** The command's options (shell completion reads them too). */
+export const options = {
+  ...commonOptions,
+  json: { type: 'boolean' },
+  output: { type: 'string', short: 'o' },
+  watch: { type: 'boolean', short: 'w' },
+  interval: { type: 'string' },
+  count: { type: 'string' },
+} as const;
+
 /** Entry point of `portcullis status`. */
 export async function run(argv: string[]): Promise<number> {
-  const parsed = parseCommandArgs(
-    argv,
-    {
-      ...commonOptions,
-      json: { type: 'boolean' },
-      output: { type: 'string', short: 'o' },
-      watch: { type: 'boolean', short: 'w' },
-      interval: { type: 'string' },
-      count: { type: 'string' },
-    },
-    HELP,
-  );
+  const parsed = parseCommandArgs(argv, options, HELP);
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
   if (typeof values.fleet !== 'string' && typeof values.stack !== 'string')

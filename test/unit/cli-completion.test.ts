@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bashCompletion } from '../../cli/commands/completion.ts';
+import { bashCompletion, registeredCommandOptions } from '../../cli/commands/completion.ts';
 import { commands } from '../../cli/main.ts';
 
 const run = promisify(execFile);
@@ -25,7 +25,7 @@ describe('portcullis completion bash', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'portcullis-completion-'));
     script = join(dir, 'portcullis.bash');
-    await writeFile(script, bashCompletion(Object.keys(commands)));
+    await writeFile(script, bashCompletion(await registeredCommandOptions()));
   });
   afterAll(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -43,8 +43,30 @@ describe('portcullis completion bash', () => {
     expect(await complete(script, 'status', '-o', '')).toEqual(['table', 'wide', 'json', 'yaml']);
   });
 
-  it('covers every registered command', () => {
-    const text = bashCompletion(Object.keys(commands));
+  it('covers every registered command', async () => {
+    const text = bashCompletion(await registeredCommandOptions());
     for (const name of Object.keys(commands)) expect(text).toContain(`    ${name}) words=`);
+  });
+
+  it('offers exactly the options each command parses, and file names after a path option', async () => {
+    expect((await complete(script, 'init', '--allowlist')).sort()).toEqual([
+      '--allowlist',
+      '--allowlist-bucket',
+      '--allowlist-file',
+    ]);
+    expect(await complete(script, 'allowlist', '--y')).toEqual(['--yes']);
+    expect(await complete(script, 'allowlist', '--dr')).toEqual(['--dry-run']);
+    expect(await complete(script, 'rotate', '--bu')).toEqual(['--bucket-minutes']);
+    // Local-only commands take no AWS target options.
+    expect(await complete(script, 'demo', '--st')).toEqual(['--state-dir']);
+    expect(await complete(script, 'sidecar', '--reg')).toEqual([]);
+    // Every option a command parses is offered (the parser's options are the source).
+    const options = await registeredCommandOptions();
+    for (const [name, declared] of Object.entries(options))
+      for (const option of Object.keys(declared ?? {}))
+        expect(await complete(script, name, `--${option}`), `${name} --${option}`).toContain(`--${option}`);
+    const file = join(dir, 'cidrs.txt');
+    await writeFile(file, '203.0.113.0/24\n');
+    expect(await complete(script, 'init', '--allowlist-file', join(dir, 'cid'))).toEqual([file]);
   });
 });
