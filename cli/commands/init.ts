@@ -313,7 +313,7 @@ export async function initFleet(options: InitFleetOptions): Promise<InitFleetRes
   return { fleet, fleetConfigSecretId, steps };
 }
 
-const HELP = `Usage: portcullis init --fleet NAME [--config FILE] [--allowlist CIDR]… [--allowlist-file FILE] [options]
+const HELP = `Usage: portcullis init --fleet NAME|--stack NAME [--config FILE] [--allowlist CIDR]… [--allowlist-file FILE] [options]
 
 Creates the fleet's secrets where they are missing: the fleet config (from --config), the trust
 bundle (the CA's certificates), the nudge signing key, the allowlist (from --allowlist and
@@ -358,7 +358,8 @@ export async function run(argv: string[]): Promise<number> {
   const parsed = parseCommandArgs(argv, options, HELP);
   if (typeof parsed === 'number') return parsed;
   const { values } = parsed;
-  if (typeof values.fleet !== 'string') return usageError(`init needs --fleet\n\n${HELP}`);
+  if (typeof values.fleet !== 'string' && typeof values.stack !== 'string')
+    return usageError(`init needs --fleet (or --stack)\n\n${HELP}`);
   let target: ControlPlaneTarget | undefined;
   try {
     const fleetConfigText = typeof values.config === 'string' ? await readConfig(values.config) : undefined;
@@ -368,7 +369,7 @@ export async function run(argv: string[]): Promise<number> {
     const result = await initFleet({
       store: target.store,
       authority: target.authority(),
-      fleet: values.fleet,
+      fleet: target.fleet,
       fleetConfigSecretId: target.fleetConfigSecretId,
       ...(fleetConfigText === undefined ? {} : { fleetConfigText }),
       allowlist: [...((values.allowlist as string[] | undefined) ?? []), ...fromFile],

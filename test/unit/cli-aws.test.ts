@@ -26,6 +26,7 @@ import {
   ResourceNotFoundException as PcaResourceNotFoundException,
   RequestInProgressException,
 } from '@aws-sdk/client-acm-pca';
+import { CloudFormationClient, DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
 import { DescribeTasksCommand, ECSClient, ListTasksCommand, type Task } from '@aws-sdk/client-ecs';
 import {
   CreateSecretCommand,
@@ -93,6 +94,7 @@ const fleetConfig = {
 const sm = mockAwsClient(SecretsManagerClient);
 const pca = mockAwsClient(ACMPCAClient);
 const ecs = mockAwsClient(ECSClient);
+const cfn = mockAwsClient(CloudFormationClient);
 
 /** `callsFake` with an async fake: the library awaits what the fake returns. */
 function callsAsync<I, O>(stub: CommandStub<O>, fake: (input: I) => Promise<Partial<O>>): void {
@@ -588,6 +590,45 @@ describe('portcullis init against AWS', () => {
       new Set(mock.calls().map((c) => (c as { thisValue: unknown }).thisValue));
     expect(clients(sm)).toEqual(new Set([defaultSecretsManagerClient()]));
     expect(clients(pca)).toEqual(new Set([defaultAcmPcaClient()]));
+  });
+
+  it('init --stack takes the fleet and the Private CA from the stack’s outputs', async () => {
+    cfn.on(DescribeStacksCommand).resolves({
+      Stacks: [
+        {
+          StackName: 'portcullis-prod-edge',
+          StackStatus: 'CREATE_COMPLETE',
+          CreationTime: new Date(),
+          Outputs: [
+            { OutputKey: 'RotateCertificatesStateMachineArn', OutputValue: 'arn:aws:states:x' },
+            { OutputKey: 'FleetName', OutputValue: FLEET },
+            { OutputKey: 'CertificateAuthorityArn', OutputValue: CA_ARN },
+          ],
+        },
+      ],
+    });
+    try {
+      const run = await capture(() =>
+        initCommand([
+          '--stack',
+          'portcullis-prod-edge',
+          '--config',
+          configFile,
+          '--region',
+          'eu-west-1',
+          '--template-arn',
+          TEMPLATE_ARN,
+        ]),
+      );
+      expect(run.code, run.stderr).toBe(0);
+      expect([...sm.commandCalls(CreateSecretCommand).map((c) => c.args[0].input.Name)].sort()).toEqual(
+        expectedSecrets,
+      );
+      for (const call of pca.commandCalls(IssueCertificateCommand))
+        expect(call.args[0].input.CertificateAuthorityArn).toBe(CA_ARN);
+    } finally {
+      cfn.reset();
+    }
   });
 
   it('refuses a missing --ca-arn before calling AWS', async () => {
