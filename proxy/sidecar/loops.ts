@@ -6,16 +6,15 @@
 import { hostname } from 'node:os';
 import { runEffects } from './apply-object.ts';
 import { message, type SidecarContext } from './context.ts';
-import { type EmfCursor, emfLines, tlsTotals as sumTls } from './emf.ts';
+import { type EmfCursor, type EmfReadings, emfLines } from './emf.ts';
 import { haproxyWaitOverdue } from './gateway-state.ts';
-import type { TlsCounters } from './metrics.ts';
 import { tryStart } from './start.ts';
 import { Phase } from './state.ts';
 
 export interface LoopDeps {
   random: () => number;
-  /** TLS counters for EMF (see `scrape.ts`). */
-  readTls: () => Promise<TlsCounters | undefined>;
+  /** TLS and access log totals for an EMF emission (see `scrape.ts`). */
+  emfReadings: () => Promise<EmfReadings>;
   /** Where EMF lines go. */
   write: (line: string) => void;
 }
@@ -127,11 +126,11 @@ export function createLoops(ctx: SidecarContext, deps: LoopDeps): Loops {
     if (emf === undefined) return;
     later(emf.intervalMs, () => {
       deps
-        .readTls()
-        .then((tls) => {
+        .emfReadings()
+        .then((readings) => {
           // The host name (the task's on Fargate) finds the task in Logs Insights; never a dimension.
           const settings = { ...emf, properties: { Host: hostname() } };
-          const out = emfLines(ctx.state, settings, ctx.now(), sumTls(tls), emfCursor);
+          const out = emfLines(ctx.state, settings, ctx.now(), readings, emfCursor);
           emfCursor = out.cursor;
           for (const text of out.lines) deps.write(`${text}\n`);
         })

@@ -129,7 +129,11 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps = {}
 
   const write = deps.write ?? ((line: string) => process.stdout.write(line));
   const scrape = createScrape(ctx, accessLog, deps.metrics);
-  const loops = createLoops(ctx, { random: deps.random ?? Math.random, readTls: scrape.readTls, write });
+  const loops = createLoops(ctx, {
+    random: deps.random ?? Math.random,
+    emfReadings: scrape.emfReadings,
+    write,
+  });
 
   const server: AdminServer = await startAdminServer(
     config.admin.host,

@@ -1,12 +1,14 @@
 /**
  * `GET /metrics`: the sidecar's families from its state (`metrics.ts`), HAProxy's TLS counters
- * per terminate route (summed over reloads) and the access log sink's counters.
+ * per terminate route (summed over reloads) and the access log sink's counters; and the same
+ * figures for an EMF emission (`emf.ts`). Each reading asks HAProxy for `show info` once.
  */
 
 import { TERMINATE, TLS_COUNTER, type TlsCounter, terminateRoutes } from '../haproxy/render-terminate.ts';
 import type { HaproxyInfo } from '../haproxy/runtime.ts';
 import { command } from '../haproxy/runtime-protocol.ts';
 import { message, type SidecarContext } from './context.ts';
+import { accessLogTotals, type EmfReadings, tlsTotals as sumTls } from './emf.ts';
 import type { LogSink } from './log-sink.ts';
 import {
   type MetricsContributor,
@@ -24,13 +26,10 @@ const ZERO_TLS_COUNTERS = () =>
   Object.fromEntries(Object.keys(TLS_COUNTER).map((name) => [name, 0])) as Record<TlsCounter, number>;
 
 export interface Scrape {
-  /**
-   * TLS counters of the terminate routes while HAProxy is ready, else `undefined`; `info`: the
-   * worker's `show info` when the caller has just read it.
-   */
-  readTls(info?: HaproxyInfo): Promise<TlsCounters | undefined>;
   /** The Prometheus text of one scrape. */
   metrics(): Promise<string>;
+  /** The TLS and access log totals of one EMF emission. */
+  emfReadings(): Promise<EmfReadings>;
 }
 
 export function createScrape(
@@ -63,19 +62,31 @@ export function createScrape(
       return undefined;
     }
   };
+  /**
+   * One `show info` per reading: HAProxy's DroppedLogs (lines it could not log, summed by the
+   * sink across workers) and the worker pid the TLS counters belong to; then the TLS counters.
+   */
+  const read = async (): Promise<TlsCounters | undefined> => {
+    const info =
+      accessLog === undefined || ctx.state.phase === Phase.Starting
+        ? undefined
+        : await ctx.runtime.showInfo().catch(() => undefined);
+    if (accessLog !== undefined && info !== undefined) {
+      accessLog.observeDropped(info.pid, Number(info.fields['DroppedLogs'] ?? 0));
+    }
+    return readTls(info);
+  };
   return {
-    readTls,
     async metrics() {
-      // One `show info` per scrape: HAProxy's DroppedLogs (lines its ring had no room for,
-      // summed by the sink across workers) and the worker pid the TLS counters belong to.
-      const info =
-        accessLog === undefined || ctx.state.phase === Phase.Starting
-          ? undefined
-          : await ctx.runtime.showInfo().catch(() => undefined);
-      if (accessLog !== undefined && info !== undefined) {
-        accessLog.observeDropped(info.pid, Number(info.fields['DroppedLogs'] ?? 0));
-      }
-      return renderMetrics(ctx.state, { tls: await readTls(info), contributors });
+      return renderMetrics(ctx.state, { tls: await read(), contributors });
+    },
+    async emfReadings() {
+      const tls = sumTls(await read());
+      return {
+        tls,
+        accessLog:
+          accessLog === undefined ? undefined : accessLogTotals(accessLog.counts(), accessLog.dropped()),
+      };
     },
   };
 }

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { STACK_OUTPUTS } from '../../cli/demo/stack.ts';
 import { parseSidecarConfig, type SidecarConfig } from '../../proxy/sidecar/config.ts';
-import { EMF_METRICS } from '../../proxy/sidecar/emf.ts';
+import { EMF_METRICS, EMF_REASON_DIMENSION } from '../../proxy/sidecar/emf.ts';
 import { created, evaluateConditions, resolveIf } from '../deploy/conditions.ts';
 import {
   type CfnResource,
@@ -94,7 +94,12 @@ describe('observability in the packaged stack (defaults)', () => {
       (a) => a.Namespace === config.emf?.namespace,
     );
     expect(fromSidecars.map((a) => a.MetricName).sort()).toEqual(
-      [EMF_METRICS.applyFailures, EMF_METRICS.certificateDaysToExpiry, EMF_METRICS.objectsOutOfSync].sort(),
+      [
+        EMF_METRICS.accessLogLinesDropped,
+        EMF_METRICS.applyFailures,
+        EMF_METRICS.certificateDaysToExpiry,
+        EMF_METRICS.objectsOutOfSync,
+      ].sort(),
     );
     for (const alarm of fromSidecars) expect(alarm.Dimensions).toEqual([{ Name: 'Fleet', Value: 'main' }]);
   });
@@ -141,6 +146,21 @@ describe('observability in the packaged stack (defaults)', () => {
       { Ref: 'UpdateAllowlistStateMachine' },
       { Ref: 'ConvergeTaskStateMachine' },
     ]);
+  });
+
+  it('alarms on any access-log line lost in five minutes, across the fleet’s tasks', () => {
+    const alarm = alarms(resources).AccessLogLinesDroppedAlarm!;
+    expect(alarm).toMatchObject({
+      AlarmName: `${PREFIX}-access-log-lines-lost`,
+      MetricName: EMF_METRICS.accessLogLinesDropped,
+      Dimensions: [{ Name: 'Fleet', Value: 'main' }],
+      Statistic: 'Sum',
+      Period: 300,
+      EvaluationPeriods: 1,
+      Threshold: 0,
+      ComparisonOperator: 'GreaterThanThreshold',
+    });
+    expect(template.Resources.AccessLogLinesDroppedAlarm?.Condition).toBe('CreateAlarms');
   });
 
   it('alarms on unhealthy targets of every target group of the NLBs deployed', () => {
@@ -199,11 +219,36 @@ describe('observability in the packaged stack (defaults)', () => {
       EMF_METRICS.certificateDaysToExpiry,
       EMF_METRICS.objectsOutOfSync,
       EMF_METRICS.applyFailures,
+      EMF_METRICS.accessLogLinesDropped,
+      EMF_METRICS.accessLogRingOverflows,
+      EMF_METRICS.gatewayRefusals,
       'ExecutionsFailed',
       'UnHealthyHostCount',
     ])
       expect(text).toContain(metric);
-    expect(widgets.filter((w) => w.type === 'metric').length).toBeGreaterThanOrEqual(5);
+    expect(widgets.filter((w) => w.type === 'metric').length).toBeGreaterThanOrEqual(7);
+    // Refusals by reason: a SEARCH over the Fleet, Reason records the sidecars write.
+    const expressions = widgets.flatMap((w) =>
+      ((w.properties.metrics ?? []) as unknown[][]).flatMap((row) =>
+        row.flatMap((item) =>
+          typeof item === 'object' && item !== null && 'expression' in item
+            ? [String((item as { expression: unknown }).expression)]
+            : [],
+        ),
+      ),
+    );
+    expect(expressions).toContain(
+      `SEARCH('{Portcullis,Fleet,${EMF_REASON_DIMENSION}} Fleet="main" MetricName="${EMF_METRICS.gatewayRefusals}"', 'Sum', 300)`,
+    );
+    // Widgets do not overlap on the 24-column grid.
+    const cells = new Set<string>();
+    for (const w of widgets as unknown as { x: number; y: number; width: number; height: number }[])
+      for (let x = w.x; x < w.x + w.width; x++)
+        for (let y = w.y; y < w.y + w.height; y++) {
+          expect(x).toBeLessThan(24);
+          expect(cells.has(`${x},${y}`)).toBe(false);
+          cells.add(`${x},${y}`);
+        }
   });
 
   it('logs the fleet’s events and its executions’ status changes in one group EventBridge may write to', () => {
