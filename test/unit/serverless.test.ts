@@ -209,7 +209,8 @@ describe('serverless.yml packaged offline', () => {
   beforeAll(async () => {
     packaged = await packageService({ stage: STAGE, timeoutMs: 150_000 });
     template = packaged.template;
-    firstDeployment = (template.Resources.FleetReadiness?.Properties as { Deployment?: unknown }).Deployment;
+    firstDeployment = (template.Resources.FleetReadiness?.Properties as { Deployment?: unknown } | undefined)
+      ?.Deployment;
     console.table(
       packaged.bundleReport.map((r) => ({
         function: r.function,
