@@ -12,7 +12,7 @@ import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { type CertificateAuthorityMaterial, createCertificateAuthority } from '../../lib/pki/index.ts';
 import { parseSidecarConfig } from '../../proxy/sidecar/config.ts';
 import { type RunningSidecar, startSidecar } from '../../proxy/sidecar/main.ts';
-import { certificateDocument, issueCredential, putSecret } from '../support/sidecar.ts';
+import { certificateDocument, issueCredential, putSecret, testSidecarConfig } from '../support/sidecar.ts';
 
 const A = 'a.fleet-change.test';
 const B = 'b.fleet-change.test';
@@ -81,19 +81,7 @@ beforeAll(async () => {
   await putSecret(store, `cert/${A}`, await leafFrom(oldCa, A));
   await putSecret(store, `cert/${B}`, await leafFrom(oldCa, B));
   await putSecret(store, 'allowlist', JSON.stringify({ cidrs: ['127.0.0.1/32'] }));
-  sidecar = await startSidecar(
-    parseSidecarConfig({
-      store: { kind: 'file', dir: join(dir, 'store') },
-      fleetConfig: { secretId: 'fleet' },
-      gatewayDir: join(dir, 'gw'),
-      admin: { host: '127.0.0.1', port: 0 },
-      pollIntervalMs: 3_600_000,
-      pollJitterMs: 0,
-      watchIntervalMs: 3_600_000,
-      autoOwnAddresses: false,
-    }),
-    { store, write: () => {} },
-  );
+  sidecar = await startSidecar(parseSidecarConfig(testSidecarConfig(dir)), { store, write: () => {} });
   await sidecar.whenRendered();
 });
 

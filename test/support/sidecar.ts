@@ -89,9 +89,30 @@ export async function putSecret(
 }
 
 /**
- * One gateway task (sidecar, then HAProxy) on the file store in `dir/store`, the fleet config in
- * secret `fleet`, files in `dir/gw`: admin on an ephemeral loopback port, no poll (tests call
- * `pollNow`), HAProxy watched every `watchIntervalMs`.
+ * The sidecar settings every test task starts from: the file store in `dir/store`, the fleet
+ * config in secret `fleet`, files in `dir/gw`, admin on an ephemeral loopback port, no poll and
+ * no HAProxy watch to speak of (tests call `pollNow`), only the given addresses as its own.
+ */
+export function testSidecarConfig(
+  dir: string,
+  overrides: Partial<SidecarConfigInput> = {},
+): SidecarConfigInput {
+  return {
+    store: { kind: 'file', dir: join(dir, 'store') },
+    fleetConfig: { secretId: 'fleet' },
+    gatewayDir: join(dir, 'gw'),
+    admin: { host: '127.0.0.1', port: 0 },
+    pollIntervalMs: 3_600_000,
+    pollJitterMs: 0,
+    watchIntervalMs: 3_600_000,
+    autoOwnAddresses: false,
+    ...overrides,
+  };
+}
+
+/**
+ * One gateway task (sidecar, then HAProxy) with {@link testSidecarConfig}'s settings, HAProxy
+ * watched every `watchIntervalMs`.
  */
 export function startTestTask(options: {
   dir: string;
@@ -102,17 +123,7 @@ export function startTestTask(options: {
   extra?: Partial<SidecarConfigInput>;
 }): Promise<LocalTask> {
   return startLocalTask({
-    sidecar: {
-      store: { kind: 'file', dir: join(options.dir, 'store') },
-      fleetConfig: { secretId: 'fleet' },
-      gatewayDir: join(options.dir, 'gw'),
-      admin: { host: '127.0.0.1', port: 0 },
-      pollIntervalMs: 3_600_000,
-      pollJitterMs: 0,
-      watchIntervalMs: options.watchIntervalMs,
-      autoOwnAddresses: false,
-      ...options.extra,
-    },
+    sidecar: testSidecarConfig(options.dir, { watchIntervalMs: options.watchIntervalMs, ...options.extra }),
     store: options.store,
     write: options.write ?? (() => {}),
   });

@@ -23,7 +23,7 @@ import { startSidecar } from '../../proxy/sidecar/main.ts';
 import { tryStart } from '../../proxy/sidecar/start.ts';
 import { storeReader } from '../../proxy/sidecar/store-view.ts';
 import { FakeRuntime } from '../support/fake-runtime.ts';
-import { certificateDocument, issueCredential, putSecret } from '../support/sidecar.ts';
+import { certificateDocument, issueCredential, putSecret, testSidecarConfig } from '../support/sidecar.ts';
 
 // Client certificates verified against the trust bundle: HAProxy loads it (`ca-file`).
 const A = 'a.effects.test';
@@ -314,18 +314,11 @@ describe('fleet config changes', () => {
 
 describe('startSidecar with an injected runtime', () => {
   it('becomes ready without HAProxy, and verifies again when the worker pid changes', async () => {
-    const sidecar = await startSidecar(
-      parseSidecarConfig({
-        store: { kind: 'file', dir: join(dir, 'store') },
-        fleetConfig: { secretId: 'fleet' },
-        gatewayDir: join(dir, 'gw'),
-        admin: { host: '127.0.0.1', port: 0 },
-        pollIntervalMs: 3_600_000,
-        watchIntervalMs: 20,
-        autoOwnAddresses: false,
-      }),
-      { store, write: (line) => lines.push(line), runtime: fake.port() },
-    );
+    const sidecar = await startSidecar(parseSidecarConfig(testSidecarConfig(dir, { watchIntervalMs: 20 })), {
+      store,
+      write: (line) => lines.push(line),
+      runtime: fake.port(),
+    });
     try {
       await sidecar.whenReady(5000);
       expect(sidecar.status()).toMatchObject({ ready: true, haproxyPid: 100 });

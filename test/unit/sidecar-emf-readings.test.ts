@@ -25,7 +25,7 @@ import { createScrape } from '../../proxy/sidecar/scrape.ts';
 import { tryStart } from '../../proxy/sidecar/start.ts';
 import { storeReader } from '../../proxy/sidecar/store-view.ts';
 import { FakeRuntime } from '../support/fake-runtime.ts';
-import { certificateDocument, issueCredential, putSecret } from '../support/sidecar.ts';
+import { certificateDocument, issueCredential, putSecret, testSidecarConfig } from '../support/sidecar.ts';
 
 const NAME = 'a.emf.test';
 
@@ -171,16 +171,12 @@ describe('scrape: the figures of one EMF emission', () => {
 describe('the sidecar’s EMF loop', () => {
   it('writes the lines HAProxy dropped and the refusals the sink counted since the previous emission', async () => {
     const sidecar = await startSidecar(
-      parseSidecarConfig({
-        store: { kind: 'file', dir: join(dir, 'store') },
-        fleetConfig: { secretId: 'fleet' },
-        gatewayDir: join(dir, 'gw'),
-        admin: { host: '127.0.0.1', port: 0 },
-        pollIntervalMs: 3_600_000,
-        watchIntervalMs: 20,
-        autoOwnAddresses: false,
-        emf: { namespace: 'Portcullis', dimensions: { Fleet: 'emf-test' }, intervalMs: 1000 },
-      }),
+      parseSidecarConfig(
+        testSidecarConfig(dir, {
+          watchIntervalMs: 20,
+          emf: { namespace: 'Portcullis', dimensions: { Fleet: 'emf-test' }, intervalMs: 1000 },
+        }),
+      ),
       { store, write: (line) => lines.push(line), runtime: fake.port() },
     );
     const records = () =>

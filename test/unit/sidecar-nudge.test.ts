@@ -12,6 +12,7 @@ import { createCertificateAuthority, generateKey, issueCertificate } from '../..
 import { NudgeHeaders, signNudge } from '../../lib/secrets/index.ts';
 import { parseSidecarConfig } from '../../proxy/sidecar/config.ts';
 import { type RunningSidecar, startSidecar } from '../../proxy/sidecar/main.ts';
+import { testSidecarConfig } from '../support/sidecar.ts';
 
 let dir: string;
 let store: FileSecretStore;
@@ -52,16 +53,12 @@ beforeAll(async () => {
     ].join('\n'),
   );
   sidecar = await startSidecar(
-    parseSidecarConfig({
-      store: { kind: 'file', dir: join(dir, 'store') },
-      fleetConfig: { file: join(dir, 'fleet.yaml') },
-      gatewayDir: join(dir, 'gw'),
-      admin: { host: '127.0.0.1', port: 0 },
-      pollIntervalMs: 3_600_000,
-      watchIntervalMs: 3_600_000,
-      retry: { initialMs: 20, maxMs: 100 },
-      autoOwnAddresses: false,
-    }),
+    parseSidecarConfig(
+      testSidecarConfig(dir, {
+        fleetConfig: { file: join(dir, 'fleet.yaml') },
+        retry: { initialMs: 20, maxMs: 100 },
+      }),
+    ),
     { store, write: () => {} },
   );
 });
@@ -178,16 +175,7 @@ describe('sidecar restart with the store unavailable', () => {
       await mkdir(join(restartDir, 'gw'), { recursive: true });
       await writeFile(join(restartDir, 'gw', 'haproxy.cfg'), '# rendered by an earlier sidecar\n');
       const restarted = await startSidecar(
-        parseSidecarConfig({
-          store: { kind: 'file', dir: join(restartDir, 'store') },
-          fleetConfig: { secretId: 'fleet' },
-          gatewayDir: join(restartDir, 'gw'),
-          admin: { host: '127.0.0.1', port: 0 },
-          pollIntervalMs: 3_600_000,
-          watchIntervalMs: 3_600_000,
-          retry: { initialMs: 20, maxMs: 100 },
-          autoOwnAddresses: false,
-        }),
+        parseSidecarConfig(testSidecarConfig(restartDir, { retry: { initialMs: 20, maxMs: 100 } })),
         { store: emptyStore, write: () => {} },
       );
       try {
