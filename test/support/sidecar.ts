@@ -14,8 +14,13 @@ import {
   normaliseSerial,
 } from '../../lib/pki/index.ts';
 import { type FleetTask, Stage } from '../../lib/ports.ts';
-import type { SidecarConfigInput } from '../../proxy/sidecar/config.ts';
+import { gatewayLayout } from '../../proxy/haproxy/index.ts';
+import { parseSidecarConfig, type SidecarConfigInput } from '../../proxy/sidecar/config.ts';
+import { createContext, type SidecarContext } from '../../proxy/sidecar/context.ts';
 import { type LocalTask, startLocalTask } from '../../proxy/sidecar/local-task.ts';
+import { jsonLogger } from '../../proxy/sidecar/log.ts';
+import type { GatewayRuntime } from '../../proxy/sidecar/runtime-port.ts';
+import { storeReader } from '../../proxy/sidecar/store-view.ts';
 
 /** A leaf with its chain and key, PEM, and its normalised serial. */
 export interface Credential {
@@ -108,6 +113,34 @@ export function testSidecarConfig(
     autoOwnAddresses: false,
     ...overrides,
   };
+}
+
+/**
+ * The sidecar's effect context for {@link testSidecarConfig}'s settings over `store`, with
+ * `runtime` (a `FakeRuntime`) as both the runtime and the worker, log lines into `lines`, and no
+ * object store (allowlist manifests are not read).
+ */
+export function testSidecarContext(options: {
+  dir: string;
+  store: FileSecretStore;
+  runtime: GatewayRuntime;
+  lines: string[];
+}): SidecarContext {
+  const config = parseSidecarConfig(testSidecarConfig(options.dir));
+  return createContext({
+    config,
+    layout: gatewayLayout(config.gatewayDir),
+    log: jsonLogger((line) => options.lines.push(line), 'debug'),
+    now: () => new Date(),
+    store: storeReader(options.store),
+    objects: () => {
+      throw new Error('no manifests in this test');
+    },
+    runtime: options.runtime,
+    worker: () => options.runtime,
+    fleetRef: { key: 'fleet', kind: 'fleet', secretId: 'fleet' },
+    ownAddresses: [],
+  });
 }
 
 /**

@@ -12,18 +12,21 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { FleetConfigInput } from '../../lib/config/index.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { type CertificateAuthorityMaterial, createCertificateAuthority } from '../../lib/pki/index.ts';
-import { gatewayLayout } from '../../proxy/haproxy/index.ts';
 import { applyObject, runEffects } from '../../proxy/sidecar/apply-object.ts';
 import { parseSidecarConfig } from '../../proxy/sidecar/config.ts';
-import { createContext, type SidecarContext } from '../../proxy/sidecar/context.ts';
+import type { SidecarContext } from '../../proxy/sidecar/context.ts';
 import { ApplyFailed } from '../../proxy/sidecar/errors.ts';
 import { verifyHaproxy } from '../../proxy/sidecar/haproxy-sync.ts';
-import { jsonLogger } from '../../proxy/sidecar/log.ts';
 import { startSidecar } from '../../proxy/sidecar/main.ts';
 import { tryStart } from '../../proxy/sidecar/start.ts';
-import { storeReader } from '../../proxy/sidecar/store-view.ts';
 import { FakeRuntime } from '../support/fake-runtime.ts';
-import { certificateDocument, issueCredential, putSecret, testSidecarConfig } from '../support/sidecar.ts';
+import {
+  certificateDocument,
+  issueCredential,
+  putSecret,
+  testSidecarConfig,
+  testSidecarContext,
+} from '../support/sidecar.ts';
 
 // Client certificates verified against the trust bundle: HAProxy loads it (`ca-file`).
 const A = 'a.effects.test';
@@ -69,28 +72,7 @@ const leaf = async (name: string, from = ca) =>
 const serialOf = (doc: string) => (JSON.parse(doc) as { serial: string }).serial;
 
 function context(): SidecarContext {
-  const config = parseSidecarConfig({
-    store: { kind: 'file', dir: join(dir, 'store') },
-    fleetConfig: { secretId: 'fleet' },
-    gatewayDir: join(dir, 'gw'),
-    admin: { host: '127.0.0.1', port: 0 },
-    autoOwnAddresses: false,
-  });
-  const layout = gatewayLayout(config.gatewayDir);
-  return createContext({
-    config,
-    layout,
-    log: jsonLogger((line) => lines.push(line), 'debug'),
-    now: () => new Date(),
-    store: storeReader(store),
-    objects: () => {
-      throw new Error('no manifests in this test');
-    },
-    runtime: fake,
-    worker: () => fake,
-    fleetRef: { key: 'fleet', kind: 'fleet', secretId: 'fleet' },
-    ownAddresses: [],
-  });
+  return testSidecarContext({ dir, store, runtime: fake, lines });
 }
 
 /** Starts from the store (files only) and verifies the fake HAProxy: phase ready. */

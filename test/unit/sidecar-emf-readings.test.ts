@@ -13,19 +13,22 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { FleetConfigInput } from '../../lib/config/index.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { type CertificateAuthorityMaterial, createCertificateAuthority } from '../../lib/pki/index.ts';
-import { gatewayLayout } from '../../proxy/haproxy/index.ts';
 import { runEffects } from '../../proxy/sidecar/apply-object.ts';
 import { parseSidecarConfig } from '../../proxy/sidecar/config.ts';
-import { createContext, type SidecarContext } from '../../proxy/sidecar/context.ts';
+import type { SidecarContext } from '../../proxy/sidecar/context.ts';
 import { EMF_METRICS } from '../../proxy/sidecar/emf.ts';
-import { jsonLogger } from '../../proxy/sidecar/log.ts';
 import { type LogSink, startLogSink } from '../../proxy/sidecar/log-sink.ts';
 import { startSidecar } from '../../proxy/sidecar/main.ts';
 import { createScrape } from '../../proxy/sidecar/scrape.ts';
 import { tryStart } from '../../proxy/sidecar/start.ts';
-import { storeReader } from '../../proxy/sidecar/store-view.ts';
 import { FakeRuntime } from '../support/fake-runtime.ts';
-import { certificateDocument, issueCredential, putSecret, testSidecarConfig } from '../support/sidecar.ts';
+import {
+  certificateDocument,
+  issueCredential,
+  putSecret,
+  testSidecarConfig,
+  testSidecarContext,
+} from '../support/sidecar.ts';
 
 const NAME = 'a.emf.test';
 
@@ -100,27 +103,7 @@ describe('scrape: the figures of one EMF emission', () => {
   });
 
   function context(): SidecarContext {
-    const config = parseSidecarConfig({
-      store: { kind: 'file', dir: join(dir, 'store') },
-      fleetConfig: { secretId: 'fleet' },
-      gatewayDir: join(dir, 'gw'),
-      admin: { host: '127.0.0.1', port: 0 },
-      autoOwnAddresses: false,
-    });
-    return createContext({
-      config,
-      layout: gatewayLayout(config.gatewayDir),
-      log: jsonLogger((line) => lines.push(line), 'debug'),
-      now: () => new Date(),
-      store: storeReader(store),
-      objects: () => {
-        throw new Error('no manifests in this test');
-      },
-      runtime: fake,
-      worker: () => fake,
-      fleetRef: { key: 'fleet', kind: 'fleet', secretId: 'fleet' },
-      ownAddresses: [],
-    });
+    return testSidecarContext({ dir, store, runtime: fake, lines });
   }
 
   it('reads DroppedLogs and the TLS counters from one show info, summed across workers', async () => {
