@@ -25,7 +25,7 @@ import { parse as parseYaml } from 'yaml';
 import { parseFleetConfig } from '../lib/config/index.ts';
 import { NotFoundError, ValidationError } from '../lib/errors.ts';
 import { encodeProxyV2 } from '../lib/net/proxy-protocol.ts';
-import type { Fleet, FleetTask, RolloutState, SecretStore } from '../lib/ports.ts';
+import type { Fleet, FleetTask, RollOptions, RolloutState, SecretStore } from '../lib/ports.ts';
 import { Stage } from '../lib/ports.ts';
 import { gatewayLayout } from '../proxy/haproxy/layout.ts';
 import { type RunningHaproxy, startHaproxy } from '../proxy/haproxy/process.ts';
@@ -318,7 +318,10 @@ export class ProcessFleet implements Fleet {
   readonly #options: ProcessFleetOptions;
   readonly #adminPort: number;
   readonly #tasks = new Map<string, RunningTask>();
-  readonly #deployments = new Map<string, { state: RolloutState; error?: string; done: Promise<void> }>();
+  readonly #deployments = new Map<
+    string,
+    { state: RolloutState; error?: string; done: Promise<void>; startedAtMs: number }
+  >();
   #deploymentCounter = 0;
   #stopped = false;
   #registryWrites: Promise<void> = Promise.resolve();
@@ -409,12 +412,21 @@ export class ProcessFleet implements Fleet {
       .map(toFleetTask);
   }
 
-  /** Starts replacing every task, one at a time (stop, start on the same address, wait ready). */
-  async roll(): Promise<{ deploymentId: string }> {
+  /**
+   * Starts replacing every task, one at a time (stop, start on the same address, wait ready);
+   * with `reuseSince`, follows a replacement in progress that started since then instead.
+   */
+  async roll(options: RollOptions = {}): Promise<{ deploymentId: string; reused?: boolean }> {
+    const since = options.reuseSince?.getTime();
+    if (since !== undefined) {
+      for (const [id, d] of this.#deployments)
+        if (d.state === 'IN_PROGRESS' && d.startedAtMs >= since) return { deploymentId: id, reused: true };
+    }
     const deploymentId = `local-deployment-${++this.#deploymentCounter}`;
-    const entry: { state: RolloutState; error?: string; done: Promise<void> } = {
+    const entry: { state: RolloutState; error?: string; done: Promise<void>; startedAtMs: number } = {
       state: 'IN_PROGRESS',
       done: Promise.resolve(),
+      startedAtMs: Date.now(),
     };
     this.#deployments.set(deploymentId, entry);
     this.#options.onEvent?.({ type: 'roll-started', deploymentId });

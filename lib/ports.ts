@@ -156,9 +156,19 @@ export interface Fleet {
    * `listTasks` instead (which sees running tasks only).
    */
   describeTask?(taskId: string): Promise<FleetTask | undefined>;
-  /** Starts a fresh deployment of the service (ECS `forceNewDeployment`). */
-  roll(): Promise<{ deploymentId: string }>;
+  /**
+   * Starts a fresh deployment of the service (ECS `forceNewDeployment`). With `reuseSince`, a
+   * deployment still in progress that started at or after that time is followed instead: its
+   * tasks all start later and read the secrets' current versions, so another one would only
+   * restart them (several certificates' rotations rolling for the same unreachable task).
+   */
+  roll(options?: RollOptions): Promise<{ deploymentId: string; reused?: boolean }>;
   rolloutState(deploymentId: string): Promise<RolloutState>;
+}
+
+export interface RollOptions {
+  /** Follow an in-progress deployment started at or after this time instead of starting one. */
+  reuseSince?: Date;
 }
 
 /** What a sidecar reports about itself (`GET /v1/status`). */

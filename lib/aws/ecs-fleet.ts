@@ -13,7 +13,7 @@ import {
   UpdateServiceCommand,
 } from '@aws-sdk/client-ecs';
 import { NotFoundError, type PortcullisError, ValidationError } from '../errors.ts';
-import type { Fleet, FleetTask, ListTasksOptions, RolloutState } from '../ports.ts';
+import type { Fleet, FleetTask, ListTasksOptions, RollOptions, RolloutState } from '../ports.ts';
 import { awsClientConfig } from './client-config.ts';
 import { AwsServiceError, mapAwsError } from './errors.ts';
 
@@ -82,6 +82,17 @@ export function taskPrivateAddress(task: Task): string | undefined {
 /** The task id: the last segment of its ARN (`arn:aws:ecs:…:task/<cluster>/<id>` → `<id>`). */
 export function taskIdOf(taskArn: string): string {
   return taskArn.slice(taskArn.lastIndexOf('/') + 1);
+}
+
+/**
+ * The PRIMARY deployment when it is still rolling out and was created at or after `since`
+ * (pure; see {@link EcsFleet.roll}).
+ */
+export function reusableDeployment(deployments: Deployment[], since: Date): string | undefined {
+  const primary = deployments.find((d) => d.status === 'PRIMARY');
+  if (primary?.id === undefined || primary.createdAt === undefined) return undefined;
+  if (primary.rolloutState !== 'IN_PROGRESS') return undefined;
+  return primary.createdAt.getTime() >= since.getTime() ? primary.id : undefined;
 }
 
 /**
@@ -221,7 +232,11 @@ export class EcsFleet implements Fleet {
     return this.#toFleetTask(task);
   }
 
-  async roll(): Promise<{ deploymentId: string }> {
+  async roll(options: RollOptions = {}): Promise<{ deploymentId: string; reused?: boolean }> {
+    if (options.reuseSince !== undefined) {
+      const fresh = reusableDeployment(await this.#deployments(), options.reuseSince);
+      if (fresh !== undefined) return { deploymentId: fresh, reused: true };
+    }
     let deployments: Deployment[];
     try {
       const output = await this.#client.send(
@@ -260,6 +275,11 @@ export class EcsFleet implements Fleet {
    * Errors: `NotFoundError` when the service does not exist or is no longer active.
    */
   async rolloutState(deploymentId: string): Promise<RolloutState> {
+    return rolloutStateOf(await this.#deployments(), deploymentId);
+  }
+
+  /** The service's deployments (DescribeServices). @throws NotFoundError for a missing or inactive service */
+  async #deployments(): Promise<Deployment[]> {
     let output: DescribeServicesCommandOutput;
     try {
       output = await this.#client.send(
@@ -273,7 +293,7 @@ export class EcsFleet implements Fleet {
       const reason = output.failures?.[0]?.reason ?? service?.status ?? 'MISSING';
       throw new NotFoundError(`ECS service '${this.#service}' in cluster '${this.#cluster}' is ${reason}`);
     }
-    return rolloutStateOf(service.deployments ?? [], deploymentId);
+    return service.deployments ?? [];
   }
 
   #toFleetTask(task: Task): FleetTask | undefined {

@@ -104,7 +104,14 @@ export const PromoteSecretInput = z.object({
   /** The UpdateTasks results, instead of per-task outcomes (rotate-certificate). */
   batches: z.array(TaskBatchResultSchema).optional(),
 });
-export const RollServiceInput = z.object({ fleet });
+export const RollServiceInput = z.object({
+  fleet,
+  /**
+   * When the secret became current (PromoteSecret's `promotedAt`): a deployment still rolling
+   * out that started since then is followed rather than a new one started.
+   */
+  notBefore: z.iso.datetime().optional(),
+});
 export const CheckRolloutInput = z.object({
   fleet,
   deploymentId: z.string().min(1),

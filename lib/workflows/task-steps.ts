@@ -16,7 +16,15 @@ import {
   taskBatchOf,
   UNREACHABLE_SAMPLE,
 } from '../rotation/tasks.ts';
-import { assertFleet, currentBefore, findSpec, stageHolder, toFleetTask, toTaskRef } from './common.ts';
+import {
+  assertFleet,
+  currentBefore,
+  findSpec,
+  nowOf,
+  stageHolder,
+  toFleetTask,
+  toTaskRef,
+} from './common.ts';
 import { loadControlPlaneFleet, servedSecretIds } from './fleet-config.ts';
 import type { ControlPlanePorts } from './ports.ts';
 import type {
@@ -164,6 +172,8 @@ export interface PromoteSecretResult extends TaskSummary {
   secretId: string;
   versionId: string;
   previousVersionId: string | null;
+  /** When the version became (or was found) current: tasks that start later read it. */
+  promotedAt: string;
 }
 
 /**
@@ -198,6 +208,7 @@ export function makePromoteSecret(ports: ControlPlanePorts) {
       secretId: event.secretId,
       versionId: event.versionId,
       previousVersionId: currentBefore(before, event.versionId),
+      promotedAt: nowOf(ports).toISOString(),
       ...(event.batches === undefined ? summariseTasks(event.tasks) : summariseBatches(event.batches)),
     };
   };
@@ -213,7 +224,9 @@ export interface RolloutResult {
 export function makeRollService(ports: ControlPlanePorts) {
   return async function rollServiceStep(event: z.output<typeof RollServiceInput>): Promise<RolloutResult> {
     assertFleet(ports, event.fleet);
-    const { deploymentId } = await ports.fleet.roll();
+    const { deploymentId } = await ports.fleet.roll(
+      event.notBefore === undefined ? {} : { reuseSince: new Date(event.notBefore) },
+    );
     return { deploymentId, poll: 0, state: 'IN_PROGRESS' };
   };
 }

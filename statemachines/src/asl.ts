@@ -214,6 +214,7 @@ export function catchAll(next: string, resultPath: string | null = '$.error'): C
 /** PromoteSecret's answer as both machines keep it at `$.promoted` (counts from the batches). */
 export const PROMOTED_RESULT: Record<string, string> = {
   'previousVersionId.$': '$.Payload.previousVersionId',
+  'promotedAt.$': '$.Payload.promotedAt',
   'needsRoll.$': '$.Payload.needsRoll',
   'updated.$': '$.Payload.updatedCount',
   'unreachable.$': '$.Payload.unreachable',

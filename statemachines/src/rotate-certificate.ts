@@ -123,8 +123,11 @@ export const rotateCertificate: StateMachine = {
       Default: 'GracePeriod',
     },
     RollService: lambdaTask('RollService', {
+      comment:
+        'Follows a deployment already rolling out since the promote (another certificate’s), else starts one.',
       payload: {
         'fleet.$': '$.fleet',
+        'notBefore.$': '$.promoted.promotedAt',
       },
       timeoutSeconds: 30,
       resultSelector: fromPayload('deploymentId', 'poll', 'state'),

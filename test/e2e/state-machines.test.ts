@@ -225,10 +225,17 @@ describe('rotate-certificates', () => {
     await bootstrap();
     fx.gateway.tasks[1]!.behaviour.unreachable = true;
     fx.gateway.rolloutStates = ['IN_PROGRESS', 'COMPLETED'];
+    const started = new Date();
     const result = succeeded(await run('rotate-certificates', rotateApi({ force: true })));
     const [rotated] = result.rotated as Record<string, unknown>[];
     expect(rotated).toMatchObject({ updatedTasks: 1, rolledTasks: ['task-2'], rolledTaskCount: 1 });
     expect(fx.gateway.rolls).toHaveLength(1);
+    // The roll may follow a deployment started since the promote (another certificate's roll),
+    // never an older one: PromoteSecret's time reaches RollService.
+    const reuseSince = fx.gateway.rollOptions[0]?.reuseSince;
+    expect(reuseSince).toBeInstanceOf(Date);
+    expect(reuseSince!.getTime()).toBeGreaterThanOrEqual(started.getTime());
+    expect(reuseSince!.getTime()).toBeLessThanOrEqual(Date.now());
     const now = await currentBundle();
     expect(servedSerials()).toEqual([now.serial, now.serial]);
   });

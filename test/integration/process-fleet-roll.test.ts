@@ -48,4 +48,21 @@ describe('rotate-certificates on a local fleet with a task the nudge cannot reac
     expect(fleet.records().map((r) => r.generation)).toEqual([2, 2]);
     expect(fleet.processes().find((p) => p.taskId === 'task-2')!.sidecarPid).not.toBe(victim.sidecarPid);
   }, 90_000);
+
+  it('follows a roll in progress started since the given time instead of starting another', async () => {
+    const fleet = env!.fleet;
+    const since = new Date();
+    const completed = (id: string) =>
+      expect.poll(() => fleet.rolloutState(id), { timeout: 60_000, interval: 200 }).toBe('COMPLETED');
+    const first = await fleet.roll();
+    expect(await fleet.roll({ reuseSince: since })).toEqual({
+      deploymentId: first.deploymentId,
+      reused: true,
+    });
+    await completed(first.deploymentId);
+    // A finished roll is not followed: the task that needed one may still be there.
+    const second = await fleet.roll({ reuseSince: since });
+    expect(second.deploymentId).not.toBe(first.deploymentId);
+    await completed(second.deploymentId);
+  }, 90_000);
 });

@@ -18,6 +18,7 @@ import {
   type Notifier,
   type NudgeRequest,
   type RevocationReason,
+  type RollOptions,
   type RolloutState,
   type SecretStore,
   Stage,
@@ -77,6 +78,8 @@ export class FakeTask {
 export class FakeGateway implements Fleet, TaskClient {
   readonly tasks: FakeTask[] = [];
   readonly rolls: string[] = [];
+  /** The options of every `roll` call. */
+  readonly rollOptions: RollOptions[] = [];
   /**
    * Called after every nudge was applied (before its answer): a test runs another execution
    * here, while the one nudging is between its NudgeTask and VerifyTask.
@@ -117,7 +120,8 @@ export class FakeGateway implements Fleet, TaskClient {
     return this.tasks.map((t) => ({ ...t.task }));
   }
 
-  async roll(): Promise<{ deploymentId: string }> {
+  async roll(options: RollOptions = {}): Promise<{ deploymentId: string }> {
+    this.rollOptions.push(options);
     const deploymentId = `deployment-${this.rolls.length + 1}`;
     this.rolls.push(deploymentId);
     this.#rolloutPolls = 0;

@@ -19,6 +19,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   EcsFleet,
   type EcsFleetOptions,
+  reusableDeployment,
   rolloutStateOf,
   taskPrivateAddress,
 } from '../../lib/aws/ecs-fleet.ts';
@@ -287,6 +288,60 @@ describe('EcsFleet.roll', () => {
     ecs.on(UpdateServiceCommand).rejects(sdkError(ServiceNotActiveException));
 
     await expect(fleet().roll()).rejects.toMatchObject({ name: 'NotFoundError' });
+  });
+
+  it('with reuseSince, follows a deployment rolling out since then instead of forcing another', async () => {
+    const since = new Date('2026-12-03T10:00:00Z');
+    const answer = (createdAt: Date, rolloutState: Deployment['rolloutState']) => {
+      ecs.reset();
+      ecs.on(DescribeServicesCommand).resolves({
+        services: [
+          {
+            status: 'ACTIVE',
+            deployments: [
+              { id: 'ecs-svc/old', status: 'ACTIVE', rolloutState: 'COMPLETED', createdAt: new Date(0) },
+              { id: 'ecs-svc/fresh', status: 'PRIMARY', rolloutState, createdAt },
+            ],
+          },
+        ],
+      });
+      ecs.on(UpdateServiceCommand).resolves({
+        service: { deployments: [{ id: 'ecs-svc/new', status: 'PRIMARY', rolloutState: 'IN_PROGRESS' }] },
+      });
+    };
+    // Started after the promote, still rolling: its tasks all read the current secrets.
+    answer(new Date('2026-12-03T10:00:05Z'), 'IN_PROGRESS');
+    await expect(fleet().roll({ reuseSince: since })).resolves.toEqual({
+      deploymentId: 'ecs-svc/fresh',
+      reused: true,
+    });
+    expect(ecs.commandCalls(UpdateServiceCommand)).toHaveLength(0);
+    expect(ecs.commandCalls(DescribeServicesCommand)[0]!.args[0].input).toEqual({
+      cluster,
+      services: [service],
+    });
+    // Started before the promote: some of its tasks may hold the old version.
+    answer(new Date('2026-12-03T09:59:59Z'), 'IN_PROGRESS');
+    await expect(fleet().roll({ reuseSince: since })).resolves.toEqual({ deploymentId: 'ecs-svc/new' });
+    expect(ecs.commandCalls(UpdateServiceCommand)).toHaveLength(1);
+    // Finished already: the task that could not be reached outlived it, so a new one is needed.
+    answer(new Date('2026-12-03T10:00:05Z'), 'COMPLETED');
+    await expect(fleet().roll({ reuseSince: since })).resolves.toEqual({ deploymentId: 'ecs-svc/new' });
+  });
+});
+
+describe('reusableDeployment', () => {
+  it('is the PRIMARY deployment only when it is in progress and no older than the given time', () => {
+    const at = new Date('2026-12-03T10:00:00Z');
+    const primary = (
+      createdAt: Date | undefined,
+      rolloutState: Deployment['rolloutState'] = 'IN_PROGRESS',
+    ) => [{ id: 'p', status: 'PRIMARY', rolloutState, ...(createdAt === undefined ? {} : { createdAt }) }];
+    expect(reusableDeployment(primary(at), at)).toBe('p');
+    expect(reusableDeployment(primary(new Date(at.getTime() - 1)), at)).toBeUndefined();
+    expect(reusableDeployment(primary(at, 'FAILED'), at)).toBeUndefined();
+    expect(reusableDeployment(primary(undefined), at)).toBeUndefined();
+    expect(reusableDeployment([], at)).toBeUndefined();
   });
 });
 
