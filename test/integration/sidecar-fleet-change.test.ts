@@ -12,7 +12,13 @@ import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { type CertificateAuthorityMaterial, createCertificateAuthority } from '../../lib/pki/index.ts';
 import { parseSidecarConfig } from '../../proxy/sidecar/config.ts';
 import { type RunningSidecar, startSidecar } from '../../proxy/sidecar/main.ts';
-import { certificateDocument, issueCredential, putSecret, testSidecarConfig } from '../support/sidecar.ts';
+import {
+  certificateDocument,
+  issueCredential,
+  putSecret,
+  terminateFleetDocument,
+  testSidecarConfig,
+} from '../support/sidecar.ts';
 
 const A = 'a.fleet-change.test';
 const B = 'b.fleet-change.test';
@@ -23,30 +29,9 @@ let oldCa: CertificateAuthorityMaterial;
 let newCa: CertificateAuthorityMaterial;
 let sidecar: RunningSidecar | undefined;
 
+// Rendered only: no HAProxy starts in this file, so nothing binds the listeners' ports.
 function fleet(names: string[]): string {
-  const config: FleetConfigInput = {
-    fleet: 'fleet-change-test',
-    // Rendered only: no HAProxy starts in this file, so nothing binds these ports.
-    listeners: { bind: ['127.0.0.1'], tls: 18443, http: null, health: 18080, metrics: null },
-    certificates: names.map((name) => ({
-      name: name.split('.')[0]!,
-      secretId: `cert/${name}`,
-      commonName: name,
-      dns: [name],
-      usage: 'server' as const,
-    })),
-    trust: { secretId: 'trust' },
-    nudgeKey: { secretId: 'nudge-key' },
-    allowlist: { source: { secretId: 'allowlist' }, maxEntries: 10 },
-    routes: names.map((name) => ({
-      mode: 'terminate' as const,
-      serverName: name,
-      certificate: name.split('.')[0]!,
-      clientAuth: 'none' as const,
-      upstream: { kind: 'local' as const, port: 18081 },
-    })),
-  };
-  return JSON.stringify(config);
+  return terminateFleetDocument('fleet-change-test', names, { clientAuth: 'none' });
 }
 
 /** One certificate `a` from `secretId` serving a terminate route for each of `names`. */

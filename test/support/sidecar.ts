@@ -6,6 +6,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import type { FleetConfigInput } from '../../lib/config/index.ts';
 import type { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import {
   type CertificateAuthorityMaterial,
@@ -91,6 +92,45 @@ export async function putSecret(
     return (await store.create(secretId, value, { clientRequestToken: token() })).versionId;
   }
   return (await store.put(secretId, value, { clientRequestToken: token(), stages })).versionId;
+}
+
+/**
+ * A fleet config document (JSON) with one terminate route per name in `names`, each served by
+ * certificate secret `cert/<name>` (certificate name: the name's first label), trust bundle,
+ * nudge key and (unless `allowlist: false`) allowlist secrets of the same names as
+ * {@link testSidecarConfig}'s store uses. Listeners on loopback ports nothing binds unless a test
+ * starts HAProxy.
+ */
+export function terminateFleetDocument(
+  fleet: string,
+  names: readonly string[],
+  options: { clientAuth?: 'none' | 'strict'; trust?: string; allowlist?: boolean } = {},
+): string {
+  const config: FleetConfigInput = {
+    fleet,
+    listeners: { bind: ['127.0.0.1'], tls: 18443, http: null, health: 18080, metrics: null },
+    certificates: names.map((name) => ({
+      name: name.split('.')[0]!,
+      secretId: `cert/${name}`,
+      commonName: name,
+      dns: [name],
+      usage: 'server' as const,
+    })),
+    trust: { secretId: options.trust ?? 'trust' },
+    nudgeKey: { secretId: 'nudge-key' },
+    allowlist:
+      options.allowlist === false
+        ? { maxEntries: 10 }
+        : { source: { secretId: 'allowlist' }, maxEntries: 10 },
+    routes: names.map((name) => ({
+      mode: 'terminate' as const,
+      serverName: name,
+      certificate: name.split('.')[0]!,
+      clientAuth: options.clientAuth ?? 'strict',
+      upstream: { kind: 'local' as const, port: 18081 },
+    })),
+  };
+  return JSON.stringify(config);
 }
 
 /**

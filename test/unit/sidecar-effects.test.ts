@@ -9,7 +9,6 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { FleetConfigInput } from '../../lib/config/index.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { type CertificateAuthorityMaterial, createCertificateAuthority } from '../../lib/pki/index.ts';
 import { applyObject, runEffects } from '../../proxy/sidecar/apply-object.ts';
@@ -24,6 +23,7 @@ import {
   certificateDocument,
   issueCredential,
   putSecret,
+  terminateFleetDocument,
   testSidecarConfig,
   testSidecarContext,
 } from '../support/sidecar.ts';
@@ -40,31 +40,7 @@ let ctx: SidecarContext;
 let lines: string[];
 
 function fleet(names: string[], options: { allowlist?: boolean; trust?: string } = {}): string {
-  const config: FleetConfigInput = {
-    fleet: 'effects-test',
-    listeners: { bind: ['127.0.0.1'], tls: 18443, http: null, health: 18080, metrics: null },
-    certificates: names.map((name) => ({
-      name: name.split('.')[0]!,
-      secretId: `cert/${name}`,
-      commonName: name,
-      dns: [name],
-      usage: 'server' as const,
-    })),
-    trust: { secretId: options.trust ?? 'trust' },
-    nudgeKey: { secretId: 'nudge-key' },
-    allowlist:
-      options.allowlist === false
-        ? { maxEntries: 10 }
-        : { source: { secretId: 'allowlist' }, maxEntries: 10 },
-    routes: names.map((name) => ({
-      mode: 'terminate' as const,
-      serverName: name,
-      certificate: name.split('.')[0]!,
-      clientAuth: 'strict' as const,
-      upstream: { kind: 'local' as const, port: 18081 },
-    })),
-  };
-  return JSON.stringify(config);
+  return terminateFleetDocument('effects-test', names, options);
 }
 
 const leaf = async (name: string, from = ca) =>

@@ -10,7 +10,6 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { FleetConfigInput } from '../../lib/config/index.ts';
 import { FileSecretStore } from '../../lib/local/file-secret-store.ts';
 import { type CertificateAuthorityMaterial, createCertificateAuthority } from '../../lib/pki/index.ts';
 import { runEffects } from '../../proxy/sidecar/apply-object.ts';
@@ -26,6 +25,7 @@ import {
   certificateDocument,
   issueCredential,
   putSecret,
+  terminateFleetDocument,
   testSidecarConfig,
   testSidecarContext,
 } from '../support/sidecar.ts';
@@ -62,29 +62,12 @@ beforeAll(async () => {
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'portcullis-emfr-'));
   store = await FileSecretStore.open(join(dir, 'store'));
-  const fleet: FleetConfigInput = {
-    fleet: 'emf-test',
-    listeners: { bind: ['127.0.0.1'], tls: 18443, http: null, health: 18080, metrics: null },
-    certificates: [{ name: 'a', secretId: 'cert/a', commonName: NAME, dns: [NAME], usage: 'server' }],
-    trust: { secretId: 'trust' },
-    nudgeKey: { secretId: 'nudge-key' },
-    allowlist: { maxEntries: 10 },
-    routes: [
-      {
-        mode: 'terminate',
-        serverName: NAME,
-        certificate: 'a',
-        clientAuth: 'strict',
-        upstream: { kind: 'local', port: 18081 },
-      },
-    ],
-  };
-  await putSecret(store, 'fleet', JSON.stringify(fleet));
+  await putSecret(store, 'fleet', terminateFleetDocument('emf-test', [NAME], { allowlist: false }));
   await putSecret(store, 'nudge-key', JSON.stringify({ key: randomBytes(32).toString('base64') }));
   await putSecret(store, 'trust', JSON.stringify({ caBundlePem: ca.certificatePem }));
   await putSecret(
     store,
-    'cert/a',
+    `cert/${NAME}`,
     certificateDocument(await issueCredential(ca, { commonName: NAME, dns: [NAME] })),
   );
   fake = new DroppingRuntime();
