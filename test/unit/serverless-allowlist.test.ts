@@ -5,37 +5,11 @@
  * only, under `lists/`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { allStatements, list, type Statement } from '../deploy/iam.ts';
 import { type CfnTemplate, type PackagedService, packageService } from '../deploy/package.ts';
 
 const STAGE = 'ci';
 const FLEET = 'main';
-
-interface Statement {
-  Sid?: string;
-  Effect: string;
-  Action?: string | string[];
-  Resource?: unknown;
-  Condition?: Record<string, Record<string, unknown>>;
-}
-
-const list = (value: unknown): string[] =>
-  Array.isArray(value) ? (value as string[]) : value === undefined ? [] : [String(value)];
-
-function statements(template: CfnTemplate): { owner: string; statement: Statement }[] {
-  const out: { owner: string; statement: Statement }[] = [];
-  for (const [id, r] of Object.entries(template.Resources)) {
-    const p = r.Properties as Record<string, unknown> | undefined;
-    if (r.Type === 'AWS::IAM::Role') {
-      for (const policy of (p?.Policies ?? []) as { PolicyDocument: { Statement: Statement[] } }[])
-        for (const statement of policy.PolicyDocument.Statement) out.push({ owner: id, statement });
-    }
-    if (r.Type === 'AWS::IAM::Policy' || r.Type === 'AWS::IAM::ManagedPolicy') {
-      for (const statement of (p!.PolicyDocument as { Statement: Statement[] }).Statement)
-        out.push({ owner: id, statement });
-    }
-  }
-  return out;
-}
 
 /** `Fn::Join` of the bucket ARN and a path under it, as the stack writes object ARNs. */
 const objectsUnder = (path: string) => ({
@@ -88,7 +62,7 @@ describe('the allowlist object store in the packaged stack', () => {
   });
 
   it('scopes every S3 action to the fleet prefix, and lets only stageAllowlist write, under lists/ only', () => {
-    const s3 = statements(template).filter(({ statement }) =>
+    const s3 = allStatements(template).filter(({ statement }) =>
       list(statement.Action).some((a) => a.startsWith('s3:')),
     );
     const byOwner = Object.fromEntries(
@@ -103,7 +77,7 @@ describe('the allowlist object store in the packaged stack', () => {
   });
 
   it('grants the fleet key only through S3, and only to those roles: Decrypt to read, GenerateDataKey to write', () => {
-    const kms = statements(template).filter(({ statement }) =>
+    const kms = allStatements(template).filter(({ statement }) =>
       list(statement.Action).some((a) => a.startsWith('kms:')),
     );
     expect(kms.map(({ owner, statement }) => `${owner}:${list(statement.Action).join(',')}`).sort()).toEqual([

@@ -5,25 +5,10 @@
  * Functions uses to learn that a child ended; the batch function has the tasks' reads only.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { list, roleStatements, type Statement } from '../deploy/iam.ts';
 import { type CfnTemplate, type PackagedService, packageService } from '../deploy/package.ts';
 
 const STAGE = 'ci';
-
-interface Statement {
-  Effect: string;
-  Action?: string | string[];
-  Resource?: unknown;
-}
-
-const list = (value: unknown): string[] =>
-  Array.isArray(value) ? (value as string[]) : value === undefined ? [] : [String(value)];
-
-function roleStatements(template: CfnTemplate, roleId: string): Statement[] {
-  const role = template.Resources[roleId];
-  expect(role?.Type, roleId).toBe('AWS::IAM::Role');
-  const policies = (role!.Properties!.Policies ?? []) as { PolicyDocument: { Statement: Statement[] } }[];
-  return policies.flatMap((p) => p.PolicyDocument.Statement);
-}
 
 function roleOf(template: CfnTemplate, stateMachineId: string): string {
   const arn = template.Resources[stateMachineId]!.Properties!.RoleArn as { 'Fn::GetAtt': [string, string] };

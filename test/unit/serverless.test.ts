@@ -16,6 +16,7 @@ import { containerLayout, haproxyArgs } from '../../proxy/haproxy/process.ts';
 import { renderGateway } from '../../proxy/haproxy/render.ts';
 import { loadSidecarConfig, parseSidecarConfig } from '../../proxy/sidecar/config.ts';
 import { created, evaluateConditions, resolveIf } from '../deploy/conditions.ts';
+import { allStatements, list, roleStatements, type Statement } from '../deploy/iam.ts';
 import {
   type CfnResource,
   type CfnTemplate,
@@ -81,18 +82,6 @@ const TEMPLATE_ARN = 'arn:aws:acm-pca:::template/EndEntityCertificate_APIPassthr
 const pascal = (key: string) => key[0]!.toUpperCase() + key.slice(1);
 const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
-interface Statement {
-  Sid?: string;
-  Effect: string;
-  Action?: string | string[];
-  NotAction?: unknown;
-  Resource?: unknown;
-  Condition?: Record<string, Record<string, unknown>>;
-}
-
-const list = <T>(value: T | T[] | undefined): T[] =>
-  value === undefined ? [] : Array.isArray(value) ? value : [value];
-
 function resource(template: CfnTemplate, id: string): CfnResource {
   const found = template.Resources[id];
   if (found === undefined) throw new Error(`no resource ${id} in the template`);
@@ -105,38 +94,6 @@ function props<T = Record<string, unknown>>(template: CfnTemplate, id: string): 
 
 function ofType(template: CfnTemplate, type: string): [string, CfnResource][] {
   return Object.entries(template.Resources).filter(([, r]) => r.Type === type);
-}
-
-/** Every IAM statement of a role (inline policies) plus standalone policies attached to it. */
-function roleStatements(template: CfnTemplate, roleId: string): Statement[] {
-  const inline = (
-    props<{ Policies?: { PolicyDocument: { Statement: Statement[] } }[] }>(template, roleId).Policies ?? []
-  ).flatMap((p) => p.PolicyDocument.Statement);
-  const attached = ofType(template, 'AWS::IAM::Policy')
-    .filter(([, r]) => JSON.stringify((r.Properties as { Roles: unknown }).Roles).includes(`"${roleId}"`))
-    .flatMap(
-      ([, r]) => (r.Properties as { PolicyDocument: { Statement: Statement[] } }).PolicyDocument.Statement,
-    );
-  return [...inline, ...attached];
-}
-
-function allStatements(template: CfnTemplate): { owner: string; statement: Statement }[] {
-  const result: { owner: string; statement: Statement }[] = [];
-  for (const [id, r] of Object.entries(template.Resources)) {
-    const p = r.Properties as Record<string, unknown> | undefined;
-    if (r.Type === 'AWS::IAM::Role') {
-      for (const policy of (p?.Policies ?? []) as { PolicyDocument: { Statement: Statement[] } }[]) {
-        for (const statement of policy.PolicyDocument.Statement) result.push({ owner: id, statement });
-      }
-    }
-    if (r.Type === 'AWS::IAM::Policy' || r.Type === 'AWS::IAM::ManagedPolicy') {
-      for (const statement of (p?.PolicyDocument as { Statement: Statement[] } | undefined)?.Statement ??
-        []) {
-        result.push({ owner: id, statement });
-      }
-    }
-  }
-  return result;
 }
 
 /** Turns a compiled `DefinitionString` (`Fn::Sub` over the ASL) back into ASL plus its references. */
