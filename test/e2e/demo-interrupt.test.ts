@@ -5,11 +5,12 @@
  * directory (CA private key included) and every child process behind it gone.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { processesMentioning } from '../support/processes.ts';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'main.ts');
 const children = new Set<ChildProcess>();
@@ -19,21 +20,6 @@ afterEach(async () => {
   for (const child of children) child.kill('SIGKILL');
   for (const base of bases.splice(0)) await rm(base, { recursive: true, force: true });
 });
-
-/** Processes whose command line mentions `text`. */
-async function processesMentioning(text: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const name of await readdir('/proc')) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      const cmdline = (await readFile(`/proc/${name}/cmdline`, 'utf8')).replaceAll('\0', ' ');
-      if (cmdline.includes(text)) found.push(`${name}: ${cmdline.slice(0, 160)}`);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return found;
-}
 
 /**
  * Runs the demo with its own TMPDIR, sends `signals` once `moment` appears in its output, and

@@ -1,9 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DemoReport } from '../../cli/demo/demo.ts';
+import { processesMentioning } from '../support/processes.ts';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'main.ts');
 
@@ -40,21 +41,6 @@ function startDemo(args: string[], timeoutMs: number) {
     });
   });
   return { child, finished, output: () => stdout + stderr };
-}
-
-/** Processes whose command line mentions `text` (the demo's state directory names every child's files). */
-async function processesMentioning(text: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const name of await readdir('/proc')) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      const cmdline = (await readFile(`/proc/${name}/cmdline`, 'utf8')).replaceAll('\0', ' ');
-      if (cmdline.includes(text)) found.push(`${name}: ${cmdline.slice(0, 200)}`);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return found;
 }
 
 async function exists(path: string): Promise<boolean> {
