@@ -309,6 +309,14 @@ async function pool<T>(items: readonly T[], limit: number, work: (item: T) => Pr
   if (errors.length > 0) throw errors[0];
 }
 
+/** One roll of the process fleet, as `rolloutState` reports it. */
+interface LocalDeployment {
+  state: RolloutState;
+  error?: string;
+  done: Promise<void>;
+  startedAtMs: number;
+}
+
 /**
  * N local gateway tasks. Start with {@link ProcessFleet.start}; always `stop()` (the demo also
  * kills every child synchronously on process exit).
@@ -318,10 +326,7 @@ export class ProcessFleet implements Fleet {
   readonly #options: ProcessFleetOptions;
   readonly #adminPort: number;
   readonly #tasks = new Map<string, RunningTask>();
-  readonly #deployments = new Map<
-    string,
-    { state: RolloutState; error?: string; done: Promise<void>; startedAtMs: number }
-  >();
+  readonly #deployments = new Map<string, LocalDeployment>();
   #deploymentCounter = 0;
   #stopped = false;
   #registryWrites: Promise<void> = Promise.resolve();
@@ -423,7 +428,7 @@ export class ProcessFleet implements Fleet {
         if (d.state === 'IN_PROGRESS' && d.startedAtMs >= since) return { deploymentId: id, reused: true };
     }
     const deploymentId = `local-deployment-${++this.#deploymentCounter}`;
-    const entry: { state: RolloutState; error?: string; done: Promise<void>; startedAtMs: number } = {
+    const entry: LocalDeployment = {
       state: 'IN_PROGRESS',
       done: Promise.resolve(),
       startedAtMs: Date.now(),
