@@ -9,7 +9,7 @@
  */
 import { ValidationError } from '../errors.ts';
 import { type SecretStore, Stage } from '../ports.ts';
-import { errorName } from './common.ts';
+import { errorName, stageHolder, tryDescribe } from './common.ts';
 import { allowlistSecretId, loadControlPlaneFleet } from './fleet-config.ts';
 import { readCurrentCertificate } from './rotation-steps.ts';
 
@@ -19,16 +19,6 @@ export interface FleetReadiness {
   missing: string[];
   /** Secrets that exist but that a sidecar would refuse. */
   invalid: { secretId: string; reason: string }[];
-}
-
-async function hasCurrent(store: SecretStore, secretId: string): Promise<boolean> {
-  try {
-    const description = await store.describe(secretId);
-    return description.versions.some((v) => v.stages.includes(Stage.Current));
-  } catch (error) {
-    if (errorName(error) === 'NotFoundError') return false;
-    throw error;
-  }
 }
 
 /**
@@ -66,7 +56,8 @@ export async function checkFleetReadiness(
   const others = [config.trust?.secretId, allowlistSecretId(config), config.nudgeKey?.secretId].filter(
     (id): id is string => id !== undefined,
   );
-  for (const secretId of others) if (!(await hasCurrent(store, secretId))) missing.push(secretId);
+  for (const secretId of others)
+    if (stageHolder(await tryDescribe(store, secretId), Stage.Current) === undefined) missing.push(secretId);
   return { ready: missing.length === 0 && invalid.length === 0, missing, invalid };
 }
 
