@@ -16,10 +16,10 @@ import {
   type SendOptions,
   sendCustomResourceResponse,
 } from '../lib/aws/custom-resource.ts';
-import { SecretsManagerStore } from '../lib/aws/secrets-manager-store.ts';
 import type { SecretStore } from '../lib/ports.ts';
 import { errorMessage, errorName } from '../lib/workflows/common.ts';
 import { fleetReadinessResource } from '../lib/workflows/fleet-readiness.ts';
+import { awsPorts } from './shared/aws-ports.ts';
 import { logger } from './shared/powertools.ts';
 
 /** Time kept back from the Lambda timeout to deliver a FAILED response (ms). */
@@ -62,7 +62,7 @@ export function makeFleetReadinessHandler(options: ReadinessHandlerOptions) {
       request = parseCustomResourceRequest(event);
     } catch (error) {
       // Nothing to answer to: not a CloudFormation request.
-      logger.error('not a custom resource request', { error: (error as Error).message });
+      logger.error('not a custom resource request', { error: errorMessage(error) });
       throw error;
     }
     let result: CustomResourceResult;
@@ -108,12 +108,5 @@ export function makeFleetReadinessHandler(options: ReadinessHandlerOptions) {
   };
 }
 
-export const handler = makeFleetReadinessHandler({
-  store: (() => {
-    let store: SecretStore | undefined;
-    return () => {
-      store ??= new SecretsManagerStore();
-      return store;
-    };
-  })(),
-});
+const ports = awsPorts();
+export const handler = makeFleetReadinessHandler({ store: () => ports.store });
